@@ -1,0 +1,131 @@
+"""Scoped capture of the cross-attention the mask M¹ needs (paper Eq. 13; SPEC A3, A8, B §6.1).
+
+Only the cross-attention layers of the down and up blocks at a quarter of the latent resolution
+are wrapped (SD 1.5 @ 512²: 16×16, 5 layers; the mid block is excluded). The wrapper leaves the
+layer's own processor (fused SDPA, xFormers, LoRA, …) to compute the output, and additionally
+computes the softmax probabilities for the concept rows only, reduced on the fly to the
+head-mean of the concept's token columns: one (R, Q) sum per step instead of a per-head store.
+Processors are restored on exit, also on errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from .errors import LeditsError
+
+QUARTER_LEVEL = 2  # number of downsamplings between the latent grid and the mask level
+
+
+def mask_attention_layers(unet: Any) -> list[Any]:
+    """The cross-attention modules (``attn2``) of the down and up blocks at ¼ latent resolution.
+
+    Down block ``i`` runs at ``1/2^i`` of the latents, up block ``i`` at ``1/2^(n−1−i)``.
+    """
+    n = len(unet.down_blocks)
+    if n <= QUARTER_LEVEL:
+        return []
+    blocks = [unet.down_blocks[QUARTER_LEVEL], unet.up_blocks[n - 1 - QUARTER_LEVEL]]
+    return [m for b in blocks for name, m in b.named_modules() if name.endswith("attn2")]
+
+
+class AttentionRecorder:
+    """Accumulates, over the wrapped layers of one network call, the concept rows' attention.
+
+    Before a call, :meth:`arm` names the rows (a slice of the batch) and their token weights
+    (R, L) — 1 on each concept's word tokens. After it, :meth:`take` returns the layer mean.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        self.num_layers = num_layers
+        self._rows: slice | None = None
+        self._weights: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+
+    def arm(self, rows: slice, token_weights: torch.Tensor) -> None:
+        self._rows, self._weights = rows, token_weights.float()
+        self._sum, self._count = None, 0
+
+    def disarm(self) -> None:
+        self._rows = self._weights = self._sum = None
+        self._count = 0
+
+    @property
+    def armed(self) -> bool:
+        return self._rows is not None
+
+    @torch.no_grad()
+    def record(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> None:
+        """Head-mean of the token-summed softmax(QKᵀ·scale) for the armed rows: adds (R, Q)."""
+        assert self._rows is not None and self._weights is not None
+        hs = hidden_states[self._rows]
+        ctx = encoder_hidden_states[self._rows]
+        if attn.norm_cross:
+            ctx = attn.norm_encoder_hidden_states(ctx)
+        rows, q_len = hs.shape[0], hs.shape[1]
+        heads = attn.heads
+        q = attn.to_q(hs).view(rows, q_len, heads, -1).transpose(1, 2).float()
+        k = attn.to_k(ctx).view(rows, ctx.shape[1], heads, -1).transpose(1, 2).float()
+        probs = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)  # (R, heads, Q, L)
+        weights = self._weights.to(probs.device)[:, None, :, None]  # (R, 1, L, 1)
+        maps = (probs @ weights)[..., 0].mean(dim=1)  # (R, Q)
+        self._sum = maps if self._sum is None else self._sum + maps
+        self._count += 1
+
+    def take(self, size: tuple[int, int]) -> torch.Tensor:
+        """The mean over layers, shaped (R, h', w') for ``size = (h', w')``; resets the sum."""
+        if self._sum is None or self._count != self.num_layers:
+            raise RuntimeError(
+                f"attention capture saw {self._count} of {self.num_layers} layers in the last call"
+            )
+        if self._sum.shape[1] != size[0] * size[1]:
+            raise RuntimeError(f"captured attention has {self._sum.shape[1]} cells; expected {size}")
+        out = (self._sum / self._count).view(-1, *size)
+        self._sum, self._count = None, 0
+        return out
+
+
+class _CaptureProcessor:
+    """Delegates the attention output to the layer's own processor; records on the side."""
+
+    def __init__(self, inner: Any, recorder: AttentionRecorder) -> None:
+        self.inner = inner
+        self.recorder = recorder
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None and self.recorder.armed:
+            self.recorder.record(attn, hidden_states, encoder_hidden_states)
+        kwargs = {} if temb is None else {"temb": temb}
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+
+
+@contextlib.contextmanager
+def capture_attention(unet: Any) -> Iterator[AttentionRecorder]:
+    """Wrap the mask-level cross-attention layers of ``unet``; restore their processors on exit."""
+    layers = mask_attention_layers(unet)
+    if not layers:
+        raise LeditsError(
+            "this UNet has no cross-attention at a quarter of the latent resolution, so the "
+            "attention mask M¹ is unavailable; use mask_mode='noise' or 'none'"
+        )
+    recorder = AttentionRecorder(len(layers))
+    saved = [(layer, layer.processor) for layer in layers]
+    try:
+        for layer, processor in saved:
+            layer.set_processor(_CaptureProcessor(processor, recorder))
+        yield recorder
+    finally:
+        for layer, processor in saved:
+            layer.set_processor(processor)

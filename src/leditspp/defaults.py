@@ -1,0 +1,36 @@
+"""Every default of the method, declared once (SPEC Part A; Part B §11 "Defaults side by side").
+
+The API, the command line and the web UI read their defaults from here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Inversion steps actually run, N (diffusers SD default; paper Table 1 uses 20).
+STEPS: Final = 30
+#: Fraction of the schedule skipped at the noisy end: M = floor(N·(1+skip)) leading-spaced
+#: steps are built and the last N are kept (SPEC A2, B §3).
+SKIP: Final = 0.15
+#: Solver shared by inversion and editing: SDE-DPM-Solver++(2M) (paper Eq. 5).
+SOLVER: Final = "dpmsolver++"
+#: Classifier-free guidance scale g_src of an optional source prompt during inversion (B §4.3).
+SOURCE_GUIDANCE: Final = 3.5
+
+#: Edit guidance scale s_e (paper Eq. 12).
+EDIT_SCALE: Final = 5.0
+#: Mask threshold λ: the quantile of the map below which guidance is masked out (Eqs. 13–14).
+EDIT_THRESHOLD: Final = 0.9
+#: Steps at the start of the edit loop during which a concept is inactive.
+WARMUP_STEPS: Final = 0
+#: Step index from which a concept is inactive again (None: never).
+COOLDOWN_STEPS: Final = None
+
+#: Implicit mask: M¹ ⊙ M² at every step (paper Eq. 12; SPEC A3).
+MASK_MODE: Final = "intersect"
+#: Lin et al. (2023) rescale of the guided estimate; 0 disables it.
+GUIDANCE_RESCALE: Final = 0.0
+
+#: Images are processed at a multiple of this many latent cells per side, so that the
+#: cross-attention level at a quarter of the latent resolution is exactly (h/4)×(w/4).
+LATENT_MULTIPLE: Final = 4

@@ -1,0 +1,292 @@
+"""The façade: load a model, invert images, edit inversions. Wiring only; the math lives elsewhere.
+
+An :class:`Editor` holds model components and nothing about any request, so one editor serves
+many images; inversions and results are plain values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from . import __version__, defaults
+from .attention import capture_attention
+from .editing import ConceptBatch, Progress, edit_loop
+from .edits import Edit, as_edits
+from .errors import LeditsError
+from .inversion import (
+    Inversion,
+    InversionInfo,
+    auxiliary_latents,
+    default_chunk,
+    draw_auxiliary_noise,
+    estimate_all,
+    noise_maps,
+)
+from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
+from .masking import MASK_MODES, needs_attention, resize_user_mask
+from .models import (
+    Conditioning,
+    ModelAdapter,
+    adapter_from_components,
+    decode_latents,
+    encode_pixels,
+    fingerprint,
+    load_pipeline,
+    vae_scale_factor,
+)
+from .solvers import StepTable, step_table
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """The outcome of :meth:`Editor.edit`.
+
+    ``images``: edited PIL images (empty with ``decode=False``); ``latents``: (B, C, h, w) fp32
+    before decoding; ``masks``: (E, B, h, w) the last mask each concept used.
+    """
+
+    images: list[Image.Image]
+    latents: torch.Tensor
+    masks: torch.Tensor
+    edits: tuple[Edit, ...]
+    mask_mode: str
+
+
+class Editor:
+    """LEDITS++ on a diffusers model: ``invert`` once, then ``edit`` as often as you like."""
+
+    def __init__(self, model: ModelAdapter) -> None:
+        self.model = model
+        self.fingerprint = fingerprint(model.components())
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls, model: str, *, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None
+    ) -> Editor:
+        """Load a hub id or a local diffusers folder.
+
+        ``device`` defaults to CUDA when available, else CPU; ``torch_dtype`` to fp16 on CUDA and
+        fp32 on the CPU. Solver arithmetic and stored inversions are fp32 regardless (SPEC A5).
+        """
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if torch_dtype is None:
+            torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
+        pipe = load_pipeline(model, torch_dtype)
+        pipe.to(device)
+        return cls.from_pipe(pipe)
+
+    @classmethod
+    def from_pipe(cls, pipe: Any) -> Editor:
+        """Reuse the components of a loaded diffusers pipeline (SD, or the LEdits++ port's)."""
+        components = getattr(pipe, "components", pipe)
+        return cls(adapter_from_components(dict(components)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.unet.device
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this (latent side a multiple of 4, SPEC B §2)."""
+        return vae_scale_factor(self.model.vae) * defaults.LATENT_MULTIPLE
+
+    # -- inversion ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def invert(
+        self,
+        images: ImageInput,
+        *,
+        steps: int = defaults.STEPS,
+        skip: float = defaults.SKIP,
+        source_prompt: str = "",
+        source_guidance: float = defaults.SOURCE_GUIDANCE,
+        negative_prompt: str = "",
+        solver: str = defaults.SOLVER,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        inversion_batch: int | None = None,
+        progress: Progress | None = None,
+    ) -> Inversion:
+        """Invert one image or a batch (a list) exactly; returns an :class:`Inversion`.
+
+        Images are processed at their size rounded down to :attr:`size_multiple` unless
+        ``height``/``width`` are given. ``seed=k`` is a CPU generator seeded with ``k`` (the same
+        auxiliary noises as diffusers' port with that generator). ``inversion_batch`` is the
+        number of steps per network call (the calls are independent; default: by latent size).
+        """
+        if seed is not None and generator is not None:
+            raise LeditsError("pass either seed= or generator=, not both")
+        if seed is not None:
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+        if not isinstance(source_prompt, str) or not isinstance(negative_prompt, str):
+            raise LeditsError("source_prompt and negative_prompt must be strings")
+        if not (isinstance(source_guidance, (int, float)) and math.isfinite(source_guidance) and source_guidance >= 0):
+            raise LeditsError(f"source_guidance must be a finite number ≥ 0; got {source_guidance!r}")
+        table = step_table(solver, self.model.schedule, steps, skip)
+        pixels = as_pixel_batch(images)
+        size = target_size(pixels, height, width, self.size_multiple)
+        batch = resize_pixels(pixels, size)
+        x0 = encode_pixels(self.model.vae, batch * 2 - 1).to(self.device)
+        base = self._base_conditions(source_prompt, negative_prompt, x0.shape[0])
+        ys = auxiliary_latents(x0, draw_auxiliary_noise(tuple(x0.shape), steps, generator), table)
+        chunk = inversion_batch or default_chunk(steps, len(base) * x0.shape[0], x0.shape[-2] * x0.shape[-1])
+        if not isinstance(chunk, int) or chunk < 1:
+            raise LeditsError(f"inversion_batch must be an integer ≥ 1; got {inversion_batch!r}")
+        eps = estimate_all(
+            self.model.predict, ys, table, base, float(source_guidance), self.model.schedule.prediction_type, chunk
+        )
+        if progress is not None:
+            progress("inversion", steps, steps)
+        info = InversionInfo(
+            model=self.fingerprint,
+            family=self.model.family,
+            solver=solver,
+            steps=steps,
+            skip=float(skip),
+            source_prompt=source_prompt,
+            source_guidance=float(source_guidance),
+            negative_prompt=negative_prompt,
+            height=size[0],
+            width=size[1],
+            dtype=str(self.model.unet.dtype).removeprefix("torch."),
+            version=__version__,
+        )
+        zs, denoised = noise_maps(x0, ys, eps, table)
+        return Inversion(ys, denoised, zs, table.timesteps.clone(), x0, info, to_pil(batch * 2 - 1))
+
+    # -- editing ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def edit(
+        self,
+        inversion: Inversion,
+        edits: Edit | str | list[Edit | str] | tuple[Edit | str, ...] | None = None,
+        *,
+        mask_mode: str = defaults.MASK_MODE,
+        user_mask: Any = None,
+        guidance_rescale: float = defaults.GUIDANCE_RESCALE,
+        decode: bool = True,
+        progress: Progress | None = None,
+    ) -> EditResult:
+        """Apply every edit at once to an inversion. No edits reproduce the input exactly.
+
+        ``mask_mode``: ``intersect`` (M¹⊙M², default), ``attention`` (M¹), ``noise`` (M²) or
+        ``none``. ``user_mask``: any size, 1 where edits may act; resized to the latent grid.
+        """
+        if not isinstance(inversion, Inversion):
+            raise LeditsError(f"edit() needs an Inversion from Editor.invert or Inversion.load; got {type(inversion).__name__}")
+        edits = as_edits(edits)
+        if mask_mode not in MASK_MODES:
+            raise LeditsError(f"mask_mode must be one of {MASK_MODES}; got {mask_mode!r}")
+        if not (isinstance(guidance_rescale, (int, float)) and 0.0 <= guidance_rescale <= 1.0):
+            raise LeditsError(f"guidance_rescale must be in [0, 1]; got {guidance_rescale!r}")
+        table = self._check_inversion(inversion)
+        inv = inversion.to(self.device)
+        info = inv.info
+        batch, _, h, w = inv.latents.shape
+        base = self._base_conditions(info.source_prompt, info.negative_prompt, batch)
+        use_attention = bool(edits) and needs_attention(mask_mode)
+        concepts = self._concepts(edits, use_attention)
+        mask = None
+        if user_mask is not None:
+            mask = resize_user_mask(load_mask(user_mask), (h, w)).to(self.device)
+            if mask.shape[0] not in (1, batch):
+                raise LeditsError(f"user_mask has {mask.shape[0]} masks for {batch} images; give 1 or {batch}")
+        capture = capture_attention(self.model.unet) if use_attention else contextlib.nullcontext()
+        with capture as recorder:
+            latents, masks = edit_loop(
+                self.model,
+                inv,
+                table,
+                base,
+                info.source_guidance,
+                concepts,
+                mask_mode,
+                mask,
+                float(guidance_rescale),
+                recorder,
+                progress,
+            )
+        images = self.decode(latents) if decode else []
+        return EditResult(images, latents, masks, edits, mask_mode)
+
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Latents (B, C, h, w) → PIL images through the VAE."""
+        return to_pil(decode_latents(self.model.vae, latents))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _base_conditions(self, source_prompt: str, negative_prompt: str, batch: int) -> list[Conditioning]:
+        """``[c_∅]`` or ``[c_∅, c_src]``, ``batch`` rows each: the same in inversion and editing."""
+        base = [self.model.unconditional(negative_prompt, batch)]
+        if source_prompt:
+            base.append(self.model.encode_prompts([source_prompt]).repeat_rows(batch))
+        return base
+
+    def _concepts(self, edits: tuple[Edit, ...], use_attention: bool) -> ConceptBatch:
+        device = self.device
+        texts = [e.prompt for e in edits if e.prompt_embeds is None]
+        encoded = iter(self.model.encode_prompts(texts).embeds) if texts else iter(())
+        embeds = []
+        for e in edits:
+            embeds.append(next(encoded) if e.prompt_embeds is None else e.prompt_embeds[0].to(device, self.model.unet.dtype))
+        length = embeds[0].shape[0] if embeds else 1
+        weights = torch.zeros(len(edits), length, device=device)
+        for i, e in enumerate(edits):
+            if embeds[i].shape[0] != length:
+                raise LeditsError(f"prompt_embeds of {e.prompt!r} have {embeds[i].shape[0]} tokens; expected {length}")
+            if not use_attention:
+                continue
+            if not e.prompt:
+                raise LeditsError(
+                    "the attention mask needs each concept's tokens: give prompt= alongside prompt_embeds "
+                    "(used only for counting tokens), or use mask_mode='noise'"
+                )
+            positions = [p for p in self.model.token_positions(e.prompt) if p < length]
+            if not positions:
+                raise LeditsError(f"edit prompt {e.prompt!r} has no word tokens for the attention mask")
+            weights[i, positions] = 1.0
+        cond = Conditioning(torch.stack(embeds) if embeds else torch.zeros(0, 1, 1, device=device))
+        as_tensor = lambda vals: torch.tensor(vals, dtype=torch.float32, device=device)  # noqa: E731
+        return ConceptBatch(
+            edits=edits,
+            cond=cond,
+            token_weights=weights,
+            directions=as_tensor([e.direction for e in edits]),
+            scales=as_tensor([e.scale for e in edits]),
+            thresholds=as_tensor([e.threshold for e in edits]),
+        )
+
+    def _check_inversion(self, inversion: Inversion) -> StepTable:
+        """Refuse inversions of another model or schedule; return the solver table to replay."""
+        info = inversion.info
+        if info.model != self.fingerprint:
+            raise LeditsError(
+                f"this inversion was made with another model ({info.family}, fingerprint {info.model}, "
+                f"{info.dtype}); this editor runs {self.model.family} with fingerprint {self.fingerprint} "
+                f"({str(self.model.unet.dtype).removeprefix('torch.')}). Invert the image again with this editor"
+            )
+        table = step_table(info.solver, self.model.schedule, info.steps, info.skip)
+        if not torch.equal(table.timesteps, inversion.timesteps.cpu().long()):
+            raise LeditsError(
+                f"this inversion's timesteps do not match {info.solver} with steps={info.steps}, "
+                f"skip={info.skip} on this model's schedule; invert the image again with this editor"
+            )
+        shapes = {tuple(t.shape) for t in (inversion.noisy_latents, inversion.denoised, inversion.noise_maps)}
+        if len(shapes) != 1 or shapes.pop()[:2] != (info.steps, inversion.batch_size):
+            raise LeditsError("this inversion's noise maps do not match its step count or batch; invert again")
+        return table

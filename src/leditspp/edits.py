@@ -1,0 +1,134 @@
+"""The :class:`Edit` value: one concept to add or remove, and the compact text syntax for it.
+
+Glossary (paper → code): s_e → ``scale``, λ → ``threshold``, d = −1 → ``remove``,
+warm-up / cool-down → ``warmup_steps`` / ``cooldown_steps`` (edit-loop step indices).
+
+Text syntax: ``[+|-]concept[:scale][@threshold]``, e.g. ``"+sunglasses"``, ``"-beard:7"``,
+``"+cherry blossoms:7@0.75"``. A leading ``-`` (or ``−``) removes the concept.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import defaults
+from .errors import LeditsError
+
+_SUFFIX = re.compile(r"^(?P<rest>.*?)(?P<kind>[:@])(?P<value>[+-]?[0-9]*\.?[0-9]+(?:e[+-]?\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One edit concept. Validated on creation; errors name the field and the fix.
+
+    ``prompt_embeds`` (optional, (1, L, D)) replaces the encoding of ``prompt``; ``prompt`` then
+    only names the concept and gives its token count for the cross-attention mask.
+    """
+
+    prompt: str | None
+    scale: float = defaults.EDIT_SCALE
+    threshold: float = defaults.EDIT_THRESHOLD
+    remove: bool = False
+    warmup_steps: int = defaults.WARMUP_STEPS
+    cooldown_steps: int | None = defaults.COOLDOWN_STEPS
+    prompt_embeds: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.prompt_embeds is None and (not isinstance(self.prompt, str) or not self.prompt.strip()):
+            raise LeditsError(
+                f"edit prompt is empty ({self.prompt!r}); give the concept as text, e.g. "
+                "Edit('sunglasses'), or pass prompt_embeds"
+            )
+        if self.prompt_embeds is not None and self.prompt_embeds.dim() != 3:
+            raise LeditsError(
+                f"prompt_embeds must be shaped (1, tokens, dim); got {tuple(self.prompt_embeds.shape)}"
+            )
+        if not _is_number(self.scale) or not math.isfinite(self.scale) or self.scale < 0:
+            raise LeditsError(
+                f"edit scale must be a finite number ≥ 0; got {self.scale!r} for {self.prompt!r}"
+                " — to push away from a concept use remove=True (or a '-' prefix)"
+            )
+        if not _is_number(self.threshold) or not 0.0 <= self.threshold < 1.0:
+            hint = ""
+            if _is_number(self.threshold) and 1 <= self.threshold < 100:
+                hint = f" — did you mean {self.threshold / 100:g}?"
+            raise LeditsError(
+                f"edit threshold is a quantile in [0, 1); got {self.threshold!r} for "
+                f"{self.prompt!r}{hint}"
+            )
+        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
+            raise LeditsError(f"warmup_steps must be an integer ≥ 0; got {self.warmup_steps!r}")
+        if self.cooldown_steps is not None and (
+            not _is_int(self.cooldown_steps) or self.cooldown_steps <= self.warmup_steps
+        ):
+            raise LeditsError(
+                f"cooldown_steps must be None or an integer > warmup_steps ({self.warmup_steps}); "
+                f"got {self.cooldown_steps!r}"
+            )
+
+    @property
+    def direction(self) -> float:
+        """d_i: +1 adds the concept, −1 removes it."""
+        return -1.0 if self.remove else 1.0
+
+    @classmethod
+    def parse(cls, text: str, **overrides: Any) -> Edit:
+        """Parse ``[+|-]concept[:scale][@threshold]``; keyword ``overrides`` fill the rest."""
+        if not isinstance(text, str):
+            raise LeditsError(f"an edit must be text like '+sunglasses'; got {text!r}")
+        rest = text.strip()
+        values: dict[str, Any] = {}
+        while (m := _SUFFIX.match(rest)) is not None:
+            key = "scale" if m["kind"] == ":" else "threshold"
+            if key in values:
+                raise LeditsError(f"edit {text!r} gives its {key} twice")
+            values[key] = float(m["value"])
+            rest = m["rest"].rstrip()
+        remove = rest[:1] in ("-", "−")
+        if rest[:1] in ("+", "-", "−"):
+            rest = rest[1:].strip()
+        return cls(rest, **{"remove": remove, **overrides, **values})
+
+    def to_text(self) -> str:
+        """The compact syntax for this edit (inverse of :meth:`parse` for prompt/scale/threshold)."""
+        return f"{'-' if self.remove else '+'}{self.prompt}:{self.scale:g}@{self.threshold:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready recipe of this edit (precomputed embeddings are not serialised)."""
+        return {
+            "prompt": self.prompt,
+            "scale": self.scale,
+            "threshold": self.threshold,
+            "remove": self.remove,
+            "warmup_steps": self.warmup_steps,
+            "cooldown_steps": self.cooldown_steps,
+        }
+
+
+def as_edits(edits: Edit | str | list[Edit | str] | tuple[Edit | str, ...] | None) -> tuple[Edit, ...]:
+    """Normalise the ``edits`` argument: an Edit, a text, or a sequence of those."""
+    if edits is None:
+        return ()
+    if isinstance(edits, (Edit, str)):
+        edits = [edits]
+    out = []
+    for e in edits:
+        if isinstance(e, str):
+            e = Edit.parse(e)
+        if not isinstance(e, Edit):
+            raise LeditsError(f"edits must be Edit values or texts like '+sunglasses'; got {e!r}")
+        out.append(e)
+    return tuple(out)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

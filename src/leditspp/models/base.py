@@ -1,0 +1,134 @@
+"""What every model family provides to the one inversion loop and the one edit loop.
+
+A family adapter turns text into :class:`Conditioning`, runs the denoiser on stacked rows, and
+moves images in and out of latent space. Everything else (solver, guidance, masks) is shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from ..solvers import NoiseSchedule
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Text conditions, one row each: ``embeds`` (n, L, D), optional ``pooled`` (n, P)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def repeat_rows(self, times: int) -> Conditioning:
+        """Each row repeated ``times`` times in place: [c1, c1, c2, c2, …] (block layout)."""
+        pooled = None if self.pooled is None else self.pooled.repeat_interleave(times, dim=0)
+        return Conditioning(self.embeds.repeat_interleave(times, dim=0), pooled)
+
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])  # type: ignore[misc]
+        return Conditioning(torch.cat([p.embeds for p in parts]), pooled)
+
+    def row(self, i: int) -> Conditioning:
+        return Conditioning(self.embeds[i : i + 1], None if self.pooled is None else self.pooled[i : i + 1])
+
+
+class ModelAdapter(Protocol):
+    """The seam between the loops and a model family (SD 1.x/2.x, SDXL, …)."""
+
+    family: str
+    unet: Any
+    vae: Any
+    schedule: NoiseSchedule
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning: ...
+
+    def unconditional(self, negative_prompt: str, count: int) -> Conditioning: ...
+
+    def token_positions(self, prompt: str) -> list[int]: ...
+
+    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor: ...
+
+    def components(self) -> dict[str, Any]: ...
+
+
+def vae_scale_factor(vae: Any) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+@contextlib.contextmanager
+def _vae_precision(vae: Any) -> Iterator[torch.dtype]:
+    """Run the VAE in fp32 when it is fp16 and its config asks for ``force_upcast``; restore after."""
+    dtype = vae.dtype
+    upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield torch.float32 if upcast else dtype
+    finally:
+        if upcast:
+            vae.to(dtype)
+
+
+@torch.no_grad()
+def encode_pixels(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """Images (B, 3, H, W) in [−1, 1] → scaled posterior-mean latents (B, C, H/f, W/f), fp32."""
+    with _vae_precision(vae) as dtype:
+        dist = vae.encode(pixels.to(vae.device, dtype)).latent_dist
+        latents = dist.mode().float()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (latents - shift) * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (B, C, h, w) → images (B, 3, H, W) in [−1, 1], fp32."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    with _vae_precision(vae) as dtype:
+        z = (latents / vae.config.scaling_factor + shift).to(vae.device, dtype)
+        return vae.decode(z).sample.float().clamp(-1, 1)
+
+
+def fingerprint(modules: dict[str, Any]) -> str:
+    """A short content hash of configs and a strided sample of every weight tensor.
+
+    Tells apart checkpoints (and the dtype they run in) without reading every weight.
+    """
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        module = modules[name]
+        config = getattr(module, "config", None)
+        if config is not None:
+            cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+            h.update(json.dumps(_jsonable(cfg), sort_keys=True).encode())
+        if isinstance(module, torch.nn.Module):
+            for pname, p in module.state_dict().items():
+                flat = p.detach().reshape(-1)
+                stride = max(1, flat.numel() // 64)
+                h.update(pname.encode())
+                h.update(str(p.dtype).encode())
+                h.update(flat[::stride][:64].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            str(k): _jsonable(v)
+            for k, v in value.items()
+            if not str(k).startswith("_") and not str(k).endswith("_version")
+        }
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,71 @@
+"""Stable Diffusion 1.x/2.x: one CLIP text encoder, last hidden state, no added conditions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..solvers import NoiseSchedule
+from .base import Conditioning
+
+
+@dataclass
+class StableDiffusion:
+    """Adapter for SD 1.x/2.x components in diffusers format (ε- or v-prediction)."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    schedule: NoiseSchedule
+    family: str = "sd"
+
+    def components(self) -> dict[str, Any]:
+        return {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """CLIP last hidden states for ``prompts``: embeds (n, L, D) in the UNet's dtype."""
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = self.text_encoder.device
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            mask = tokens.attention_mask.to(device)
+        hidden = self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
+        return Conditioning(hidden.to(self.unet.dtype))
+
+    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
+        """c_∅: the encoding of the negative prompt ("" by default), ``count`` rows."""
+        return self.encode_prompts([negative_prompt]).repeat_rows(count)
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """Positions of the prompt's real word tokens in the padded sequence (SPEC B §6.1.4).
+
+        Counted from the un-padded ids, ignoring special tokens, so neither the tokenizer's
+        ``length`` field nor the pad token (``!`` in SD 2.x) can change it.
+        """
+        return _word_positions(self.tokenizer, prompt)
+
+    @torch.no_grad()
+    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Raw UNet output for rows ``latents`` (R, C, h, w) at ``timesteps`` (R,), fp32."""
+        out = self.unet(
+            latents.to(self.unet.dtype),
+            timesteps.to(latents.device),
+            encoder_hidden_states=cond.embeds,
+        ).sample
+        return out.float()
+
+
+def _word_positions(tokenizer: Any, prompt: str) -> list[int]:
+    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+    special = set(tokenizer.all_special_ids)
+    return [i for i, t in enumerate(ids) if t not in special]

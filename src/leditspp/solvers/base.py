@@ -1,0 +1,184 @@
+"""The stochastic solver step shared by inversion and editing (paper Eqs. 3, 5, 7).
+
+Every solver here takes the form ``x_{j+1} = μ_j + σ_j·z_j`` with a deterministic mean
+
+    μ_j = c_x·x_j + c_d·D_j + c_2·(D_j − D_{j−1}),     D_j = (x_j − s_j·ε_j) / a_j,
+
+where ``D`` is the data prediction (x̂₀) and ``ε_j`` the (guided) noise estimate. A solver is
+therefore nothing but a table of per-step coefficients (:class:`StepTable`). Inversion solves
+``z_j = (y_{j+1} − μ_j)/σ_j`` (Eq. 7); editing adds ``σ_j·z_j`` back. Because both loops call
+:func:`step_mean` with the same table, the order used at every step is the same in both, and
+with no edit the edit loop lands on the inversion's latents exactly (SPEC A1).
+
+Glossary: ``a_t = √ᾱ_t``, ``s_t = √(1−ᾱ_t)``, ``λ_t = ln a_t − ln s_t`` (log-SNR).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import LeditsError
+
+#: Scheduler options that change the noise levels away from the training schedule; we refuse
+#: them instead of silently ignoring them (SPEC A7).
+_UNSUPPORTED_FLAGS = (
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "use_lu_lambdas",
+    "use_flow_sigmas",
+    "thresholding",
+)
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """A model's training noise schedule: ``ᾱ_t`` for ``t = 0 … T−1`` and its settings."""
+
+    alphas_cumprod: torch.Tensor  # (T,) float64
+    steps_offset: int
+    prediction_type: str
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return len(self.alphas_cumprod)
+
+    @classmethod
+    def from_scheduler_config(cls, config: Any) -> NoiseSchedule:
+        """Read the schedule from any diffusers scheduler config (beta schedule, offset, prediction).
+
+        The scheduler class the checkpoint ships (PNDM, DDIM, DPM, Euler, …) does not matter: only
+        its training schedule is used. Configs that cannot be inverted exactly are refused.
+        """
+        from diffusers import DDPMScheduler
+
+        cfg = dict(config)
+        name = cfg.get("_class_name", "scheduler")
+        if "beta_schedule" not in cfg and "trained_betas" not in cfg:
+            raise LeditsError(
+                f"the model's {name} has no DDPM noise schedule (no beta_schedule); LEDITS++ "
+                "inversion here supports DDPM-trained models (Stable Diffusion 1.x/2.x, SDXL), "
+                "not flow-matching ones"
+            )
+        for flag in _UNSUPPORTED_FLAGS:
+            if cfg.get(flag):
+                raise LeditsError(
+                    f"the model's {name} sets {flag}=True, which the exact inversion cannot "
+                    f"reproduce; save the scheduler config with {flag}=False"
+                )
+        prediction = cfg.get("prediction_type", "epsilon")
+        if prediction not in PREDICTION_TYPES:
+            raise LeditsError(
+                f"prediction_type={prediction!r} is not supported; expected one of {PREDICTION_TYPES}"
+            )
+        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
+        ddpm = DDPMScheduler(
+            **{k: cfg[k] for k in keys if cfg.get(k) is not None},
+            rescale_betas_zero_snr=bool(cfg.get("rescale_betas_zero_snr", False)),
+        )
+        return cls(
+            alphas_cumprod=ddpm.alphas_cumprod.to(torch.float64),
+            steps_offset=int(cfg.get("steps_offset", 0)),
+            prediction_type=prediction,
+        )
+
+
+@dataclass(frozen=True)
+class StepTable:
+    """Per-step coefficients of one run of ``N`` solver steps (index ``j = 0 … N−1``).
+
+    ``timesteps[j]`` is the network's time input at step ``j``; ``alpha``/``sigma`` are ``a, s``
+    at that time. The step moves to the next entry, and the last one to training index 0 (never
+    a zero noise level, so every ``noise[j] > 0`` and every noise map is determined).
+    """
+
+    timesteps: torch.Tensor  # (N,) int64, descending
+    alpha: torch.Tensor  # (N,) float64, a_t at timesteps[j]
+    sigma: torch.Tensor  # (N,) float64, s_t at timesteps[j]
+    coef_x: torch.Tensor  # (N,) float64
+    coef_d: torch.Tensor  # (N,) float64
+    coef_2: torch.Tensor  # (N,) float64, 0 where the step is first order
+    noise: torch.Tensor  # (N,) float64, σ_j > 0
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+
+def leading_timesteps(num_steps: int, spacing: int, offset: int) -> torch.Tensor:
+    """diffusers' "leading" spacing: ``(num_steps−1−k)·spacing + offset`` for ``k = 0 …``, (M,)."""
+    return torch.arange(num_steps - 1, -1, -1, dtype=torch.int64) * spacing + offset
+
+
+def full_schedule_length(steps: int, skip: float) -> int:
+    """``M = floor(N·(1+skip))``: the length of the schedule whose last N steps are run (B §3)."""
+    return int(steps * (1 + skip))
+
+
+def validate_steps(steps: int, skip: float) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise LeditsError(f"steps must be an integer in [1, 1000]; got {steps!r}")
+    if not (isinstance(skip, (int, float)) and 0.0 <= skip < 1.0):
+        hint = f" — did you mean {skip / 100:g}?" if isinstance(skip, (int, float)) and 1 <= skip < 100 else ""
+        raise LeditsError(f"skip is a fraction in [0, 1); got {skip!r}{hint}")
+
+
+def to_epsilon(
+    output: torch.Tensor, x: torch.Tensor, a: float, s: float, prediction_type: str
+) -> torch.Tensor:
+    """Convert a network output to a noise estimate ε at ``x`` with ``x = a·x0 + s·ε``.
+
+    The map is affine in the output with the same offset for every row, so guidance on ε equals
+    guidance on the raw output up to a constant factor (masks are scale-invariant).
+    """
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        return a * output + s * x
+    return (x - a * output) / s  # "sample": the network predicts x0
+
+
+def step_mean(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    prev_x0: torch.Tensor | None,
+    table: StepTable,
+    j: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic part of step ``j``: returns ``(μ_j, D_j)``, both shaped like ``x``.
+
+    ``x``: (B, C, h, w) latents at ``timesteps[j]``; ``eps``: the noise estimate there;
+    ``prev_x0``: ``D_{j−1}`` from the previous step (None at ``j = 0``).
+    """
+    x0 = (x - float(table.sigma[j]) * eps) / float(table.alpha[j])
+    mean = float(table.coef_x[j]) * x + float(table.coef_d[j]) * x0
+    if prev_x0 is not None and float(table.coef_2[j]) != 0.0:
+        mean = mean + float(table.coef_2[j]) * (x0 - prev_x0)
+    return mean, x0
+
+
+def extract_noise(target: torch.Tensor, mean: torch.Tensor, table: StepTable, j: int) -> torch.Tensor:
+    """Eq. 7: the noise map ``z_j = (y_{j+1} − μ_j)/σ_j`` that lands exactly on ``target``."""
+    return (target - mean) / float(table.noise[j])
+
+
+def add_noise_map(mean: torch.Tensor, z: torch.Tensor, table: StepTable, j: int) -> torch.Tensor:
+    """The sampler's update ``x_{j+1} = μ_j + σ_j·z_j`` with the stored noise map."""
+    return mean + float(table.noise[j]) * z
+
+
+def check_table(table: StepTable, name: str, steps: int, skip: float) -> StepTable:
+    """Refuse schedules with repeated timesteps or a zero noise weight (too many steps)."""
+    t = table.timesteps
+    if len(t) > 1 and bool((t[:-1] <= t[1:]).any()) or not bool((table.noise > 0).all()):
+        raise LeditsError(
+            f"{name}: steps={steps}, skip={skip} gives repeated timesteps on this model's "
+            "training schedule; use fewer steps"
+        )
+    if not all(math.isfinite(float(v)) for v in table.coef_d):
+        raise LeditsError(f"{name}: the schedule gives non-finite coefficients; use fewer steps")
+    return table

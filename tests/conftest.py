@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny SD-shaped model saved to disk and loaded back, offline."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore", message=".*requires torchvision.*")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory):
+    from leditspp.testing import clip_tokenizer
+
+    return clip_tokenizer(tmp_path_factory.mktemp("clip-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def sd_folder(tmp_path_factory, tokenizer):
+    """A tiny SD 1.x model written with ``save_pretrained`` (so loading from disk is exercised)."""
+    from leditspp.testing import tiny_sd_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    tiny_sd_pipeline(tokenizer, seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def editor(sd_folder):
+    from leditspp import Editor
+
+    return Editor.from_pretrained(str(sd_folder), device="cpu")
+
+
+def scene(height: int = 64, width: int = 64, seed: int = 0) -> Image.Image:
+    """A smooth deterministic test picture: a colour gradient with a few discs."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    img = np.stack([x, y, 1 - x * y], axis=-1) * 0.6 + 0.2
+    for _ in range(3):
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(6, 16)
+        disc = (np.mgrid[0:height, 0:width][0] - cy) ** 2 + (np.mgrid[0:height, 0:width][1] - cx) ** 2 < r**2
+        img[disc] = rng.uniform(0, 1, 3)
+    return Image.fromarray((img * 255).round().astype(np.uint8))

@@ -1,0 +1,127 @@
+"""The solver tables against diffusers' schedulers, and the step's algebra, without a network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+from leditspp.errors import LeditsError
+from leditspp.solvers import NoiseSchedule, add_noise_map, extract_noise, step_mean, step_table, to_epsilon
+
+SD_CONFIG = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+}
+
+
+@pytest.fixture
+def schedule():
+    return NoiseSchedule.from_scheduler_config(SD_CONFIG)
+
+
+@pytest.mark.parametrize(("steps", "skip"), [(30, 0.15), (50, 0.1), (20, 0.25), (1, 0.0), (3, 0.5)])
+def test_dpm_timesteps_match_diffusers_leading_spacing(schedule, steps, skip):
+    ref = DPMSolverMultistepScheduler(**SD_CONFIG, timestep_spacing="leading")
+    ref.set_timesteps(int(steps * (1 + skip)))
+    assert step_table("dpmsolver++", schedule, steps, skip).timesteps.tolist() == ref.timesteps[-steps:].tolist()
+
+
+def test_dpm_timesteps_of_spec_example(schedule):
+    t = step_table("dpmsolver++", schedule, 30, 0.15).timesteps.tolist()
+    assert t[:3] == [841, 813, 785] and t[-3:] == [85, 57, 29]
+
+
+@pytest.mark.parametrize(("steps", "skip"), [(30, 0.15), (50, 0.1), (10, 0.2), (1, 0.0)])
+def test_ddpm_timesteps_match_diffusers_ddim(schedule, steps, skip):
+    ref = DDIMScheduler(**SD_CONFIG, timestep_spacing="leading")
+    ref.set_timesteps(int(steps * (1 + skip)))
+    assert step_table("ddpm", schedule, steps, skip).timesteps.tolist() == ref.timesteps[-steps:].tolist()
+
+
+def test_dpm_step_matches_diffusers_sde_dpmsolver_with_sigma_min(schedule):
+    """Our table reproduces DPMSolverMultistepScheduler.step (sde-dpmsolver++, order 2, sigma_min)."""
+    steps, skip = 20, 0.15
+    table = step_table("dpmsolver++", schedule, steps, skip)
+    ref = DPMSolverMultistepScheduler(
+        **SD_CONFIG, algorithm_type="sde-dpmsolver++", solver_order=2, final_sigmas_type="sigma_min",
+        timestep_spacing="leading",
+    )
+    ref.set_timesteps(int(steps * (1 + skip)))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    ours, prev = x.clone(), None
+    for j, t in enumerate(table.timesteps):
+        eps = torch.randn(1, 4, 8, 8, generator=g)
+        z = torch.randn(1, 4, 8, 8, generator=g)
+        x = ref.step(eps, t, x, variance_noise=z).prev_sample
+        mean, prev = step_mean(ours, eps, prev, table, j)
+        ours = add_noise_map(mean, z, table, j)
+        assert torch.allclose(ours, x, atol=1e-5, rtol=1e-5), f"step {j}"
+
+
+def test_ddpm_step_matches_diffusers_ddim_eta_one(schedule):
+    steps, skip = 10, 0.2
+    table = step_table("ddpm", schedule, steps, skip)
+    ref = DDIMScheduler(**SD_CONFIG, set_alpha_to_one=False, clip_sample=False, timestep_spacing="leading")
+    ref.set_timesteps(int(steps * (1 + skip)))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    ours = x.clone()
+    for j, t in enumerate(table.timesteps):
+        eps = torch.randn(1, 4, 8, 8, generator=g)
+        z = torch.randn(1, 4, 8, 8, generator=g)
+        x = ref.step(eps, t, x, eta=1.0, variance_noise=z).prev_sample
+        mean, _ = step_mean(ours, eps, None, table, j)
+        ours = add_noise_map(mean, z, table, j)
+        assert torch.allclose(ours, x, atol=1e-5, rtol=1e-5), f"step {j}"
+
+
+@pytest.mark.parametrize("solver", ["dpmsolver++", "ddpm"])
+def test_last_step_targets_smallest_training_noise(schedule, solver):
+    table = step_table(solver, schedule, 30, 0.15)
+    assert bool((table.noise > 0).all())
+    # the last step ends at training index 0: its noise weight is below s_0 = sqrt(1 - abar_0)
+    assert float(table.noise[-1]) <= float((1 - schedule.alphas_cumprod[0]).sqrt()) + 1e-12
+    if solver == "dpmsolver++":
+        assert float(table.coef_2[0]) == 0.0 and bool((table.coef_2[1:] != 0).all())
+
+
+def test_noise_extraction_round_trip(schedule):
+    table = step_table("dpmsolver++", schedule, 5, 0.1)
+    g = torch.Generator().manual_seed(2)
+    x, eps, prev, target = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(4))
+    mean, _ = step_mean(x, eps, prev, table, 3)
+    z = extract_noise(target, mean, table, 3)
+    assert torch.allclose(add_noise_map(mean, z, table, 3), target, atol=1e-6)
+
+
+def test_v_prediction_conversion_is_consistent():
+    a, s = 0.6, 0.8
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(4, generator=g), torch.randn(4, generator=g)
+    x = a * x0 + s * eps
+    v = a * eps - s * x0
+    assert torch.allclose(to_epsilon(v, x, a, s, "v_prediction"), eps, atol=1e-6)
+    assert torch.allclose(to_epsilon(x0, x, a, s, "sample"), eps, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("steps", "skip", "message"),
+    [(0, 0.1, "steps"), (2.5, 0.1, "steps"), (10, 1.0, "skip"), (10, 15, "did you mean 0.15"), (900, 0.5, "fewer")],
+)
+def test_bad_step_settings_are_refused(schedule, steps, skip, message):
+    with pytest.raises(LeditsError, match=message):
+        step_table("dpmsolver++", schedule, steps, skip)
+
+
+def test_unsupported_scheduler_settings_are_refused():
+    with pytest.raises(LeditsError, match="use_karras_sigmas"):
+        NoiseSchedule.from_scheduler_config({**SD_CONFIG, "use_karras_sigmas": True})
+    with pytest.raises(LeditsError, match="flow-matching"):
+        NoiseSchedule.from_scheduler_config({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0})
+    with pytest.raises(LeditsError, match="solver"):
+        step_table("euler", NoiseSchedule.from_scheduler_config(SD_CONFIG), 10, 0.1)
