@@ -110,3 +110,27 @@ def test_user_mask_matches_the_port(editor, port):
     inv = editor.invert(image, steps=STEPS, skip=SKIP, seed=0)
     ours = editor.edit(inv, EDITS[:2], mask_mode="noise", user_mask=mask, decode=False).latents
     assert (ours - expected).abs().max() <= 1e-4
+
+
+def test_the_ports_default_scheduler_does_not_reconstruct_but_ours_does(editor):
+    """SPEC P1: with its default DPM scheduler (final sigma 0) the port's "perfect" inversion is not."""
+    m = editor.model
+    port = LEditsPPPipelineStableDiffusion(
+        vae=m.vae,
+        text_encoder=m.text_encoder,
+        tokenizer=m.tokenizer,
+        unet=m.unet,
+        scheduler=DPMSolverMultistepScheduler.from_config(_SD_SCHEDULE, algorithm_type="sde-dpmsolver++"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    port.set_progress_bar_config(disable=True)
+    processors = dict(m.unet.attn_processors)
+    image = scene(64, 64, seed=8)
+    port.invert(image=image, num_inversion_steps=30, skip=0.15, generator=torch.Generator().manual_seed(0))
+    theirs = port(editing_prompt=None, output_type="latent").images
+    m.unet.set_attn_processor(processors)
+    inv = editor.invert(image, steps=30, skip=0.15, seed=0)
+    assert (theirs - inv.source_latents).abs().max() > 1e-2
+    assert (editor.edit(inv, decode=False).latents - inv.source_latents).abs().max() <= 1e-5

@@ -47,7 +47,10 @@ def test_dpm_step_matches_diffusers_sde_dpmsolver_with_sigma_min(schedule):
     steps, skip = 20, 0.15
     table = step_table("dpmsolver++", schedule, steps, skip)
     ref = DPMSolverMultistepScheduler(
-        **SD_CONFIG, algorithm_type="sde-dpmsolver++", solver_order=2, final_sigmas_type="sigma_min",
+        **SD_CONFIG,
+        algorithm_type="sde-dpmsolver++",
+        solver_order=2,
+        final_sigmas_type="sigma_min",
         timestep_spacing="leading",
     )
     ref.set_timesteps(int(steps * (1 + skip)))

@@ -1,17 +1,17 @@
 """leditspp: exact LEDITS++ image editing (Brack et al., CVPR 2024) on diffusers models.
 
-    from leditspp import Editor, Edit
-    editor = Editor.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")
-    inversion = editor.invert("photo.png", seed=0)
-    result = editor.edit(inversion, ["+sunglasses", Edit("beard", remove=True, scale=7)])
-    result.images[0].save("edited.png")
+from leditspp import Editor, Edit
+editor = Editor.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")
+inversion = editor.invert("photo.png", seed=0)
+result = editor.edit(inversion, ["+sunglasses", Edit("beard", remove=True, scale=7)])
+result.images[0].save("edited.png")
 """
 
 __version__ = "0.1.0"
 
-from .editor import Editor, EditResult  # noqa: E402
-from .edits import Edit  # noqa: E402
-from .errors import LeditsError  # noqa: E402
-from .inversion import Inversion  # noqa: E402
+from .editor import Editor, EditResult
+from .edits import Edit
+from .errors import LeditsError
+from .inversion import Inversion
 
 __all__ = ["Edit", "EditResult", "Editor", "Inversion", "LeditsError", "__version__"]

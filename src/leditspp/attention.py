@@ -80,9 +80,7 @@ class AttentionRecorder:
     def take(self, size: tuple[int, int]) -> torch.Tensor:
         """The mean over layers, shaped (R, h', w') for ``size = (h', w')``; resets the sum."""
         if self._sum is None or self._count != self.num_layers:
-            raise RuntimeError(
-                f"attention capture saw {self._count} of {self.num_layers} layers in the last call"
-            )
+            raise RuntimeError(f"attention capture saw {self._count} of {self.num_layers} layers in the last call")
         if self._sum.shape[1] != size[0] * size[1]:
             raise RuntimeError(f"captured attention has {self._sum.shape[1]} cells; expected {size}")
         out = (self._sum / self._count).view(-1, *size)

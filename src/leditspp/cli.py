@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pe.add_argument("image", nargs="?", help="image file to edit (or use --inversion)")
-    pe.add_argument("-e", "--edit", action="append", default=[], metavar="CONCEPT", help="e.g. '+sunglasses', '-beard:7@0.8'")
+    pe.add_argument(
+        "-e", "--edit", action="append", default=[], metavar="CONCEPT", help="e.g. '+sunglasses', '-beard:7@0.8'"
+    )
     pe.add_argument("-o", "--output", required=True, help="edited image to write (.png)")
     pe.add_argument("--inversion", help="re-use a saved inversion instead of inverting IMAGE")
     pe.add_argument("--save-inversion", help="also save the inversion made from IMAGE to this file")
@@ -108,13 +110,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Check everything that is cheap to check, then load the model and do the work."""
     from .edits import Edit
+    from .inversion import Inversion
+    from .io import open_image
+    from .solvers.base import validate_steps
 
-    if args.command == "edit":
+    validate_steps(args.steps, args.skip)
+    inversion = None
+    if args.command == "invert":
+        _check_output(args.output, (".safetensors",))
+        open_image(args.image)
+    else:
         if (args.image is None) == (args.inversion is None):
             raise LeditsError("give either an IMAGE to edit or --inversion FILE, not both")
         if args.inversion and args.save_inversion:
             raise LeditsError("--save-inversion needs an IMAGE to invert (not --inversion)")
+        _check_output(args.output, (".png", ".jpg", ".jpeg", ".webp"))
         overrides = {
             "scale": args.scale,
             "threshold": args.threshold,
@@ -122,30 +134,20 @@ def _run(args: argparse.Namespace) -> int:
             "cooldown_steps": args.cooldown,
         }
         edits = [Edit.parse(text, **overrides) for text in args.edit]
-        _check_output(args.output, (".png", ".jpg", ".jpeg", ".webp"))
-    else:
-        _check_output(args.output, (".safetensors",))
-        if not Path(args.image).is_file():
-            raise LeditsError(f"image file {args.image!r} does not exist")
-    if args.command == "edit" and args.image is not None and not Path(args.image).is_file():
-        raise LeditsError(f"image file {args.image!r} does not exist")
+        if args.inversion:
+            inversion = Inversion.load(args.inversion)
+        else:
+            open_image(args.image)
 
     editor = _load_editor(args)
     bar = _progress(args.quiet)
-    if args.command == "invert":
+    if inversion is None:
         inversion = _invert(editor, args, bar)
-        inversion.save(args.output)
+    if args.command == "invert" or args.save_inversion:
+        inversion.save(args.output if args.command == "invert" else args.save_inversion)
+    if args.command == "invert":
         print(f"wrote {args.output}")
         return 0
-
-    from .inversion import Inversion
-
-    if args.inversion:
-        inversion = Inversion.load(args.inversion)
-    else:
-        inversion = _invert(editor, args, bar)
-        if args.save_inversion:
-            inversion.save(args.save_inversion)
     result = editor.edit(
         inversion,
         edits,
@@ -157,8 +159,8 @@ def _run(args: argparse.Namespace) -> int:
     recipe = {
         "leditspp": __version__,
         "model": args.model,
-        "inversion": vars(args).get("inversion") or None,
-        **{k: v for k, v in vars(inversion.info).items() if k not in ("version",)},
+        "inversion": args.inversion,
+        **{k: v for k, v in vars(inversion.info).items() if k != "version"},
         "mask_mode": args.mask_mode,
         "guidance_rescale": args.guidance_rescale,
         "edits": [e.to_dict() for e in edits],
@@ -186,13 +188,16 @@ def _invert(editor: Any, args: argparse.Namespace, bar: Any) -> Any:
 
 def _load_editor(args: argparse.Namespace) -> Any:
     import torch
+    from diffusers.utils import logging as diffusers_logging
 
     from .editor import Editor
 
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+
     if not args.model:
         raise LeditsError(
-            "give --model: a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5, or a local "
-            "diffusers folder"
+            "give --model: a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5, or a local diffusers folder"
         )
     dtype = getattr(torch, args.dtype) if args.dtype else None
     return Editor.from_pretrained(args.model, torch_dtype=dtype, device=args.device)

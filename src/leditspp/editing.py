@@ -76,7 +76,9 @@ def edit_loop(
         rows = k + len(active)
         cond = base_cond
         if active:
-            cond = Conditioning.cat([base_cond, Conditioning.cat([concepts.cond.row(i) for i in active]).repeat_rows(batch)])
+            cond = Conditioning.cat(
+                [base_cond, Conditioning.cat([concepts.cond.row(i) for i in active]).repeat_rows(batch)]
+            )
         if recorder is not None and active:
             recorder.arm(slice(k * batch, None), concepts.token_weights[active].repeat_interleave(batch, 0))
         latents = x.repeat(rows, 1, 1, 1)

@@ -188,7 +188,9 @@ class Editor:
         ``none``. ``user_mask``: any size, 1 where edits may act; resized to the latent grid.
         """
         if not isinstance(inversion, Inversion):
-            raise LeditsError(f"edit() needs an Inversion from Editor.invert or Inversion.load; got {type(inversion).__name__}")
+            raise LeditsError(
+                f"edit() needs an Inversion from Editor.invert or Inversion.load; got {type(inversion).__name__}"
+            )
         edits = as_edits(edits)
         if mask_mode not in MASK_MODES:
             raise LeditsError(f"mask_mode must be one of {MASK_MODES}; got {mask_mode!r}")
@@ -243,7 +245,9 @@ class Editor:
         encoded = iter(self.model.encode_prompts(texts).embeds) if texts else iter(())
         embeds = []
         for e in edits:
-            embeds.append(next(encoded) if e.prompt_embeds is None else e.prompt_embeds[0].to(device, self.model.unet.dtype))
+            embeds.append(
+                next(encoded) if e.prompt_embeds is None else e.prompt_embeds[0].to(device, self.model.unet.dtype)
+            )
         length = embeds[0].shape[0] if embeds else 1
         weights = torch.zeros(len(edits), length, device=device)
         for i, e in enumerate(edits):

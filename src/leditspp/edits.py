@@ -45,9 +45,7 @@ class Edit:
                 "Edit('sunglasses'), or pass prompt_embeds"
             )
         if self.prompt_embeds is not None and self.prompt_embeds.dim() != 3:
-            raise LeditsError(
-                f"prompt_embeds must be shaped (1, tokens, dim); got {tuple(self.prompt_embeds.shape)}"
-            )
+            raise LeditsError(f"prompt_embeds must be shaped (1, tokens, dim); got {tuple(self.prompt_embeds.shape)}")
         if not _is_number(self.scale) or not math.isfinite(self.scale) or self.scale < 0:
             raise LeditsError(
                 f"edit scale must be a finite number ≥ 0; got {self.scale!r} for {self.prompt!r}"
@@ -58,8 +56,7 @@ class Edit:
             if _is_number(self.threshold) and 1 <= self.threshold < 100:
                 hint = f" — did you mean {self.threshold / 100:g}?"
             raise LeditsError(
-                f"edit threshold is a quantile in [0, 1); got {self.threshold!r} for "
-                f"{self.prompt!r}{hint}"
+                f"edit threshold is a quantile in [0, 1); got {self.threshold!r} for {self.prompt!r}{hint}"
             )
         if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
             raise LeditsError(f"warmup_steps must be an integer ≥ 0; got {self.warmup_steps!r}")

@@ -86,9 +86,7 @@ def as_pixel_batch(images: ImageInput) -> list[torch.Tensor]:
     raise LeditsError(f"unsupported image input {type(images).__name__}; pass a path, PIL image, array or tensor")
 
 
-def target_size(
-    pixels: list[torch.Tensor], height: int | None, width: int | None, multiple: int
-) -> tuple[int, int]:
+def target_size(pixels: list[torch.Tensor], height: int | None, width: int | None, multiple: int) -> tuple[int, int]:
     """The processing size: given, or each side rounded down to ``multiple`` (same for the batch)."""
     for name, v in (("height", height), ("width", width)):
         if v is not None and (not isinstance(v, int) or v <= 0 or v % multiple):

@@ -19,9 +19,7 @@ def adapter_from_components(components: dict[str, Any]) -> ModelAdapter:
     unet = components.get("unet")
     missing = [k for k in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if components.get(k) is None]
     if missing:
-        raise LeditsError(
-            f"the model lacks {', '.join(missing)}; supported families: {'; '.join(SUPPORTED_FAMILIES)}"
-        )
+        raise LeditsError(f"the model lacks {', '.join(missing)}; supported families: {'; '.join(SUPPORTED_FAMILIES)}")
     added = getattr(unet.config, "addition_embed_type", None)
     if components.get("text_encoder_2") is not None or added is not None:
         raise LeditsError(
@@ -44,10 +42,10 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
 
     kwargs: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
+        kwargs["dtype"] = torch_dtype
     try:
         return DiffusionPipeline.from_pretrained(model, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise LeditsError(
             f"cannot load model {model!r}: {str(exc).splitlines()[0]} — pass a Hugging Face hub id "
             "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or a local folder in diffusers format "

@@ -73,9 +73,7 @@ class NoiseSchedule:
                 )
         prediction = cfg.get("prediction_type", "epsilon")
         if prediction not in PREDICTION_TYPES:
-            raise LeditsError(
-                f"prediction_type={prediction!r} is not supported; expected one of {PREDICTION_TYPES}"
-            )
+            raise LeditsError(f"prediction_type={prediction!r} is not supported; expected one of {PREDICTION_TYPES}")
         keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
         ddpm = DDPMScheduler(
             **{k: cfg[k] for k in keys if cfg.get(k) is not None},
@@ -127,9 +125,7 @@ def validate_steps(steps: int, skip: float) -> None:
         raise LeditsError(f"skip is a fraction in [0, 1); got {skip!r}{hint}")
 
 
-def to_epsilon(
-    output: torch.Tensor, x: torch.Tensor, a: float, s: float, prediction_type: str
-) -> torch.Tensor:
+def to_epsilon(output: torch.Tensor, x: torch.Tensor, a: float, s: float, prediction_type: str) -> torch.Tensor:
     """Convert a network output to a noise estimate ε at ``x`` with ``x = a·x0 + s·ε``.
 
     The map is affine in the output with the same offset for every row, so guidance on ε equals
@@ -174,7 +170,7 @@ def add_noise_map(mean: torch.Tensor, z: torch.Tensor, table: StepTable, j: int)
 def check_table(table: StepTable, name: str, steps: int, skip: float) -> StepTable:
     """Refuse schedules with repeated timesteps or a zero noise weight (too many steps)."""
     t = table.timesteps
-    if len(t) > 1 and bool((t[:-1] <= t[1:]).any()) or not bool((table.noise > 0).all()):
+    if (len(t) > 1 and bool((t[:-1] <= t[1:]).any())) or not bool((table.noise > 0).all()):
         raise LeditsError(
             f"{name}: steps={steps}, skip={skip} gives repeated timesteps on this model's "
             "training schedule; use fewer steps"

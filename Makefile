@@ -1,0 +1,32 @@
+# Set-up and the two entry points of the README. Everything installs into .venv.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU build by default; on a CUDA machine: make TORCH="torch" ...
+TORCH  ?= torch==2.13.0
+MODEL  ?= stable-diffusion-v1-5/stable-diffusion-v1-5
+IMAGE  ?= examples/scene.png
+EDITS  ?= -e "+a red circle" -e "-blue square:7"
+OUT    ?= edited.png
+
+.PHONY: setup demo test lint
+
+$(VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	# the CLIP BPE vocabulary for the tests' offline tokenizer (the package itself is never imported)
+	$(PY) -m pip install -q --no-deps "open-clip-torch==3.3.0"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/leditspp edit $(IMAGE) $(EDITS) --model $(MODEL) -o $(OUT)
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+test: $(VENV)/.installed lint
+	$(PY) -m pytest -q -p no:cacheprovider
