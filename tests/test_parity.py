@@ -134,3 +134,9 @@ def test_the_ports_default_scheduler_does_not_reconstruct_but_ours_does(editor):
     inv = editor.invert(image, steps=30, skip=0.15, seed=0)
     assert (theirs - inv.source_latents).abs().max() > 1e-2
     assert (editor.edit(inv, decode=False).latents - inv.source_latents).abs().max() <= 1e-5
+
+
+def test_from_pipe_accepts_the_port_pipeline(editor, port):
+    from leditspp import Editor
+
+    assert Editor.from_pipe(port).fingerprint == editor.fingerprint
