@@ -10,43 +10,30 @@ import tempfile
 import warnings
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LEditsPPPipelineStableDiffusion
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from leditspp import Edit, Editor
-from leditspp.testing import clip_tokenizer, tiny_sd_pipeline
+from leditspp.testing import SD_SCHEDULE, clip_tokenizer, diffusers_port, keep_attention_processors, tiny_sd_pipeline
 
 warnings.filterwarnings("ignore")
-SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 
 
-def port_error(pipe, scheduler, image, steps, skip, source_prompt=""):
-    port = LEditsPPPipelineStableDiffusion(
-        vae=pipe.vae,
-        text_encoder=pipe.text_encoder,
-        tokenizer=pipe.tokenizer,
-        unet=pipe.unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    port.set_progress_bar_config(disable=True)
-    processors = dict(pipe.unet.attn_processors)
-    try:
-        x0 = port.encode_image(image)[0]
-        port.invert(
-            image=image,
-            num_inversion_steps=steps,
-            skip=skip,
-            source_prompt=source_prompt,
-            generator=torch.Generator().manual_seed(0),
-        )
-        out = port(editing_prompt=None, output_type="latent").images
-        return f"{(out - x0).abs().max().item():.1e}"
-    except Exception as exc:  # the port's known crashes are part of the comparison
-        return f"crash: {type(exc).__name__}"
-    finally:
-        pipe.unet.set_attn_processor(processors)
+def port_error(editor, scheduler, image, steps, skip, source_prompt=""):
+    with keep_attention_processors(editor.model.unet):
+        port = diffusers_port(editor.model, scheduler)
+        try:
+            x0 = port.encode_image(image)[0]
+            port.invert(
+                image=image,
+                num_inversion_steps=steps,
+                skip=skip,
+                source_prompt=source_prompt,
+                generator=torch.Generator().manual_seed(0),
+            )
+            out = port(editing_prompt=None, output_type="latent").images
+            return f"{(out - x0).abs().max().item():.1e}"
+        except Exception as exc:  # the port's known crashes are part of the comparison
+            return f"crash: {type(exc).__name__}"
 
 
 def main() -> None:
@@ -55,14 +42,14 @@ def main() -> None:
     image = editor.invert(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)), steps=1).images[0]
     dpm = dict(algorithm_type="sde-dpmsolver++", solver_order=2)
     rows = [
-        ("DPM default (final sigma 0)", 30, 0.15, "", DPMSolverMultistepScheduler(**SCHEDULE, **dpm), "dpmsolver++"),
-        ("DPM default (final sigma 0)", 10, 0.20, "", DPMSolverMultistepScheduler(**SCHEDULE, **dpm), "dpmsolver++"),
+        ("DPM default (final sigma 0)", 30, 0.15, "", DPMSolverMultistepScheduler(**SD_SCHEDULE, **dpm), "dpmsolver++"),
+        ("DPM default (final sigma 0)", 10, 0.20, "", DPMSolverMultistepScheduler(**SD_SCHEDULE, **dpm), "dpmsolver++"),
         (
             "DPM sigma_min, M = 12 < 15",
             10,
             0.20,
             "",
-            DPMSolverMultistepScheduler(**SCHEDULE, **dpm, final_sigmas_type="sigma_min"),
+            DPMSolverMultistepScheduler(**SD_SCHEDULE, **dpm, final_sigmas_type="sigma_min"),
             "dpmsolver++",
         ),
         (
@@ -70,15 +57,15 @@ def main() -> None:
             30,
             0.15,
             "a photo of a cat",
-            DPMSolverMultistepScheduler(**SCHEDULE, **dpm, final_sigmas_type="sigma_min"),
+            DPMSolverMultistepScheduler(**SD_SCHEDULE, **dpm, final_sigmas_type="sigma_min"),
             "dpmsolver++",
         ),
-        ("DDIM (stock)", 30, 0.15, "", DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False), "ddpm"),
+        ("DDIM (stock)", 30, 0.15, "", DDIMScheduler(**SD_SCHEDULE, clip_sample=False, set_alpha_to_one=False), "ddpm"),
     ]
     print("| configuration | N, skip | diffusers port | leditspp | leditspp, replayed |")
     print("| --- | --- | --- | --- | --- |")
     for name, steps, skip, source, scheduler, solver in rows:
-        theirs = port_error(pipe, scheduler, image, steps, skip, source)
+        theirs = port_error(editor, scheduler, image, steps, skip, source)
         inv = editor.invert(image, steps=steps, skip=skip, solver=solver, seed=0, source_prompt=source)
         ours = (editor.edit(inv, decode=False).latents - inv.source_latents).abs().max().item()
         replay = editor.edit(inv, [Edit("x", scale=0.0)], mask_mode="none", decode=False).latents

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler, LEditsPPPipelineStableDiffusion
+from diffusers import DPMSolverMultistepScheduler
 
 from leditspp import Edit
+from leditspp.testing import SD_SCHEDULE, diffusers_port, keep_attention_processors
 
 from .conftest import scene
 
@@ -21,36 +22,11 @@ STEPS, SKIP = 20, 0.15  # M = 23 ≥ 15
 
 @pytest.fixture(scope="module")
 def port(editor):
-    m = editor.model
     scheduler = DPMSolverMultistepScheduler.from_config(
-        _SD_SCHEDULE,
-        algorithm_type="sde-dpmsolver++",
-        solver_order=2,
-        final_sigmas_type="sigma_min",
+        SD_SCHEDULE, algorithm_type="sde-dpmsolver++", solver_order=2, final_sigmas_type="sigma_min"
     )
-    pipe = LEditsPPPipelineStableDiffusion(
-        vae=m.vae,
-        text_encoder=m.text_encoder,
-        tokenizer=m.tokenizer,
-        unet=m.unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    processors = dict(m.unet.attn_processors)
-    yield pipe
-    m.unet.set_attn_processor(processors)  # the port replaces every processor; give ours back
-
-
-_SD_SCHEDULE = {  # the tiny model's training schedule (leditspp.testing)
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "steps_offset": 1,
-}
+    with keep_attention_processors(editor.model.unet):  # the port replaces every processor
+        yield diffusers_port(editor.model, scheduler)
 
 
 def _port_edit(port, image, edits, *, threshold_zero=False, user_mask=None):
@@ -114,23 +90,12 @@ def test_user_mask_matches_the_port(editor, port):
 
 def test_the_ports_default_scheduler_does_not_reconstruct_but_ours_does(editor):
     """SPEC P1: with its default DPM scheduler (final sigma 0) the port's "perfect" inversion is not."""
-    m = editor.model
-    port = LEditsPPPipelineStableDiffusion(
-        vae=m.vae,
-        text_encoder=m.text_encoder,
-        tokenizer=m.tokenizer,
-        unet=m.unet,
-        scheduler=DPMSolverMultistepScheduler.from_config(_SD_SCHEDULE, algorithm_type="sde-dpmsolver++"),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    port.set_progress_bar_config(disable=True)
-    processors = dict(m.unet.attn_processors)
+    scheduler = DPMSolverMultistepScheduler.from_config(SD_SCHEDULE, algorithm_type="sde-dpmsolver++")
     image = scene(64, 64, seed=8)
-    port.invert(image=image, num_inversion_steps=30, skip=0.15, generator=torch.Generator().manual_seed(0))
-    theirs = port(editing_prompt=None, output_type="latent").images
-    m.unet.set_attn_processor(processors)
+    with keep_attention_processors(editor.model.unet):
+        port = diffusers_port(editor.model, scheduler)
+        port.invert(image=image, num_inversion_steps=30, skip=0.15, generator=torch.Generator().manual_seed(0))
+        theirs = port(editing_prompt=None, output_type="latent").images
     inv = editor.invert(image, steps=30, skip=0.15, seed=0)
     assert (theirs - inv.source_latents).abs().max() > 1e-2
     assert (editor.edit(inv, decode=False).latents - inv.source_latents).abs().max() <= 1e-5

@@ -8,14 +8,9 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from leditspp.errors import LeditsError
 from leditspp.solvers import NoiseSchedule, add_noise_map, extract_noise, step_mean, step_table, to_epsilon
+from leditspp.testing import SD_SCHEDULE
 
-SD_CONFIG = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "steps_offset": 1,
-}
+SD_CONFIG = SD_SCHEDULE
 
 
 @pytest.fixture

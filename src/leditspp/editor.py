@@ -265,14 +265,16 @@ class Editor:
                 raise LeditsError(f"edit prompt {e.prompt!r} has no word tokens for the attention mask")
             weights[i, positions] = 1.0
         cond = Conditioning(torch.stack(embeds) if embeds else torch.zeros(0, 1, 1, device=device))
-        as_tensor = lambda vals: torch.tensor(vals, dtype=torch.float32, device=device)  # noqa: E731
+        per_concept = torch.tensor(
+            [[e.direction, e.scale, e.threshold] for e in edits], dtype=torch.float32, device=device
+        ).reshape(-1, 3)
         return ConceptBatch(
             edits=edits,
             cond=cond,
             token_weights=weights,
-            directions=as_tensor([e.direction for e in edits]),
-            scales=as_tensor([e.scale for e in edits]),
-            thresholds=as_tensor([e.threshold for e in edits]),
+            directions=per_concept[:, 0],
+            scales=per_concept[:, 1],
+            thresholds=per_concept[:, 2],
         )
 
     def _check_inversion(self, inversion: Inversion) -> StepTable:

@@ -207,4 +207,5 @@ def estimate_all(
 def default_chunk(steps: int, rows_per_step: int, latent_cells: int) -> int:
     """Steps per inversion network call: batch up to ~8 rows of 64×64 latents at once."""
     budget = max(1, (8 * 64 * 64) // max(1, rows_per_step * latent_cells))
-    return max(1, min(steps, budget, math.ceil(steps / max(1, math.ceil(steps / budget)))))
+    calls = math.ceil(steps / budget)
+    return math.ceil(steps / calls)  # the same number of steps in every call

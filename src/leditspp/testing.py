@@ -7,13 +7,24 @@ tokenizer is the real CLIP BPE tokenizer, derived from the vocabulary file that 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+#: SD 1.x's training schedule, used by the tiny models.
+SD_SCHEDULE = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+}
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -105,11 +116,7 @@ def tiny_sd_components(
         )
     )
     scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
+        **SD_SCHEDULE,
         skip_prk_steps=True,
         set_alpha_to_one=False,
         prediction_type=prediction_type,
@@ -129,3 +136,35 @@ def tiny_sd_pipeline(tokenizer: Any, **kwargs: Any) -> Any:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def diffusers_port(model: Any, scheduler: Any) -> Any:
+    """diffusers' ``LEditsPPPipelineStableDiffusion`` on the components of an SD adapter.
+
+    The port replaces the UNet's attention processors; wrap its use in
+    :func:`keep_attention_processors` when the UNet is shared.
+    """
+    from diffusers import LEditsPPPipelineStableDiffusion
+
+    port = LEditsPPPipelineStableDiffusion(
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=model.tokenizer,
+        unet=model.unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    port.set_progress_bar_config(disable=True)
+    return port
+
+
+@contextlib.contextmanager
+def keep_attention_processors(unet: Any) -> Iterator[None]:
+    """Give ``unet`` its attention processors back on exit."""
+    processors = dict(unet.attn_processors)
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(processors)
