@@ -117,10 +117,10 @@ def _run(args: argparse.Namespace) -> int:
     from .solvers.base import validate_steps
 
     validate_steps(args.steps, args.skip)
-    inversion = None
+    inversion = image = None
     if args.command == "invert":
         _check_output(args.output, (".safetensors",))
-        open_image(args.image)
+        image = open_image(args.image)
     else:
         if (args.image is None) == (args.inversion is None):
             raise LeditsError("give either an IMAGE to edit or --inversion FILE, not both")
@@ -137,12 +137,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.inversion:
             inversion = Inversion.load(args.inversion)
         else:
-            open_image(args.image)
+            image = open_image(args.image)
 
     editor = _load_editor(args)
     bar = _progress(args.quiet)
     if inversion is None:
-        inversion = _invert(editor, args, bar)
+        inversion = _invert(editor, image, args, bar)
     if args.command == "invert" or args.save_inversion:
         inversion.save(args.output if args.command == "invert" else args.save_inversion)
     if args.command == "invert":
@@ -170,9 +170,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _invert(editor: Any, args: argparse.Namespace, bar: Any) -> Any:
+def _invert(editor: Any, image: Any, args: argparse.Namespace, bar: Any) -> Any:
     return editor.invert(
-        args.image,
+        image,
         steps=args.steps,
         skip=args.skip,
         solver=args.solver,
