@@ -1,0 +1,59 @@
+"""The shapes world: deterministic scenes, exact masks, captions, and the pixel analysis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import ImageDraw
+
+from leditspp import shapes
+
+
+def test_scene_is_a_pure_function_of_the_seed():
+    a, b, c = shapes.scene(7), shapes.scene(7), shapes.scene(8)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image)) and a.caption == b.caption
+    assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_objects_are_distinct_apart_and_masks_exact(seed):
+    s = shapes.scene(seed)
+    assert 1 <= len(s.objects) <= 3 and s.background in shapes.BACKGROUNDS
+    assert len({o.color for o in s.objects}) == len(s.objects)
+    for i, (obj, mask) in enumerate(zip(s.objects, s.masks, strict=True)):
+        others = np.delete(s.masks, i, axis=0)
+        assert not (mask & others).any(), "objects overlap"
+        rgb = np.asarray(s.image)[mask]
+        assert (rgb == shapes.COLORS[obj.color]).all(), "a mask pixel is not the object's colour"
+        x0, y0, x1, y1 = obj.box
+        assert mask[y0:y1, x0:x1].sum() == mask.sum(), "mask leaves the box"
+    background = ~s.masks.any(0)
+    assert (np.asarray(s.image)[background] == shapes.BACKGROUNDS[s.background]).all()
+
+
+def test_captions():
+    objs = (
+        shapes.ShapeObject("red", "circle", (0, 0, 1, 1)),
+        shapes.ShapeObject("blue", "square", (0, 0, 1, 1)),
+        shapes.ShapeObject("green", "triangle", (0, 0, 1, 1)),
+    )
+    assert shapes.caption(objs[:1], "gray") == "a red circle on a gray background"
+    assert shapes.caption(objs[:2], "white") == "a red circle and a blue square on a white background"
+    assert shapes.caption(objs, "black") == "a red circle, a blue square and a green triangle on a black background"
+    assert shapes.short_caption(objs[:2]) == "red circle and blue square"
+
+
+def test_pixel_analysis_reads_every_rendered_scene_back():
+    for seed in range(100):
+        s = shapes.scene(seed)
+        assert shapes.find_objects(s.image, s.background) == {o.color: o.shape for o in s.objects}
+
+
+def test_pixel_analysis_tolerates_noise_and_ignores_specks():
+    s = shapes.scene(3, count=2, background="gray")
+    noisy = np.clip(np.asarray(s.image, np.float32) + np.random.default_rng(0).normal(0, 12, (128, 128, 3)), 0, 255)
+    assert shapes.find_objects(noisy.astype(np.uint8), "gray") == {o.color: o.shape for o in s.objects}
+    speck = s.image.copy()
+    absent = next(c for c in shapes.COLORS if c not in {o.color for o in s.objects})
+    ImageDraw.Draw(speck).rectangle((0, 0, 4, 4), fill=shapes.COLORS[absent])  # 25 px < 60
+    assert absent not in shapes.find_objects(speck, "gray")
