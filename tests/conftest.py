@@ -49,3 +49,28 @@ def scene(height: int = 64, width: int = 64, seed: int = 0) -> Image.Image:
         disc = (np.mgrid[0:height, 0:width][0] - cy) ** 2 + (np.mgrid[0:height, 0:width][1] - cx) ** 2 < r**2
         img[disc] = rng.uniform(0, 1, 3)
     return Image.fromarray((img * 255).round().astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_2(tmp_path_factory):
+    """SDXL's second tokenizer pads with "!" (as SD 2.x does)."""
+    from leditspp.testing import clip_tokenizer
+
+    return clip_tokenizer(tmp_path_factory.mktemp("clip-tokenizer-2"), pad_token="!")
+
+
+@pytest.fixture(scope="session")
+def sdxl_folder(tmp_path_factory, tokenizer, tokenizer_2):
+    """A tiny SDXL model written with ``save_pretrained``."""
+    from leditspp.testing import tiny_sdxl_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sdxl")
+    tiny_sdxl_pipeline(tokenizer, tokenizer_2, seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def xl_editor(sdxl_folder):
+    from leditspp import Editor
+
+    return Editor.from_pretrained(str(sdxl_folder), device="cpu")

@@ -72,9 +72,13 @@ class Editor:
 
     @classmethod
     def from_pretrained(
-        cls, model: str, *, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None
+        cls,
+        model: str = defaults.MODEL,
+        *,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
     ) -> Editor:
-        """Load a hub id or a local diffusers folder.
+        """Load ``"demo"`` (the built-in shapes-world model, offline), a hub id or a local diffusers folder.
 
         ``device`` defaults to CUDA when available, else CPU; ``torch_dtype`` to fp16 on CUDA and
         fp32 on the CPU. Solver arithmetic and stored inversions are fp32 regardless (SPEC A5).
@@ -90,7 +94,9 @@ class Editor:
     def from_pipe(cls, pipe: Any) -> Editor:
         """Reuse the components of a loaded diffusers pipeline (SD, or the LEdits++ port's)."""
         components = getattr(pipe, "components", pipe)
-        return cls(adapter_from_components(dict(components)))
+        config = getattr(pipe, "config", None) or {}
+        zeros = config.get("force_zeros_for_empty_prompt", True) if hasattr(config, "get") else True
+        return cls(adapter_from_components(dict(components), force_zeros_for_empty_prompt=zeros))
 
     @property
     def device(self) -> torch.device:
@@ -242,12 +248,15 @@ class Editor:
     def _concepts(self, edits: tuple[Edit, ...], use_attention: bool) -> ConceptBatch:
         device = self.device
         texts = [e.prompt for e in edits if e.prompt_embeds is None]
-        encoded = iter(self.model.encode_prompts(texts).embeds) if texts else iter(())
-        embeds = []
+        encoded = self.model.encode_prompts(texts) if texts else None
+        rows, j = [], 0
         for e in edits:
-            embeds.append(
-                next(encoded) if e.prompt_embeds is None else e.prompt_embeds[0].to(device, self.model.unet.dtype)
-            )
+            if e.prompt_embeds is None:
+                rows.append(encoded.row(j))
+                j += 1
+            else:
+                rows.append(self._given_embeds(e))
+        embeds = [r.embeds[0] for r in rows]
         length = embeds[0].shape[0] if embeds else 1
         weights = torch.zeros(len(edits), length, device=device)
         for i, e in enumerate(edits):
@@ -264,7 +273,7 @@ class Editor:
             if not positions:
                 raise LeditsError(f"edit prompt {e.prompt!r} has no word tokens for the attention mask")
             weights[i, positions] = 1.0
-        cond = Conditioning(torch.stack(embeds) if embeds else torch.zeros(0, 1, 1, device=device))
+        cond = Conditioning.cat(rows) if rows else Conditioning(torch.zeros(0, 1, 1, device=device))
         per_concept = torch.tensor(
             [[e.direction, e.scale, e.threshold] for e in edits], dtype=torch.float32, device=device
         ).reshape(-1, 3)
@@ -276,6 +285,18 @@ class Editor:
             scales=per_concept[:, 1],
             thresholds=per_concept[:, 2],
         )
+
+    def _given_embeds(self, e: Edit) -> Conditioning:
+        """An edit's precomputed embeddings as one conditioning row, checked against the family."""
+        dtype, device = self.model.unet.dtype, self.device
+        needs_pooled = self.model.family == "sdxl"
+        if needs_pooled and e.pooled_prompt_embeds is None:
+            raise LeditsError(
+                f"SDXL needs pooled_prompt_embeds (1, dim) with the prompt_embeds of {e.prompt!r} "
+                "(the projected text_embeds of text_encoder_2)"
+            )
+        pooled = e.pooled_prompt_embeds.to(device, dtype) if needs_pooled else None
+        return Conditioning(e.prompt_embeds[:1].to(device, dtype), pooled)
 
     def _check_inversion(self, inversion: Inversion) -> StepTable:
         """Refuse inversions of another model or schedule; return the solver table to replay."""

@@ -27,7 +27,8 @@ class Edit:
     """One edit concept. Validated on creation; errors name the field and the fix.
 
     ``prompt_embeds`` (optional, (1, L, D)) replaces the encoding of ``prompt``; ``prompt`` then
-    only names the concept and gives its token count for the cross-attention mask.
+    only names the concept and gives its token count for the cross-attention mask. SDXL also needs
+    ``pooled_prompt_embeds`` (1, P) with them.
     """
 
     prompt: str | None
@@ -37,6 +38,7 @@ class Edit:
     warmup_steps: int = defaults.WARMUP_STEPS
     cooldown_steps: int | None = defaults.COOLDOWN_STEPS
     prompt_embeds: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    pooled_prompt_embeds: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.prompt_embeds is None and (not isinstance(self.prompt, str) or not self.prompt.strip()):
@@ -46,6 +48,13 @@ class Edit:
             )
         if self.prompt_embeds is not None and self.prompt_embeds.dim() != 3:
             raise LeditsError(f"prompt_embeds must be shaped (1, tokens, dim); got {tuple(self.prompt_embeds.shape)}")
+        if self.pooled_prompt_embeds is not None and (
+            self.prompt_embeds is None or self.pooled_prompt_embeds.dim() != 2
+        ):
+            raise LeditsError(
+                "pooled_prompt_embeds go with prompt_embeds and must be shaped (1, dim); "
+                f"got {tuple(self.pooled_prompt_embeds.shape)}"
+            )
         if not _is_number(self.scale) or not math.isfinite(self.scale) or self.scale < 0:
             raise LeditsError(
                 f"edit scale must be a finite number ≥ 0; got {self.scale!r} for {self.prompt!r}"

@@ -62,12 +62,15 @@ def write_clip_tokenizer_files(folder: str | Path) -> Path:
     return folder
 
 
-def clip_tokenizer(folder: str | Path) -> Any:
-    """A real ``CLIPTokenizer`` (model_max_length 77) built offline in ``folder``."""
+def clip_tokenizer(folder: str | Path, **kwargs: Any) -> Any:
+    """A real ``CLIPTokenizer`` (model_max_length 77) built offline in ``folder``.
+
+    ``kwargs`` go to the tokenizer, e.g. ``pad_token="!"`` as in SD 2.x and SDXL's second tokenizer.
+    """
     from transformers import CLIPTokenizer
 
     folder = write_clip_tokenizer_files(folder)
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77, **kwargs)
 
 
 def tiny_sd_components(
@@ -126,6 +129,84 @@ def tiny_sd_components(
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 
 
+def tiny_sdxl_components(tokenizer: Any, tokenizer_2: Any, *, seed: int = 0) -> dict[str, Any]:
+    """SDXL-shaped but tiny components: two CLIP encoders of different widths (32, and 48 with a
+    40-dim projection), a 3-level UNet with ``addition_embed_type="text_time"`` (cross-attention
+    width 80 = 32 + 48), a factor-8 VAE with ``force_upcast``, and SDXL's Euler scheduler config."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def clip_config(width: int, **extra: Any) -> Any:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **extra,
+        )
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 1, 2),
+        attention_head_dim=(2, 4, 8),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 40,
+        cross_attention_dim=32 + 48,
+        norm_num_groups=8,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=128,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(clip_config(32))
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(clip_config(48, projection_dim=40))
+    scheduler = EulerDiscreteScheduler(**SD_SCHEDULE, timestep_spacing="leading")
+    for m in (unet, vae, text_encoder, text_encoder_2):
+        m.eval()
+    return {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer_2,
+        "scheduler": scheduler,
+    }
+
+
+def tiny_sdxl_pipeline(tokenizer: Any, tokenizer_2: Any, **kwargs: Any) -> Any:
+    """A ``StableDiffusionXLPipeline`` around :func:`tiny_sdxl_components` (no watermarker)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline(**tiny_sdxl_components(tokenizer, tokenizer_2, **kwargs), add_watermarker=False)
+
+
 def tiny_sd_pipeline(tokenizer: Any, **kwargs: Any) -> Any:
     """A ``StableDiffusionPipeline`` around :func:`tiny_sd_components` (no safety checker)."""
     from diffusers import StableDiffusionPipeline
@@ -136,6 +217,25 @@ def tiny_sd_pipeline(tokenizer: Any, **kwargs: Any) -> Any:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def diffusers_port_xl(model: Any, scheduler: Any) -> Any:
+    """diffusers' ``LEditsPPPipelineStableDiffusionXL`` on the components of an SDXL adapter."""
+    from diffusers import LEditsPPPipelineStableDiffusionXL
+
+    port = LEditsPPPipelineStableDiffusionXL(
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        text_encoder_2=model.text_encoder_2,
+        tokenizer=model.tokenizer,
+        tokenizer_2=model.tokenizer_2,
+        unet=model.unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=model.force_zeros_for_empty_prompt,
+        add_watermarker=False,
+    )
+    port.set_progress_bar_config(disable=True)
+    return port
 
 
 def diffusers_port(model: Any, scheduler: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,40 +11,80 @@ from ..errors import LeditsError
 from ..solvers import NoiseSchedule
 from .base import Conditioning, ModelAdapter, decode_latents, encode_pixels, fingerprint, vae_scale_factor
 from .sd import StableDiffusion
+from .sdxl import StableDiffusionXL
 
-SUPPORTED_FAMILIES = ("Stable Diffusion 1.x/2.x (UNet2DConditionModel + one CLIP text encoder)",)
+SUPPORTED_FAMILIES = (
+    "Stable Diffusion 1.x/2.x (UNet2DConditionModel + one CLIP text encoder)",
+    "Stable Diffusion XL base and fine-tunes (two CLIP text encoders, addition_embed_type='text_time')",
+)
 
 
-def adapter_from_components(components: dict[str, Any]) -> ModelAdapter:
-    """Pick the family adapter from loaded diffusers components (a pipeline's ``components``)."""
-    unet = components.get("unet")
-    missing = [k for k in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if components.get(k) is None]
+def _refuse(reason: str) -> LeditsError:
+    return LeditsError(f"{reason}; supported families: {'; '.join(SUPPORTED_FAMILIES)}")
+
+
+def adapter_from_components(
+    components: dict[str, Any], *, force_zeros_for_empty_prompt: bool = True
+) -> ModelAdapter:
+    """Pick the family adapter from loaded diffusers components (a pipeline's ``components``).
+
+    ``force_zeros_for_empty_prompt`` is the SDXL pipeline's config flag (zero c_∅ for "").
+    """
+    missing = [k for k in ("unet", "vae", "tokenizer", "scheduler") if components.get(k) is None]
     if missing:
-        raise LeditsError(f"the model lacks {', '.join(missing)}; supported families: {'; '.join(SUPPORTED_FAMILIES)}")
+        raise _refuse(f"the model lacks {', '.join(missing)}")
+    unet = components["unet"]
     added = getattr(unet.config, "addition_embed_type", None)
-    if components.get("text_encoder_2") is not None or added is not None:
-        raise LeditsError(
-            f"this model uses addition_embed_type={added!r} and/or a second text encoder (SDXL-like), "
-            f"which this version does not support yet; supported families: {'; '.join(SUPPORTED_FAMILIES)}"
-        )
     schedule = NoiseSchedule.from_scheduler_config(components["scheduler"].config)
-    return StableDiffusion(
-        unet=unet,
-        vae=components["vae"],
-        text_encoder=components["text_encoder"],
-        tokenizer=components["tokenizer"],
-        schedule=schedule,
-    )
+    common = {"unet": unet, "vae": components["vae"], "schedule": schedule}
+    if added == "text_time":
+        if components.get("text_encoder") is None or components.get("text_encoder_2") is None:
+            raise _refuse("this SDXL-type model has only one text encoder (an SDXL refiner?), which is not supported")
+        return StableDiffusionXL(
+            **common,
+            text_encoder=components["text_encoder"],
+            text_encoder_2=components["text_encoder_2"],
+            tokenizer=components["tokenizer"],
+            tokenizer_2=components.get("tokenizer_2") or components["tokenizer"],
+            force_zeros_for_empty_prompt=bool(force_zeros_for_empty_prompt),
+        )
+    if added is not None or components.get("text_encoder_2") is not None:
+        raise _refuse(f"this model's UNet uses addition_embed_type={added!r} (or it has a second text encoder)")
+    if components.get("text_encoder") is None:
+        raise _refuse("the model lacks text_encoder")
+    return StableDiffusion(**common, text_encoder=components["text_encoder"], tokenizer=components["tokenizer"])
+
+
+#: The built-in demo model (a tiny SD-shaped model trained on the shapes world, issue 3).
+DEMO_NAME = "demo"
+DEMO_PATH = Path(__file__).resolve().parent.parent / "demo_model"
+
+
+def resolve_model(model: str) -> str:
+    """``"demo"`` → the shipped demo model's folder; anything else unchanged (hub id or folder).
+
+    A local folder literally named ``demo`` is reached as ``./demo``.
+    """
+    if model == DEMO_NAME:
+        if not (DEMO_PATH / "model_index.json").exists():
+            raise LeditsError(
+                f"the built-in demo model is missing from {DEMO_PATH}; reinstall leditspp, or rebuild it "
+                "with `python training/train_demo.py all`"
+            )
+        return str(DEMO_PATH)
+    return model
 
 
 def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
-    """Load a diffusers pipeline from a hub id or a local folder, without a safety checker."""
+    """Load a diffusers pipeline from ``"demo"``, a hub id or a local folder, without a safety checker."""
     from diffusers import DiffusionPipeline
 
-    kwargs: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
-    if torch_dtype is not None:
-        kwargs["dtype"] = torch_dtype
+    model = resolve_model(model)
+
+    kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
     try:
+        if "safety_checker" in DiffusionPipeline.load_config(model):  # SD 1.x/2.x pipelines: leave it out
+            kwargs |= {"safety_checker": None, "requires_safety_checker": False}
         return DiffusionPipeline.from_pretrained(model, **kwargs)
     except (OSError, ValueError) as exc:
         raise LeditsError(
@@ -54,13 +95,17 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
 
 
 __all__ = [
+    "DEMO_NAME",
+    "DEMO_PATH",
     "Conditioning",
     "ModelAdapter",
     "StableDiffusion",
+    "StableDiffusionXL",
     "adapter_from_components",
     "decode_latents",
     "encode_pixels",
     "fingerprint",
     "load_pipeline",
+    "resolve_model",
     "vae_scale_factor",
 ]

@@ -1,0 +1,96 @@
+"""Stable Diffusion XL: two CLIP text encoders, pooled embeddings and micro-conditioning (SPEC B §8, A6).
+
+The loops are the same as for SD; this adapter only changes how text becomes :class:`Conditioning`
+and what the UNet is given besides it:
+
+* embeds (n, 77, D₁+D₂): the **penultimate** hidden states of both encoders, concatenated;
+* pooled (n, P): the projected ``text_embeds`` of encoder 2;
+* c_∅ is all zeros (embeds and pooled) for an empty negative prompt when the pipeline's
+  ``force_zeros_for_empty_prompt`` says so;
+* ``time_ids`` = [H, W, crop_top, crop_left, H, W] for the processed image size, in
+  (height, width) order — diffusers' port passes (W, H), which differs for non-square images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..solvers import NoiseSchedule
+from .base import Conditioning, vae_scale_factor
+from .sd import _word_positions
+
+
+@dataclass
+class StableDiffusionXL:
+    """Adapter for SDXL base-style components in diffusers format."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    text_encoder_2: Any
+    tokenizer: Any
+    tokenizer_2: Any
+    schedule: NoiseSchedule
+    force_zeros_for_empty_prompt: bool = True
+    crops_coords_top_left: tuple[int, int] = (0, 0)
+    family: str = "sdxl"
+
+    def components(self) -> dict[str, Any]:
+        return {
+            "unet": self.unet,
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
+        }
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """embeds (n, L, D₁+D₂) and pooled (n, P), in the UNet's dtype."""
+        hidden = []
+        for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+            ids = tokenizer(
+                prompts,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+            out = encoder(ids.to(encoder.device), output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+        pooled = out[0]  # encoder 2 (with projection): text_embeds
+        dtype = self.unet.dtype
+        return Conditioning(torch.cat(hidden, dim=-1).to(dtype), pooled.to(dtype))
+
+    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
+        """c_∅: zeros for "" when ``force_zeros_for_empty_prompt``, else the encoded negative prompt."""
+        cond = self.encode_prompts([negative_prompt])
+        if not negative_prompt and self.force_zeros_for_empty_prompt:
+            cond = Conditioning(torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled))
+        return cond.repeat_rows(count)
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """Word-token positions from the second tokenizer (SPEC B §8)."""
+        return _word_positions(self.tokenizer_2, prompt)
+
+    def time_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        """(1, 6): original size, crop top-left, target size — (height, width) of the processed image."""
+        f = vae_scale_factor(self.vae)
+        h, w = latents.shape[-2] * f, latents.shape[-1] * f
+        top, left = self.crops_coords_top_left
+        return torch.tensor([[h, w, top, left, h, w]], dtype=self.unet.dtype, device=latents.device)
+
+    @torch.no_grad()
+    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Raw UNet output for rows ``latents`` (R, C, h, w) at ``timesteps`` (R,), fp32."""
+        rows = latents.shape[0]
+        added = {"text_embeds": cond.pooled, "time_ids": self.time_ids(latents).repeat(rows, 1)}
+        out = self.unet(
+            latents.to(self.unet.dtype),
+            timesteps.to(latents.device),
+            encoder_hidden_states=cond.embeds,
+            added_cond_kwargs=added,
+        ).sample
+        return out.float()
