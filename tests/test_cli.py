@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -64,7 +65,7 @@ def test_invert_then_edit_from_the_inversion(sd_folder, photo, tmp_path, capsys)
     assert main(["invert", str(photo), "-o", str(inv), *common]) == 0
     assert main(["edit", "--inversion", str(inv), "-e", "+a red hat", "-o", str(a), *common]) == 0
     assert main(["edit", str(photo), "-e", "+a red hat", "-o", str(b), *common]) == 0
-    assert list(Image.open(a).getdata()) == list(Image.open(b).getdata())
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
 def test_no_edit_reconstructs_the_input(sd_folder, photo, tmp_path):
@@ -103,11 +104,6 @@ def test_bad_input_exits_2_with_one_line(sd_folder, photo, tmp_path, capsys, arg
     assert not out.exists()
 
 
-def test_missing_model_is_a_clear_error(photo, tmp_path, capsys):
-    assert main(["edit", str(photo), "-e", "+hat", "-o", str(tmp_path / "o.png")]) == 2
-    assert "--model" in capsys.readouterr().err
-
-
 def test_unloadable_model_is_a_clear_error(photo, tmp_path, capsys):
     code = main(["edit", str(photo), "-e", "+hat", "--model", str(tmp_path / "nothing"), "-o", str(tmp_path / "o.png")])
     assert code == 2
@@ -120,3 +116,83 @@ def test_installed_entry_point_shows_help_with_examples():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     assert "examples:" in proc.stdout and "--inversion" in proc.stdout
+
+
+def test_info_prints_a_pngs_recipe_and_an_inversions_metadata(sd_folder, photo, tmp_path, capsys):
+    out, inv = tmp_path / "out.png", tmp_path / "p.inv.safetensors"
+    common = ["--model", str(sd_folder), "--steps", "4", "--quiet"]
+    assert main(["edit", str(photo), "-e", "+a red hat:6", "-o", str(out), "--save-inversion", str(inv), *common]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    recipe = json.loads(capsys.readouterr().out)
+    assert recipe["edits"][0]["prompt"] == "a red hat" and recipe["model"] == str(sd_folder)
+    assert recipe["source"] == "photo.png" and recipe["seed"] == 0 and recipe["height"] == 64
+    assert main(["info", str(inv)]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["format"] == "leditspp-inversion" and meta["steps"] == 4 and meta["family"] == "sd"
+    assert main(["info", str(photo)]) == 2
+    assert "carries no leditspp recipe" in capsys.readouterr().err
+
+
+def test_rerunning_a_pngs_recipe_reproduces_it_bit_for_bit(sd_folder, photo, tmp_path):
+    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    args = ["-e", "+a red hat:6@0.8", "-e", "-a cat", "--steps", "5", "--seed", "3", "--skip", "0.2"]
+    args += ["--mask-mode", "noise", "--model", str(sd_folder), "--quiet", "-o", str(first)]
+    assert main(["edit", str(photo), *args]) == 0
+    assert main(["edit", str(photo), "--recipe", str(first), "--quiet", "-o", str(again)]) == 0
+    a, b = Image.open(first), Image.open(again)
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert json.loads(a.text["leditspp"]) == json.loads(b.text["leditspp"])
+
+
+def test_a_folder_and_a_glob_with_per_image_yaml_recipes_and_mask_overlays(sd_folder, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate(["a.png", "b.png", "c.jpg"]):
+        scene(64, 64, seed=30 + i).save(src / name)
+    (src / "notes.txt").write_text("not an image")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model: {sd_folder}\nsteps: 4\nedits: ['+a red hat']\n"
+        "images:\n  b.png:\n    edits: ['-a cat:6', '+snow']\n    mask_mode: noise\n"
+    )
+    out = tmp_path / "out"
+    args = ["edit", str(src / "a.png"), str(src / "b.png"), str(src / "*.jpg"), "--recipe", str(recipe), "--masks"]
+    assert main([*args, "--quiet", "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.mask-1.png",
+        "a.png",
+        "b.mask-1.png",
+        "b.mask-2.png",
+        "b.png",
+        "c.mask-1.png",
+        "c.png",
+    ]
+    b = json.loads(Image.open(out / "b.png").text["leditspp"])
+    assert [e["prompt"] for e in b["edits"]] == ["a cat", "snow"] and b["mask_mode"] == "noise" and b["steps"] == 4
+    assert json.loads(Image.open(out / "a.png").text["leditspp"])["mask_mode"] == "intersect"
+    assert main(["edit", str(src), "--recipe", str(recipe), "--quiet", "-o", str(tmp_path / "folder")]) == 0
+    assert len(list((tmp_path / "folder").iterdir())) == 3
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ('{"edits": ["+hat"], "colour": 3}', "unknown recipe keys ['colour']"),
+        ('{"edits": "+hat"}', "must be a list"),
+        ("{not json", "cannot be parsed"),
+    ],
+)
+def test_bad_recipes_exit_2(sd_folder, photo, tmp_path, capsys, recipe, message):
+    path = tmp_path / "r.json"
+    path.write_text(recipe)
+    out = tmp_path / "o.png"
+    assert main(["edit", str(photo), "--recipe", str(path), "--model", str(sd_folder), "-o", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_several_images_need_an_output_folder(photo, tmp_path, capsys):
+    other = tmp_path / "other.png"
+    scene(64, 64, seed=40).save(other)
+    code = main(["edit", str(photo), str(other), "-e", "+hat", "-o", str(tmp_path / "x.png")])
+    assert code == 2 and "need a folder" in capsys.readouterr().err

@@ -19,12 +19,35 @@ from . import __version__, defaults
 from .errors import LeditsError
 
 EXAMPLES = """examples:
+  leditspp edit examples/shapes.png -e "+red circle" -e "-blue square" -o out.png   # built-in demo model
   leditspp edit photo.png -e "+sunglasses" -e "-beard:7" --model stable-diffusion-v1-5/stable-diffusion-v1-5 -o out.png
+  leditspp edit photos/ "more/*.jpg" -e "+snow:6" --model ./my-sd-folder -o edited/ --masks
+  leditspp edit photos/ --recipe recipe.yaml -o edited/      # per-image edits from a recipe file
+  leditspp edit photo.png --recipe out.png -o again.png      # re-run the recipe embedded in out.png
   leditspp invert photo.png --model ./my-sd-folder -o photo.inv.safetensors
   leditspp edit --inversion photo.inv.safetensors -e "+cherry blossoms:7@0.75" --model ./my-sd-folder -o out.png
+  leditspp info out.png                                      # the recipe of an output, or an inversion's metadata
 
 edit syntax: [+|-]concept[:scale][@threshold]   ('-' removes the concept)
+recipe (JSON/YAML): {"steps": 30, "edits": ["+hat"], "images": {"a.png": {"edits": ["-beard"]}}}
 """
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+#: Settings a recipe can give; an explicit flag wins over the recipe, the recipe over the default.
+DEFAULTS: dict[str, Any] = {
+    "model": defaults.MODEL,
+    "steps": defaults.STEPS,
+    "skip": defaults.SKIP,
+    "solver": defaults.SOLVER,
+    "seed": 0,
+    "source_prompt": "",
+    "source_guidance": defaults.SOURCE_GUIDANCE,
+    "negative_prompt": "",
+    "height": None,
+    "width": None,
+    "mask_mode": defaults.MASK_MODE,
+    "guidance_rescale": defaults.GUIDANCE_RESCALE,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,23 +62,25 @@ def _parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("model")
-    g.add_argument("--model", help="hub id or local diffusers folder (Stable Diffusion 1.x/2.x)")
+    g.add_argument(
+        "--model", help="'demo' (the built-in model, default), a hub id or a local diffusers folder (SD 1.x/2.x, SDXL)"
+    )
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="network precision")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
     inv = argparse.ArgumentParser(add_help=False)
-    g = inv.add_argument_group("inversion")
-    g.add_argument("--steps", type=int, default=defaults.STEPS, help="inversion/edit steps N (default %(default)s)")
-    g.add_argument("--skip", type=float, default=defaults.SKIP, help="skipped fraction (default %(default)s)")
-    g.add_argument("--solver", choices=("dpmsolver++", "ddpm"), default=defaults.SOLVER)
-    g.add_argument("--seed", type=int, default=0, help="seed of the auxiliary noise (default %(default)s)")
-    g.add_argument("--source-prompt", default="", help="describes the input; guides the inversion")
-    g.add_argument("--source-guidance", type=float, default=defaults.SOURCE_GUIDANCE)
-    g.add_argument("--negative-prompt", default="")
-    g.add_argument("--height", type=int, help="processing height (default: image height rounded down)")
-    g.add_argument("--width", type=int, help="processing width (default: image width rounded down)")
+    g = inv.add_argument_group("inversion (defaults in brackets)")
+    g.add_argument("--steps", type=int, help=f"inversion/edit steps N [{defaults.STEPS}]")
+    g.add_argument("--skip", type=float, help=f"skipped fraction of the schedule [{defaults.SKIP}]")
+    g.add_argument("--solver", choices=("dpmsolver++", "ddpm"), help=f"[{defaults.SOLVER}]")
+    g.add_argument("--seed", type=int, help="seed of the auxiliary noise [0]")
+    g.add_argument("--source-prompt", help="describes the input; guides the inversion")
+    g.add_argument("--source-guidance", type=float, help=f"[{defaults.SOURCE_GUIDANCE}]")
+    g.add_argument("--negative-prompt")
+    g.add_argument("--height", type=int, help="processing height [image height rounded down]")
+    g.add_argument("--width", type=int, help="processing width [image width rounded down]")
 
     pi = sub.add_parser(
         "invert",
@@ -70,24 +95,31 @@ def _parser() -> argparse.ArgumentParser:
     pe = sub.add_parser(
         "edit",
         parents=[common, inv],
-        help="edit an image (or a saved inversion) with text concepts",
+        help="edit images (files, folders, globs) or a saved inversion with text concepts",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pe.add_argument("image", nargs="?", help="image file to edit (or use --inversion)")
+    pe.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders or globs (or use --inversion)")
     pe.add_argument(
         "-e", "--edit", action="append", default=[], metavar="CONCEPT", help="e.g. '+sunglasses', '-beard:7@0.8'"
     )
-    pe.add_argument("-o", "--output", required=True, help="edited image to write (.png)")
+    pe.add_argument("-o", "--output", required=True, help="edited image (.png) for one input; a folder for several")
+    pe.add_argument("--recipe", help="JSON/YAML recipe, or a PNG written by leditspp, giving settings and edits")
+    pe.add_argument("--masks", action="store_true", help="also write each concept's mask overlay: OUT.mask-K.png")
     pe.add_argument("--inversion", help="re-use a saved inversion instead of inverting IMAGE")
     pe.add_argument("--save-inversion", help="also save the inversion made from IMAGE to this file")
-    pe.add_argument("--scale", type=float, default=defaults.EDIT_SCALE, help="default edit scale (default %(default)s)")
-    pe.add_argument("--threshold", type=float, default=defaults.EDIT_THRESHOLD, help="default mask threshold λ")
-    pe.add_argument("--warmup", type=int, default=defaults.WARMUP_STEPS, help="warm-up steps of every concept")
-    pe.add_argument("--cooldown", type=int, default=defaults.COOLDOWN_STEPS, help="cool-down step of every concept")
-    pe.add_argument("--mask-mode", choices=("intersect", "attention", "noise", "none"), default=defaults.MASK_MODE)
-    pe.add_argument("--user-mask", help="mask image (white = may change), any size")
-    pe.add_argument("--guidance-rescale", type=float, default=defaults.GUIDANCE_RESCALE)
+    g = pe.add_argument_group("edit (defaults for every -e concept)")
+    g.add_argument("--scale", type=float, default=defaults.EDIT_SCALE, help="edit scale [%(default)s]")
+    g.add_argument("--threshold", type=float, default=defaults.EDIT_THRESHOLD, help="mask threshold λ [%(default)s]")
+    g.add_argument("--warmup", type=int, default=defaults.WARMUP_STEPS, help="warm-up steps [%(default)s]")
+    g.add_argument("--cooldown", type=int, default=defaults.COOLDOWN_STEPS, help="cool-down step [none]")
+    g.add_argument("--mask-mode", choices=("intersect", "attention", "noise", "none"), help=f"[{defaults.MASK_MODE}]")
+    g.add_argument("--user-mask", help="mask image (white = may change), any size")
+    g.add_argument("--guidance-rescale", type=float, help=f"[{defaults.GUIDANCE_RESCALE}]")
+
+    pinfo = sub.add_parser("info", help="print the recipe embedded in a PNG, or an inversion file's metadata")
+    pinfo.add_argument("file", help="a PNG written by leditspp, or an inversion (.safetensors)")
+    pinfo.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -110,83 +142,202 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Check everything that is cheap to check, then load the model and do the work."""
-    from .edits import Edit
-    from .inversion import Inversion
+    if args.command == "info":
+        return _info(args.file)
+    if args.command == "invert":
+        return _invert_command(args)
+    return _edit_command(args)
+
+
+def _info(path: str) -> int:
+    """Print a PNG's recipe or an inversion's metadata as JSON."""
+    from .inversion import read_metadata
+    from .recipes import read_recipe
+
+    if Path(path).suffix.lower() == ".safetensors":
+        meta = read_metadata(path)
+        data = {"format": meta["format"], "format_version": meta.get("format_version"), **json.loads(meta["info"])}
+    else:
+        read_recipe(path)  # validates, with a clear error for foreign files
+        from PIL import Image
+
+        with Image.open(path) as im:
+            data = json.loads(im.text["leditspp"])
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _settings(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Explicit flags over the recipe over the defaults."""
+    out = {}
+    for key, default in DEFAULTS.items():
+        flag = getattr(args, key, None)
+        out[key] = flag if flag is not None else recipe.get(key, default)
+    return out
+
+
+def _invert_command(args: argparse.Namespace) -> int:
     from .io import open_image
     from .solvers.base import validate_steps
 
-    validate_steps(args.steps, args.skip)
-    inversion = image = None
-    if args.command == "invert":
-        _check_output(args.output, (".safetensors",))
-        image = open_image(args.image)
-    else:
-        if (args.image is None) == (args.inversion is None):
-            raise LeditsError("give either an IMAGE to edit or --inversion FILE, not both")
-        if args.inversion and args.save_inversion:
-            raise LeditsError("--save-inversion needs an IMAGE to invert (not --inversion)")
-        _check_output(args.output, (".png", ".jpg", ".jpeg", ".webp"))
-        overrides = {
-            "scale": args.scale,
-            "threshold": args.threshold,
-            "warmup_steps": args.warmup,
-            "cooldown_steps": args.cooldown,
-        }
-        edits = [Edit.parse(text, **overrides) for text in args.edit]
-        if args.inversion:
-            inversion = Inversion.load(args.inversion)
-        else:
-            image = open_image(args.image)
-
-    editor = _load_editor(args)
-    bar = _progress(args.quiet)
-    if inversion is None:
-        inversion = _invert(editor, image, args, bar)
-    if args.command == "invert" or args.save_inversion:
-        inversion.save(args.output if args.command == "invert" else args.save_inversion)
-    if args.command == "invert":
-        print(f"wrote {args.output}")
-        return 0
-    result = editor.edit(
-        inversion,
-        edits,
-        mask_mode=args.mask_mode,
-        user_mask=args.user_mask,
-        guidance_rescale=args.guidance_rescale,
-        progress=bar,
-    )
-    recipe = {
-        "leditspp": __version__,
-        "model": args.model,
-        "inversion": args.inversion,
-        **{k: v for k, v in vars(inversion.info).items() if k != "version"},
-        "mask_mode": args.mask_mode,
-        "guidance_rescale": args.guidance_rescale,
-        "edits": [e.to_dict() for e in edits],
-    }
-    save_image(result.images[0], args.output, recipe)
+    settings = _settings(args, {})
+    validate_steps(settings["steps"], settings["skip"])
+    _check_output(args.output, (".safetensors",))
+    image = open_image(args.image)
+    editor = _load_editor(args, settings["model"])
+    _invert(editor, image, settings, _progress(args.quiet)).save(args.output)
     print(f"wrote {args.output}")
     return 0
 
 
-def _invert(editor: Any, image: Any, args: argparse.Namespace, bar: Any) -> Any:
+def _edit_command(args: argparse.Namespace) -> int:
+    """Check everything that is cheap to check, then load the model once and edit every input."""
+    from .edits import Edit
+    from .inversion import Inversion
+    from .io import open_image
+    from .recipes import for_image, read_recipe
+    from .solvers.base import validate_steps
+
+    recipe = read_recipe(args.recipe) if args.recipe else {}
+    if bool(args.images) == bool(args.inversion):
+        raise LeditsError("give IMAGE(s) to edit or --inversion FILE, not both")
+    inputs = _expand_inputs(args.images) if args.images else [None]
+    if args.save_inversion and (len(inputs) != 1 or args.inversion):
+        raise LeditsError("--save-inversion needs exactly one IMAGE to invert (not --inversion, not several)")
+    outputs = _outputs(inputs, args.output)
+    overrides = {"scale": args.scale, "threshold": args.threshold, "warmup_steps": args.warmup}
+    overrides["cooldown_steps"] = args.cooldown
+    flag_edits = [Edit.parse(text, **overrides) for text in args.edit]
+    jobs = []
+    for path, out in zip(inputs, outputs, strict=True):
+        entry = for_image(recipe, path) if path else recipe
+        settings = _settings(args, entry)
+        validate_steps(settings["steps"], settings["skip"])
+        edits = flag_edits or entry.get("edits", [])  # none: the exact reconstruction
+        if path is None:
+            source = Inversion.load(args.inversion)
+        else:  # read now to fail early; keep the pixels only for a single image
+            image = open_image(path)
+            source = image if len(inputs) == 1 else path
+        jobs.append((path, out, settings, edits, source))
+
+    model = _settings(args, recipe)["model"]
+    editor = _load_editor(args, model)
+    bar = _progress(args.quiet)
+    for path, out, settings, edits, source in jobs:
+        if path is None:
+            inversion = source
+        else:
+            inversion = _invert(editor, open_image(source) if isinstance(source, str) else source, settings, bar)
+        if args.save_inversion:
+            inversion.save(args.save_inversion)
+        result = editor.edit(
+            inversion,
+            edits,
+            mask_mode=settings["mask_mode"],
+            user_mask=args.user_mask,
+            guidance_rescale=settings["guidance_rescale"],
+            progress=bar,
+        )
+        info = inversion.info
+        recipe_out = {
+            "leditspp": __version__,
+            **settings,
+            "model": model,
+            "seed": settings["seed"] if path else None,
+            "height": info.height,
+            "width": info.width,
+            "steps": info.steps,
+            "skip": info.skip,
+            "solver": info.solver,
+            "source_prompt": info.source_prompt,
+            "source_guidance": info.source_guidance,
+            "negative_prompt": info.negative_prompt,
+            "fingerprint": info.model,
+            "family": info.family,
+            "dtype": info.dtype,
+            "source": Path(path).name if path else None,
+            "inversion": args.inversion,
+            "edits": [e.to_dict() for e in edits],
+        }
+        save_image(result.images[0], out, recipe_out)
+        print(f"wrote {out}")
+        if args.masks:
+            for k, overlay in enumerate(mask_overlays(result.images[0], result.masks[:, 0]), start=1):
+                mask_path = out.with_name(f"{out.stem}.mask-{k}.png")
+                save_image(overlay, mask_path, {"leditspp": __version__, "mask_of": result.edits[k - 1].to_dict()})
+                print(f"wrote {mask_path}")
+    return 0
+
+
+def _expand_inputs(items: list[str]) -> list[str]:
+    """Files, folders (their images, sorted) and globs → image paths, in order, without repeats."""
+    import glob
+
+    paths: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise LeditsError(f"folder {item!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        elif any(ch in item for ch in "*?["):
+            found = sorted(glob.glob(item))
+            if not found:
+                raise LeditsError(f"no file matches {item!r}")
+        else:
+            found = [item]
+        paths += [f for f in found if f not in paths]
+    return paths
+
+
+def _outputs(inputs: list[str | None], output: str) -> list[Path]:
+    """One output file for one input; for several, ``output`` is a folder of ``<stem>.png``."""
+    if len(inputs) == 1:
+        _check_output(output, OUTPUT_SUFFIXES)
+        return [Path(output)]
+    folder = Path(output)
+    if folder.suffix.lower() in OUTPUT_SUFFIXES:
+        raise LeditsError(f"{len(inputs)} images need a folder for -o, not the file {output!r}")
+    stems = [Path(p).stem for p in inputs if p]
+    if len(set(stems)) != len(stems):
+        raise LeditsError("two inputs share a file name; their outputs would collide — edit them separately")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [folder / f"{stem}.png" for stem in stems]
+
+
+def mask_overlays(image: Any, masks: Any, color: tuple[int, int, int] = (255, 0, 80)) -> list[Any]:
+    """Each concept's mask (E, h, w) over a dimmed copy of ``image``, upsampled to its size."""
+    import numpy as np
+    from PIL import Image
+
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    overlays = []
+    for mask in masks.float().cpu().numpy():
+        m = np.asarray(Image.fromarray(mask * 255).convert("L").resize(image.size, Image.NEAREST)) > 127
+        out = base * 0.45
+        out[m] = base[m] * 0.35 + np.array(color, dtype=np.float32) * 0.65
+        overlays.append(Image.fromarray(out.round().astype(np.uint8)))
+    return overlays
+
+
+def _invert(editor: Any, image: Any, settings: dict[str, Any], bar: Any) -> Any:
     return editor.invert(
         image,
-        steps=args.steps,
-        skip=args.skip,
-        solver=args.solver,
-        seed=args.seed,
-        source_prompt=args.source_prompt,
-        source_guidance=args.source_guidance,
-        negative_prompt=args.negative_prompt,
-        height=args.height,
-        width=args.width,
+        steps=settings["steps"],
+        skip=settings["skip"],
+        solver=settings["solver"],
+        seed=settings["seed"],
+        source_prompt=settings["source_prompt"],
+        source_guidance=settings["source_guidance"],
+        negative_prompt=settings["negative_prompt"],
+        height=settings["height"],
+        width=settings["width"],
         progress=bar,
     )
 
 
-def _load_editor(args: argparse.Namespace) -> Any:
+def _load_editor(args: argparse.Namespace, model: str) -> Any:
     import torch
     from diffusers.utils import logging as diffusers_logging
 
@@ -195,12 +346,8 @@ def _load_editor(args: argparse.Namespace) -> Any:
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()
 
-    if not args.model:
-        raise LeditsError(
-            "give --model: a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5, or a local diffusers folder"
-        )
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    return Editor.from_pretrained(args.model, torch_dtype=dtype, device=args.device)
+    return Editor.from_pretrained(model, torch_dtype=dtype, device=args.device)
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Final
 
+#: Model used when none is given: the built-in demo model shipped inside the package (issue 3).
+MODEL: Final = "demo"
+
 #: Inversion steps actually run, N (diffusers SD default; paper Table 1 uses 20).
 STEPS: Final = 30
 #: Fraction of the schedule skipped at the noisy end: M = floor(N·(1+skip)) leading-spaced

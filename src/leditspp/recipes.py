@@ -1,0 +1,117 @@
+"""Edit recipes: the settings and concepts of an edit as data (JSON, YAML, or a PNG's text chunk).
+
+A recipe is a mapping with any of the keys in :data:`SETTINGS` and ``edits`` (a list of
+``"+concept:scale@threshold"`` strings or :meth:`Edit.to_dict` mappings). For batch work it may
+also hold ``images``: ``{file name: {"edits": [...], other settings}}`` — per-image entries
+override the top level. Every PNG the CLI writes embeds the recipe that made it, so
+``leditspp edit IMAGE --recipe edited.png`` reproduces the edit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .edits import Edit
+from .errors import LeditsError
+
+PNG_KEY = "leditspp"
+#: Recipe keys besides ``edits`` and ``images``: the inversion and edit settings of the CLI.
+SETTINGS = (
+    "model",
+    "steps",
+    "skip",
+    "solver",
+    "seed",
+    "source_prompt",
+    "source_guidance",
+    "negative_prompt",
+    "height",
+    "width",
+    "mask_mode",
+    "guidance_rescale",
+)
+#: Keys written for information only (ignored when a recipe is read back).
+INFORMATIONAL = ("leditspp", "fingerprint", "family", "dtype", "inversion", "source")
+
+
+def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a recipe from a ``.json``/``.yaml``/``.yml`` file or from a PNG the CLI wrote."""
+    p = Path(path)
+    if not p.is_file():
+        raise LeditsError(f"recipe file {str(path)!r} does not exist")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".png":
+            data = _png_recipe(p)
+        elif suffix == ".json":
+            data = json.loads(p.read_text(encoding="utf-8"))
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        else:
+            raise LeditsError(f"recipe {str(path)!r} must be a .json, .yaml/.yml or a .png written by leditspp")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LeditsError(f"recipe {str(path)!r} cannot be parsed: {exc}") from exc
+    except ImportError as exc:
+        raise LeditsError("YAML recipes need PyYAML: pip install pyyaml (or use JSON)") from exc
+    return validate(data, str(path))
+
+
+def _png_recipe(path: Path) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            text = getattr(im, "text", {}).get(PNG_KEY)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise LeditsError(f"{path}: not a readable PNG ({exc})") from exc
+    if text is None:
+        raise LeditsError(f"{path}: this PNG carries no leditspp recipe (only images written by leditspp do)")
+    return json.loads(text)
+
+
+def validate(data: Any, where: str = "recipe") -> dict[str, Any]:
+    """Check keys and edits; return the recipe with ``edits`` parsed into :class:`Edit` values."""
+    if not isinstance(data, dict):
+        raise LeditsError(f"{where}: a recipe is a mapping of settings and 'edits'; got {type(data).__name__}")
+    known = {*SETTINGS, *INFORMATIONAL, "edits", "images"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise LeditsError(f"{where}: unknown recipe keys {unknown}; known: {sorted(known)}")
+    out = {k: v for k, v in data.items() if k in SETTINGS}
+    if "edits" in data:
+        out["edits"] = parse_edits(data["edits"], where)
+    if "images" in data:
+        if not isinstance(data["images"], dict):
+            raise LeditsError(f"{where}: 'images' maps file names to per-image recipes")
+        out["images"] = {str(k): validate(v, f"{where}: images[{k!r}]") for k, v in data["images"].items()}
+    return out
+
+
+def parse_edits(items: Any, where: str = "recipe") -> list[Edit]:
+    """Edits from a list of text concepts or :meth:`Edit.to_dict` mappings."""
+    if isinstance(items, str) or not isinstance(items, list):
+        raise LeditsError(f"{where}: 'edits' must be a list, e.g. ['+sunglasses', '-beard:7']")
+    edits = []
+    for item in items:
+        if isinstance(item, str):
+            edits.append(Edit.parse(item))
+        elif isinstance(item, dict):
+            try:
+                edits.append(Edit(**item))
+            except TypeError as exc:
+                raise LeditsError(f"{where}: bad edit {item!r}: {exc}") from exc
+        else:
+            raise LeditsError(f"{where}: an edit is a text or a mapping; got {item!r}")
+    return edits
+
+
+def for_image(recipe: dict[str, Any], image: str | os.PathLike[str]) -> dict[str, Any]:
+    """The top-level recipe with the entry of ``image`` (by file name, then by path) on top."""
+    per = recipe.get("images", {})
+    entry = per.get(Path(image).name) or per.get(str(image)) or {}
+    return {**{k: v for k, v in recipe.items() if k != "images"}, **entry}
