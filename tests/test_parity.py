@@ -88,6 +88,27 @@ def test_user_mask_matches_the_port(editor, port):
     assert (ours - expected).abs().max() <= 1e-4
 
 
+def test_v_prediction_edits_match_the_port(tokenizer_2):
+    """SD 2.x-shaped (v-prediction, "!" padding): the same edited latents as the port."""
+    from leditspp import Editor
+    from leditspp.testing import tiny_sd_pipeline
+
+    editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer_2, seed=2, prediction_type="v_prediction"))
+    scheduler = DPMSolverMultistepScheduler.from_config(
+        {**SD_SCHEDULE, "prediction_type": "v_prediction"},
+        algorithm_type="sde-dpmsolver++",
+        solver_order=2,
+        final_sigmas_type="sigma_min",
+    )
+    image = scene(64, 96, seed=9)
+    with keep_attention_processors(editor.model.unet):
+        expected = _port_edit(diffusers_port(editor.model, scheduler), image, EDITS)
+    inv = editor.invert(image, steps=STEPS, skip=SKIP, seed=0)
+    ours = editor.edit(inv, EDITS, mask_mode="noise", decode=False).latents
+    assert (expected - inv.source_latents).abs().max() > 0.05
+    assert (ours - expected).abs().max() <= 1e-4
+
+
 def test_the_ports_default_scheduler_does_not_reconstruct_but_ours_does(editor):
     """SPEC P1: with its default DPM scheduler (final sigma 0) the port's "perfect" inversion is not."""
     scheduler = DPMSolverMultistepScheduler.from_config(SD_SCHEDULE, algorithm_type="sde-dpmsolver++")

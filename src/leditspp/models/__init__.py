@@ -23,9 +23,7 @@ def _refuse(reason: str) -> LeditsError:
     return LeditsError(f"{reason}; supported families: {'; '.join(SUPPORTED_FAMILIES)}")
 
 
-def adapter_from_components(
-    components: dict[str, Any], *, force_zeros_for_empty_prompt: bool = True
-) -> ModelAdapter:
+def adapter_from_components(components: dict[str, Any], *, force_zeros_for_empty_prompt: bool = True) -> ModelAdapter:
     """Pick the family adapter from loaded diffusers components (a pipeline's ``components``).
 
     ``force_zeros_for_empty_prompt`` is the SDXL pipeline's config flag (zero c_∅ for "").

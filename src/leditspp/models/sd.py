@@ -66,6 +66,8 @@ class StableDiffusion:
 
 
 def _word_positions(tokenizer: Any, prompt: str) -> list[int]:
+    """Positions of everything but the start/end tokens of the un-padded tokenization — a "!" the
+    user typed counts even where "!" is also the pad token (SD 2.x, SDXL's second tokenizer)."""
     ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
-    special = set(tokenizer.all_special_ids)
-    return [i for i, t in enumerate(ids) if t not in special]
+    ends = {tokenizer.bos_token_id, tokenizer.eos_token_id}
+    return [i for i, t in enumerate(ids) if t not in ends]
