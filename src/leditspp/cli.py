@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   leditspp invert photo.png --model ./my-sd-folder -o photo.inv.safetensors
   leditspp edit --inversion photo.inv.safetensors -e "+cherry blossoms:7@0.75" --model ./my-sd-folder -o out.png
   leditspp info out.png                                      # the recipe of an output, or an inversion's metadata
+  leditspp serve                                             # the web UI on http://127.0.0.1:7860
 
 edit syntax: [+|-]concept[:scale][@threshold]   ('-' removes the concept)
 recipe (JSON/YAML): {"steps": 30, "edits": ["+hat"], "images": {"a.png": {"edits": ["-beard"]}}}
@@ -117,6 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--user-mask", help="mask image (white = may change), any size")
     g.add_argument("--guidance-rescale", type=float, help=f"[{defaults.GUIDANCE_RESCALE}]")
 
+    ps = sub.add_parser("serve", help="start the web UI (Gradio) on this machine", parents=[common])
+    ps.add_argument("--host", default="127.0.0.1", help="interface to listen on [%(default)s]")
+    ps.add_argument("--port", type=int, default=7860, help="[%(default)s]")
+    ps.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload [%(default)s MB]")
+
     pinfo = sub.add_parser("info", help="print the recipe embedded in a PNG, or an inversion file's metadata")
     pinfo.add_argument("file", help="a PNG written by leditspp, or an inversion (.safetensors)")
     pinfo.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -144,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
         return _info(args.file)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "invert":
         return _invert_command(args)
     return _edit_command(args)
@@ -164,6 +172,16 @@ def _info(path: str) -> int:
         with Image.open(path) as im:
             data = json.loads(im.text["leditspp"])
     print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .webui import serve
+    except ImportError as exc:
+        raise LeditsError(f"the web UI needs Gradio: pip install 'leditspp[web]' ({exc})") from exc
+    print(f"leditspp web UI on http://{args.host}:{args.port} (model: {args.model or defaults.MODEL}); Ctrl-C stops it")
+    serve(args.model or defaults.MODEL, args.host, args.port, args.max_upload_mb, args.device)
     return 0
 
 
