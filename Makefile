@@ -3,9 +3,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # CPU build by default; on a CUDA machine: make TORCH="torch" ...
 TORCH  ?= torch==2.13.0
-MODEL  ?= stable-diffusion-v1-5/stable-diffusion-v1-5
-IMAGE  ?= examples/scene.png
-EDITS  ?= -e "+a red circle" -e "-blue square:7"
+# the built-in demo model (offline); any hub id or diffusers folder works, e.g. MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5
+MODEL  ?= demo
+IMAGE  ?= examples/shapes.png
+EDITS  ?= -e "+red circle:8" -e "-blue square:8"
 OUT    ?= edited.png
 
 .PHONY: setup demo test lint
@@ -25,8 +26,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/leditspp edit $(IMAGE) $(EDITS) --model $(MODEL) -o $(OUT)
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks training
+	$(PY) -m ruff format --check src tests benchmarks training
 
 test: $(VENV)/.installed lint
 	$(PY) -m pytest -q -p no:cacheprovider

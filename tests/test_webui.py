@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,7 @@ def test_changing_only_the_concepts_reuses_the_inversion(service):
 
 # --- end to end in a real browser ------------------------------------------------------------
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shapes.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: LEDITSPP_SCREENSHOT=docs/webui.png pytest tests/test_webui.py -k browser  refreshes the README's picture
 SCREENSHOT = os.environ.get("LEDITSPP_SCREENSHOT")
@@ -111,11 +113,11 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
-def test_the_app_in_a_real_browser(sd_folder, tmp_path):
+def test_the_app_in_a_real_browser():
+    """The built-in demo model on the bundled example: add a red circle, remove the blue square."""
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    photo = tmp_path / "photo.png"
-    scene(64, 96, seed=51).save(photo)
-    service = EditorService(model=str(sd_folder), device="cpu")
+    photo = EXAMPLE
+    service = EditorService(model="demo", device="cpu")
     app = build_app(service)
     app.queue(default_concurrency_limit=1)
     port = _free_port()
@@ -126,14 +128,16 @@ def test_the_app_in_a_real_browser(sd_folder, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1150})
             page.goto(f"http://127.0.0.1:{port}", wait_until="networkidle")
             page.locator("#input-image input[type=file]").set_input_files(str(photo))
-            _fill(page, 0, 0, "a red hat")
-            _fill(page, 1, 0, "a cat")
+            _fill(page, 0, 0, "red circle")
+            _fill(page, 0, 2, "8")
+            _fill(page, 1, 0, "blue square")
             _fill(page, 1, 1, "-")
+            _fill(page, 1, 2, "8")
             page.locator("#run").click()
             page.locator("#edited img").wait_for(timeout=120_000)
             page.wait_for_function("document.querySelectorAll('#masks img').length >= 2", timeout=60_000)
             assert service.misses == 1 and service.hits == 0
-            _fill(page, 0, 2, "8")  # a new scale for the first concept, then run again
+            _fill(page, 0, 2, "10")  # a new scale for the first concept, then run again
             page.locator("#run").click()
             page.wait_for_function(
                 "document.querySelector('#status') && document.querySelector('#status').innerText.includes('cached')",

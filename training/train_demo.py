@@ -206,7 +206,8 @@ def training_caption(entry: dict, rng: random.Random) -> str:
     return shapes.caption(objects, entry["background"])
 
 
-def train_unet(work: Path, steps: int, batch: int, lr: float, seed: int) -> None:
+def train_unet(work: Path, steps: int, batch: int, lr: float, seed: int, stop_after: int | None = None) -> None:
+    """``steps`` sets the schedule; ``stop_after`` ends the run early (checkpoint kept, resumable)."""
     from diffusers import DDPMScheduler
 
     tokenizer = tokenizer_at(work)
@@ -243,7 +244,7 @@ def train_unet(work: Path, steps: int, batch: int, lr: float, seed: int) -> None
     weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-γ (γ = 5) for ε-prediction
     rng = random.Random(seed * 1000 + start)
     t0 = time.time()
-    for step in range(start, steps):
+    for step in range(start, min(steps, stop_after or steps)):
         idx = torch.randint(0, len(latents), (batch,))
         x0 = latents[idx].float()
         captions = [training_caption(entries[i], rng) for i in idx.tolist()]
@@ -274,7 +275,7 @@ def train_unet(work: Path, steps: int, batch: int, lr: float, seed: int) -> None
                 lr=sched.get_last_lr()[0],
                 s=round(time.time() - t0),
             )
-        if (step + 1) % 250 == 0 or step == steps - 1:
+        if (step + 1) % 250 == 0 or step + 1 in (steps, stop_after):
             state = {
                 "unet": unet.state_dict(),
                 "text": text.state_dict(),
@@ -323,7 +324,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--scenes", type=int, default=30_000)
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=4500)
+    parser.add_argument("--stop-after", type=int, help="end the UNet stage after this step (schedule unchanged)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
@@ -335,7 +337,7 @@ def main() -> None:
     if args.stage in ("latents", "all"):
         encode_latents(args.work, args.scenes)
     if args.stage in ("unet", "all"):
-        train_unet(args.work, args.steps, args.batch, args.lr, args.seed)
+        train_unet(args.work, args.steps, args.batch, args.lr, args.seed, args.stop_after)
     if args.stage in ("export", "all"):
         export(args.work, args.out)
 
