@@ -112,14 +112,7 @@ def test_a_batch_equals_its_images_edited_one_by_one(editor):
     batch_inv = editor.invert(images, steps=10, generator=gen)
     batch = editor.edit(batch_inv, EDITS, mask_mode="intersect", decode=False)
     for i in range(len(images)):
-        single = Inversion(
-            batch_inv.noisy_latents[:, i : i + 1],
-            batch_inv.denoised[:, i : i + 1],
-            batch_inv.noise_maps[:, i : i + 1],
-            batch_inv.timesteps,
-            batch_inv.source_latents[i : i + 1],
-            batch_inv.info,
-        )
+        single = batch_inv.select(i)
         alone = editor.edit(single, EDITS, mask_mode="intersect", decode=False)
         assert torch.equal(alone.masks[:, 0], batch.masks[:, i])
         assert (alone.latents[0] - batch.latents[i]).abs().max() <= 1e-4

@@ -92,14 +92,7 @@ def test_every_mask_mode_edits_and_a_batch_equals_each_image_alone(xl_editor, mo
     both = xl_editor.edit(inv, edits, mask_mode=mode, decode=False)
     assert (both.latents - inv.source_latents).abs().amax((1, 2, 3)).min() > 1e-2
     for b in range(len(images)):
-        single = Inversion(
-            inv.noisy_latents[:, b : b + 1],
-            inv.denoised[:, b : b + 1],
-            inv.noise_maps[:, b : b + 1],
-            inv.timesteps,
-            inv.source_latents[b : b + 1],
-            inv.info,
-        )
+        single = inv.select(b)
         alone = xl_editor.edit(single, edits, mask_mode=mode, decode=False)
         assert torch.equal(alone.masks[:, 0], both.masks[:, b])
         assert (alone.latents[0] - both.latents[b]).abs().max() <= 1e-4

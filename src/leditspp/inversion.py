@@ -74,6 +74,20 @@ class Inversion:
     info: InversionInfo
     images: list[Any] = field(default_factory=list, compare=False, repr=False)
 
+    def select(self, i: int) -> Inversion:
+        """The inversion of image ``i`` of the batch alone (B = 1): edits it exactly as in the batch."""
+        one = slice(i, i + 1)
+        images = self.images[one] if self.images else []
+        return Inversion(
+            self.noisy_latents[:, one],
+            self.denoised[:, one],
+            self.noise_maps[:, one],
+            self.timesteps,
+            self.source_latents[one],
+            self.info,
+            images,
+        )
+
     @property
     def latents(self) -> torch.Tensor:
         """``y_0`` (B, C, h, w): the start latent of the edit loop."""
