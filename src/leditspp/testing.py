@@ -73,11 +73,28 @@ def clip_tokenizer(folder: str | Path, **kwargs: Any) -> Any:
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77, **kwargs)
 
 
+def tiny_vae(seed: int, **config: Any) -> Any:
+    """A factor-8 ``AutoencoderKL`` (widths 16/16/32/32) with random weights; ``config`` adds to it."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        latent_channels=4,
+        norm_num_groups=8,
+        **config,
+    )
+
+
 def tiny_sd_components(
     tokenizer: Any, *, seed: int = 0, prediction_type: str = "epsilon", cross_attention_dim: int = 32
 ) -> dict[str, Any]:
     """SD-1.x-shaped but tiny components (UNet widths 32/32/64/64, VAE factor 8), random weights."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers import PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -93,17 +110,7 @@ def tiny_sd_components(
         attention_head_dim=8,
         norm_num_groups=8,
     )
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 32, 32),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=256,
-    )
+    vae = tiny_vae(seed + 1, sample_size=256)
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -133,7 +140,7 @@ def tiny_sdxl_components(tokenizer: Any, tokenizer_2: Any, *, seed: int = 0) -> 
     """SDXL-shaped but tiny components: two CLIP encoders of different widths (32, and 48 with a
     40-dim projection), a 3-level UNet with ``addition_embed_type="text_time"`` (cross-attention
     width 80 = 32 + 48), a factor-8 VAE with ``force_upcast``, and SDXL's Euler scheduler config."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     def clip_config(width: int, **extra: Any) -> Any:
@@ -169,19 +176,7 @@ def tiny_sdxl_components(tokenizer: Any, tokenizer_2: Any, *, seed: int = 0) -> 
         cross_attention_dim=32 + 48,
         norm_num_groups=8,
     )
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 32, 32),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=128,
-        scaling_factor=0.13025,
-        force_upcast=True,
-    )
+    vae = tiny_vae(seed + 1, sample_size=128, scaling_factor=0.13025, force_upcast=True)
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(clip_config(32))
     torch.manual_seed(seed + 3)
