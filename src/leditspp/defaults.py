@@ -37,3 +37,14 @@ GUIDANCE_RESCALE: Final = 0.0
 #: Images are processed at a multiple of this many latent cells per side, so that the
 #: cross-attention level at a quarter of the latent resolution is exactly (h/4)×(w/4).
 LATENT_MULTIPLE: Final = 4
+
+#: Fraction of the free device memory (host RAM on the CPU) that one batched inversion call
+#: may fill with activations (issue 5; ``Editor.invert(inversion_batch=k)`` overrides).
+INVERSION_MEMORY_FRACTION: Final = 0.5
+#: Peak activation elements of one UNet row per latent cell per first-level channel, with fused
+#: attention: measured 26–29 on SD-1.5-shaped UNets (CPU, fp32, 16² and 32² latents); 32 is the
+#: estimate's margin.
+ACTIVATION_ELEMENTS: Final = 32
+#: On the CPU, rows per inversion call: batching gains nothing beyond (SD-1.5 shape, 32² latents,
+#: 2 cores: 157 / 136 / 113 / 109 / 105 ms per row at 1 / 2 / 4 / 8 / 20 rows).
+CPU_ROWS_PER_CALL: Final = 8

@@ -62,44 +62,65 @@ def edit_loop(
     and the last mask of every concept (E, B, h, w) (zeros for a concept that never acted).
     """
     batch, _, h, w = inversion.source_latents.shape
-    masks = torch.zeros(len(concepts.edits), batch, h, w, device=inversion.source_latents.device)
-    first = next((j for j in range(len(table)) if concepts.active(j)), None)
+    device = inversion.source_latents.device
+    masks = torch.zeros(len(concepts.edits), batch, h, w, device=device)
+    plan = [tuple(concepts.active(j)) for j in range(len(table))]
+    first = next((j for j, active in enumerate(plan) if active), None)
     if first is None:
         return inversion.source_latents.clone(), masks
+    k = len(base)
+    calls = {active: _call_inputs(concepts, Conditioning.cat(base), active, batch) for active in set(plan)}
+    timesteps = table.timesteps.to(device)
     x = inversion.noisy_latents[first]
     prev_x0 = inversion.denoised[first - 1] if first > 0 else None
-    k = len(base)
-    base_cond = Conditioning.cat(base)
-    zs = inversion.noise_maps
     for j in range(first, len(table)):
-        active = concepts.active(j)
-        rows = k + len(active)
-        cond = base_cond
-        if active:
-            cond = Conditioning.cat(
-                [base_cond, Conditioning.cat([concepts.cond.row(i) for i in active]).repeat_rows(batch)]
-            )
-        if recorder is not None and active:
-            recorder.arm(slice(k * batch, None), concepts.token_weights[active].repeat_interleave(batch, 0))
+        call = calls[plan[j]]
+        rows = k + len(plan[j])
+        if recorder is not None and plan[j]:
+            recorder.arm(slice(k * batch, None), call.token_weights)
         latents = x.repeat(rows, 1, 1, 1)
-        raw = model.predict(latents, table.timesteps[j].repeat(rows * batch), cond)
+        raw = model.predict(latents, timesteps[j].expand(rows * batch), call.cond)
         a, s = float(table.alpha[j]), float(table.sigma[j])
         eps = to_epsilon(raw, latents, a, s, model.schedule.prediction_type).view(rows, batch, -1, h, w)
         guided = base_estimate(eps[0], eps[1] if k > 1 else None, source_guidance)
-        if active:
-            sel = torch.tensor(active, device=x.device)
-            psi = direction_terms(
-                eps[k:], eps[0], concepts.directions[sel], concepts.scales[sel], user_mask
-            )  # (A, B, C, h, w)
+        if plan[j]:
+            psi = direction_terms(eps[k:], eps[0], call.directions, call.scales, user_mask)  # (A, B, C, h, w)
             attn = recorder.take((h // 4, w // 4)) if recorder is not None else None
-            q = concepts.thresholds[sel].repeat_interleave(batch)
-            m = implicit_masks(mask_mode, psi.flatten(0, 1), q, attn).view(len(active), batch, 1, h, w)
+            m = implicit_masks(mask_mode, psi.flatten(0, 1), call.thresholds, attn).view(-1, batch, 1, h, w)
             guided = rescale(guided + (m * psi).sum(dim=0), eps[k:].mean(dim=0), guidance_rescale)
-            masks[sel] = m[:, :, 0]
+            masks.index_copy_(0, call.index, m[:, :, 0])
         if recorder is not None:
             recorder.disarm()
         mean, prev_x0 = step_mean(x, guided, prev_x0, table, j)
-        x = add_noise_map(mean, zs[j], table, j)
+        x = add_noise_map(mean, inversion.noise_maps[j], table, j)
         if progress is not None:
             progress("edit", j + 1, len(table))
     return x, masks
+
+
+@dataclass(frozen=True)
+class _CallInputs:
+    """What one network call needs for a set of ``A`` active concepts, built before the loop so
+    that the loop itself makes no host-to-device copies (and hence no host syncs)."""
+
+    cond: Conditioning  # (k + A)·B rows: the base conditions, then each concept's B rows
+    index: torch.Tensor  # (A,) the concepts' indices
+    token_weights: torch.Tensor  # (A·B, L)
+    directions: torch.Tensor  # (A,)
+    scales: torch.Tensor  # (A,)
+    thresholds: torch.Tensor  # (A·B,) λ for every (concept, image) row
+
+
+def _call_inputs(concepts: ConceptBatch, base: Conditioning, active: tuple[int, ...], batch: int) -> _CallInputs:
+    index = torch.tensor(active, dtype=torch.long).to(concepts.scales.device)
+    cond = base
+    if active:
+        cond = Conditioning.cat([base, Conditioning.cat([concepts.cond.row(i) for i in active]).repeat_rows(batch)])
+    return _CallInputs(
+        cond=cond,
+        index=index,
+        token_weights=concepts.token_weights.index_select(0, index).repeat_interleave(batch, 0),
+        directions=concepts.directions.index_select(0, index),
+        scales=concepts.scales.index_select(0, index),
+        thresholds=concepts.thresholds.index_select(0, index).repeat_interleave(batch),
+    )

@@ -24,13 +24,13 @@ from .inversion import (
     Inversion,
     InversionInfo,
     auxiliary_latents,
-    default_chunk,
     draw_auxiliary_noise,
     estimate_all,
     noise_maps,
 )
 from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
 from .masking import MASK_MODES, needs_attention, resize_user_mask
+from .memory import inversion_chunk
 from .models import (
     Conditioning,
     ModelAdapter,
@@ -98,6 +98,18 @@ class Editor:
         zeros = config.get("force_zeros_for_empty_prompt", True) if hasattr(config, "get") else True
         return cls(adapter_from_components(dict(components), force_zeros_for_empty_prompt=zeros))
 
+    def compile(self, **options: Any) -> Editor:
+        """Opt in to ``torch.compile`` of the UNet (in place; ``options`` go to ``torch.compile``,
+        e.g. ``mode="max-autotune"``). Returns the editor.
+
+        Timesteps enter the network as tensors and every step of an edit has the same rows, so
+        a graph is compiled per distinct call shape (inversion chunk, number of active
+        concepts, attention capture on or off) — never per step. The first call of each shape
+        pays the compile time; inversions stay exact (the same network evaluates them).
+        """
+        self.model.unet.compile(**options)
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.model.unet.device
@@ -132,7 +144,8 @@ class Editor:
         Images are processed at their size rounded down to :attr:`size_multiple` unless
         ``height``/``width`` are given. ``seed=k`` is a CPU generator seeded with ``k`` (the same
         auxiliary noises as diffusers' port with that generator). ``inversion_batch`` is the
-        number of steps per network call (the calls are independent; default: by latent size).
+        number of steps per network call (the calls are independent; default: as many as fit
+        half the free memory, at most 8 rows per call on the CPU; see :mod:`leditspp.memory`).
         """
         if seed is not None and generator is not None:
             raise LeditsError("pass either seed= or generator=, not both")
@@ -149,7 +162,8 @@ class Editor:
         x0 = encode_pixels(self.model.vae, batch * 2 - 1).to(self.device)
         base = self._base_conditions(source_prompt, negative_prompt, x0.shape[0])
         ys = auxiliary_latents(x0, draw_auxiliary_noise(tuple(x0.shape), steps, generator), table)
-        chunk = inversion_batch or default_chunk(steps, len(base) * x0.shape[0], x0.shape[-2] * x0.shape[-1])
+        rows_per_step = len(base) * x0.shape[0]
+        chunk = inversion_batch or inversion_chunk(self.model.unet, steps, rows_per_step, *x0.shape[-2:])
         if not isinstance(chunk, int) or chunk < 1:
             raise LeditsError(f"inversion_batch must be an integer ≥ 1; got {inversion_batch!r}")
         eps = estimate_all(

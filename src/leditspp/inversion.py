@@ -15,7 +15,6 @@ is ever active (SPEC A1 exactly, with no network call).
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -216,10 +215,3 @@ def estimate_all(
         for n, j in enumerate(idx):
             out[j] = base_estimate(eps[n, 0], eps[n, 1] if k > 1 else None, source_guidance)
     return out
-
-
-def default_chunk(steps: int, rows_per_step: int, latent_cells: int) -> int:
-    """Steps per inversion network call: batch up to ~8 rows of 64×64 latents at once."""
-    budget = max(1, (8 * 64 * 64) // max(1, rows_per_step * latent_cells))
-    calls = math.ceil(steps / budget)
-    return math.ceil(steps / calls)  # the same number of steps in every call

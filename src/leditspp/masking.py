@@ -11,6 +11,7 @@ latent grid and ``h' × w'`` for the cross-attention level at a quarter of it.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Final
 
@@ -52,11 +53,14 @@ def noise_mask(guidance: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return threshold(guidance.abs().sum(dim=1, keepdim=True), q)
 
 
-def _smoothing_kernel() -> torch.Tensor:
-    """The port's 3×3 kernel ``g gᵀ`` with ``g ∝ [e⁻¹, 1, e⁻¹]`` (SPEC B §6.1 step 5), (1,1,3,3)."""
+@functools.cache
+def _smoothing_kernel(device: torch.device) -> torch.Tensor:
+    """The port's 3×3 kernel ``g gᵀ`` with ``g ∝ [e⁻¹, 1, e⁻¹]`` (SPEC B §6.1 step 5), (1,1,3,3).
+
+    Cached per device: copied there once, not at every step."""
     g = torch.tensor([math.exp(-1.0), 1.0, math.exp(-1.0)], dtype=torch.float32)
     k = torch.outer(g, g)
-    return (k / k.sum())[None, None]
+    return (k / k.sum())[None, None].to(device)
 
 
 def smooth(maps: torch.Tensor) -> torch.Tensor:
@@ -64,7 +68,7 @@ def smooth(maps: torch.Tensor) -> torch.Tensor:
     x = maps.float()[:, None]
     mode = "reflect" if min(x.shape[-2:]) > 1 else "replicate"
     x = F.pad(x, (1, 1, 1, 1), mode=mode)
-    return F.conv2d(x, _smoothing_kernel().to(x.device))[:, 0]
+    return F.conv2d(x, _smoothing_kernel(x.device))[:, 0]
 
 
 def attention_mask(maps: torch.Tensor, q: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
