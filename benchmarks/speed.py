@@ -1,0 +1,448 @@
+"""Speed and memory of leditspp against the diffusers LEDITS++ port, side by side in one run.
+
+Both edit the same image on the same model (random weights: the compute is that of real ones)
+with the same settings: invert + edit, N + N steps, SDE-DPM-Solver++(2M), skip 0.15, mask mode
+``intersect``, with 1 and with 3 concepts. The port gets an exact scheduler (``sigma_min``).
+
+Presets (``--preset``):
+  cpu       SD-1.5-shaped UNet, VAE and CLIP text encoder at a fifth of the width (UNet 64/128/256/256),
+            256², fp32, 20 + 20 steps — a few minutes on 2 cores; targets: time ≤ 0.6, memory ≤ 0.5 at E = 3
+  gpu-sd15  the full SD 1.5 architecture, 512², fp16, 20 + 20 steps (CUDA)
+  gpu-sdxl  the full SDXL base architecture, 1024², fp16, 20 + 20 steps (CUDA)
+  smoke     the tests' tiny SD model, 64², 4 + 4 steps (checks this script; seconds)
+  smoke-xl  the tests' tiny SDXL model, 64², 4 + 4 steps
+
+Measured per job: wall time (CUDA synchronised), peak memory above the job's start — on CUDA
+``max_memory_allocated``, on the CPU the peak resident set (``VmHWM``, reset through
+``/proc/self/clear_refs``, in a child process whose glibc unmaps every freed block ≥ 64 KiB, so
+that one job's leftovers neither hide nor inflate the next one's peak; timings run with the
+default allocator),
+and UNet row-evaluations next to the floor N + N·(1 + E).
+
+Run: ``.venv/bin/python benchmarks/speed.py --preset cpu`` (add ``--compile`` for the opt-in
+torch.compile path; ``--repeats k`` keeps the fastest of k timed runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from leditspp import Edit, Editor
+from leditspp.testing import (
+    SD_SCHEDULE,
+    clip_tokenizer,
+    diffusers_port,
+    diffusers_port_xl,
+    keep_attention_processors,
+    tiny_sd_pipeline,
+    tiny_sdxl_pipeline,
+)
+
+warnings.filterwarnings("ignore")
+
+CONCEPTS = (Edit.parse("+sunglasses"), Edit.parse("-beard"), Edit.parse("+cherry blossoms:7"))
+SKIP = 0.15
+
+
+@dataclass(frozen=True)
+class Preset:
+    build: Callable[[], Any]  # → a diffusers SD or SDXL pipeline
+    size: int
+    steps: int
+    dtype: torch.dtype
+    device: str
+    targets: dict[str, float]  # ratio targets at E = 3
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+def _clip(tokenizer: Any, width: int, layers: int, heads: int, **extra: Any) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+    model = CLIPTextModelWithProjection(config) if "projection_dim" in extra else CLIPTextModel(config)
+    return model.eval()
+
+
+def _vae(widths: tuple[int, ...], sample_size: int, **extra: Any) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=widths,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=sample_size,
+        **extra,
+    ).eval()
+
+
+def sd15(size: int, unet: tuple[int, ...], vae: tuple[int, ...], text: int) -> Any:
+    """The SD 1.5 architecture (UNet, VAE, CLIP ViT-L/14-shaped text encoder) at the given widths.
+
+    Full size: ``unet=(320, 640, 1280, 1280)``, ``vae=(128, 256, 512, 512)``, ``text=768``.
+    """
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    tokenizer = clip_tokenizer(tempfile.mkdtemp())
+    torch.manual_seed(0)
+    return StableDiffusionPipeline(
+        unet=UNet2DConditionModel(
+            sample_size=size // 8,
+            block_out_channels=unet,
+            layers_per_block=2,
+            cross_attention_dim=text,
+            attention_head_dim=8,
+        ).eval(),
+        vae=_vae(vae, size),
+        text_encoder=_clip(tokenizer, text, 12, text // 64, hidden_act="quick_gelu"),
+        tokenizer=tokenizer,
+        scheduler=PNDMScheduler(**SD_SCHEDULE, skip_prk_steps=True, set_alpha_to_one=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def sdxl(size: int) -> Any:
+    """The SDXL base 1.0 architecture: UNet 320/640/1280 (1, 2, 10 transformer layers), CLIP
+    ViT-L and OpenCLIP ViT-bigG text encoders, the SDXL VAE."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    tokenizer = clip_tokenizer(tempfile.mkdtemp())
+    tokenizer_2 = clip_tokenizer(tempfile.mkdtemp(), pad_token="!")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=size // 8,
+        block_out_channels=(320, 640, 1280),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10),
+        attention_head_dim=(5, 10, 20),
+        use_linear_projection=True,
+        cross_attention_dim=2048,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    ).eval()
+    vae = _vae((128, 256, 512, 512), size, scaling_factor=0.13025, force_upcast=True)
+    text_encoder = _clip(tokenizer, 768, 12, 12, hidden_act="quick_gelu")
+    text_encoder_2 = _clip(tokenizer_2, 1280, 32, 20, hidden_act="gelu", projection_dim=1280)
+    return StableDiffusionXLPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        scheduler=EulerDiscreteScheduler(**SD_SCHEDULE, timestep_spacing="leading"),
+        add_watermarker=False,
+    )
+
+
+def _tiny_sd() -> Any:
+    return tiny_sd_pipeline(clip_tokenizer(tempfile.mkdtemp()))
+
+
+def _tiny_sdxl() -> Any:
+    return tiny_sdxl_pipeline(clip_tokenizer(tempfile.mkdtemp()), clip_tokenizer(tempfile.mkdtemp(), pad_token="!"))
+
+
+PRESETS = {
+    "cpu": Preset(
+        lambda: sd15(256, (64, 128, 256, 256), (32, 64, 128, 128), 256),
+        256,
+        20,
+        torch.float32,
+        "cpu",
+        {"time": 0.6, "memory": 0.5},
+    ),
+    "gpu-sd15": Preset(
+        lambda: sd15(512, (320, 640, 1280, 1280), (128, 256, 512, 512), 768), 512, 20, torch.float16, "cuda", {}
+    ),
+    "gpu-sdxl": Preset(lambda: sdxl(1024), 1024, 20, torch.float16, "cuda", {}),
+    "smoke": Preset(_tiny_sd, 64, 4, torch.float32, "cpu", {}),
+    "smoke-xl": Preset(_tiny_sdxl, 64, 4, torch.float32, "cpu", {}),
+}
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _release_host_memory() -> None:
+    """Make freed memory leave the process, so that the next job's peak starts from its own floor."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+@dataclass
+class Measure:
+    seconds: float = 0.0
+    peak_bytes: int | None = None
+    rows: int = 0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_start(device: torch.device) -> int | None:
+    """Reset the peak-memory counter; return the current use it is measured from (None: unknown)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    _release_host_memory()
+    base = _status("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident set (Linux ≥ 4.0)
+    except OSError:
+        return None
+    return base
+
+
+def _peak(device: torch.device) -> int:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _status("VmHWM")
+
+
+@contextlib.contextmanager
+def measure(device: torch.device, memory: bool = True) -> Iterator[Measure]:
+    """Wall time and (``memory``) peak memory above the starting point of the ``with`` body."""
+    m = Measure()
+    _sync(device)
+    base = _peak_start(device) if memory else None
+    start = time.perf_counter()
+    yield m
+    _sync(device)
+    m.seconds = time.perf_counter() - start
+    if base is not None:
+        m.peak_bytes = _peak(device) - base
+
+
+@contextlib.contextmanager
+def count_rows(unet: Any, m: Measure) -> Iterator[None]:
+    """Add the batch rows of every UNet call inside the block to ``m.rows``."""
+
+    def hook(module: Any, args: tuple, kwargs: dict) -> None:
+        m.rows += (args[0] if args else kwargs["sample"]).shape[0]
+
+    handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+# -- the two implementations ----------------------------------------------------------------------
+
+
+def ours(editor: Editor, image: Any, steps: int, edits: tuple[Edit, ...]) -> Any:
+    inversion = editor.invert(image, steps=steps, skip=SKIP, seed=0)
+    return editor.edit(inversion, list(edits), mask_mode="intersect").images
+
+
+def port_scheduler() -> Any:
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(
+        **SD_SCHEDULE, algorithm_type="sde-dpmsolver++", solver_order=2, final_sigmas_type="sigma_min"
+    )
+
+
+def theirs(port: Any, image: Any, steps: int, edits: tuple[Edit, ...]) -> Any:
+    with keep_attention_processors(port.unet):  # the port leaves unfused processors behind
+        port.invert(image=image, num_inversion_steps=steps, skip=SKIP, generator=torch.Generator().manual_seed(0))
+        return port(
+            editing_prompt=[e.prompt for e in edits],
+            reverse_editing_direction=[e.remove for e in edits],
+            edit_guidance_scale=[e.scale for e in edits],
+            edit_threshold=[e.threshold for e in edits],
+            use_intersect_mask=True,
+            output_type="pil",
+        ).images
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+Jobs = dict[str, Callable[[int, tuple[Edit, ...]], Any]]
+CASES = [(name, count) for count in (1, 3) for name in ("leditspp", "diffusers port")]
+
+
+def setup(preset: Preset) -> tuple[Editor, Jobs]:
+    """The model, both implementations on it, the input image, and one warm-up run of each."""
+    device = torch.device(preset.device)
+    editor = Editor.from_pipe(preset.build().to(device, preset.dtype))
+    port = (diffusers_port_xl if editor.model.family == "sdxl" else diffusers_port)(editor.model, port_scheduler())
+    image = torch.rand(3, preset.size, preset.size, generator=torch.Generator().manual_seed(0))
+    image = editor.invert(image, steps=1).images[0]
+    jobs: Jobs = {
+        "leditspp": lambda n, e: ours(editor, image, n, e),
+        "diffusers port": lambda n, e: theirs(port, image, n, e),
+    }
+    for job in jobs.values():  # lazy initialisation is not what we measure
+        job(2, CONCEPTS[:1])
+    return editor, jobs
+
+
+def run(name: str, preset: Preset, repeats: int, compile_unet: bool) -> list[dict[str, Any]]:
+    """Time every case (``repeats`` runs each); then measure peak memory and UNet rows in one
+    more run each — on the CPU in a child process whose glibc returns freed blocks at once, so
+    that one job's leftovers neither hide nor inflate the next one's peak."""
+    editor, jobs = setup(preset)
+    seconds = {case: _best_time(jobs[case[0]], preset.steps, case[1], repeats, editor.device) for case in CASES}
+    if editor.device.type == "cpu":
+        usage = _usage_in_child(name)
+    else:
+        usage = {case: _usage(jobs[case[0]], preset.steps, case[1], editor) for case in CASES}
+    rows = [{"name": n, "concepts": c, "seconds": seconds[n, c], **usage[n, c]} for n, c in CASES]
+    if compile_unet:  # last: the port shares the UNet, and compiling it must not touch the port's numbers
+        editor.compile()
+        for count in (1, 3):
+            jobs["leditspp"](preset.steps, CONCEPTS[:count])  # the first call of each shape compiles
+            best = _best_time(jobs["leditspp"], preset.steps, count, repeats, editor.device)
+            usage = _usage(jobs["leditspp"], preset.steps, count, editor)
+            if editor.device.type == "cpu":
+                usage["peak"] = None  # this process's allocator keeps freed blocks: no clean peak here
+            rows.append({"name": "leditspp, compiled", "concepts": count, "seconds": best, **usage})
+    return rows
+
+
+def _best_time(job: Callable, steps: int, count: int, repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        with measure(device, memory=False) as m:
+            job(steps, CONCEPTS[:count])
+        times.append(m.seconds)
+    return min(times)
+
+
+def _usage(job: Callable, steps: int, count: int, editor: Editor) -> dict[str, Any]:
+    """Peak memory and UNet rows of one run of ``job``."""
+    with measure(editor.device) as m, count_rows(editor.model.unet, m):
+        job(steps, CONCEPTS[:count])
+    return {"peak": m.peak_bytes, "rows": m.rows}
+
+
+def _usage_in_child(name: str) -> dict[tuple[str, int], dict[str, Any]]:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 16)}  # mmap (and unmap) every block ≥ 64 KiB
+    out = subprocess.run(
+        [sys.executable, __file__, "--preset", name, "--usage-only"], env=env, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"the memory run failed:\n{out.stderr[-3000:]}")
+    usage = json.loads(out.stdout.strip().splitlines()[-1])
+    return {(n, c): usage[f"{n}|{c}"] for n, c in CASES}
+
+
+def usage_only(preset: Preset) -> None:
+    """The child's part: print the peak memory and UNet rows of every case as one JSON line."""
+    editor, jobs = setup(preset)
+    print(json.dumps({f"{n}|{c}": _usage(jobs[n], preset.steps, c, editor) for n, c in CASES}))
+
+
+def report(preset_name: str, preset: Preset, rows: list[dict[str, Any]], repeats: int) -> str:
+    n = preset.steps
+    lines = [
+        f"preset {preset_name}: {preset.size}², {str(preset.dtype).removeprefix('torch.')}, {n} + {n} steps, "
+        f"skip {SKIP}, mask intersect; {datetime.date.today()}, {_machine(preset.device)}; "
+        f"torch {torch.__version__}, diffusers {_version('diffusers')}; best of {repeats}",
+        "",
+        "| implementation | concepts E | time (s) | peak memory (MiB) | UNet rows | floor N + N·(1+E) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        peak = "n/a" if r["peak"] is None else f"{r['peak'] / 2**20:.0f}"
+        used = "–" if r["rows"] is None else str(r["rows"])
+        floor = n + n * (1 + r["concepts"])
+        lines.append(f"| {r['name']} | {r['concepts']} | {r['seconds']:.2f} | {peak} | {used} | {floor} |")
+    lines += ["", "| concepts E | time ratio (ours / port) | memory ratio (ours / port) |", "| --- | --- | --- |"]
+    for count in (1, 3):
+        a = next(r for r in rows if r["name"] == "leditspp" and r["concepts"] == count)
+        b = next(r for r in rows if r["name"] == "diffusers port" and r["concepts"] == count)
+        t = a["seconds"] / b["seconds"]
+        mem = a["peak"] / b["peak"] if a["peak"] is not None and b["peak"] else float("nan")
+        verdict = ""
+        if count == 3 and preset.targets:
+            ok_t, ok_m = t <= preset.targets["time"], mem <= preset.targets["memory"]
+            verdict = f" (targets ≤ {preset.targets['time']} / ≤ {preset.targets['memory']}: "
+            verdict += f"{'met' if ok_t else 'NOT met'} / {'met' if ok_m else 'NOT met'})"
+        lines.append(f"| {count} | {t:.2f} | {mem:.2f}{verdict} |")
+    return "\n".join(lines)
+
+
+def _machine(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per job; the fastest counts")
+    parser.add_argument("--compile", action="store_true", help="also time leditspp with torch.compile")
+    parser.add_argument("--usage-only", action="store_true", help=argparse.SUPPRESS)  # the memory child
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    if preset.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"preset {args.preset} needs a CUDA GPU")
+    with torch.no_grad():
+        if args.usage_only:
+            return usage_only(preset)
+        rows = run(args.preset, preset, args.repeats, args.compile)
+    print(report(args.preset, preset, rows, args.repeats))
+
+
+if __name__ == "__main__":
+    main()

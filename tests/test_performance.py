@@ -1,0 +1,186 @@
+"""Issue 5's levers, checked for what they do (never for how fast): chunked inversion by memory,
+UNet rows at the floor, no per-step host syncs, a compile path that does not recompile per step,
+and the speed benchmark itself (its smoke presets)."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from leditspp import Edit, Editor, defaults, memory
+from leditspp.testing import tiny_sd_pipeline
+
+from .conftest import scene
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- how many inversion steps per call ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "rows", "row_bytes", "budget", "cap", "expected"),
+    [
+        (20, 1, 100, 10_000, None, 20),  # everything fits: one call
+        (20, 1, 100, 850, None, 7),  # 8 fit → 3 calls of 7, 7, 6
+        (20, 2, 100, 850, None, 4),  # 2 rows per step: 4 steps fit → 5 calls of 4
+        (20, 1, 100, 10_000, 8, 7),  # the CPU cap of 8 rows
+        (20, 2, 100, 10_000, 8, 4),
+        (20, 1, 100, 10, None, 1),  # nothing fits: still one step per call
+        (3, 4, 100, 10_000, 8, 2),  # cap 8 rows = 2 steps of 4 rows
+    ],
+)
+def test_steps_per_call_fits_the_budget_and_evens_out_the_calls(steps, rows, row_bytes, budget, cap, expected):
+    assert memory.steps_per_call(steps, rows, row_bytes, budget, cap) == expected
+
+
+def test_row_bytes_scale_with_the_grid_the_width_and_the_dtype(editor):
+    unet = editor.model.unet
+    one = memory.row_bytes(unet, 8, 8)
+    assert one == defaults.ACTIVATION_ELEMENTS * 64 * unet.config.block_out_channels[0] * 4
+    assert memory.row_bytes(unet, 16, 8) == 2 * one
+
+
+@contextlib.contextmanager
+def unet_calls(unet):
+    """The batch rows of every UNet call made inside the block."""
+    calls: list[int] = []
+    handle = unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def test_inversion_chunks_follow_free_memory_and_stay_exact(editor, monkeypatch):
+    image = scene(seed=3)
+    with unet_calls(editor.model.unet) as calls:
+        roomy = editor.invert(image, steps=10, seed=0)
+    assert calls == [5, 5]  # on the CPU at most 8 rows per call, evened out
+    monkeypatch.setattr(memory, "free_bytes", lambda device: memory.row_bytes(editor.model.unet, 8, 8) * 5)
+    with unet_calls(editor.model.unet) as calls:
+        tight = editor.invert(image, steps=10, seed=0)
+    assert calls == [2] * 5  # half of the 5 rows' worth of free memory: 2 steps per call
+    assert torch.allclose(tight.noise_maps, roomy.noise_maps, atol=1e-4)
+    assert torch.equal(editor.edit(tight, decode=False).latents, tight.source_latents)
+    with unet_calls(editor.model.unet) as calls:
+        editor.invert(image, steps=10, seed=0, inversion_batch=10)
+    assert calls == [10]  # the override wins
+
+
+# -- UNet rows --------------------------------------------------------------------------------------
+
+
+def test_unet_rows_are_the_floor_and_inactive_concepts_cost_nothing(editor):
+    image, n = scene(seed=4), 8
+    with unet_calls(editor.model.unet) as calls:
+        inversion = editor.invert(image, steps=n, seed=0)
+    assert sum(calls) == n  # N: one row per step
+    edits = ["+a hat", "-a cat", "+a tree"]
+    with unet_calls(editor.model.unet) as calls:
+        editor.edit(inversion, edits, decode=False)
+    assert calls == [1 + 3] * n  # N·(1 + E)
+    late = [Edit("a hat", warmup_steps=3), Edit("a cat", warmup_steps=5, cooldown_steps=7)]
+    with unet_calls(editor.model.unet) as calls:
+        editor.edit(inversion, late, decode=False)
+    assert calls == [2, 2, 3, 3, 2]  # steps 0–2 replay the inversion; each step has its active rows
+
+
+# -- no per-step host syncs -------------------------------------------------------------------------
+
+
+class HostTraffic(TorchDispatchMode):
+    """Counts reads of device values by the host and host-to-device copies (device = meta)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        name = func.__name__
+        if name.startswith("_local_scalar_dense") and tensors[0].device.type == "meta":
+            self.counts["read"] += 1
+        if name.startswith(("_to_copy", "copy_")):
+            target = kwargs.get("device")
+            to_meta = (target is not None and torch.device(target).type == "meta") or any(
+                t.device.type == "meta" for t in tensors
+            )
+            if to_meta and any(t.device.type == "cpu" for t in tensors):
+                self.counts["to device"] += 1
+        return func(*args, **kwargs)
+
+
+def test_the_edit_loop_makes_no_per_step_host_syncs(tokenizer):
+    """On the meta device a value read by the host would fail, and host-to-device copies are
+    counted: their number must not grow with the number of steps."""
+    traffic = {}
+    for steps in (4, 8):
+        editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer))
+        inversion = editor.invert(scene(seed=5), steps=steps, seed=0)
+        for module in (editor.model.unet, editor.model.text_encoder):
+            module.to("meta")
+        with HostTraffic() as mode:
+            edits = ["+a hat", Edit("a cat", remove=True, warmup_steps=1)]
+            editor.edit(inversion, edits, mask_mode="intersect", user_mask=torch.ones(8, 8), decode=False)
+        traffic[steps] = mode.counts
+    assert traffic[4]["read"] == traffic[8]["read"] == 0
+    assert traffic[8]["to device"] <= traffic[4]["to device"]
+
+
+# -- torch.compile ----------------------------------------------------------------------------------
+
+
+def test_compiled_unet_compiles_per_call_shape_not_per_step(tokenizer):
+    from torch._dynamo.utils import counters
+
+    editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer))
+    image = scene(seed=6)
+    edits = ["+a hat", Edit("a cat", remove=True, warmup_steps=2)]
+    inversion = editor.invert(image, steps=6, seed=0, inversion_batch=3)
+    expected = editor.edit(inversion, edits, decode=False).latents
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        editor.compile(backend="eager")
+        compiled_inversion = editor.invert(image, steps=6, seed=0, inversion_batch=3)
+        assert counters["stats"]["unique_graphs"] == 1  # two calls of 3 steps: one graph
+        assert torch.allclose(compiled_inversion.noise_maps, inversion.noise_maps, atol=1e-5)
+        got = editor.edit(inversion, edits, decode=False).latents
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs <= 3  # 2 rows (steps 0–1), then 3 rows: 2 shapes, not 6 steps
+        again = editor.edit(inversion, edits, decode=False).latents
+        assert counters["stats"]["unique_graphs"] == graphs  # nothing recompiles on the next edit
+        assert torch.allclose(got, expected, atol=1e-5) and torch.equal(got, again)
+    finally:
+        torch._dynamo.reset()
+
+
+# -- the benchmark script ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["smoke", "smoke-xl"])
+def test_speed_benchmark_runs_and_reports_ratios(preset):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--preset", preset],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    table = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in out.splitlines() if "|" in line}
+    for concepts in ("1", "3"):
+        for name in ("leditspp", "diffusers port"):
+            cells = [c.strip() for c in table[name, concepts].split("|")[1:-1]]
+            rows, floor = cells[4], cells[5]
+            assert rows == floor == str(4 + 4 * (1 + int(concepts)))  # N + N·(1+E), N = 4
+            assert float(cells[2]) > 0 and float(cells[3]) >= 0
+    assert "time ratio (ours / port)" in out
