@@ -313,7 +313,9 @@ CASES = [(name, count) for count in (1, 3) for name in ("leditspp", "diffusers p
 def setup(preset: Preset) -> tuple[Editor, Jobs]:
     """The model, both implementations on it, the input image, and one warm-up run of each."""
     device = torch.device(preset.device)
-    editor = Editor.from_pipe(preset.build().to(device, preset.dtype))
+    with device:  # random initialisation right on the device (minutes on the host for SDXL)
+        pipe = preset.build()
+    editor = Editor.from_pipe(pipe.to(device, preset.dtype))
     port = (diffusers_port_xl if editor.model.family == "sdxl" else diffusers_port)(editor.model, port_scheduler())
     image = torch.rand(3, preset.size, preset.size, generator=torch.Generator().manual_seed(0))
     image = editor.invert(image, steps=1).images[0]

@@ -136,6 +136,23 @@ def test_the_edit_loop_makes_no_per_step_host_syncs(tokenizer):
     assert traffic[8]["to device"] <= traffic[4]["to device"]
 
 
+# -- precision --------------------------------------------------------------------------------------
+
+
+def test_bf16_networks_keep_the_solver_state_in_fp32(tokenizer):
+    pipe = tiny_sd_pipeline(tokenizer)
+    pipe.unet.to(torch.bfloat16)
+    pipe.text_encoder.to(torch.bfloat16)
+    editor = Editor.from_pipe(pipe)
+    inversion = editor.invert(scene(seed=7), steps=6, seed=0)
+    assert {t.dtype for t in (inversion.noisy_latents, inversion.denoised, inversion.noise_maps)} == {torch.float32}
+    assert inversion.info.dtype == "bfloat16"
+    assert torch.equal(editor.edit(inversion, decode=False).latents, inversion.source_latents)
+    edited = editor.edit(inversion, ["+a hat", "-a cat"], decode=False).latents
+    assert edited.dtype == torch.float32 and torch.isfinite(edited).all()
+    assert not torch.equal(edited, inversion.source_latents)
+
+
 # -- torch.compile ----------------------------------------------------------------------------------
 
 
