@@ -83,8 +83,11 @@ def test_animated_uploads_are_refused(service, tmp_path):
         service.check_image(gif)
 
 
-def test_changing_only_the_concepts_reuses_the_inversion(service):
+def test_changing_only_the_concepts_reuses_the_inversion(service, monkeypatch):
     image = scene(64, 64, seed=50)
+    decoded = []
+    decode = service.editor.decode
+    monkeypatch.setattr(service.editor, "decode", lambda latents: decoded.append(1) or decode(latents))
     rows = [["a red hat", "+", 6, 0.8, 0, None], ["a cat", "-", 4, 0.9, 0, None]]
     hits, misses = service.hits, service.misses
     edited, overlays, recon, png, status = run_edit(service, {"background": image, "layers": []}, rows, SETTINGS)
@@ -94,6 +97,7 @@ def test_changing_only_the_concepts_reuses_the_inversion(service):
     rows[0][2] = 8
     *_, status = run_edit(service, {"background": image, "layers": []}, rows, SETTINGS)
     assert service.hits == hits + 1 and service.misses == misses + 1 and "cached" in status
+    assert len(decoded) == 3  # reconstruction, edit, edit: the cached reconstruction is not decoded again
     recon_again = run_edit(service, image, [], SETTINGS)[0]  # no concept: the exact reconstruction
     assert np.array_equal(np.asarray(recon_again), np.asarray(recon))
 

@@ -73,8 +73,11 @@ class EditorService:
 
         return to_rgb(image)
 
-    def invert(self, image: Image.Image, settings: dict[str, Any], progress: Callable | None = None) -> Any:
-        """The cached inversion of ``image`` with ``settings``, computed on a miss."""
+    def invert(
+        self, image: Image.Image, settings: dict[str, Any], progress: Callable | None = None
+    ) -> tuple[Any, Image.Image]:
+        """The cached inversion of ``image`` with ``settings`` and its decoded reconstruction
+        (what no edit gives), both computed once, on a miss."""
         digest = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
         key = (digest, self.model, json.dumps(settings, sort_keys=True))
         if key in self._cache:
@@ -83,10 +86,10 @@ class EditorService:
             return self._cache[key]
         self.misses += 1
         inversion = self.editor.invert(image, progress=progress, **settings)
-        self._cache[key] = inversion
+        self._cache[key] = (inversion, self.editor.decode(inversion.source_latents)[0])
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return inversion
+        return self._cache[key]
 
 
 def parse_concepts(rows: Any) -> list[Edit]:
@@ -150,13 +153,12 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
 
     hits = service.hits
     t0 = time.perf_counter()
-    inversion = service.invert(image, inv_settings, report)
+    inversion, reconstruction = service.invert(image, inv_settings, report)
     cached = service.hits > hits
     t1 = time.perf_counter()
     mask = user_mask_from(editor_value)
     result = service.editor.edit(inversion, edits, mask_mode=settings["mask_mode"], user_mask=mask, progress=report)
     t2 = time.perf_counter()
-    reconstruction = service.editor.decode(inversion.source_latents)[0]
     edited = result.images[0]
     recipe = {
         "leditspp": __version__,
