@@ -51,6 +51,7 @@ from leditspp.testing import (
     diffusers_port,
     diffusers_port_xl,
     keep_attention_processors,
+    port_edit_arguments,
     tiny_sd_pipeline,
     tiny_sdxl_pipeline,
 )
@@ -294,10 +295,7 @@ def theirs(port: Any, image: Any, steps: int, edits: tuple[Edit, ...]) -> Any:
     with keep_attention_processors(port.unet):  # the port leaves unfused processors behind
         port.invert(image=image, num_inversion_steps=steps, skip=SKIP, generator=torch.Generator().manual_seed(0))
         return port(
-            editing_prompt=[e.prompt for e in edits],
-            reverse_editing_direction=[e.remove for e in edits],
-            edit_guidance_scale=[e.scale for e in edits],
-            edit_threshold=[e.threshold for e in edits],
+            **port_edit_arguments(edits, steps),
             use_intersect_mask=True,
             output_type="pil",
         ).images

@@ -13,7 +13,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from leditspp import Edit
-from leditspp.testing import SD_SCHEDULE, diffusers_port, keep_attention_processors
+from leditspp.testing import SD_SCHEDULE, diffusers_port, keep_attention_processors, port_edit_arguments
 
 from .conftest import scene
 
@@ -32,12 +32,7 @@ def port(editor):
 def _port_edit(port, image, edits, *, threshold_zero=False, user_mask=None):
     port.invert(image=image, num_inversion_steps=STEPS, skip=SKIP, generator=torch.Generator().manual_seed(0))
     out = port(
-        editing_prompt=[e.prompt for e in edits],
-        reverse_editing_direction=[e.remove for e in edits],
-        edit_guidance_scale=[e.scale for e in edits],
-        edit_threshold=[0.0 if threshold_zero else e.threshold for e in edits],
-        edit_warmup_steps=[e.warmup_steps for e in edits],
-        edit_cooldown_steps=[STEPS if e.cooldown_steps is None else e.cooldown_steps for e in edits],
+        **port_edit_arguments(edits, STEPS, threshold_zero=threshold_zero),
         use_cross_attn_mask=False,
         use_intersect_mask=False,
         user_mask=user_mask,

@@ -16,7 +16,13 @@ from diffusers import DPMSolverMultistepScheduler
 from leditspp import Edit, Inversion, LeditsError
 from leditspp.cli import main
 from leditspp.models import adapter_from_components
-from leditspp.testing import SD_SCHEDULE, diffusers_port_xl, keep_attention_processors, tiny_sdxl_components
+from leditspp.testing import (
+    SD_SCHEDULE,
+    diffusers_port_xl,
+    keep_attention_processors,
+    port_edit_arguments,
+    tiny_sdxl_components,
+)
 
 from .conftest import scene
 
@@ -173,12 +179,7 @@ def _run_port(port, image, edits, threshold_zero):
         num_zero_noise_steps=0,
     )
     return port(
-        editing_prompt=[e.prompt for e in edits],
-        reverse_editing_direction=[e.remove for e in edits],
-        edit_guidance_scale=[e.scale for e in edits],
-        edit_threshold=[0.0 if threshold_zero else e.threshold for e in edits],
-        edit_warmup_steps=[e.warmup_steps for e in edits],
-        edit_cooldown_steps=[STEPS if e.cooldown_steps is None else e.cooldown_steps for e in edits],
+        **port_edit_arguments(edits, STEPS, threshold_zero=threshold_zero),
         use_cross_attn_mask=False,
         use_intersect_mask=False,
         output_type="latent",

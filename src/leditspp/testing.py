@@ -255,6 +255,20 @@ def diffusers_port(model: Any, scheduler: Any) -> Any:
     return port
 
 
+def port_edit_arguments(edits: Any, steps: int, *, threshold_zero: bool = False) -> dict[str, list]:
+    """The edit arguments of diffusers' LEdits++ pipelines for ``edits`` (a sequence of
+    :class:`~leditspp.Edit`): same concepts, directions, scales, thresholds and activity windows.
+    ``threshold_zero`` sets every threshold to 0 (the port's way to switch the noise mask off)."""
+    return {
+        "editing_prompt": [e.prompt for e in edits],
+        "reverse_editing_direction": [e.remove for e in edits],
+        "edit_guidance_scale": [e.scale for e in edits],
+        "edit_threshold": [0.0 if threshold_zero else e.threshold for e in edits],
+        "edit_warmup_steps": [e.warmup_steps for e in edits],
+        "edit_cooldown_steps": [steps if e.cooldown_steps is None else e.cooldown_steps for e in edits],
+    }
+
+
 @contextlib.contextmanager
 def keep_attention_processors(unet: Any) -> Iterator[None]:
     """Give ``unet`` its attention processors back on exit."""
