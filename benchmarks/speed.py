@@ -47,6 +47,7 @@ import torch
 from leditspp import Edit, Editor
 from leditspp.testing import (
     SD_SCHEDULE,
+    clip_text_encoder,
     clip_tokenizer,
     diffusers_port,
     diffusers_port_xl,
@@ -75,23 +76,8 @@ class Preset:
 # -- models --------------------------------------------------------------------------------------
 
 
-def _clip(tokenizer: Any, width: int, layers: int, heads: int, **extra: Any) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=width,
-        intermediate_size=4 * width,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **extra,
-    )
-    model = CLIPTextModelWithProjection(config) if "projection_dim" in extra else CLIPTextModel(config)
-    return model.eval()
+def _clip(tokenizer: Any, width: int, layers: int, heads: int, **config: Any) -> Any:
+    return clip_text_encoder(tokenizer, width, layers=layers, heads=heads, intermediate=4 * width, **config).eval()
 
 
 def _vae(widths: tuple[int, ...], sample_size: int, **extra: Any) -> Any:

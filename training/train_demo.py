@@ -75,21 +75,9 @@ def unet_model():
 
 
 def text_model(tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from leditspp.testing import clip_text_encoder
 
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=256,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            max_position_embeddings=tokenizer.model_max_length,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    return clip_text_encoder(tokenizer, 64, layers=3, heads=4, intermediate=256)
 
 
 def tokenizer_at(work: Path):

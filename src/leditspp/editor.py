@@ -105,7 +105,8 @@ class Editor:
         Timesteps enter the network as tensors and every step of an edit has the same rows, so
         a graph is compiled per distinct call shape (inversion chunk, number of active
         concepts, attention capture on or off) — never per step. The first call of each shape
-        pays the compile time; inversions stay exact (the same network evaluates them).
+        pays the compile time. Reconstruction stays exact: it never depends on the network's
+        arithmetic.
         """
         self.model.unet.compile(**options)
         return self

@@ -73,6 +73,28 @@ def clip_tokenizer(folder: str | Path, **kwargs: Any) -> Any:
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77, **kwargs)
 
 
+def clip_text_encoder(tokenizer: Any, width: int, *, layers: int, heads: int, intermediate: int, **config: Any) -> Any:
+    """A randomly initialised CLIP text encoder for ``tokenizer`` (77 positions); with
+    ``projection_dim`` in ``config`` the projected variant (SDXL's second encoder)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cls = CLIPTextModelWithProjection if "projection_dim" in config else CLIPTextModel
+    return cls(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **config,
+        )
+    )
+
+
 def tiny_vae(seed: int, **config: Any) -> Any:
     """A factor-8 ``AutoencoderKL`` (widths 16/16/32/32) with random weights; ``config`` adds to it."""
     from diffusers import AutoencoderKL
@@ -95,7 +117,6 @@ def tiny_sd_components(
 ) -> dict[str, Any]:
     """SD-1.x-shaped but tiny components (UNet widths 32/32/64/64, VAE factor 8), random weights."""
     from diffusers import PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -112,19 +133,7 @@ def tiny_sd_components(
     )
     vae = tiny_vae(seed + 1, sample_size=256)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=cross_attention_dim,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = clip_text_encoder(tokenizer, cross_attention_dim, layers=2, heads=4, intermediate=64)
     scheduler = PNDMScheduler(
         **SD_SCHEDULE,
         skip_prk_steps=True,
@@ -141,22 +150,6 @@ def tiny_sdxl_components(tokenizer: Any, tokenizer_2: Any, *, seed: int = 0) -> 
     40-dim projection), a 3-level UNet with ``addition_embed_type="text_time"`` (cross-attention
     width 80 = 32 + 48), a factor-8 VAE with ``force_upcast``, and SDXL's Euler scheduler config."""
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    def clip_config(width: int, **extra: Any) -> Any:
-        return CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            hidden_act="gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **extra,
-        )
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -178,9 +171,11 @@ def tiny_sdxl_components(tokenizer: Any, tokenizer_2: Any, *, seed: int = 0) -> 
     )
     vae = tiny_vae(seed + 1, sample_size=128, scaling_factor=0.13025, force_upcast=True)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(clip_config(32))
+    text_encoder = clip_text_encoder(tokenizer, 32, layers=3, heads=4, intermediate=64, hidden_act="gelu")
     torch.manual_seed(seed + 3)
-    text_encoder_2 = CLIPTextModelWithProjection(clip_config(48, projection_dim=40))
+    text_encoder_2 = clip_text_encoder(
+        tokenizer, 48, layers=3, heads=4, intermediate=96, hidden_act="gelu", projection_dim=40
+    )
     scheduler = EulerDiscreteScheduler(**SD_SCHEDULE, timestep_spacing="leading")
     for m in (unet, vae, text_encoder, text_encoder_2):
         m.eval()
