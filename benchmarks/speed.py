@@ -17,7 +17,9 @@ Measured per job: wall time (CUDA synchronised), peak memory above the job's sta
 ``/proc/self/clear_refs``, in a child process whose glibc unmaps every freed block ≥ 64 KiB, so
 that one job's leftovers neither hide nor inflate the next one's peak; timings run with the
 default allocator),
-and UNet row-evaluations next to the floor N + N·(1 + E).
+and UNet row-evaluations next to the floor N + N·(1 + E). A third case lets the 3 concepts wait
+a quarter of the steps (warm-up): leditspp replays the stored inversion until then and goes
+below that floor; the port evaluates every row at every step.
 
 Run: ``.venv/bin/python benchmarks/speed.py --preset cpu`` (add ``--compile`` for the opt-in
 torch.compile path; ``--repeats k`` keeps the fastest of k timed runs).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import datetime
 import gc
 import json
@@ -291,7 +294,22 @@ def theirs(port: Any, image: Any, steps: int, edits: tuple[Edit, ...]) -> Any:
 
 
 Jobs = dict[str, Callable[[int, tuple[Edit, ...]], Any]]
-CASES = [(name, count) for count in (1, 3) for name in ("leditspp", "diffusers port")]
+IMPLEMENTATIONS = ("leditspp", "diffusers port")
+
+
+def workloads(steps: int) -> dict[str, tuple[Edit, ...]]:
+    """The edits of each case: 1 and 3 concepts active at every step, and 3 that wait a quarter
+    of the steps (leditspp replays the inversion until then; the port evaluates every row)."""
+    wait = steps // 4
+    return {
+        "1": CONCEPTS[:1],
+        "3": CONCEPTS,
+        f"3, warm-up {wait}": tuple(dataclasses.replace(e, warmup_steps=wait) for e in CONCEPTS),
+    }
+
+
+def cases(steps: int) -> list[tuple[str, str]]:
+    return [(name, label) for label in workloads(steps) for name in IMPLEMENTATIONS]
 
 
 def setup(preset: Preset) -> tuple[Editor, Jobs]:
@@ -317,43 +335,48 @@ def run(name: str, preset: Preset, repeats: int, compile_unet: bool) -> list[dic
     more run each — on the CPU in a child process whose glibc returns freed blocks at once, so
     that one job's leftovers neither hide nor inflate the next one's peak."""
     editor, jobs = setup(preset)
-    seconds = {case: _best_time(jobs[case[0]], preset.steps, case[1], repeats, editor.device) for case in CASES}
+    work = workloads(preset.steps)
+    seconds = {
+        (n, w): _best_time(jobs[n], preset.steps, work[w], repeats, editor.device) for n, w in cases(preset.steps)
+    }
     if editor.device.type == "cpu":
-        usage = _usage_in_child(name)
+        usage = _usage_in_child(name, preset.steps)
     else:
-        usage = {case: _usage(jobs[case[0]], preset.steps, case[1], editor) for case in CASES}
-    rows = [{"name": n, "concepts": c, "seconds": seconds[n, c], **usage[n, c]} for n, c in CASES]
+        usage = {(n, w): _usage(jobs[n], preset.steps, work[w], editor) for n, w in cases(preset.steps)}
+    rows = [{"name": n, "case": w, **usage[n, w], "seconds": seconds[n, w]} for n, w in cases(preset.steps)]
     if compile_unet:  # last: the port shares the UNet, and compiling it must not touch the port's numbers
         editor.compile()
-        for count in (1, 3):
-            jobs["leditspp"](preset.steps, CONCEPTS[:count])  # the first call of each shape compiles
-            best = _best_time(jobs["leditspp"], preset.steps, count, repeats, editor.device)
+        for label, edits in work.items():
+            jobs["leditspp"](preset.steps, edits)  # the first call of each shape compiles
+            best = _best_time(jobs["leditspp"], preset.steps, edits, repeats, editor.device)
             usage = {"peak": None, "rows": None}  # a row-counting hook would recompile the graphs
             if editor.device.type == "cuda":  # (on the CPU this process has no clean peak)
                 with measure(editor.device) as m:
-                    jobs["leditspp"](preset.steps, CONCEPTS[:count])
+                    jobs["leditspp"](preset.steps, edits)
                 usage["peak"] = m.peak_bytes
-            rows.append({"name": "leditspp, compiled", "concepts": count, "seconds": best, **usage})
+            rows.append({"name": "leditspp, compiled", "case": label, "seconds": best, **usage})
+    for r in rows:
+        r["concepts"] = len(work[r["case"]])
     return rows
 
 
-def _best_time(job: Callable, steps: int, count: int, repeats: int, device: torch.device) -> float:
+def _best_time(job: Callable, steps: int, edits: tuple[Edit, ...], repeats: int, device: torch.device) -> float:
     times = []
     for _ in range(repeats):
         with measure(device, memory=False) as m:
-            job(steps, CONCEPTS[:count])
+            job(steps, edits)
         times.append(m.seconds)
     return min(times)
 
 
-def _usage(job: Callable, steps: int, count: int, editor: Editor) -> dict[str, Any]:
+def _usage(job: Callable, steps: int, edits: tuple[Edit, ...], editor: Editor) -> dict[str, Any]:
     """Peak memory and UNet rows of one run of ``job``."""
     with measure(editor.device) as m, count_rows(editor.model.unet, m):
-        job(steps, CONCEPTS[:count])
+        job(steps, edits)
     return {"peak": m.peak_bytes, "rows": m.rows}
 
 
-def _usage_in_child(name: str) -> dict[tuple[str, int], dict[str, Any]]:
+def _usage_in_child(name: str, steps: int) -> dict[tuple[str, str], dict[str, Any]]:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 16)}  # mmap (and unmap) every block ≥ 64 KiB
     out = subprocess.run(
         [sys.executable, __file__, "--preset", name, "--usage-only"], env=env, capture_output=True, text=True
@@ -361,13 +384,14 @@ def _usage_in_child(name: str) -> dict[tuple[str, int], dict[str, Any]]:
     if out.returncode != 0:
         raise RuntimeError(f"the memory run failed:\n{out.stderr[-3000:]}")
     usage = json.loads(out.stdout.strip().splitlines()[-1])
-    return {(n, c): usage[f"{n}|{c}"] for n, c in CASES}
+    return {(n, w): usage[f"{n}|{w}"] for n, w in cases(steps)}
 
 
 def usage_only(preset: Preset) -> None:
     """The child's part: print the peak memory and UNet rows of every case as one JSON line."""
     editor, jobs = setup(preset)
-    print(json.dumps({f"{n}|{c}": _usage(jobs[n], preset.steps, c, editor) for n, c in CASES}))
+    work = workloads(preset.steps)
+    print(json.dumps({f"{n}|{w}": _usage(jobs[n], preset.steps, work[w], editor) for n, w in cases(preset.steps)}))
 
 
 def report(preset_name: str, preset: Preset, rows: list[dict[str, Any]], repeats: int) -> str:
@@ -384,19 +408,18 @@ def report(preset_name: str, preset: Preset, rows: list[dict[str, Any]], repeats
         peak = "n/a" if r["peak"] is None else f"{r['peak'] / 2**20:.0f}"
         used = "–" if r["rows"] is None else str(r["rows"])
         floor = n + n * (1 + r["concepts"])
-        lines.append(f"| {r['name']} | {r['concepts']} | {r['seconds']:.2f} | {peak} | {used} | {floor} |")
+        lines.append(f"| {r['name']} | {r['case']} | {r['seconds']:.2f} | {peak} | {used} | {floor} |")
     lines += ["", "| concepts E | time ratio (ours / port) | memory ratio (ours / port) |", "| --- | --- | --- |"]
-    for count in (1, 3):
-        a = next(r for r in rows if r["name"] == "leditspp" and r["concepts"] == count)
-        b = next(r for r in rows if r["name"] == "diffusers port" and r["concepts"] == count)
+    for label in workloads(n):
+        a, b = (next(r for r in rows if r["name"] == name and r["case"] == label) for name in IMPLEMENTATIONS)
         t = a["seconds"] / b["seconds"]
         mem = a["peak"] / b["peak"] if a["peak"] is not None and b["peak"] else float("nan")
         verdict = ""
-        if count == 3 and preset.targets:
+        if label == "3" and preset.targets:
             ok_t, ok_m = t <= preset.targets["time"], mem <= preset.targets["memory"]
             verdict = f" (targets ≤ {preset.targets['time']} / ≤ {preset.targets['memory']}: "
             verdict += f"{'met' if ok_t else 'NOT met'} / {'met' if ok_m else 'NOT met'})"
-        lines.append(f"| {count} | {t:.2f} | {mem:.2f}{verdict} |")
+        lines.append(f"| {label} | {t:.2f} | {mem:.2f}{verdict} |")
     return "\n".join(lines)
 
 

@@ -194,10 +194,14 @@ def test_speed_benchmark_runs_and_reports_ratios(preset):
         check=True,
     ).stdout
     table = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in out.splitlines() if "|" in line}
-    for concepts in ("1", "3"):
+    rows = {}
+    for case in ("1", "3", "3, warm-up 1"):
         for name in ("leditspp", "diffusers port"):
-            cells = [c.strip() for c in table[name, concepts].split("|")[1:-1]]
-            rows, floor = cells[4], cells[5]
-            assert rows == floor == str(4 + 4 * (1 + int(concepts)))  # N + N·(1+E), N = 4
+            cells = [c.strip() for c in table[name, case].split("|")[1:-1]]
             assert float(cells[2]) > 0 and float(cells[3]) >= 0
+            rows[name, case] = int(cells[4])
+            assert cells[5] == str(4 + 4 * (1 + int(case[0])))  # the floor N + N·(1+E), N = 4
+    for e in (1, 3):
+        assert rows["leditspp", str(e)] == rows["diffusers port", str(e)] == 4 + 4 * (1 + e)
+    assert rows["leditspp", "3, warm-up 1"] == 4 + 3 * 4 < rows["diffusers port", "3, warm-up 1"] == 20
     assert "time ratio (ours / port)" in out
