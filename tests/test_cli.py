@@ -59,6 +59,16 @@ def test_edit_writes_an_image_with_its_recipe(sd_folder, photo, tmp_path, capsys
     }
 
 
+def test_compile_flag_compiles_the_unet(sd_folder, photo, tmp_path, monkeypatch):
+    from leditspp import Editor
+
+    compiled = []
+    monkeypatch.setattr(Editor, "compile", lambda self, **options: compiled.append(options) or self)
+    args = ["edit", str(photo), "-e", "+a hat", "--model", str(sd_folder), "--steps", "3", "--device", "cpu"]
+    assert main([*args, "-o", str(tmp_path / "a.png"), "--quiet"]) == 0 and compiled == []
+    assert main([*args, "-o", str(tmp_path / "b.png"), "--quiet", "--compile"]) == 0 and compiled == [{}]
+
+
 def test_invert_then_edit_from_the_inversion(sd_folder, photo, tmp_path, capsys):
     inv, a, b = tmp_path / "photo.inv.safetensors", tmp_path / "a.png", tmp_path / "b.png"
     common = ["--model", str(sd_folder), "--steps", "5", "--device", "cpu", "--quiet"]

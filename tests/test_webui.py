@@ -40,6 +40,15 @@ def test_building_the_app_loads_no_model(sd_folder):
     assert service._editor is None
 
 
+def test_a_compiling_service_compiles_its_editor_once(sd_folder, monkeypatch):
+    from leditspp import Editor
+
+    compiled = []
+    monkeypatch.setattr(Editor, "compile", lambda self, **options: compiled.append(self) or self)
+    service = EditorService(model=str(sd_folder), device="cpu", compile=True)
+    assert service.editor is service.editor and compiled == [service.editor]
+
+
 def test_concept_rows_become_edits():
     rows = [
         ["a red hat", "+", 6, 0.8, 2, None],

@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="network precision")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet: each call shape compiles once (slow), later calls run faster on a GPU",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
@@ -181,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise LeditsError(f"the web UI needs Gradio: pip install 'leditspp[web]' ({exc})") from exc
     print(f"leditspp web UI on http://{args.host}:{args.port} (model: {args.model or defaults.MODEL}); Ctrl-C stops it")
-    serve(args.model or defaults.MODEL, args.host, args.port, args.max_upload_mb, args.device)
+    serve(args.model or defaults.MODEL, args.host, args.port, args.max_upload_mb, args.device, compile=args.compile)
     return 0
 
 
@@ -365,7 +370,8 @@ def _load_editor(args: argparse.Namespace, model: str) -> Any:
     diffusers_logging.disable_progress_bar()
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    return Editor.from_pretrained(model, torch_dtype=dtype, device=args.device)
+    editor = Editor.from_pretrained(model, torch_dtype=dtype, device=args.device)
+    return editor.compile() if args.compile else editor
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> None:

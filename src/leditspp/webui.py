@@ -37,6 +37,7 @@ class EditorService:
 
     model: str = defaults.MODEL
     device: str | None = None
+    compile: bool = False  # torch.compile the UNet once loaded (Editor.compile)
     cache_size: int = 8
     max_pixels: int = MAX_PIXELS
     hits: int = 0
@@ -52,6 +53,8 @@ class EditorService:
                 from .editor import Editor
 
                 self._editor = Editor.from_pretrained(self.model, device=self.device)
+                if self.compile:
+                    self._editor.compile()
             return self._editor
 
     def check_image(self, image: Any) -> Image.Image:
@@ -274,9 +277,11 @@ def serve(
     max_upload_mb: float = 20,
     device: str | None = None,
     block: bool = True,
+    compile: bool = False,
 ) -> Any:
-    """Start the app; ``block=False`` returns the running app (for tests and notebooks)."""
-    app = build_app(EditorService(model=model, device=device))
+    """Start the app; ``block=False`` returns the running app (for tests and notebooks).
+    ``compile``: ``torch.compile`` the UNet (worth it for a long-running server on a GPU)."""
+    app = build_app(EditorService(model=model, device=device, compile=compile))
     app.queue(default_concurrency_limit=1)
     app.launch(
         server_name=host,
