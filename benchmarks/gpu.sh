@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU presets of benchmarks/speed.py in one call on a lent device machine, whose image has
+# PyTorch and transformers but not diffusers nor the CLIP vocabulary (open-clip-torch).
+#
+#   here, once:        benchmarks/gpu.sh prepare      # wheels into .whl/ (git-ignored via .git/info/exclude)
+#   on the device:     benchmarks/gpu.sh run          # carry .whl; results land in $OUT (or benchmarks/)
+#
+# PRESETS (default "gpu-sd15 gpu-sdxl"), REPEATS (3) and EXTRA (e.g. "--compile") adjust the run;
+# PYTHON (python3) picks the interpreter. leditspp itself comes from src/ (no install needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+WHEELS="diffusers==0.42.1 open-clip-torch==3.3.0 importlib_metadata==10.2.0"
+
+case "${1:-}" in
+  prepare)
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    # shellcheck disable=SC2086
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl $WHEELS
+    ls .whl
+    ;;
+  run)
+    if [ -d .whl ]; then
+      "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+      export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+    fi
+    export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+    out=${OUT:-benchmarks}
+    "$PYTHON" -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+    for preset in ${PRESETS:-gpu-sd15 gpu-sdxl}; do
+      # shellcheck disable=SC2086
+      "$PYTHON" benchmarks/speed.py --preset "$preset" --repeats "${REPEATS:-3}" ${EXTRA:-} | tee "$out/$preset.md"
+    done
+    ;;
+  *)
+    echo "usage: benchmarks/gpu.sh prepare|run" >&2
+    exit 2
+    ;;
+esac
