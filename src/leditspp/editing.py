@@ -69,7 +69,8 @@ def edit_loop(
     if first is None:
         return inversion.source_latents.clone(), masks
     k = len(base)
-    calls = {active: _call_inputs(concepts, Conditioning.cat(base), active, batch) for active in set(plan)}
+    base_cond = Conditioning.cat(base)
+    calls = {active: _call_inputs(concepts, base_cond, active, batch) for active in set(plan)}
     timesteps = table.timesteps.to(device)
     x = inversion.noisy_latents[first]
     prev_x0 = inversion.denoised[first - 1] if first > 0 else None
