@@ -54,6 +54,7 @@ from leditspp.testing import (
     clip_tokenizer,
     diffusers_port,
     diffusers_port_xl,
+    exact_port_scheduler,
     keep_attention_processors,
     port_edit_arguments,
     tiny_sd_pipeline,
@@ -272,14 +273,6 @@ def ours(editor: Editor, image: Any, steps: int, edits: tuple[Edit, ...]) -> Any
     return editor.edit(inversion, list(edits), mask_mode="intersect").images
 
 
-def port_scheduler() -> Any:
-    from diffusers import DPMSolverMultistepScheduler
-
-    return DPMSolverMultistepScheduler(
-        **SD_SCHEDULE, algorithm_type="sde-dpmsolver++", solver_order=2, final_sigmas_type="sigma_min"
-    )
-
-
 def theirs(port: Any, image: Any, steps: int, edits: tuple[Edit, ...]) -> Any:
     with keep_attention_processors(port.unet):  # the port leaves unfused processors behind
         port.invert(image=image, num_inversion_steps=steps, skip=SKIP, generator=torch.Generator().manual_seed(0))
@@ -318,7 +311,9 @@ def setup(preset: Preset) -> tuple[Editor, Jobs]:
     with device:  # random initialisation right on the device (minutes on the host for SDXL)
         pipe = preset.build()
     editor = Editor.from_pipe(pipe.to(device, preset.dtype))
-    port = (diffusers_port_xl if editor.model.family == "sdxl" else diffusers_port)(editor.model, port_scheduler())
+    port = (diffusers_port_xl if editor.model.family == "sdxl" else diffusers_port)(
+        editor.model, exact_port_scheduler()
+    )
     image = torch.rand(3, preset.size, preset.size, generator=torch.Generator().manual_seed(0))
     image = editor.invert(image, steps=1).images[0]
     jobs: Jobs = {

@@ -13,7 +13,13 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from leditspp import Edit
-from leditspp.testing import SD_SCHEDULE, diffusers_port, keep_attention_processors, port_edit_arguments
+from leditspp.testing import (
+    SD_SCHEDULE,
+    diffusers_port,
+    exact_port_scheduler,
+    keep_attention_processors,
+    port_edit_arguments,
+)
 
 from .conftest import scene
 
@@ -22,9 +28,7 @@ STEPS, SKIP = 20, 0.15  # M = 23 ≥ 15
 
 @pytest.fixture(scope="module")
 def port(editor):
-    scheduler = DPMSolverMultistepScheduler.from_config(
-        SD_SCHEDULE, algorithm_type="sde-dpmsolver++", solver_order=2, final_sigmas_type="sigma_min"
-    )
+    scheduler = exact_port_scheduler()
     with keep_attention_processors(editor.model.unet):  # the port replaces every processor
         yield diffusers_port(editor.model, scheduler)
 
@@ -89,12 +93,7 @@ def test_v_prediction_edits_match_the_port(tokenizer_2):
     from leditspp.testing import tiny_sd_pipeline
 
     editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer_2, seed=2, prediction_type="v_prediction"))
-    scheduler = DPMSolverMultistepScheduler.from_config(
-        {**SD_SCHEDULE, "prediction_type": "v_prediction"},
-        algorithm_type="sde-dpmsolver++",
-        solver_order=2,
-        final_sigmas_type="sigma_min",
-    )
+    scheduler = exact_port_scheduler(prediction_type="v_prediction")
     image = scene(64, 96, seed=9)
     with keep_attention_processors(editor.model.unet):
         expected = _port_edit(diffusers_port(editor.model, scheduler), image, EDITS)

@@ -11,14 +11,13 @@ import itertools
 
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler
 
 from leditspp import Edit, Inversion, LeditsError
 from leditspp.cli import main
 from leditspp.models import adapter_from_components
 from leditspp.testing import (
-    SD_SCHEDULE,
     diffusers_port_xl,
+    exact_port_scheduler,
     keep_attention_processors,
     port_edit_arguments,
     tiny_sdxl_components,
@@ -139,14 +138,8 @@ def test_the_vae_runs_in_fp32_when_it_asks_for_force_upcast(xl_editor):
 
 @pytest.fixture(scope="module")
 def port(xl_editor):
-    scheduler = DPMSolverMultistepScheduler.from_config(
-        SD_SCHEDULE,
-        algorithm_type="sde-dpmsolver++",
-        solver_order=2,
-        final_sigmas_type="sigma_min",
-    )
     with keep_attention_processors(xl_editor.model.unet):
-        yield diffusers_port_xl(xl_editor.model, scheduler)
+        yield diffusers_port_xl(xl_editor.model, exact_port_scheduler())
 
 
 EDITS = [

@@ -250,6 +250,16 @@ def diffusers_port(model: Any, scheduler: Any) -> Any:
     return port
 
 
+def exact_port_scheduler(**config: Any) -> Any:
+    """The scheduler that lets diffusers' LEdits++ port invert exactly: SDE-DPM-Solver++(2M) on
+    :data:`SD_SCHEDULE` (plus ``config``) ending at the smallest training noise level."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler.from_config(
+        {**SD_SCHEDULE, **config}, algorithm_type="sde-dpmsolver++", solver_order=2, final_sigmas_type="sigma_min"
+    )
+
+
 def port_edit_arguments(edits: Any, steps: int, *, threshold_zero: bool = False) -> dict[str, list]:
     """The edit arguments of diffusers' LEdits++ pipelines for ``edits`` (a sequence of
     :class:`~leditspp.Edit`): same concepts, directions, scales, thresholds and activity windows.
