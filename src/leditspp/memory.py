@@ -27,8 +27,7 @@ def row_bytes(unet: Any, height: int, width: int) -> int:
     GEGLU projection). With fused attention (SDPA) there is no quadratic term.
     """
     width0 = int(unet.config.block_out_channels[0])
-    element = torch.empty((), dtype=unet.dtype).element_size()
-    return defaults.ACTIVATION_ELEMENTS * height * width * width0 * element
+    return defaults.ACTIVATION_ELEMENTS * height * width * width0 * unet.dtype.itemsize
 
 
 def free_bytes(device: torch.device) -> int:
