@@ -1,0 +1,78 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+The data goes to a temp file beside the target, ``.NAME.<pid>.<random>.leditspp-tmp``, which is
+renamed over the target. The result gets the mode a plain ``open()`` would give a new file
+(``0o666 & ~umask``), not the temp file's 0600. A temp whose process is gone (a write killed by
+SIGKILL, power loss) is recognised by its name and removed on the next write of the same target.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+TEMP_SUFFIX = ".leditspp-tmp"
+_writing: set[str] = set()  # this process's temps in flight (threads may write at once)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Call ``write(temp)`` to fill a temp file, then rename it over ``path``; return ``path``.
+
+    If ``write`` raises, the temp file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    remove_stale_temps(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(name)
+    _writing.add(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _writing.discard(name)
+    return path
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove temps of ``path`` left by processes that no longer run (or by an earlier us)."""
+    prefix = f".{path.name}."
+    for name in glob.glob(os.path.join(glob.escape(str(path.parent)), glob.escape(prefix) + "*" + TEMP_SUFFIX)):
+        pid = Path(name).name[len(prefix) :].split(".")[0]
+        if pid.isdigit() and name not in _writing and not _alive(int(pid)):
+            Path(name).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs; our own pid counts as gone (our live temps are in ``_writing``)."""
+    if pid == os.getpid():
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux ≥ 4.7)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)  # elsewhere: set and restore (briefly visible to other threads)
+    os.umask(old)
+    return old
