@@ -5,13 +5,16 @@ are wrapped (SD 1.5 @ 512²: 16×16, 5 layers; the mid block is excluded). The w
 layer's own processor (fused SDPA, xFormers, LoRA, …) to compute the output, and additionally
 computes the softmax probabilities for the concept rows only, reduced on the fly to the
 head-mean of the concept's token columns: one (R, Q) sum per step instead of a per-head store.
-Processors are restored on exit, also on errors.
+Processors are restored on exit, also on errors; concurrent callers on one UNet each get their
+own recorder (thread-local), so one editor serves many threads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -89,11 +92,12 @@ class AttentionRecorder:
 
 
 class _CaptureProcessor:
-    """Delegates the attention output to the layer's own processor; records on the side."""
+    """Delegates the attention output to the layer's own processor; records on the side for the
+    recorder of the calling thread, if it has one."""
 
-    def __init__(self, inner: Any, recorder: AttentionRecorder) -> None:
+    def __init__(self, inner: Any, slot: threading.local) -> None:
         self.inner = inner
-        self.recorder = recorder
+        self.slot = slot
 
     def __call__(
         self,
@@ -103,27 +107,58 @@ class _CaptureProcessor:
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if encoder_hidden_states is not None and self.recorder.armed:
-            self.recorder.record(attn, hidden_states, encoder_hidden_states)
+        recorder = getattr(self.slot, "recorder", None)
+        if encoder_hidden_states is not None and recorder is not None and recorder.armed:
+            recorder.record(attn, hidden_states, encoder_hidden_states)
         kwargs = {} if temb is None else {"temb": temb}
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
 
 
+@dataclass
+class _Installation:
+    """The capture processors on one UNet: installed by the first caller, restored by the last."""
+
+    saved: list[tuple[Any, Any]]
+    slot: threading.local
+    users: int = 0
+
+
+_installations: dict[int, _Installation] = {}  # id(unet) → installation, while any caller captures
+_installations_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def capture_attention(unet: Any) -> Iterator[AttentionRecorder]:
-    """Wrap the mask-level cross-attention layers of ``unet``; restore their processors on exit."""
+    """Wrap the mask-level cross-attention layers of ``unet``; restore their processors on exit.
+
+    Safe for concurrent callers on one UNet: each thread records into its own recorder, the
+    wrappers are installed once while any caller is inside, and the original processors are
+    back when the last one leaves (also on errors).
+    """
     layers = mask_attention_layers(unet)
     if not layers:
         raise LeditsError(
             "this UNet has no cross-attention at a quarter of the latent resolution, so the "
             "attention mask M¹ is unavailable; use mask_mode='noise' or 'none'"
         )
+    with _installations_lock:
+        inst = _installations.get(id(unet))
+        if inst is None:
+            inst = _Installation([(layer, layer.processor) for layer in layers], threading.local())
+            for layer, processor in inst.saved:
+                layer.set_processor(_CaptureProcessor(processor, inst.slot))
+            _installations[id(unet)] = inst
+        inst.users += 1
+    outer = getattr(inst.slot, "recorder", None)  # a capture nested in the same thread
     recorder = AttentionRecorder(len(layers))
-    saved = [(layer, layer.processor) for layer in layers]
+    inst.slot.recorder = recorder
     try:
-        for layer, processor in saved:
-            layer.set_processor(_CaptureProcessor(processor, recorder))
         yield recorder
     finally:
-        for layer, processor in saved:
-            layer.set_processor(processor)
+        inst.slot.recorder = outer
+        with _installations_lock:
+            inst.users -= 1
+            if inst.users == 0:
+                for layer, processor in inst.saved:
+                    layer.set_processor(processor)
+                del _installations[id(unet)]

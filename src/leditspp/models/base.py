@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +18,8 @@ from typing import Any, Protocol
 import torch
 
 from ..solvers import NoiseSchedule
+
+logger = logging.getLogger("leditspp")
 
 
 @dataclass(frozen=True)
@@ -61,22 +65,42 @@ class ModelAdapter(Protocol):
     def components(self) -> dict[str, Any]: ...
 
 
+def warn_if_truncated(tokenizer: Any, prompts: list[str]) -> None:
+    """Log a warning for each prompt longer than the text encoder's window (it is cut there)."""
+    limit = tokenizer.model_max_length
+    for prompt in prompts:
+        count = len(tokenizer(prompt, truncation=False, verbose=False).input_ids)
+        if count > limit:
+            logger.warning(
+                "prompt %r has %d tokens; the text encoder reads only the first %d (the rest is ignored) — shorten it",
+                prompt if len(prompt) <= 60 else prompt[:57] + "…",
+                count,
+                limit,
+            )
+
+
 def vae_scale_factor(vae: Any) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+_vae_lock = threading.RLock()  # the upcast below changes the VAE in place: one caller at a time
+
+
 @contextlib.contextmanager
 def _vae_precision(vae: Any) -> Iterator[torch.dtype]:
-    """Run the VAE in fp32 when it is fp16 and its config asks for ``force_upcast``; restore after."""
-    dtype = vae.dtype
-    upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
-    if upcast:
-        vae.to(torch.float32)
-    try:
-        yield torch.float32 if upcast else dtype
-    finally:
+    """Run the VAE in fp32 when it is fp16 and its config asks for ``force_upcast``; restore after.
+
+    Holds a lock for the whole call, so concurrent callers never see the VAE mid-cast."""
+    with _vae_lock:
+        dtype = vae.dtype
+        upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
         if upcast:
-            vae.to(dtype)
+            vae.to(torch.float32)
+        try:
+            yield torch.float32 if upcast else dtype
+        finally:
+            if upcast:
+                vae.to(dtype)
 
 
 @torch.no_grad()
