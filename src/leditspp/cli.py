@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile the UNet: each call shape compiles once (slow), later calls run faster on a GPU",
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true", help="no progress bars, no library warnings")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
     inv = argparse.ArgumentParser(add_help=False)
@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--negative-prompt")
     g.add_argument("--height", type=int, help="processing height [image height rounded down]")
     g.add_argument("--width", type=int, help="processing width [image width rounded down]")
+    g.add_argument(
+        "--max-pixels",
+        type=int,
+        default=defaults.MAX_PIXELS,
+        help="refuse images whose processing size (height × width) exceeds this [%(default)s]",
+    )
 
     pi = sub.add_parser(
         "invert",
@@ -157,6 +163,9 @@ def _run(args: argparse.Namespace) -> int:
         return _info(args.file)
     if args.command == "serve":
         return _serve(args)
+    from .editor import check_device
+
+    check_device(args.device)  # before reading images or loading anything
     if args.command == "invert":
         return _invert_command(args)
     return _edit_command(args)
@@ -181,22 +190,57 @@ def _info(path: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        from .webui import serve
-    except ImportError as exc:
-        raise LeditsError(f"the web UI needs Gradio: pip install 'leditspp[web]' ({exc})") from exc
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise LeditsError("the web UI needs Gradio, which is not installed: pip install 'leditspp[web]'")
+    from .editor import check_device
+    from .webui import serve
+
+    check_device(args.device)
     print(f"leditspp web UI on http://{args.host}:{args.port} (model: {args.model or defaults.MODEL}); Ctrl-C stops it")
     serve(args.model or defaults.MODEL, args.host, args.port, args.max_upload_mb, args.device, compile=args.compile)
     return 0
 
 
 def _settings(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]:
-    """Explicit flags over the recipe over the defaults."""
-    out = {}
-    for key, default in DEFAULTS.items():
-        flag = getattr(args, key, None)
-        out[key] = flag if flag is not None else recipe.get(key, default)
-    return out
+    """Explicit flags over the recipe over the defaults, checked."""
+    from .recipes import check_settings
+
+    flags = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key, None) is not None}
+    check_settings(flags, "command line")
+    return {key: flags.get(key, recipe.get(key, default)) for key, default in DEFAULTS.items()}
+
+
+#: Inversion settings that a saved inversion fixes; giving them with --inversion is refused.
+INVERSION_FLAGS = ("steps", "skip", "solver", "seed", "source_prompt", "source_guidance", "negative_prompt")
+INVERSION_FLAGS += ("height", "width")
+
+
+def _check_inversion_flags(args: argparse.Namespace) -> None:
+    given = [k for k in INVERSION_FLAGS if getattr(args, k, None) is not None]
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise LeditsError(
+            f"{names} cannot change a saved inversion (it fixes them); drop {names}, or invert the image "
+            "again with them"
+        )
+
+
+def _preflight(args: argparse.Namespace, model: str, image: Any, settings: dict[str, Any]) -> None:
+    """Checks that need the image but not the model: the pixel limit and the minimum size."""
+    from .io import check_pixels
+    from .models import size_multiple_hint
+
+    width, height = image.size
+    size = (settings["width"] or width, settings["height"] or height)
+    check_pixels(size, args.max_pixels)
+    multiple = size_multiple_hint(model)
+    if multiple is not None and min(size) < multiple:
+        raise LeditsError(
+            f"the image is {width}×{height}; this model needs at least {multiple} pixels per side "
+            "(upscale it, or pass --height/--width)"
+        )
 
 
 def _invert_command(args: argparse.Namespace) -> int:
@@ -207,15 +251,16 @@ def _invert_command(args: argparse.Namespace) -> int:
     validate_steps(settings["steps"], settings["skip"])
     _check_output(args.output, (".safetensors",))
     image = open_image(args.image)
+    _preflight(args, settings["model"], image, settings)
     editor = _load_editor(args, settings["model"])
-    _invert(editor, image, settings, _progress(args.quiet)).save(args.output)
+    _invert(editor, image, settings, _progress(args.quiet), args.max_pixels).save(args.output)
     print(f"wrote {args.output}")
     return 0
 
 
 def _edit_command(args: argparse.Namespace) -> int:
     """Check everything that is cheap to check, then load the model once and edit every input."""
-    from .edits import Edit
+    from .edits import Edit, check_warmup
     from .inversion import Inversion
     from .io import open_image
     from .recipes import for_image, read_recipe
@@ -227,6 +272,14 @@ def _edit_command(args: argparse.Namespace) -> int:
     inputs = _expand_inputs(args.images) if args.images else [None]
     if args.save_inversion and (len(inputs) != 1 or args.inversion):
         raise LeditsError("--save-inversion needs exactly one IMAGE to invert (not --inversion, not several)")
+    if args.save_inversion:
+        _check_output(args.save_inversion, (".safetensors",))
+    if args.inversion:
+        _check_inversion_flags(args)
+    if args.user_mask:
+        from .io import load_mask
+
+        load_mask(args.user_mask)  # fail before the model loads
     outputs = _outputs(inputs, args.output)
     overrides = {"scale": args.scale, "threshold": args.threshold, "warmup_steps": args.warmup}
     overrides["cooldown_steps"] = args.cooldown
@@ -239,8 +292,11 @@ def _edit_command(args: argparse.Namespace) -> int:
         edits = flag_edits or entry.get("edits", [])  # none: the exact reconstruction
         if path is None:
             source = Inversion.load(args.inversion)
+            check_warmup(edits, source.info.steps)
         else:  # read now to fail early; keep the pixels only for a single image
             image = open_image(path)
+            _preflight(args, _settings(args, recipe)["model"], image, settings)
+            check_warmup(edits, settings["steps"])
             source = image if len(inputs) == 1 else path
         jobs.append((path, out, settings, edits, source))
 
@@ -251,7 +307,8 @@ def _edit_command(args: argparse.Namespace) -> int:
         if path is None:
             inversion = source
         else:
-            inversion = _invert(editor, open_image(source) if isinstance(source, str) else source, settings, bar)
+            image = open_image(source) if isinstance(source, str) else source
+            inversion = _invert(editor, image, settings, bar, args.max_pixels)
         if args.save_inversion:
             inversion.save(args.save_inversion)
         result = editor.edit(
@@ -325,7 +382,11 @@ def _outputs(inputs: list[str | None], output: str) -> list[Path]:
     stems = [Path(p).stem for p in inputs if p]
     if len(set(stems)) != len(stems):
         raise LeditsError("two inputs share a file name; their outputs would collide — edit them separately")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LeditsError(f"cannot create the output folder {output!r} ({exc.strerror}); choose another place") from exc
+    _check_writable_folder(folder, f"output folder {output!r}")
     return [folder / f"{stem}.png" for stem in stems]
 
 
@@ -344,7 +405,7 @@ def mask_overlays(image: Any, masks: Any, color: tuple[int, int, int] = (255, 0,
     return overlays
 
 
-def _invert(editor: Any, image: Any, settings: dict[str, Any], bar: Any) -> Any:
+def _invert(editor: Any, image: Any, settings: dict[str, Any], bar: Any, max_pixels: int | None) -> Any:
     return editor.invert(
         image,
         steps=settings["steps"],
@@ -356,6 +417,7 @@ def _invert(editor: Any, image: Any, settings: dict[str, Any], bar: Any) -> Any:
         negative_prompt=settings["negative_prompt"],
         height=settings["height"],
         width=settings["width"],
+        max_pixels=max_pixels,
         progress=bar,
     )
 
@@ -363,11 +425,16 @@ def _invert(editor: Any, image: Any, settings: dict[str, Any], bar: Any) -> Any:
 def _load_editor(args: argparse.Namespace, model: str) -> Any:
     import torch
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     from .editor import Editor
 
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()
+    if args.quiet:
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        logging.getLogger("leditspp").setLevel(logging.ERROR)
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     editor = Editor.from_pretrained(model, torch_dtype=dtype, device=args.device)
@@ -375,11 +442,27 @@ def _load_editor(args: argparse.Namespace, model: str) -> Any:
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse, before any work, an output with the wrong suffix or in a folder we cannot write to."""
     p = Path(path)
     if p.suffix.lower() not in suffixes:
         raise LeditsError(f"output {path!r} must end in one of {', '.join(suffixes)}")
-    if not p.parent.exists() and str(p.parent) not in ("", "."):
-        raise LeditsError(f"the folder of output {path!r} does not exist")
+    if p.is_dir():
+        raise LeditsError(f"output {path!r} is a folder; give a file name inside it")
+    _check_writable_folder(p.parent, f"output {path!r}")
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """Probe ``folder`` by creating (and removing) a file in it: permissions, read-only mounts and
+    pseudo file systems all answer truthfully only to an attempt."""
+    if not folder.exists():
+        raise LeditsError(f"the folder of {what} does not exist; create it first")
+    if not folder.is_dir():
+        raise LeditsError(f"{what}: {str(folder)!r} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".leditspp-probe-"):
+            pass
+    except OSError as exc:
+        raise LeditsError(f"{what}: cannot write in {str(folder)!r} ({exc.strerror}); choose another place") from exc
 
 
 def _progress(quiet: bool) -> Any:
@@ -401,24 +484,17 @@ def _progress(quiet: bool) -> Any:
 
 
 def save_image(image: Any, path: str | os.PathLike[str], recipe: dict[str, Any]) -> Path:
-    """Write ``image`` atomically (temp file, then rename); PNGs carry the recipe as text."""
-    from PIL import PngImagePlugin
+    """Write ``image`` atomically (:func:`leditspp.files.atomic_write`); PNGs carry the recipe as text."""
+    from PIL import Image, PngImagePlugin
+
+    from .files import atomic_write
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        if path.suffix.lower() == ".png":
-            info = PngImagePlugin.PngInfo()
-            info.add_text("leditspp", json.dumps(recipe))
-            image.save(tmp, format="PNG", pnginfo=info)
-        else:
-            image.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    options: dict[str, Any] = {"format": Image.registered_extensions()[path.suffix.lower()]}
+    if options["format"] == "PNG":
+        options["pnginfo"] = PngImagePlugin.PngInfo()
+        options["pnginfo"].add_text("leditspp", json.dumps(recipe))
+    return atomic_write(path, lambda tmp: image.save(tmp, **options))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,14 @@ MASK_MODE: Final = "intersect"
 #: Lin et al. (2023) rescale of the guided estimate; 0 disables it.
 GUIDANCE_RESCALE: Final = 0.0
 
+#: Largest image processed (height × width after any resizing): 2048² is 4.2 MP, already
+#: 4× SDXL's native size; raise it with ``max_pixels=`` / ``--max-pixels``.
+MAX_PIXELS: Final = 2048 * 2048
+#: Largest image file decoded at all (read from the header first): 8192² = 67 MP, above the photos
+#: of nearly every camera, below Pillow's decompression-bomb warning (89 MP). Larger files are
+#: refused before decoding, whatever --height/--width say.
+MAX_DECODE_PIXELS: Final = 8192 * 8192
+
 #: Images are processed at a multiple of this many latent cells per side, so that the
 #: cross-attention level at a quarter of the latent resolution is exactly (h/4)×(w/4).
 LATENT_MULTIPLE: Final = 4

@@ -18,8 +18,8 @@ from PIL import Image
 from . import __version__, defaults
 from .attention import capture_attention
 from .editing import ConceptBatch, Progress, edit_loop
-from .edits import Edit, as_edits
-from .errors import LeditsError
+from .edits import Edit, as_edits, check_warmup
+from .errors import LeditsError, is_int
 from .inversion import (
     Inversion,
     InversionInfo,
@@ -83,7 +83,7 @@ class Editor:
         ``device`` defaults to CUDA when available, else CPU; ``torch_dtype`` to fp16 on CUDA and
         fp32 on the CPU. Solver arithmetic and stored inversions are fp32 regardless (SPEC A5).
         """
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = check_device(device)
         if torch_dtype is None:
             torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
         pipe = load_pipeline(model, torch_dtype)
@@ -138,6 +138,7 @@ class Editor:
         height: int | None = None,
         width: int | None = None,
         inversion_batch: int | None = None,
+        max_pixels: int | None = defaults.MAX_PIXELS,
         progress: Progress | None = None,
     ) -> Inversion:
         """Invert one image or a batch (a list) exactly; returns an :class:`Inversion`.
@@ -147,26 +148,29 @@ class Editor:
         auxiliary noises as diffusers' port with that generator). ``inversion_batch`` is the
         number of steps per network call (the calls are independent; default: as many as fit
         half the free memory, at most 8 rows per call on the CPU; see :mod:`leditspp.memory`).
+        ``max_pixels`` caps height × width of the processed images (None: no cap).
         """
         if seed is not None and generator is not None:
             raise LeditsError("pass either seed= or generator=, not both")
         if seed is not None:
-            generator = torch.Generator("cpu").manual_seed(int(seed))
+            generator = torch.Generator("cpu").manual_seed(check_seed(seed))
+        if inversion_batch is not None and (not is_int(inversion_batch) or inversion_batch < 1):
+            raise LeditsError(
+                f"inversion_batch must be an integer ≥ 1 (steps per network call); got {inversion_batch!r}"
+            )
         if not isinstance(source_prompt, str) or not isinstance(negative_prompt, str):
             raise LeditsError("source_prompt and negative_prompt must be strings")
         if not (isinstance(source_guidance, (int, float)) and math.isfinite(source_guidance) and source_guidance >= 0):
             raise LeditsError(f"source_guidance must be a finite number ≥ 0; got {source_guidance!r}")
         table = step_table(solver, self.model.schedule, steps, skip)
         pixels = as_pixel_batch(images)
-        size = target_size(pixels, height, width, self.size_multiple)
+        size = target_size(pixels, height, width, self.size_multiple, max_pixels)
         batch = resize_pixels(pixels, size)
         x0 = encode_pixels(self.model.vae, batch * 2 - 1).to(self.device)
         base = self._base_conditions(source_prompt, negative_prompt, x0.shape[0])
         ys = auxiliary_latents(x0, draw_auxiliary_noise(tuple(x0.shape), steps, generator), table)
         rows_per_step = len(base) * x0.shape[0]
         chunk = inversion_batch or inversion_chunk(self.model.unet, steps, rows_per_step, *x0.shape[-2:])
-        if not isinstance(chunk, int) or chunk < 1:
-            raise LeditsError(f"inversion_batch must be an integer ≥ 1; got {inversion_batch!r}")
         eps = estimate_all(
             self.model.predict, ys, table, base, float(source_guidance), self.model.schedule.prediction_type, chunk
         )
@@ -218,6 +222,7 @@ class Editor:
         if not (isinstance(guidance_rescale, (int, float)) and 0.0 <= guidance_rescale <= 1.0):
             raise LeditsError(f"guidance_rescale must be in [0, 1]; got {guidance_rescale!r}")
         table = self._check_inversion(inversion)
+        check_warmup(edits, len(table))
         inv = inversion.to(self.device)
         info = inv.info
         batch, _, h, w = inv.latents.shape
@@ -332,3 +337,37 @@ class Editor:
         if len(shapes) != 1 or shapes.pop()[:2] != (info.steps, inversion.batch_size):
             raise LeditsError("this inversion's noise maps do not match its step count or batch; invert again")
         return table
+
+
+#: Seeds torch's generators accept: 0 ≤ seed < 2**64.
+SEED_LIMIT = 2**64
+
+
+def check_seed(seed: Any) -> int:
+    """A seed as an int in [0, 2**64), or a :class:`LeditsError` naming the range."""
+    if not is_int(seed) or not 0 <= seed < SEED_LIMIT:
+        raise LeditsError(f"seed must be an integer in [0, 2**64); got {seed!r}")
+    return int(seed)
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on (default: CUDA if available, else CPU), checked to exist in this build."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise LeditsError(f"unknown device {device!r}; use cpu, cuda, cuda:1, mps …") from exc
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }.get(dev.type, True)
+    if not available:
+        raise LeditsError(
+            f"device {str(device)!r} is not available in this PyTorch build ({torch.__version__}); "
+            "use --device cpu, or install a PyTorch build for that device"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise LeditsError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev

@@ -17,8 +17,11 @@ from typing import Any
 import torch
 
 from . import defaults
-from .errors import LeditsError
+from .errors import LeditsError, fraction_hint, is_int, is_number
 
+#: A ``:``/``@`` suffix with no space after it that is not a number ("+cat:abc") is refused;
+#: with a space it is part of the prompt ("style: watercolour").
+_BAD_SUFFIX = re.compile(r"^(?P<rest>.*?)(?P<kind>[:@])(?P<value>[^\s:@]*)$")
 _SUFFIX = re.compile(r"^(?P<rest>.*?)(?P<kind>[:@])(?P<value>[+-]?[0-9]*\.?[0-9]+(?:e[+-]?\d+)?)$")
 
 
@@ -55,22 +58,20 @@ class Edit:
                 "pooled_prompt_embeds go with prompt_embeds and must be shaped (1, dim); "
                 f"got {tuple(self.pooled_prompt_embeds.shape)}"
             )
-        if not _is_number(self.scale) or not math.isfinite(self.scale) or self.scale < 0:
+        if not is_number(self.scale) or not math.isfinite(self.scale) or self.scale < 0:
             raise LeditsError(
                 f"edit scale must be a finite number ≥ 0; got {self.scale!r} for {self.prompt!r}"
                 " — to push away from a concept use remove=True (or a '-' prefix)"
             )
-        if not _is_number(self.threshold) or not 0.0 <= self.threshold < 1.0:
-            hint = ""
-            if _is_number(self.threshold) and 1 <= self.threshold < 100:
-                hint = f" — did you mean {self.threshold / 100:g}?"
+        if not is_number(self.threshold) or not 0.0 <= self.threshold < 1.0:
+            hint = fraction_hint(self.threshold, "λ = 1 would mask out every pixel; e.g. 0.95 keeps the top 5 %")
             raise LeditsError(
                 f"edit threshold is a quantile in [0, 1); got {self.threshold!r} for {self.prompt!r}{hint}"
             )
-        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
+        if not is_int(self.warmup_steps) or self.warmup_steps < 0:
             raise LeditsError(f"warmup_steps must be an integer ≥ 0; got {self.warmup_steps!r}")
         if self.cooldown_steps is not None and (
-            not _is_int(self.cooldown_steps) or self.cooldown_steps <= self.warmup_steps
+            not is_int(self.cooldown_steps) or self.cooldown_steps <= self.warmup_steps
         ):
             raise LeditsError(
                 f"cooldown_steps must be None or an integer > warmup_steps ({self.warmup_steps}); "
@@ -95,6 +96,12 @@ class Edit:
                 raise LeditsError(f"edit {text!r} gives its {key} twice")
             values[key] = float(m["value"])
             rest = m["rest"].rstrip()
+        if (bad := _BAD_SUFFIX.match(rest)) is not None:
+            what = "scale" if bad["kind"] == ":" else "threshold"
+            raise LeditsError(
+                f"edit {text!r}: the {bad['kind']!r} suffix gives the {what} and must be a number; got "
+                f"{bad['value']!r} (syntax: [+|-]concept[:scale][@threshold], e.g. '+hat:7@0.8')"
+            )
         remove = rest[:1] in ("-", "−")
         if rest[:1] in ("+", "-", "−"):
             rest = rest[1:].strip()
@@ -116,6 +123,16 @@ class Edit:
         }
 
 
+def check_warmup(edits: tuple[Edit, ...] | list[Edit], steps: int) -> None:
+    """Refuse a concept whose warm-up lasts the whole edit: it would never act."""
+    for e in edits:
+        if e.warmup_steps >= steps:
+            raise LeditsError(
+                f"edit {e.prompt!r} waits {e.warmup_steps} warm-up steps, but the edit has only {steps} "
+                f"steps, so it would never act; use a warm-up below {steps}"
+            )
+
+
 def as_edits(edits: Edit | str | list[Edit | str] | tuple[Edit | str, ...] | None) -> tuple[Edit, ...]:
     """Normalise the ``edits`` argument: an Edit, a text, or a sequence of those."""
     if edits is None:
@@ -130,11 +147,3 @@ def as_edits(edits: Edit | str | list[Edit | str] | tuple[Edit | str, ...] | Non
             raise LeditsError(f"edits must be Edit values or texts like '+sunglasses'; got {e!r}")
         out.append(e)
     return tuple(out)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)

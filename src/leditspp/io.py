@@ -9,38 +9,76 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import defaults
 from .errors import LeditsError
 
 ImageInput = Any  # PIL.Image | str | os.PathLike | np.ndarray | torch.Tensor, or a list of these
 
 
-def open_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Read one image file as RGB; unreadable, animated or empty files get a clear error."""
+def open_image(path: str | os.PathLike[str], max_pixels: int | None = defaults.MAX_DECODE_PIXELS) -> Image.Image:
+    """Read one image file as upright RGB (see :func:`to_rgb`).
+
+    The size is read from the header before any pixel is decoded: images over ``max_pixels``
+    (None: no limit) are refused, as are unreadable, animated and empty files.
+    """
     p = Path(path)
     if not p.is_file():
         raise LeditsError(f"image file {str(path)!r} does not exist")
     try:
         with Image.open(p) as im:
-            im.load()
+            check_pixels(im.size, max_pixels, f"{path}: ")
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 raise LeditsError(
                     f"{path}: an animated image with {frames} frames; save the frame to edit as PNG first"
                 )
+            im.load()
             return to_rgb(im)
+    except Image.DecompressionBombError as exc:  # over Pillow's own limit, before our check could run
+        raise LeditsError(
+            f"{path}: the image is over the limit of {max_pixels:,} pixels that leditspp decodes ({exc}); "
+            "downscale it first"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, LeditsError):
             raise
         raise LeditsError(f"{path}: cannot read it as an image ({exc}); use a PNG, JPEG or WebP file") from exc
 
 
+def check_pixels(size: tuple[int, int], max_pixels: int | None, where: str = "") -> None:
+    """Refuse a (width, height) over ``max_pixels`` with the limit and how to get past it."""
+    w, h = size
+    if max_pixels is not None and w * h > max_pixels:
+        raise LeditsError(
+            f"{where}the image is {w}×{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
+            "downscale it, pass a smaller --height/--width (height=, width=), or raise the limit "
+            "with --max-pixels (max_pixels=)"
+        )
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
-    """RGB copy of ``im``; transparent pixels are composited on white (not left black)."""
+    """Upright 8-bit RGB copy of ``im``.
+
+    EXIF orientation is applied (phone photos); 16-bit and 32-bit integer grayscale (``I;16``,
+    ``I``) is scaled from 0–65535 to 0–255 and float grayscale (``F``) from 0–1 (or 0–255 when
+    its values exceed 1), instead of Pillow's clipping to white; CMYK and palettes are converted;
+    transparent pixels are composited on white (not left black).
+    """
     if im.width == 0 or im.height == 0:
         raise LeditsError("the image is empty (zero width or height)")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode == "F" and np.nanmax(arr, initial=0) <= 1.0:
+            arr = arr * 255.0
+        elif im.mode != "F" and (im.mode.startswith("I;16") or arr.max(initial=0) > 255):
+            arr = arr / 257.0
+        if not np.isfinite(arr).all():
+            raise LeditsError("the image holds NaN or infinite values")
+        return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
@@ -86,8 +124,15 @@ def as_pixel_batch(images: ImageInput) -> list[torch.Tensor]:
     raise LeditsError(f"unsupported image input {type(images).__name__}; pass a path, PIL image, array or tensor")
 
 
-def target_size(pixels: list[torch.Tensor], height: int | None, width: int | None, multiple: int) -> tuple[int, int]:
-    """The processing size: given, or each side rounded down to ``multiple`` (same for the batch)."""
+def target_size(
+    pixels: list[torch.Tensor],
+    height: int | None,
+    width: int | None,
+    multiple: int,
+    max_pixels: int | None = defaults.MAX_PIXELS,
+) -> tuple[int, int]:
+    """The processing size: given, or each side rounded down to ``multiple`` (same for the batch);
+    refused over ``max_pixels`` (None: no limit)."""
     for name, v in (("height", height), ("width", width)):
         if v is not None and (not isinstance(v, int) or v <= 0 or v % multiple):
             raise LeditsError(f"{name} must be a positive multiple of {multiple} for this model; got {v!r}")
@@ -100,6 +145,7 @@ def target_size(pixels: list[torch.Tensor], height: int | None, width: int | Non
             "to resize them all to one size"
         )
     size = sizes.pop()
+    check_pixels((size[1], size[0]), max_pixels)
     if min(size) < multiple:
         raise LeditsError(f"the image is too small: each side needs at least {multiple} pixels for this model")
     return size

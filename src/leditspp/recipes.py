@@ -10,12 +10,13 @@ override the top level. Every PNG the CLI writes embeds the recipe that made it,
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from .edits import Edit
-from .errors import LeditsError
+from .errors import LeditsError, is_int, is_number
 
 PNG_KEY = "leditspp"
 #: Recipe keys besides ``edits`` and ``images``: the inversion and edit settings of the CLI.
@@ -49,16 +50,30 @@ def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
         elif suffix == ".json":
             data = json.loads(p.read_text(encoding="utf-8"))
         elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+            data = _yaml(p)
         else:
             raise LeditsError(f"recipe {str(path)!r} must be a .json, .yaml/.yml or a .png written by leditspp")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise LeditsError(f"recipe {str(path)!r} cannot be parsed: {exc}") from exc
+        raise LeditsError(f"recipe {str(path)!r} cannot be parsed: {_one_line(exc)}") from exc
     except ImportError as exc:
         raise LeditsError("YAML recipes need PyYAML: pip install pyyaml (or use JSON)") from exc
     return validate(data, str(path))
+
+
+def _yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or _one_line(exc)
+        raise LeditsError(f"recipe {str(path)!r} is not valid YAML{where}: {problem}") from exc
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _png_recipe(path: Path) -> Any:
@@ -83,12 +98,20 @@ def validate(data: Any, where: str = "recipe") -> dict[str, Any]:
     if unknown:
         raise LeditsError(f"{where}: unknown recipe keys {unknown}; known: {sorted(known)}")
     out = {k: v for k, v in data.items() if k in SETTINGS}
+    check_settings(out, where)
     if "edits" in data:
         out["edits"] = parse_edits(data["edits"], where)
     if "images" in data:
         if not isinstance(data["images"], dict):
             raise LeditsError(f"{where}: 'images' maps file names to per-image recipes")
         out["images"] = {str(k): validate(v, f"{where}: images[{k!r}]") for k, v in data["images"].items()}
+        for name, entry in out["images"].items():
+            if "images" in entry or "model" in entry:
+                key = "images" if "images" in entry else "model"
+                raise LeditsError(
+                    f"{where}: images[{name!r}] gives {key!r}, which only the top level may give "
+                    "(one run loads one model); put images for another model in a recipe of their own"
+                )
     return out
 
 
@@ -115,3 +138,33 @@ def for_image(recipe: dict[str, Any], image: str | os.PathLike[str]) -> dict[str
     per = recipe.get("images", {})
     entry = per.get(Path(image).name) or per.get(str(image)) or {}
     return {**{k: v for k, v in recipe.items() if k != "images"}, **entry}
+
+
+def check_settings(settings: dict[str, Any], where: str) -> None:
+    """Check the type and range of every setting present (None means "the default")."""
+    from .editor import check_seed
+    from .masking import MASK_MODES
+    from .solvers import SOLVERS
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise LeditsError(f"{where}: {key} must be {what}; got {settings[key]!r}")
+
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if key in ("model", "source_prompt", "negative_prompt"):
+            need(isinstance(value, str), key, "a string")
+        elif key in ("steps", "height", "width"):
+            need(is_int(value) and value >= 1, key, "an integer ≥ 1")
+        elif key == "seed":
+            try:
+                check_seed(value)
+            except LeditsError as exc:
+                raise LeditsError(f"{where}: {exc}") from None
+        elif key in ("skip", "guidance_rescale", "source_guidance"):
+            need(is_number(value) and math.isfinite(value) and value >= 0, key, "a number ≥ 0")
+        elif key == "solver":
+            need(value in SOLVERS, key, f"one of {', '.join(SOLVERS)}")
+        elif key == "mask_mode":
+            need(value in MASK_MODES, key, f"one of {', '.join(MASK_MODES)}")

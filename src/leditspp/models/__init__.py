@@ -73,6 +73,21 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def size_multiple_hint(model: str) -> int | None:
+    """The image side multiple of a local model (``"demo"`` or a folder) read from its VAE config
+    without loading it; None for a hub id (known only once loaded)."""
+    import json
+
+    try:
+        config = Path(resolve_model(model)) / "vae" / "config.json"
+        channels = json.loads(config.read_text())["block_out_channels"]
+    except (LeditsError, OSError, ValueError, KeyError, TypeError):
+        return None
+    from .. import defaults
+
+    return 2 ** (len(channels) - 1) * defaults.LATENT_MULTIPLE
+
+
 def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
     """Load a diffusers pipeline from ``"demo"``, a hub id or a local folder, without a safety checker."""
     from diffusers import DiffusionPipeline
@@ -105,5 +120,6 @@ __all__ = [
     "fingerprint",
     "load_pipeline",
     "resolve_model",
+    "size_multiple_hint",
     "vae_scale_factor",
 ]

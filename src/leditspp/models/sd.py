@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..solvers import NoiseSchedule
-from .base import Conditioning
+from .base import Conditioning, warn_if_truncated
 
 
 @dataclass
@@ -28,6 +28,7 @@ class StableDiffusion:
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         """CLIP last hidden states for ``prompts``: embeds (n, L, D) in the UNet's dtype."""
+        warn_if_truncated(self.tokenizer, prompts)
         tokens = self.tokenizer(
             prompts,
             padding="max_length",

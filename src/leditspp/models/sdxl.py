@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..solvers import NoiseSchedule
-from .base import Conditioning, vae_scale_factor
+from .base import Conditioning, vae_scale_factor, warn_if_truncated
 from .sd import _word_positions
 
 
@@ -49,6 +49,7 @@ class StableDiffusionXL:
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         """embeds (n, L, D₁+D₂) and pooled (n, P), in the UNet's dtype."""
+        warn_if_truncated(self.tokenizer, prompts)
         hidden = []
         for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
             ids = tokenizer(

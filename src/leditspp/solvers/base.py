@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import LeditsError
+from ..errors import LeditsError, fraction_hint, is_int, is_number
 
 #: Scheduler options that change the noise levels away from the training schedule; we refuse
 #: them instead of silently ignoring them (SPEC A7).
@@ -118,10 +118,10 @@ def full_schedule_length(steps: int, skip: float) -> int:
 
 
 def validate_steps(steps: int, skip: float) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+    if not is_int(steps) or not 1 <= steps <= 1000:
         raise LeditsError(f"steps must be an integer in [1, 1000]; got {steps!r}")
-    if not (isinstance(skip, (int, float)) and 0.0 <= skip < 1.0):
-        hint = f" — did you mean {skip / 100:g}?" if isinstance(skip, (int, float)) and 1 <= skip < 100 else ""
+    if not (is_number(skip) and 0.0 <= skip < 1.0):
+        hint = fraction_hint(skip, "skip 1 would skip the whole schedule; e.g. 0.15 skips its noisiest 15 %")
         raise LeditsError(f"skip is a fraction in [0, 1); got {skip!r}{hint}")
 
 
