@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from leditspp import Edit, Editor, Inversion, LeditsError
+from leditspp.testing import replay_tolerance
 
 from .conftest import scene
 
@@ -115,7 +116,7 @@ def test_a_batch_equals_its_images_edited_one_by_one(editor):
         single = batch_inv.select(i)
         alone = editor.edit(single, EDITS, mask_mode="intersect", decode=False)
         assert torch.equal(alone.masks[:, 0], batch.masks[:, i])
-        assert (alone.latents[0] - batch.latents[i]).abs().max() <= 1e-4
+        assert (alone.latents[0] - batch.latents[i]).abs().max() <= replay_tolerance(batch.latents)
 
 
 def test_user_mask_confines_the_guidance(editor):
@@ -170,7 +171,7 @@ def test_v_prediction_models_invert_exactly_and_edit(sd2_editor, solver, size, b
     inv = editor.invert(images, steps=15, solver=solver, seed=0, source_prompt=source)
     assert (editor.edit(inv, decode=False).latents - inv.source_latents).abs().max() <= 1e-5
     replay = editor.edit(inv, [Edit("hat", scale=0.0)], mask_mode="none", decode=False).latents
-    assert (replay - inv.source_latents).abs().max() <= 1e-4
+    assert (replay - inv.source_latents).abs().max() <= replay_tolerance(inv.source_latents)
     edited = editor.edit(inv, EDITS, decode=False)
     assert (edited.latents - inv.source_latents).abs().amax((1, 2, 3)).min() > 1e-3  # parity: test_parity.py
 

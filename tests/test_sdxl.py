@@ -20,6 +20,7 @@ from leditspp.testing import (
     exact_port_scheduler,
     keep_attention_processors,
     port_edit_arguments,
+    replay_tolerance,
     tiny_sdxl_components,
 )
 
@@ -86,7 +87,7 @@ def test_non_square_reconstruction_and_zero_guidance_replay(xl_editor, solver):
     inv = xl_editor.invert(scene(64, 96), steps=20, solver=solver, seed=3, source_prompt="a scene")
     assert (xl_editor.edit(inv, decode=False).latents - inv.source_latents).abs().max() <= 1e-5
     out = xl_editor.edit(inv, [Edit("a red hat", scale=0.0)], mask_mode="none", decode=False).latents
-    assert (out - inv.source_latents).abs().max() <= 1e-4
+    assert (out - inv.source_latents).abs().max() <= replay_tolerance(inv.source_latents)
 
 
 @pytest.mark.parametrize("mode", ["intersect", "attention", "noise", "none"])
@@ -100,7 +101,7 @@ def test_every_mask_mode_edits_and_a_batch_equals_each_image_alone(xl_editor, mo
         single = inv.select(b)
         alone = xl_editor.edit(single, edits, mask_mode=mode, decode=False)
         assert torch.equal(alone.masks[:, 0], both.masks[:, b])
-        assert (alone.latents[0] - both.latents[b]).abs().max() <= 1e-4
+        assert (alone.latents[0] - both.latents[b]).abs().max() <= replay_tolerance(both.latents)
 
 
 def test_precomputed_embeddings_need_the_pooled_part(xl_editor):
