@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from PIL import Image
 
 from leditspp import LeditsError
-from leditspp.webui import EditorService, build_app, parse_concepts, run_edit, user_mask_from
+from leditspp.webui import EditorService, build_app, parse_concepts, read_settings, run_edit, user_mask_from
 
 from .conftest import scene
 
@@ -34,10 +33,13 @@ def service(sd_folder):
     return EditorService(model=str(sd_folder), device="cpu")
 
 
-def test_building_the_app_loads_no_model(sd_folder):
+def test_building_the_app_loads_no_model_and_writes_nothing(sd_folder):
+    import leditspp.webui
+
     service = EditorService(model=str(sd_folder))
     build_app(service)
     assert service._editor is None
+    assert not Path(leditspp.webui.__file__).with_suffix(".pyi").exists()  # Gradio stubs a component subclass
 
 
 def test_a_compiling_service_compiles_its_editor_once(sd_folder, monkeypatch):
@@ -64,6 +66,33 @@ def test_concept_rows_become_edits():
         parse_concepts([["hat", "+", 5, 90, 0, None]])
 
 
+def test_the_direction_cell_accepts_only_add_or_remove():
+    rows = [[f"c{i}", d, None, None, None, None] for i, d in enumerate(["+", " ADD ", "", "-", "−", "Remove"])]
+    assert [e.remove for e in parse_concepts(rows)] == [False, False, False, True, True, True]
+    with pytest.raises(LeditsError, match=r"row 2 \('hat'\): direction must be one of \+ add - − remove; got 'x'"):
+        parse_concepts([["cat", "+", 5, 0.9, 0, None], ["hat", "x", 5, 0.9, 0, None]])
+    with pytest.raises(LeditsError, match=r"row 1 .*warmup_steps must be an integer"):
+        parse_concepts([["hat", "+", 5, 0.9, 2.5, None]])  # not truncated to 2
+
+
+def test_settings_are_checked_with_their_range():
+    settings = read_settings({**SETTINGS, "steps": 5.0, "seed": 3.0, "source_prompt": None})
+    assert (settings["steps"], settings["seed"], settings["source_prompt"]) == (5, 3, "")
+    assert type(settings["steps"]) is int and type(settings["seed"]) is int
+    for name, value, message in [
+        ("seed", 1e30, r"seed must be an integer in \[0, 2\*\*64\); got 1e\+30"),
+        ("seed", 2**64, r"seed must be an integer in \[0, 2\*\*64\)"),
+        ("seed", -1, r"seed must be an integer in \[0, 2\*\*64\)"),
+        ("seed", 2.5, r"seed must be an integer"),
+        ("seed", None, r"seed must be an integer"),
+        ("steps", 0, r"steps must be an integer in \[1, 1000\]"),
+        ("steps", 2.5, r"steps must be an integer"),
+        ("skip", float("nan"), r"skip is a fraction in \[0, 1\)"),
+    ]:
+        with pytest.raises(LeditsError, match=message):
+            read_settings({**SETTINGS, name: value})
+
+
 def test_strokes_drawn_on_the_image_become_the_user_mask():
     layer = np.zeros((8, 8, 4), np.uint8)
     layer[2:4, 5:7, 3] = 255
@@ -77,7 +106,7 @@ def test_strokes_drawn_on_the_image_become_the_user_mask():
     [
         (None, "upload an image"),
         (Image.new("RGB", (5000, 5000)), "downscale"),
-        ("not an image", "cannot read"),
+        (42, "cannot read"),
     ],
 )
 def test_bad_uploads_get_a_clear_message(service, upload, message):
@@ -86,10 +115,90 @@ def test_bad_uploads_get_a_clear_message(service, upload, message):
 
 
 def test_animated_uploads_are_refused(service, tmp_path):
-    frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]
-    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
-    with Image.open(tmp_path / "a.gif") as gif, pytest.raises(LeditsError, match="animated"):
+    with Image.open(_animated_gif(tmp_path)) as gif, pytest.raises(LeditsError, match="animated"):
         service.check_image(gif)
+
+
+def _animated_gif(folder: Path) -> Path:
+    frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]
+    frames[0].save(folder / "a.gif", save_all=True, append_images=frames[1:])
+    return folder / "a.gif"
+
+
+def _component(app, elem_id: str):
+    return next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+
+
+@pytest.mark.parametrize("kind", ["animated", "text", "empty", "huge"])
+def test_bad_upload_files_reach_our_message(sd_folder, tmp_path, kind):
+    """The image editor hands over the uploaded file undecoded, so Gradio's own decoding cannot fail
+    first with its generic "Could not preprocess" error; the message names the file, not its folder."""
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData
+
+    service = EditorService(model=str(sd_folder), max_pixels=64 * 64)
+    path = tmp_path / "upload.png"
+    if kind == "animated":
+        path = _animated_gif(tmp_path)
+    elif kind == "text":
+        path.write_text("not an image")
+    elif kind == "empty":
+        path.touch()
+    else:
+        Image.new("RGB", (65, 64)).save(path)
+    layer = np.zeros((64, 65, 4), np.uint8)
+    layer[1:3, 2:5, 3] = 255
+    Image.fromarray(layer).save(tmp_path / "layer.png")
+    upload = EditorData(background=FileData(path=str(path)), layers=[FileData(path=str(tmp_path / "layer.png"))])
+    value = _component(build_app(service), "input-image").preprocess(upload)
+    assert value["background"] == str(path) and user_mask_from(value).sum() == 6  # the drawn mask still works
+    message = {"animated": "animated", "text": "cannot read", "empty": "cannot read", "huge": "over the limit of 4,096"}
+    with pytest.raises(LeditsError, match=message[kind]) as caught:
+        run_edit(service, value, [["hat", "+", 5, 0.9, 0, None]], SETTINGS)
+    assert str(tmp_path) not in str(caught.value) and path.name in str(caught.value)
+    assert service._editor is None  # refused before the model loads
+
+
+def test_previews_are_lossless_png(sd_folder):
+    """Gradio's default preview format is lossy WebP: the exact reconstruction would not look exact."""
+    app = build_app(EditorService(model=str(sd_folder)))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    masks = _component(app, "masks").postprocess([(image, "+hat")])
+    shown = [_component(app, e).postprocess(image).path for e in ("edited", "reconstruction")]
+    for path in [*shown, masks.root[0].image.path]:
+        with Image.open(path) as im:
+            assert im.format == "PNG" and np.array_equal(np.asarray(im.convert("RGB")), np.asarray(image))
+
+
+def test_the_running_app_answers_bad_requests_with_our_message(sd_folder, tmp_path):
+    """Through Gradio's API and queue: the messages reach the client, the model never loads."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    service = EditorService(model=str(sd_folder))
+    app = build_app(service)
+    app.queue(default_concurrency_limit=1)
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    (tmp_path / "text.png").write_text("not an image")
+    Image.new("RGB", (64, 64)).save(tmp_path / "ok.png")
+    table = {"headers": ["concept", "direction", "scale", "threshold", "warm-up", "cool-down"]}
+    try:
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        for upload, direction, seed, message in [
+            ("text.png", "+", 0, "text.png: cannot read it as an image"),
+            ("ok.png", "x", 0, "direction must be one of"),
+            ("ok.png", "+", 1e30, r"seed must be an integer in \[0, 2\*\*64\)"),
+        ]:
+            editor_value = {"background": handle_file(str(tmp_path / upload)), "layers": [], "composite": None}
+            rows = {**table, "data": [["hat", direction, 5, 0.9, 0, None]]}
+            with pytest.raises(AppError, match=message):
+                client.predict(
+                    editor_value, rows, 5, 0.15, "dpmsolver++", seed, "", 3.5, "intersect", api_name="/on_run"
+                )
+        assert service._editor is None
+    finally:
+        app.close()
 
 
 def test_changing_only_the_concepts_reuses_the_inversion(service, monkeypatch):
@@ -148,6 +257,7 @@ def test_the_app_in_a_real_browser():
             _fill(page, 1, 2, "8")
             page.locator("#run").click()
             page.locator("#edited img").wait_for(timeout=120_000)
+            assert page.locator("#edited img").get_attribute("src").endswith(".png")
             page.wait_for_function("document.querySelectorAll('#masks img').length >= 2", timeout=60_000)
             assert service.misses == 1 and service.hits == 0
             _fill(page, 0, 2, "10")  # a new scale for the first concept, then run again
@@ -166,10 +276,12 @@ def test_the_app_in_a_real_browser():
 
 
 def _fill(page, row: int, col: int, text: str) -> None:
-    """Type ``text`` into a cell of the concepts table."""
+    """Set a cell of the concepts table to ``text`` (its editor's whole content: on a slow page a
+    select-all keystroke can miss, and typing would append, e.g. "+-")."""
+    from playwright.sync_api import expect
+
     cell = page.locator(f"#concepts [data-testid=cell-{row}-{col}]")
     cell.dblclick()
-    page.keyboard.press("Control+A")
-    page.keyboard.type(text)
-    page.keyboard.press("Enter")
-    time.sleep(0.2)
+    cell.locator("textarea").fill(text)
+    cell.locator("textarea").press("Enter")
+    expect(cell.locator("[data-editable]")).to_have_text(text)

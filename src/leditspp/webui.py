@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import tempfile
 import threading
 import time
@@ -23,12 +25,16 @@ import numpy as np
 from PIL import Image
 
 from . import __version__, defaults
+from .editor import check_seed
 from .edits import Edit
 from .errors import LeditsError
+from .io import check_pixels, open_image, to_rgb
+from .solvers import validate_steps
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent.parent / "examples"
 CONCEPT_COLUMNS = ["concept", "direction", "scale", "threshold", "warm-up", "cool-down"]
-MAX_PIXELS = 2048 * 2048
+#: The direction cell (any case, spaces around): True removes the concept; empty means add.
+DIRECTIONS = {"": False, "+": False, "add": False, "-": True, "−": True, "remove": True}
 
 
 @dataclass
@@ -39,7 +45,7 @@ class EditorService:
     device: str | None = None
     compile: bool = False  # torch.compile the UNet once loaded (Editor.compile)
     cache_size: int = 8
-    max_pixels: int = MAX_PIXELS
+    max_pixels: int = defaults.MAX_PIXELS
     hits: int = 0
     misses: int = 0
     _editor: Any = None
@@ -58,22 +64,24 @@ class EditorService:
             return self._editor
 
     def check_image(self, image: Any) -> Image.Image:
-        """An uploaded image as RGB, or a clear error (missing, empty, huge, animated)."""
+        """An uploaded image as RGB, or a clear error (missing, not an image, empty, huge, animated).
+
+        A file path (what the app's image editor hands over) is read by :func:`~leditspp.io.open_image`,
+        which refuses a huge image from its header, before decoding it."""
         if image is None:
             raise LeditsError("upload an image first (or pick an example)")
+        if isinstance(image, (str, os.PathLike)):
+            try:
+                return open_image(image, max_pixels=self.max_pixels)
+            except LeditsError as exc:  # name the file, not the server's temporary folder
+                raise LeditsError(str(exc).replace(str(image), Path(image).name)) from None
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
         if not isinstance(image, Image.Image):
             raise LeditsError(f"cannot read the upload as an image ({type(image).__name__})")
         if getattr(image, "n_frames", 1) > 1:
             raise LeditsError("animated images are not supported; upload a single frame (PNG or JPEG)")
-        w, h = image.size
-        if w == 0 or h == 0:
-            raise LeditsError("the image is empty (0 pixels)")
-        if w * h > self.max_pixels:
-            raise LeditsError(f"the image is {w}×{h}; downscale it to at most {self.max_pixels:,} pixels and retry")
-        from .io import to_rgb
-
+        check_pixels(image.size, self.max_pixels)
         return to_rgb(image)
 
     def invert(
@@ -88,7 +96,7 @@ class EditorService:
             self._cache.move_to_end(key)
             return self._cache[key]
         self.misses += 1
-        inversion = self.editor.invert(image, progress=progress, **settings)
+        inversion = self.editor.invert(image, max_pixels=self.max_pixels, progress=progress, **settings)
         self._cache[key] = (inversion, self.editor.decode(inversion.source_latents)[0])
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -103,30 +111,56 @@ def parse_concepts(rows: Any) -> list[Edit]:
         rows = rows.values.tolist()
     edits = []
     for i, row in enumerate(rows, start=1):
-        cells = [("" if c is None else c) for c in list(row) + [""] * (6 - len(row))]
+        cells = [("" if _blank(c) else c) for c in list(row) + [""] * (6 - len(row))]
         text = str(cells[0]).strip()
         if not text:
             continue
+        direction = str(cells[1]).strip().lower()
         try:
+            if direction not in DIRECTIONS:
+                raise LeditsError(f"direction must be one of + add - − remove; got {cells[1]!r}")
             edits.append(
                 Edit(
                     text,
-                    remove=str(cells[1]).strip().lower() in ("-", "remove", "−"),
-                    scale=_number(cells[2], defaults.EDIT_SCALE, float),
-                    threshold=_number(cells[3], defaults.EDIT_THRESHOLD, float),
-                    warmup_steps=_number(cells[4], defaults.WARMUP_STEPS, int),
-                    cooldown_steps=_number(cells[5], None, int),
+                    remove=DIRECTIONS[direction],
+                    scale=_number(cells[2], "scale", defaults.EDIT_SCALE),
+                    threshold=_number(cells[3], "threshold", defaults.EDIT_THRESHOLD),
+                    warmup_steps=_whole(_number(cells[4], "warm-up", defaults.WARMUP_STEPS)),
+                    cooldown_steps=_whole(_number(cells[5], "cool-down", None)),
                 )
             )
-        except (TypeError, ValueError) as exc:
-            raise LeditsError(f"concept row {i} ({text!r}): {exc}") from exc
+        except LeditsError as exc:
+            raise LeditsError(f"concept row {i} ({text!r}): {exc}") from None
     return edits
 
 
-def _number(cell: Any, default: Any, kind: type) -> Any:
-    if cell is None or (isinstance(cell, str) and not cell.strip()) or (isinstance(cell, float) and np.isnan(cell)):
+def _blank(cell: Any) -> bool:
+    """An empty table cell: None, NaN (pandas' empty number) or only spaces."""
+    return cell is None or (isinstance(cell, float) and math.isnan(cell)) or not str(cell).strip()
+
+
+def _number(cell: Any, name: str, default: float | None) -> float | None:
+    """A number cell as a float (its default when blank); the edit's own checks judge its range."""
+    if _blank(cell):
         return default
-    return kind(float(cell)) if kind is int else kind(cell)
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        raise LeditsError(f"{name} must be a number; got {cell!r}") from None
+
+
+def _whole(value: Any) -> Any:
+    """A whole float (Gradio's number fields and the table send floats) as an int, up to 2**53 where
+    floats hold integers exactly; other values unchanged, for the checks that follow to refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53 else value
+
+
+def read_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings panel's values with steps and seed as ints, checked before the model loads
+    (Gradio's number fields send floats); the other settings are checked where they are used."""
+    steps, seed = _whole(settings["steps"]), _whole(settings["seed"])
+    validate_steps(steps, settings["skip"])
+    return {**settings, "steps": steps, "seed": check_seed(seed), "source_prompt": settings["source_prompt"] or ""}
 
 
 def user_mask_from(editor_value: Any) -> np.ndarray | None:
@@ -142,9 +176,11 @@ def user_mask_from(editor_value: Any) -> np.ndarray | None:
 
 
 def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dict[str, Any], progress: Any = None):
-    """One request: (edited image, mask overlays, reconstruction, PNG path, status text)."""
+    """One request: (edited image, mask overlays, reconstruction, PNG path, status text).
+    ``settings``: the settings panel's values as sent (see :func:`read_settings`)."""
     from .cli import mask_overlays, save_image
 
+    settings = read_settings(settings)
     background = editor_value.get("background") if isinstance(editor_value, dict) else editor_value
     image = service.check_image(background)
     edits = parse_concepts(rows)
@@ -183,6 +219,23 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
     return edited, overlays, reconstruction, str(out), status
 
 
+def _hand_over_background_path(editor: Any) -> None:
+    """Make Gradio's image editor hand over the background as its file path, undecoded, so a bad
+    upload (not an image, empty, huge, animated) gets EditorService.check_image's message instead
+    of Gradio's generic preprocessing error; the drawn layers are decoded as usual. (Browsers send
+    the background as a PNG of the canvas; API clients send the file itself.) Set on the instance,
+    not in a subclass: Gradio writes a ``.pyi`` stub next to the module of every component class."""
+    decode = editor.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        if payload is None or payload.background is None:
+            return decode(payload)
+        value = decode(payload.model_copy(update={"background": None, "composite": None}))
+        return {**value, "background": payload.background.path}
+
+    editor.preprocess = preprocess
+
+
 def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLES_DIR) -> Any:
     """The Gradio Blocks app (nothing is loaded until the first request)."""
     import gradio as gr
@@ -203,12 +256,12 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
         progress=gr.Progress(),  # noqa: B008 — Gradio's way to ask for a progress tracker
     ):
         settings = {
-            "steps": int(steps),
-            "skip": float(skip),
+            "steps": steps,
+            "skip": skip,
             "solver": solver,
-            "seed": int(seed),
-            "source_prompt": source_prompt or "",
-            "source_guidance": float(source_guidance),
+            "seed": seed,
+            "source_prompt": source_prompt,
+            "source_guidance": source_guidance,
             "mask_mode": mask_mode,
         }
         try:
@@ -231,6 +284,7 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
                     sources=("upload", "clipboard"),
                     elem_id="input-image",
                 )
+                _hand_over_background_path(image)
                 if examples:
                     gr.Examples(examples=[[e] for e in examples], inputs=[image], label="examples")
                 concepts = gr.Dataframe(
@@ -247,7 +301,7 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
                     steps = gr.Slider(1, 100, value=defaults.STEPS, step=1, label="steps")
                     skip = gr.Slider(0.0, 0.9, value=defaults.SKIP, step=0.05, label="skip")
                     solver = gr.Radio(["dpmsolver++", "ddpm"], value=defaults.SOLVER, label="solver")
-                    seed = gr.Number(value=0, precision=0, label="seed")
+                    seed = gr.Number(value=0, label="seed")  # no rounding: a fraction is refused
                     source_prompt = gr.Textbox(label="source prompt (describes the input; optional)")
                     source_guidance = gr.Slider(0.0, 15.0, value=defaults.SOURCE_GUIDANCE, label="source guidance")
                     mask_mode = gr.Radio(
@@ -255,10 +309,17 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
                     )
                 run = gr.Button("Edit", variant="primary", elem_id="run")
             with gr.Column():
-                edited = gr.Image(label="edited", type="pil", elem_id="edited", interactive=False, height=320)
+                # PNG, not Gradio's default lossy WebP: the reconstruction must show exact on screen
+                edited = gr.Image(label="edited", format="png", elem_id="edited", interactive=False, height=320)
                 status = gr.Markdown(elem_id="status")
-                masks = gr.Gallery(label="masks (last step)", elem_id="masks", columns=3, height="auto")
-                reconstruction = gr.Image(label="reconstruction (no edit)", type="pil", interactive=False, height=320)
+                masks = gr.Gallery(label="masks (last step)", format="png", elem_id="masks", columns=3, height="auto")
+                reconstruction = gr.Image(
+                    label="reconstruction (no edit)",
+                    format="png",
+                    elem_id="reconstruction",
+                    interactive=False,
+                    height=320,
+                )
                 download = gr.File(label="PNG with the edit recipe", elem_id="download")
         run.click(
             on_run,
@@ -294,4 +355,4 @@ def serve(
     return app
 
 
-__all__ = ["EditorService", "build_app", "parse_concepts", "run_edit", "serve", "user_mask_from"]
+__all__ = ["EditorService", "build_app", "parse_concepts", "read_settings", "run_edit", "serve", "user_mask_from"]
