@@ -237,3 +237,12 @@ def test_unknown_family_is_refused_with_the_supported_list(editor):
     components = dict(editor.model.components(), tokenizer=editor.model.tokenizer, scheduler=None)
     with pytest.raises(LeditsError, match="supported families"):
         Editor.from_pipe(components)
+
+
+def test_mask_means_average_the_masks_over_the_steps_a_concept_acted(editor, inversion):
+    steps = len(inversion.timesteps)
+    last_only = editor.edit(inversion, [Edit("a red hat", warmup_steps=steps - 1)], decode=False)
+    assert torch.equal(last_only.mask_means, last_only.masks)
+    every = editor.edit(inversion, [Edit("a red hat"), Edit("a cat", warmup_steps=steps - 1)], decode=False)
+    assert every.mask_means.min() >= 0 and every.mask_means.max() <= 1
+    assert not torch.equal(every.mask_means[0], every.masks[0])  # the mask moves between steps

@@ -1,7 +1,8 @@
 """Scoped capture of the cross-attention the mask M¹ needs (paper Eq. 13; SPEC A3, A8, B §6.1).
 
-Only the cross-attention layers of the down and up blocks at a quarter of the latent resolution
-are wrapped (SD 1.5 @ 512²: 16×16, 5 layers; the mid block is excluded). The wrapper leaves the
+Only the cross-attention layers of the down and up blocks at the mask level are wrapped: a
+quarter of the latent resolution by default (SD 1.5 @ 512²: 16×16, 5 layers; the mid block is
+excluded); a model adapter may declare another level (``ModelAdapter.mask_level``). The wrapper leaves the
 layer's own processor (fused SDPA, xFormers, LoRA, …) to compute the output, and additionally
 computes the softmax probabilities for the concept rows only, reduced on the fly to the
 head-mean of the concept's token columns: one (R, Q) sum per step instead of a per-head store.
@@ -19,20 +20,20 @@ from typing import Any
 
 import torch
 
+from . import defaults
 from .errors import LeditsError
 
-QUARTER_LEVEL = 2  # number of downsamplings between the latent grid and the mask level
 
-
-def mask_attention_layers(unet: Any) -> list[Any]:
-    """The cross-attention modules (``attn2``) of the down and up blocks at ¼ latent resolution.
+def mask_attention_layers(unet: Any, level: int = defaults.MASK_LEVEL) -> list[Any]:
+    """The cross-attention modules (``attn2``) of the down and up blocks at ``1/2^level`` of the
+    latent resolution (``level`` 2: ¼, the paper's choice).
 
     Down block ``i`` runs at ``1/2^i`` of the latents, up block ``i`` at ``1/2^(n−1−i)``.
     """
     n = len(unet.down_blocks)
-    if n <= QUARTER_LEVEL:
+    if not 0 <= level < n:
         return []
-    blocks = [unet.down_blocks[QUARTER_LEVEL], unet.up_blocks[n - 1 - QUARTER_LEVEL]]
+    blocks = [unet.down_blocks[level], unet.up_blocks[n - 1 - level]]
     return [m for b in blocks for name, m in b.named_modules() if name.endswith("attn2")]
 
 
@@ -128,21 +129,24 @@ _installations_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def capture_attention(unet: Any) -> Iterator[AttentionRecorder]:
-    """Wrap the mask-level cross-attention layers of ``unet``; restore their processors on exit.
+def capture_attention(unet: Any, level: int = defaults.MASK_LEVEL) -> Iterator[AttentionRecorder]:
+    """Wrap the cross-attention layers of ``unet`` at mask ``level`` (see
+    :func:`mask_attention_layers`); restore their processors on exit.
 
     Safe for concurrent callers on one UNet: each thread records into its own recorder, the
     wrappers are installed once while any caller is inside, and the original processors are
     back when the last one leaves (also on errors).
     """
-    layers = mask_attention_layers(unet)
+    layers = mask_attention_layers(unet, level)
     if not layers:
         raise LeditsError(
-            "this UNet has no cross-attention at a quarter of the latent resolution, so the "
+            f"this UNet has no cross-attention at 1/{2**level} of the latent resolution, so the "
             "attention mask M¹ is unavailable; use mask_mode='noise' or 'none'"
         )
     with _installations_lock:
         inst = _installations.get(id(unet))
+        if inst is not None and [layer for layer, _ in inst.saved] != layers:
+            raise LeditsError("attention is being captured at another mask level on this UNet; one level at a time")
         if inst is None:
             inst = _Installation([(layer, layer.processor) for layer in layers], threading.local())
             for layer, processor in inst.saved:

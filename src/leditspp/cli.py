@@ -121,8 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     pe.add_argument("--inversion", help="re-use a saved inversion instead of inverting IMAGE")
     pe.add_argument("--save-inversion", help="also save the inversion made from IMAGE to this file")
     g = pe.add_argument_group("edit (defaults for every -e concept)")
-    g.add_argument("--scale", type=float, default=defaults.EDIT_SCALE, help="edit scale [%(default)s]")
-    g.add_argument("--threshold", type=float, default=defaults.EDIT_THRESHOLD, help="mask threshold λ [%(default)s]")
+    g.add_argument("--scale", type=float, help=f"edit scale [the model's recommended, else {defaults.EDIT_SCALE}]")
+    g.add_argument(
+        "--threshold", type=float, help=f"mask threshold λ [the model's recommended, else {defaults.EDIT_THRESHOLD}]"
+    )
     g.add_argument("--warmup", type=int, default=defaults.WARMUP_STEPS, help="warm-up steps [%(default)s]")
     g.add_argument("--cooldown", type=int, default=defaults.COOLDOWN_STEPS, help="cool-down step [none]")
     g.add_argument("--mask-mode", choices=("intersect", "attention", "noise", "none"), help=f"[{defaults.MASK_MODE}]")
@@ -203,13 +205,34 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]:
-    """Explicit flags over the recipe over the defaults, checked."""
+def _settings(
+    args: argparse.Namespace, recipe: dict[str, Any], recommended: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Explicit flags over the recipe over the model's recommended settings over the defaults."""
     from .recipes import check_settings
 
     flags = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key, None) is not None}
     check_settings(flags, "command line")
-    return {key: flags.get(key, recipe.get(key, default)) for key, default in DEFAULTS.items()}
+    base = {**DEFAULTS, **{k: v for k, v in (recommended or {}).items() if k in DEFAULTS}}
+    return {key: flags.get(key, recipe.get(key, default)) for key, default in base.items()}
+
+
+def _recommended(args: argparse.Namespace, recipe: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The model this run loads and the settings its folder recommends (``leditspp.json``)."""
+    from .models import model_settings
+
+    model = args.model or recipe.get("model") or defaults.MODEL
+    return model, model_settings(model).get("recommended", {})
+
+
+def _edit_defaults(args: argparse.Namespace, recommended: dict[str, Any]) -> dict[str, Any]:
+    """Scale and threshold of concepts that give none: the flag, else the model's, else the default."""
+    return {
+        "scale": args.scale if args.scale is not None else recommended.get("scale", defaults.EDIT_SCALE),
+        "threshold": args.threshold
+        if args.threshold is not None
+        else recommended.get("threshold", defaults.EDIT_THRESHOLD),
+    }
 
 
 #: Inversion settings that a saved inversion fixes; giving them with --inversion is refused.
@@ -247,7 +270,7 @@ def _invert_command(args: argparse.Namespace) -> int:
     from .io import open_image
     from .solvers.base import validate_steps
 
-    settings = _settings(args, {})
+    settings = _settings(args, {}, _recommended(args, {})[1])
     validate_steps(settings["steps"], settings["skip"])
     _check_output(args.output, (".safetensors",))
     image = open_image(args.image)
@@ -267,6 +290,10 @@ def _edit_command(args: argparse.Namespace) -> int:
     from .solvers.base import validate_steps
 
     recipe = read_recipe(args.recipe) if args.recipe else {}
+    model, recommended = _recommended(args, recipe)
+    edit_defaults = _edit_defaults(args, recommended)
+    if args.recipe:  # again, so that its concepts without a scale or threshold get the model's
+        recipe = read_recipe(args.recipe, edit_defaults)
     if bool(args.images) == bool(args.inversion):
         raise LeditsError("give IMAGE(s) to edit or --inversion FILE, not both")
     inputs = _expand_inputs(args.images) if args.images else [None]
@@ -281,13 +308,12 @@ def _edit_command(args: argparse.Namespace) -> int:
 
         load_mask(args.user_mask)  # fail before the model loads
     outputs = _outputs(inputs, args.output)
-    overrides = {"scale": args.scale, "threshold": args.threshold, "warmup_steps": args.warmup}
-    overrides["cooldown_steps"] = args.cooldown
+    overrides = {**edit_defaults, "warmup_steps": args.warmup, "cooldown_steps": args.cooldown}
     flag_edits = [Edit.parse(text, **overrides) for text in args.edit]
     jobs = []
     for path, out in zip(inputs, outputs, strict=True):
         entry = for_image(recipe, path) if path else recipe
-        settings = _settings(args, entry)
+        settings = _settings(args, entry, recommended)
         validate_steps(settings["steps"], settings["skip"])
         edits = flag_edits or entry.get("edits", [])  # none: the exact reconstruction
         if path is None:
@@ -295,12 +321,11 @@ def _edit_command(args: argparse.Namespace) -> int:
             check_warmup(edits, source.info.steps)
         else:  # read now to fail early; keep the pixels only for a single image
             image = open_image(path)
-            _preflight(args, _settings(args, recipe)["model"], image, settings)
+            _preflight(args, model, image, settings)
             check_warmup(edits, settings["steps"])
             source = image if len(inputs) == 1 else path
         jobs.append((path, out, settings, edits, source))
 
-    model = _settings(args, recipe)["model"]
     editor = _load_editor(args, model)
     bar = _progress(args.quiet)
     for path, out, settings, edits, source in jobs:

@@ -31,6 +31,11 @@ COOLDOWN_STEPS: Final = None
 
 #: Implicit mask: M¹ ⊙ M² at every step (paper Eq. 12; SPEC A3).
 MASK_MODE: Final = "intersect"
+#: Attention mask level: downsamplings between the latent grid and the cross-attention maps M¹
+#: reads (2: ¼ of the latents, the paper's; SPEC A3). A model folder's ``leditspp.json`` may
+#: declare another level for its model.
+MASK_LEVEL: Final = 2
+
 #: Lin et al. (2023) rescale of the guided estimate; 0 disables it.
 GUIDANCE_RESCALE: Final = 0.0
 

@@ -55,19 +55,21 @@ def edit_loop(
     guidance_rescale: float,
     recorder: AttentionRecorder | None,
     progress: Progress | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the edit steps on ``inversion`` (on the model's device) with the solver ``table``.
 
-    ``base``: ``[c_∅]`` or ``[c_∅, c_src]``, B rows each. Returns the final latents (B, C, h, w)
-    and the last mask of every concept (E, B, h, w) (zeros for a concept that never acted).
+    ``base``: ``[c_∅]`` or ``[c_∅, c_src]``, B rows each. Returns the final latents (B, C, h, w),
+    the last mask of every concept and each concept's mask averaged over the steps it acted,
+    both (E, B, h, w) (zeros for a concept that never acted).
     """
     batch, _, h, w = inversion.source_latents.shape
     device = inversion.source_latents.device
     masks = torch.zeros(len(concepts.edits), batch, h, w, device=device)
+    mask_sums = torch.zeros_like(masks)
     plan = [tuple(concepts.active(j)) for j in range(len(table))]
     first = next((j for j, active in enumerate(plan) if active), None)
     if first is None:
-        return inversion.source_latents.clone(), masks
+        return inversion.source_latents.clone(), masks, mask_sums
     k = len(base)
     base_cond = Conditioning.cat(base)
     calls = {active: _call_inputs(concepts, base_cond, active, batch) for active in set(plan)}
@@ -86,17 +88,19 @@ def edit_loop(
         guided = base_estimate(eps[0], eps[1] if k > 1 else None, source_guidance)
         if plan[j]:
             psi = direction_terms(eps[k:], eps[0], call.directions, call.scales, user_mask)  # (A, B, C, h, w)
-            attn = recorder.take((h // 4, w // 4)) if recorder is not None else None
+            attn = recorder.take((h >> model.mask_level, w >> model.mask_level)) if recorder is not None else None
             m = implicit_masks(mask_mode, psi.flatten(0, 1), call.thresholds, attn).view(-1, batch, 1, h, w)
             guided = rescale(guided + (m * psi).sum(dim=0), eps[k:].mean(dim=0), guidance_rescale)
             masks.index_copy_(0, call.index, m[:, :, 0])
+            mask_sums.index_add_(0, call.index, m[:, :, 0])
         if recorder is not None:
             recorder.disarm()
         mean, prev_x0 = step_mean(x, guided, prev_x0, table, j)
         x = add_noise_map(mean, inversion.noise_maps[j], table, j)
         if progress is not None:
             progress("edit", j + 1, len(table))
-    return x, masks
+    acted = torch.tensor([sum(i in active for active in plan) for i in range(len(concepts.edits))], device=device)
+    return x, masks, mask_sums / acted.clamp(min=1)[:, None, None, None]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from .models import (
     encode_pixels,
     fingerprint,
     load_pipeline,
+    model_settings,
     vae_scale_factor,
 )
 from .solvers import StepTable, step_table
@@ -51,7 +52,9 @@ class EditResult:
     """The outcome of :meth:`Editor.edit`.
 
     ``images``: edited PIL images (empty with ``decode=False``); ``latents``: (B, C, h, w) fp32
-    before decoding; ``masks``: (E, B, h, w) the last mask each concept used.
+    before decoding; ``masks``: (E, B, h, w) the last mask each concept used; ``mask_means``:
+    (E, B, h, w) each concept's mask averaged over the steps it acted (where it edited, and how
+    often).
     """
 
     images: list[Image.Image]
@@ -59,14 +62,17 @@ class EditResult:
     masks: torch.Tensor
     edits: tuple[Edit, ...]
     mask_mode: str
+    mask_means: torch.Tensor
 
 
 class Editor:
     """LEDITS++ on a diffusers model: ``invert`` once, then ``edit`` as often as you like."""
 
-    def __init__(self, model: ModelAdapter) -> None:
+    def __init__(self, model: ModelAdapter, recommended: dict[str, Any] | None = None) -> None:
         self.model = model
         self.fingerprint = fingerprint(model.components())
+        #: Settings the model folder recommends (its ``leditspp.json``): defaults of the CLI and web UI.
+        self.recommended = dict(recommended or {})
 
     # -- construction -------------------------------------------------------------------------
 
@@ -86,17 +92,25 @@ class Editor:
         device = check_device(device)
         if torch_dtype is None:
             torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
+        settings = model_settings(model)
         pipe = load_pipeline(model, torch_dtype)
         pipe.to(device)
-        return cls.from_pipe(pipe)
+        return cls.from_pipe(pipe, **settings)
 
     @classmethod
-    def from_pipe(cls, pipe: Any) -> Editor:
-        """Reuse the components of a loaded diffusers pipeline (SD, or the LEdits++ port's)."""
+    def from_pipe(
+        cls, pipe: Any, *, mask_level: int = defaults.MASK_LEVEL, recommended: dict[str, Any] | None = None
+    ) -> Editor:
+        """Reuse the components of a loaded diffusers pipeline (SD, or the LEdits++ port's).
+
+        ``mask_level``: the attention mask's resolution, 1/2^level of the latents (the paper's ¼
+        by default); ``recommended``: the model's preferred settings (see ``Editor.recommended``).
+        """
         components = getattr(pipe, "components", pipe)
         config = getattr(pipe, "config", None) or {}
         zeros = config.get("force_zeros_for_empty_prompt", True) if hasattr(config, "get") else True
-        return cls(adapter_from_components(dict(components), force_zeros_for_empty_prompt=zeros))
+        adapter = adapter_from_components(dict(components), force_zeros_for_empty_prompt=zeros, mask_level=mask_level)
+        return cls(adapter, recommended)
 
     def compile(self, **options: Any) -> Editor:
         """Opt in to ``torch.compile`` of the UNet (in place; ``options`` go to ``torch.compile``,
@@ -234,9 +248,11 @@ class Editor:
             mask = resize_user_mask(load_mask(user_mask), (h, w)).to(self.device)
             if mask.shape[0] not in (1, batch):
                 raise LeditsError(f"user_mask has {mask.shape[0]} masks for {batch} images; give 1 or {batch}")
-        capture = capture_attention(self.model.unet) if use_attention else contextlib.nullcontext()
+        capture = (
+            capture_attention(self.model.unet, self.model.mask_level) if use_attention else contextlib.nullcontext()
+        )
         with capture as recorder:
-            latents, masks = edit_loop(
+            latents, masks, mask_means = edit_loop(
                 self.model,
                 inv,
                 table,
@@ -250,7 +266,7 @@ class Editor:
                 progress,
             )
         images = self.decode(latents) if decode else []
-        return EditResult(images, latents, masks, edits, mask_mode)
+        return EditResult(images, latents, masks, edits, mask_mode, mask_means)
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (B, C, h, w) → PIL images through the VAE."""

@@ -38,8 +38,10 @@ SETTINGS = (
 INFORMATIONAL = ("leditspp", "fingerprint", "family", "dtype", "inversion", "source")
 
 
-def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a recipe from a ``.json``/``.yaml``/``.yml`` file or from a PNG the CLI wrote."""
+def read_recipe(path: str | os.PathLike[str], edit_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a recipe from a ``.json``/``.yaml``/``.yml`` file or from a PNG the CLI wrote.
+
+    ``edit_defaults`` (``scale``, ``threshold``) fill what its text concepts leave out."""
     p = Path(path)
     if not p.is_file():
         raise LeditsError(f"recipe file {str(path)!r} does not exist")
@@ -57,7 +59,7 @@ def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise LeditsError(f"recipe {str(path)!r} cannot be parsed: {_one_line(exc)}") from exc
     except ImportError as exc:
         raise LeditsError("YAML recipes need PyYAML: pip install pyyaml (or use JSON)") from exc
-    return validate(data, str(path))
+    return validate(data, str(path), edit_defaults or {})
 
 
 def _yaml(path: Path) -> Any:
@@ -89,7 +91,7 @@ def _png_recipe(path: Path) -> Any:
     return json.loads(text)
 
 
-def validate(data: Any, where: str = "recipe") -> dict[str, Any]:
+def validate(data: Any, where: str = "recipe", edit_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check keys and edits; return the recipe with ``edits`` parsed into :class:`Edit` values."""
     if not isinstance(data, dict):
         raise LeditsError(f"{where}: a recipe is a mapping of settings and 'edits'; got {type(data).__name__}")
@@ -100,11 +102,13 @@ def validate(data: Any, where: str = "recipe") -> dict[str, Any]:
     out = {k: v for k, v in data.items() if k in SETTINGS}
     check_settings(out, where)
     if "edits" in data:
-        out["edits"] = parse_edits(data["edits"], where)
+        out["edits"] = parse_edits(data["edits"], where, edit_defaults or {})
     if "images" in data:
         if not isinstance(data["images"], dict):
             raise LeditsError(f"{where}: 'images' maps file names to per-image recipes")
-        out["images"] = {str(k): validate(v, f"{where}: images[{k!r}]") for k, v in data["images"].items()}
+        out["images"] = {
+            str(k): validate(v, f"{where}: images[{k!r}]", edit_defaults) for k, v in data["images"].items()
+        }
         for name, entry in out["images"].items():
             if "images" in entry or "model" in entry:
                 key = "images" if "images" in entry else "model"
@@ -115,17 +119,18 @@ def validate(data: Any, where: str = "recipe") -> dict[str, Any]:
     return out
 
 
-def parse_edits(items: Any, where: str = "recipe") -> list[Edit]:
-    """Edits from a list of text concepts or :meth:`Edit.to_dict` mappings."""
+def parse_edits(items: Any, where: str = "recipe", edit_defaults: dict[str, Any] | None = None) -> list[Edit]:
+    """Edits from a list of text concepts or :meth:`Edit.to_dict` mappings; ``edit_defaults``
+    fill the scale and threshold a concept leaves out."""
     if isinstance(items, str) or not isinstance(items, list):
         raise LeditsError(f"{where}: 'edits' must be a list, e.g. ['+sunglasses', '-beard:7']")
     edits = []
     for item in items:
         if isinstance(item, str):
-            edits.append(Edit.parse(item))
+            edits.append(Edit.parse(item, **(edit_defaults or {})))
         elif isinstance(item, dict):
             try:
-                edits.append(Edit(**item))
+                edits.append(Edit(**{**(edit_defaults or {}), **item}))
             except TypeError as exc:
                 raise LeditsError(f"{where}: bad edit {item!r}: {exc}") from exc
         else:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import defaults
 from ..errors import LeditsError
 from ..solvers import NoiseSchedule
 from .base import Conditioning, ModelAdapter, decode_latents, encode_pixels, fingerprint, vae_scale_factor
@@ -23,10 +25,16 @@ def _refuse(reason: str) -> LeditsError:
     return LeditsError(f"{reason}; supported families: {'; '.join(SUPPORTED_FAMILIES)}")
 
 
-def adapter_from_components(components: dict[str, Any], *, force_zeros_for_empty_prompt: bool = True) -> ModelAdapter:
+def adapter_from_components(
+    components: dict[str, Any],
+    *,
+    force_zeros_for_empty_prompt: bool = True,
+    mask_level: int = defaults.MASK_LEVEL,
+) -> ModelAdapter:
     """Pick the family adapter from loaded diffusers components (a pipeline's ``components``).
 
-    ``force_zeros_for_empty_prompt`` is the SDXL pipeline's config flag (zero c_∅ for "").
+    ``force_zeros_for_empty_prompt`` is the SDXL pipeline's config flag (zero c_∅ for "");
+    ``mask_level`` the attention mask's level (a model folder's ``leditspp.json`` may set it).
     """
     missing = [k for k in ("unet", "vae", "tokenizer", "scheduler") if components.get(k) is None]
     if missing:
@@ -34,7 +42,7 @@ def adapter_from_components(components: dict[str, Any], *, force_zeros_for_empty
     unet = components["unet"]
     added = getattr(unet.config, "addition_embed_type", None)
     schedule = NoiseSchedule.from_scheduler_config(components["scheduler"].config)
-    common = {"unet": unet, "vae": components["vae"], "schedule": schedule}
+    common = {"unet": unet, "vae": components["vae"], "schedule": schedule, "mask_level": mask_level}
     if added == "text_time":
         if components.get("text_encoder") is None or components.get("text_encoder_2") is None:
             raise _refuse("this SDXL-type model has only one text encoder (an SDXL refiner?), which is not supported")
@@ -73,18 +81,56 @@ def resolve_model(model: str) -> str:
     return model
 
 
+#: A model folder may hold this file: what it declares for leditspp (see :func:`model_settings`).
+MODEL_SETTINGS_FILE = "leditspp.json"
+#: Edit and inversion settings a model may recommend, with the types they must have.
+RECOMMENDABLE = {
+    "steps": int,
+    "skip": float,
+    "scale": float,
+    "threshold": float,
+    "mask_mode": str,
+    "source_guidance": float,
+}
+
+
+def model_settings(model: str) -> dict[str, Any]:
+    """What a local model folder declares in ``leditspp.json``: ``mask_level`` (int) and
+    ``recommended`` settings (keys of :data:`RECOMMENDABLE`: defaults the CLI and the web UI use
+    for this model). ``{}`` for a folder without the file and for hub ids."""
+    path = Path(resolve_model(model)) / MODEL_SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LeditsError(f"{path}: cannot be read as JSON ({exc}); fix or remove the file") from exc
+    level = data.get("mask_level", defaults.MASK_LEVEL)
+    recommended = data.get("recommended", {})
+    bad = [k for k in data if k not in ("mask_level", "recommended", "comment")]
+    bad += [k for k, v in recommended.items() if k not in RECOMMENDABLE or not _of_type(v, RECOMMENDABLE[k])]
+    if bad or not isinstance(level, int) or level < 0:
+        raise LeditsError(
+            f"{path}: unknown or mistyped entries {bad or ['mask_level']}; it may give mask_level (int ≥ 0) "
+            f"and recommended settings {sorted(RECOMMENDABLE)}"
+        )
+    return {"mask_level": level, "recommended": recommended}
+
+
+def _of_type(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 def size_multiple_hint(model: str) -> int | None:
     """The image side multiple of a local model (``"demo"`` or a folder) read from its VAE config
     without loading it; None for a hub id (known only once loaded)."""
-    import json
-
     try:
         config = Path(resolve_model(model)) / "vae" / "config.json"
         channels = json.loads(config.read_text())["block_out_channels"]
     except (LeditsError, OSError, ValueError, KeyError, TypeError):
         return None
-    from .. import defaults
-
     return 2 ** (len(channels) - 1) * defaults.LATENT_MULTIPLE
 
 
@@ -119,6 +165,7 @@ __all__ = [
     "encode_pixels",
     "fingerprint",
     "load_pipeline",
+    "model_settings",
     "resolve_model",
     "size_multiple_hint",
     "vae_scale_factor",

@@ -53,6 +53,7 @@ class ModelAdapter(Protocol):
     unet: Any
     vae: Any
     schedule: NoiseSchedule
+    mask_level: int  # the attention mask M¹ is read at 1/2^mask_level of the latent resolution
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning: ...
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .. import defaults
 from ..solvers import NoiseSchedule
 from .base import Conditioning, warn_if_truncated
 
@@ -20,6 +21,7 @@ class StableDiffusion:
     text_encoder: Any
     tokenizer: Any
     schedule: NoiseSchedule
+    mask_level: int = defaults.MASK_LEVEL  # attention mask at 1/2^level of the latents
     family: str = "sd"
 
     def components(self) -> dict[str, Any]:

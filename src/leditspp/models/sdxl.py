@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .. import defaults
 from ..solvers import NoiseSchedule
 from .base import Conditioning, vae_scale_factor, warn_if_truncated
 from .sd import _word_positions
@@ -35,6 +36,7 @@ class StableDiffusionXL:
     tokenizer_2: Any
     schedule: NoiseSchedule
     force_zeros_for_empty_prompt: bool = True
+    mask_level: int = defaults.MASK_LEVEL  # attention mask at 1/2^level of the latents
     crops_coords_top_left: tuple[int, int] = (0, 0)
     family: str = "sdxl"
 
