@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 # the built-in demo model (offline); any hub id or diffusers folder works, e.g. MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5
 MODEL  ?= demo
 IMAGE  ?= examples/shapes.png
-EDITS  ?= -e "+red circle:8" -e "-blue square:8"
+EDITS  ?= -e "+red circle:8" -e "-blue square:4"
 OUT    ?= edited.png
 
 .PHONY: setup demo test lint
@@ -26,8 +26,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/leditspp edit $(IMAGE) $(EDITS) --model $(MODEL) -o $(OUT)
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check src tests benchmarks training
-	$(PY) -m ruff format --check src tests benchmarks training
+	$(PY) -m ruff check src tests benchmarks training docs
+	$(PY) -m ruff format --check src tests benchmarks training docs
 
 test: $(VENV)/.installed lint
 	$(PY) -m pytest -q -p no:cacheprovider

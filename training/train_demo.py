@@ -1,23 +1,31 @@
-"""Train the built-in demo model on the shapes world (CPU-friendly, reproducible, resumable).
+"""Train the built-in demo model on the shapes world (CPU or CUDA, reproducible, resumable).
 
 Stages, each resumable from ``--work`` (default ``training/work``, git-ignored):
 
 1. ``vae``     — a factor-4 ``AutoencoderKL`` (128 px → 32×32×4) on random 64 px crops of scenes,
                  MSE + a small KL term; the latent scaling factor is set to 1/std of the latents.
+                 With ``--init FOLDER`` the exported model's VAE is taken as it is.
 2. ``latents`` — render and encode the training scenes (seeds from ``TRAIN_SEED0`` on; the
-                 evaluation uses seeds below it) to the posterior means, once.
+                 evaluation uses seeds below it) to the posterior means, once, with each object's
+                 exact mask as area fractions on the latent grid.
 3. ``unet``    — a ``UNet2DConditionModel`` with cross-attention at ½ and ¼ latent resolution,
                  and a from-scratch ``CLIPTextModel`` (real CLIP tokenizer), trained jointly:
-                 ε-prediction on SD's scaled-linear schedule, min-SNR-5 weighting, 10 % caption
-                 dropout (for classifier-free guidance), 20 % short concept captions ("red circle
-                 and blue square", the form edits use), EMA of the weights, bf16 autocast on CPU.
+                 ε-prediction on SD's scaled-linear schedule, min-SNR-5 weighting, captions that
+                 name every object (full or short form), a random subset of them in the short
+                 form an edit uses ("blue square"), or nothing (10 %, for classifier-free
+                 guidance); EMA of the weights; bf16 autocast. ``--ground TOKEN PIXEL`` adds
+                 TokenCompose's grounding losses (Wang et al., CVPR 2024) on every cross-attention
+                 layer: each named object's colour and shape tokens should put their attention
+                 mass inside the object's mask (token loss) and their max-normalised map should
+                 match the mask (pixel BCE). ``--init FOLDER`` fine-tunes an exported model.
 4. ``export``  — the EMA weights as a diffusers ``StableDiffusionPipeline`` folder
-                 (``src/leditspp/demo_model`` by default).
+                 (``src/leditspp/demo_model`` by default; a ``leditspp.json`` already there stays).
 
-    python training/train_demo.py all            # every stage, resuming where it stopped
-    python training/train_demo.py unet --steps 6000
+    python training/train_demo.py all                       # from scratch, resuming where it stopped
+    python training/train_demo.py all --init src/leditspp/demo_model --ground 0.02 0.01 \
+        --steps 1800 --lr 3e-4 --out /tmp/grounded            # the shipped model's fine-tune
 
-About 80 minutes on 2 CPU cores for the defaults (see the README, "The demo model").
+See the README, "The demo model", for the runs behind the shipped weights and their times.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from leditspp import shapes
 from leditspp.testing import SD_SCHEDULE, write_clip_tokenizer_files
 
 TRAIN_SEED0 = 1_000_000  # training scenes use seeds ≥ this; evaluation seeds stay below
+MAX_OBJECTS = 3  # objects per scene at most (shapes.scene)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -108,10 +117,16 @@ def log(work: Path, **values) -> None:
 # --- stage 1: autoencoder ---------------------------------------------------------------------
 
 
-def train_vae(work: Path, steps: int, batch: int, seed: int) -> None:
+def train_vae(work: Path, steps: int, batch: int, seed: int, init: Path | None = None) -> None:
+    """Train the autoencoder, or with ``init`` take an exported model's (fine-tuning keeps it)."""
     out = work / "vae"
     if (out / "config.json").exists():
         print("vae: done already")
+        return
+    if init is not None:
+        from diffusers import AutoencoderKL
+
+        AutoencoderKL.from_pretrained(init / "vae", torch_dtype=torch.float32).save_pretrained(out)
         return
     torch.manual_seed(seed)
     vae = vae_model()
@@ -166,47 +181,198 @@ def encode_latents(work: Path, count: int) -> None:
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(work / "vae").eval()
-    latents, scenes = [], []
+    latents, masks, scenes = [], [], []
     t0 = time.time()
     with torch.no_grad():
         for start in range(0, count, 64):
             batch = [shapes.scene(TRAIN_SEED0 + i) for i in range(start, min(start + 64, count))]
             mean = vae.encode(to_pixels([s.image for s in batch])).latent_dist.mean
             latents.append((mean * vae.config.scaling_factor).to(torch.bfloat16))
+            masks.append(object_masks(batch, mean.shape[-1]))
             scenes += [{"background": s.background, "objects": [[o.color, o.shape] for o in s.objects]} for s in batch]
             if start % 3200 == 0:
                 log(work, stage="latents", done=start, s=round(time.time() - t0))
-    torch.save({"latents": torch.cat(latents), "scenes": scenes}, out)
+    torch.save({"latents": torch.cat(latents), "masks": torch.cat(masks), "scenes": scenes}, out)
+
+
+def object_masks(batch: list, size: int) -> torch.Tensor:
+    """(B, MAX_OBJECTS, size, size) uint8: each object's area fraction per latent cell (0–255)."""
+    out = torch.zeros(len(batch), MAX_OBJECTS, size, size)
+    for i, s in enumerate(batch):
+        exact = torch.from_numpy(s.masks).float()[:, None]  # (K, 1, H, W)
+        out[i, : len(s.objects)] = F.adaptive_avg_pool2d(exact, size)[:, 0]
+    return (out * 255).round().to(torch.uint8)
 
 
 # --- stage 3: UNet + text encoder --------------------------------------------------------------
 
 
-def training_caption(entry: dict, rng: random.Random) -> str:
-    """Full caption 70 %, short concept caption 20 %, empty (unconditional) 10 %."""
+def training_caption(entry: dict, rng: random.Random) -> tuple[str, list[int]]:
+    """A caption for a scene and the indices of the objects it names, in caption order.
+
+    Full caption 55 %, short concept caption of every object 15 %, short caption of a random
+    subset 20 % (the form an edit's concept takes: "blue square" for one of three objects), empty
+    (unconditional) 10 %.
+    """
     objects = [shapes.ShapeObject(c, s, (0, 0, 0, 0)) for c, s in entry["objects"]]
-    rng.shuffle(objects)
+    order = list(range(len(objects)))
+    rng.shuffle(order)
     u = rng.random()
     if u < 0.1:
-        return ""
+        return "", []
     if u < 0.3:
-        return shapes.short_caption(objects)
-    return shapes.caption(objects, entry["background"])
+        named = order[: rng.randint(1, len(order))]
+        return shapes.short_caption([objects[i] for i in named]), named
+    if u < 0.45:
+        return shapes.short_caption([objects[i] for i in order]), order
+    return shapes.caption([objects[i] for i in order], entry["background"]), order
 
 
-def train_unet(work: Path, steps: int, batch: int, lr: float, seed: int, stop_after: int | None = None) -> None:
-    """``steps`` sets the schedule; ``stop_after`` ends the run early (checkpoint kept, resumable)."""
+class GroundingProcessor:
+    """Cross-attention computed with explicit probabilities, whose head mean (B, Q, L) is kept in
+    ``store`` for the grounding loss; the output equals diffusers' ``AttnProcessor``."""
+
+    def __init__(self, store: list[torch.Tensor]) -> None:
+        self.store = store
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
+        batch, q_len, _ = hidden_states.shape
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
+        value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
+        probs = attn.get_attention_scores(query, key, None)  # (B·heads, Q, L)
+        self.store.append(probs.view(batch, attn.heads, q_len, -1).float().mean(1))
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def colour_token_ids(tokenizer) -> dict[str, int]:
+    """The single CLIP token of each colour word (and a check that every shape word is one token)."""
+    ids = {w: tokenizer(w).input_ids[1:-1] for w in (*shapes.COLORS, *shapes.SHAPES)}
+    if any(len(v) != 1 for v in ids.values()):
+        raise SystemExit(f"grounding needs one token per colour and shape word; got {ids}")
+    return {c: ids[c][0] for c in shapes.COLORS}
+
+
+def grounding_targets(
+    ids: torch.Tensor, named: list[list[int]], entries: list[dict], masks: torch.Tensor, colour_ids: dict[str, int]
+):
+    """Token positions and masks for the grounding loss (TokenCompose-style, on exact masks).
+
+    ``ids`` (B, L) token ids; ``named[b]`` the objects caption ``b`` names; ``masks`` (B, K, h, w)
+    area fractions. Each named object's colour and shape tokens (single CLIP tokens, colour
+    unique per scene, shape right after it) are grounded in that object's mask. Returns
+    ``positions`` (B, T) long, ``targets`` (B, T, h, w) and ``valid`` (B, T) bool, T = 2·K.
+    """
+    b, k = masks.shape[:2]
+    positions = torch.zeros(b, 2 * k, dtype=torch.long)
+    targets = torch.zeros(b, 2 * k, *masks.shape[2:])
+    valid = torch.zeros(b, 2 * k, dtype=torch.bool)
+    for row, objects in enumerate(named):
+        for slot, j in enumerate(objects):
+            colour = colour_ids[entries[row]["objects"][j][0]]
+            at = (ids[row] == colour).nonzero()[0, 0]
+            positions[row, 2 * slot : 2 * slot + 2] = torch.stack([at, at + 1])
+            targets[row, 2 * slot : 2 * slot + 2] = masks[row, j]
+            valid[row, 2 * slot : 2 * slot + 2] = True
+    return positions, targets, valid
+
+
+def absent_targets(
+    entries: list[dict], masks: torch.Tensor, rng: random.Random, colour_ids: dict[str, int], tokenizer
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A concept each scene lacks — a colour not in it, any shape, in an edit's short form — with
+    the scene's background as its target: what an added concept's attention should find (empty
+    space, not the other objects). Returns ``ids`` (B, L) and, as :func:`grounding_targets`,
+    ``positions`` (B, 2), ``targets`` (B, 2, h, w) and ``valid`` (B, 2)."""
+    captions, positions = [], []
+    for entry in entries:
+        present = {c for c, _ in entry["objects"]}
+        colour = rng.choice([c for c in shapes.COLORS if c not in present])
+        captions.append(f"{colour} {rng.choice(shapes.SHAPES)}")
+    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    for row, caption in enumerate(captions):
+        at = (ids[row] == colour_ids[caption.split()[0]]).nonzero()[0, 0]
+        positions.append(torch.stack([at, at + 1]))
+    background = (1 - masks.sum(1)).clamp(0, 1)  # (B, h, w)
+    targets = background[:, None].expand(-1, 2, -1, -1)
+    return ids, torch.stack(positions), targets, torch.ones(len(entries), 2, dtype=torch.bool)
+
+
+def grounding_loss(maps: list[torch.Tensor], positions, targets, valid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token loss (1 − attention mass inside the object) and pixel loss (BCE of the max-normalised
+    map against the object's mask), averaged over grounded tokens and layers (TokenCompose, Eqs. 3–4).
+
+    ``maps``: per layer (B, Q, L) head-mean attention, Q = h'·w'.
+    """
+    token_terms, pixel_terms = [], []
+    weight = valid.float()
+    count = weight.sum().clamp(min=1)
+    for probs in maps:
+        side = math.isqrt(probs.shape[1])
+        m = F.adaptive_avg_pool2d(targets, side).flatten(2)  # (B, T, Q)
+        a = probs.gather(2, positions[:, None, :].expand(-1, probs.shape[1], -1)).transpose(1, 2)  # (B, T, Q)
+        inside = (a * m).sum(-1) / a.sum(-1).clamp(min=1e-8)
+        token_terms.append(((1 - inside) * weight).sum() / count)
+        norm = (a / a.amax(-1, keepdim=True).clamp(min=1e-8)).clamp(1e-6, 1 - 1e-6)
+        bce = F.binary_cross_entropy(norm, m, reduction="none").mean(-1)
+        pixel_terms.append((bce * weight).sum() / count)
+    return torch.stack(token_terms).mean(), torch.stack(pixel_terms).mean()
+
+
+def load_init(folder: Path, tokenizer):
+    """UNet and text encoder from an exported model folder (fine-tuning), in fp32."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32)
+    text = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
+    return unet, text
+
+
+def train_unet(
+    work: Path,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    stop_after: int | None = None,
+    init: Path | None = None,
+    ground: tuple[float, float] = (0.0, 0.0),
+    device: str = "cpu",
+    ground_absent: float = 0.0,
+) -> None:
+    """``steps`` sets the schedule; ``stop_after`` ends the run early (checkpoint kept, resumable).
+
+    ``init`` fine-tunes an exported model instead of starting from scratch; ``ground`` weighs the
+    token and pixel grounding losses on every cross-attention layer (0 = off); ``ground_absent``
+    weighs the same losses for a concept half the batch lacks, grounded in the background (an
+    extra network call on half the batch, no denoising loss).
+    """
     from diffusers import DDPMScheduler
 
     tokenizer = tokenizer_at(work)
+    colour_ids = colour_token_ids(tokenizer)
     data = torch.load(work / "latents.pt")
     latents, entries = data["latents"], data["scenes"]
+    object_area = data.get("masks")
+    if any(ground) and object_area is None:
+        raise SystemExit("latents.pt has no object masks: delete it and rerun the latents stage")
     torch.manual_seed(seed)
-    unet, text = unet_model(), text_model(tokenizer)
+    unet, text = load_init(init, tokenizer) if init else (unet_model(), text_model(tokenizer))
+    unet.to(device), text.to(device)
+    maps: list[torch.Tensor] = []
+    if any(ground):
+        unet.set_attn_processor(
+            {
+                name: GroundingProcessor(maps) if ".attn2." in name else proc
+                for name, proc in unet.attn_processors.items()
+            }
+        )
     params = list(unet.parameters()) + list(text.parameters())
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    warmup = min(300, steps // 10)
+    warmup = min(300, steps // 20)
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -229,24 +395,44 @@ def train_unet(work: Path, steps: int, batch: int, lr: float, seed: int, stop_af
     noise_sched = DDPMScheduler(**SD_SCHEDULE)
     alphas = noise_sched.alphas_cumprod
     snr = alphas / (1 - alphas)
-    weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-γ (γ = 5) for ε-prediction
+    weight = (torch.clamp(snr, max=5.0) / snr).to(device)  # min-SNR-γ (γ = 5) for ε-prediction
     rng = random.Random(seed * 1000 + start)
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
     t0 = time.time()
     for step in range(start, min(steps, stop_after or steps)):
         idx = torch.randint(0, len(latents), (batch,))
-        x0 = latents[idx].float()
-        captions = [training_caption(entries[i], rng) for i in idx.tolist()]
-        ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        x0 = latents[idx].float().to(device)
+        chosen = [entries[i] for i in idx.tolist()]
+        captions, named = zip(*(training_caption(e, rng) for e in chosen), strict=True)
+        ids = tokenizer(
+            list(captions), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
         t = torch.randint(0, 1000, (batch,))
         noise = torch.randn_like(x0)
-        xt = noise_sched.add_noise(x0, noise, t)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            cond = text(ids).last_hidden_state
-            pred = unet(xt, t, cond).sample
+        xt = noise_sched.add_noise(x0.cpu(), noise.cpu(), t).to(device)
+        maps.clear()
+        with autocast:
+            cond = text(ids.to(device)).last_hidden_state
+            pred = unet(xt, t.to(device), cond).sample
         loss = ((pred.float() - noise) ** 2).mean((1, 2, 3))
-        loss = (loss * weight[t]).mean()
+        loss = (loss * weight[t.to(device)]).mean()
+        token_loss = pixel_loss = torch.zeros((), device=device)
+        if any(ground):
+            area = object_area[idx].float() / 255
+            positions, targets, valid = grounding_targets(ids, list(named), chosen, area, colour_ids)
+            token_loss, pixel_loss = grounding_loss(maps, positions.to(device), targets.to(device), valid.to(device))
+        total = loss + ground[0] * token_loss + ground[1] * pixel_loss
+        token_abs = torch.zeros((), device=device)
+        if ground_absent:
+            half = batch // 2
+            absent = absent_targets(chosen[:half], object_area[idx[:half]].float() / 255, rng, colour_ids, tokenizer)
+            maps.clear()
+            with autocast:
+                unet(xt[:half], t[:half].to(device), text(absent[0].to(device)).last_hidden_state)
+            token_abs, pixel_abs = grounding_loss(maps, *(a.to(device) for a in absent[1:]))
+            total = total + ground_absent * (ground[0] * token_abs + ground[1] * pixel_abs)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
@@ -260,6 +446,9 @@ def train_unet(work: Path, steps: int, batch: int, lr: float, seed: int, stop_af
                 stage="unet",
                 step=step,
                 loss=round(loss.item(), 4),
+                token=round(token_loss.item(), 4),
+                pixel=round(pixel_loss.item(), 4),
+                absent=round(token_abs.item(), 4),
                 lr=sched.get_last_lr()[0],
                 s=round(time.time() - t0),
             )
@@ -269,7 +458,7 @@ def train_unet(work: Path, steps: int, batch: int, lr: float, seed: int, stop_af
                 "text": text.state_dict(),
                 "opt": opt.state_dict(),
                 "sched": sched.state_dict(),
-                "ema": ema,
+                "ema": [e.cpu() for e in ema],
                 "step": step + 1,
                 "torch_rng": torch.get_rng_state(),
             }
@@ -317,15 +506,42 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, help="fine-tune this exported model (its VAE is kept as is)")
+    parser.add_argument(
+        "--ground",
+        type=float,
+        nargs=2,
+        default=(0.0, 0.0),
+        metavar=("TOKEN", "PIXEL"),
+        help="weights of the token and pixel grounding losses on the cross-attention maps",
+    )
+    parser.add_argument(
+        "--ground-absent",
+        type=float,
+        default=0.0,
+        help="weight (relative to --ground) of grounding a concept the scene lacks in its background",
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage in ("vae", "all"):
-        train_vae(args.work, args.vae_steps, 16, args.seed)
+        train_vae(args.work, args.vae_steps, 16, args.seed, args.init)
     if args.stage in ("latents", "all"):
         encode_latents(args.work, args.scenes)
     if args.stage in ("unet", "all"):
-        train_unet(args.work, args.steps, args.batch, args.lr, args.seed, args.stop_after)
+        train_unet(
+            args.work,
+            args.steps,
+            args.batch,
+            args.lr,
+            args.seed,
+            args.stop_after,
+            args.init,
+            tuple(args.ground),
+            args.device,
+            args.ground_absent,
+        )
     if args.stage in ("export", "all"):
         export(args.work, args.out)
 
