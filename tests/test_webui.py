@@ -251,16 +251,16 @@ def test_the_app_in_a_real_browser():
             page.goto(f"http://127.0.0.1:{port}", wait_until="networkidle")
             page.locator("#input-image input[type=file]").set_input_files(str(photo))
             _fill(page, 0, 0, "red circle")
-            _fill(page, 0, 2, "8")
+            _fill(page, 0, 2, "6")
             _fill(page, 1, 0, "blue square")
             _fill(page, 1, 1, "-")
-            _fill(page, 1, 2, "8")
+            _fill(page, 1, 2, "4")
             page.locator("#run").click()
             page.locator("#edited img").wait_for(timeout=120_000)
             assert page.locator("#edited img").get_attribute("src").endswith(".png")
             page.wait_for_function("document.querySelectorAll('#masks img').length >= 2", timeout=60_000)
             assert service.misses == 1 and service.hits == 0
-            _fill(page, 0, 2, "10")  # a new scale for the first concept, then run again
+            _fill(page, 0, 2, "8")  # a new scale for the first concept (make demo's), then run again
             page.locator("#run").click()
             page.wait_for_function(
                 "document.querySelector('#status') && document.querySelector('#status').innerText.includes('cached')",

@@ -103,8 +103,10 @@ class EditorService:
         return self._cache[key]
 
 
-def parse_concepts(rows: Any) -> list[Edit]:
-    """Edits from the concepts table: (concept, direction, scale, threshold, warm-up, cool-down)."""
+def parse_concepts(rows: Any, recommended: dict[str, Any] | None = None) -> list[Edit]:
+    """Edits from the concepts table: (concept, direction, scale, threshold, warm-up, cool-down);
+    an empty scale or threshold cell takes the model's ``recommended`` value, else the default."""
+    recommended = recommended or {}
     if rows is None:
         return []
     if hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas DataFrame
@@ -123,8 +125,8 @@ def parse_concepts(rows: Any) -> list[Edit]:
                 Edit(
                     text,
                     remove=DIRECTIONS[direction],
-                    scale=_number(cells[2], "scale", defaults.EDIT_SCALE),
-                    threshold=_number(cells[3], "threshold", defaults.EDIT_THRESHOLD),
+                    scale=_number(cells[2], "scale", recommended.get("scale", defaults.EDIT_SCALE)),
+                    threshold=_number(cells[3], "threshold", recommended.get("threshold", defaults.EDIT_THRESHOLD)),
                     warmup_steps=_whole(_number(cells[4], "warm-up", defaults.WARMUP_STEPS)),
                     cooldown_steps=_whole(_number(cells[5], "cool-down", None)),
                 )
@@ -183,7 +185,9 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
     settings = read_settings(settings)
     background = editor_value.get("background") if isinstance(editor_value, dict) else editor_value
     image = service.check_image(background)
-    edits = parse_concepts(rows)
+    from .models import model_settings
+
+    edits = parse_concepts(rows, model_settings(service.model).get("recommended"))
     inv_settings = {k: settings[k] for k in ("steps", "skip", "solver", "seed", "source_prompt", "source_guidance")}
 
     def report(stage: str, done: int, total: int) -> None:
@@ -236,11 +240,25 @@ def _hand_over_background_path(editor: Any) -> None:
     editor.preprocess = preprocess
 
 
+#: The settings a model folder may recommend (``leditspp.json``), where it does not.
+RECOMMENDED_FALLBACK = {
+    "scale": defaults.EDIT_SCALE,
+    "threshold": defaults.EDIT_THRESHOLD,
+    "steps": defaults.STEPS,
+    "skip": defaults.SKIP,
+    "source_guidance": defaults.SOURCE_GUIDANCE,
+    "mask_mode": defaults.MASK_MODE,
+}
+
+
 def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLES_DIR) -> Any:
     """The Gradio Blocks app (nothing is loaded until the first request)."""
     import gradio as gr
 
+    from .models import model_settings
+
     service = service or EditorService()
+    rec = {**RECOMMENDED_FALLBACK, **model_settings(service.model).get("recommended", {})}
     examples = sorted(str(p) for p in examples_dir.glob("*.png")) if examples_dir.is_dir() else []
 
     def on_run(
@@ -290,7 +308,7 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
                 concepts = gr.Dataframe(
                     headers=CONCEPT_COLUMNS,
                     datatype=["str", "str", "number", "number", "number", "number"],
-                    value=[["", "+", defaults.EDIT_SCALE, defaults.EDIT_THRESHOLD, 0, None] for _ in range(3)],
+                    value=[["", "+", rec["scale"], rec["threshold"], 0, None] for _ in range(3)],
                     row_count=3,
                     column_count=6,
                     interactive=True,
@@ -298,14 +316,14 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
                     elem_id="concepts",
                 )
                 with gr.Accordion("settings", open=False):
-                    steps = gr.Slider(1, 100, value=defaults.STEPS, step=1, label="steps")
-                    skip = gr.Slider(0.0, 0.9, value=defaults.SKIP, step=0.05, label="skip")
+                    steps = gr.Slider(1, 100, value=rec["steps"], step=1, label="steps")
+                    skip = gr.Slider(0.0, 0.9, value=rec["skip"], step=0.05, label="skip")
                     solver = gr.Radio(["dpmsolver++", "ddpm"], value=defaults.SOLVER, label="solver")
                     seed = gr.Number(value=0, label="seed")  # no rounding: a fraction is refused
                     source_prompt = gr.Textbox(label="source prompt (describes the input; optional)")
-                    source_guidance = gr.Slider(0.0, 15.0, value=defaults.SOURCE_GUIDANCE, label="source guidance")
+                    source_guidance = gr.Slider(0.0, 15.0, value=rec["source_guidance"], label="source guidance")
                     mask_mode = gr.Radio(
-                        ["intersect", "attention", "noise", "none"], value=defaults.MASK_MODE, label="mask mode"
+                        ["intersect", "attention", "noise", "none"], value=rec["mask_mode"], label="mask mode"
                     )
                 run = gr.Button("Edit", variant="primary", elem_id="run")
             with gr.Column():
