@@ -19,7 +19,7 @@ from . import __version__, defaults
 from .errors import LeditsError
 
 EXAMPLES = """examples:
-  leditspp edit examples/shapes.png -e "+red circle:8" -e "-blue square:8" -o out.png   # built-in demo model
+  leditspp edit examples/shapes.png -e "+red circle:8" -e "-blue square:4" -o out.png   # built-in demo model
   leditspp edit photo.png -e "+sunglasses" -e "-beard:7" --model stable-diffusion-v1-5/stable-diffusion-v1-5 -o out.png
   leditspp edit photos/ "more/*.jpg" -e "+snow:6" --model ./my-sd-folder -o edited/ --masks
   leditspp edit photos/ --recipe recipe.yaml -o edited/      # per-image edits from a recipe file
