@@ -31,11 +31,11 @@ def mask_panel(image: Image.Image, mask: np.ndarray) -> Image.Image:
 
 def main() -> None:
     editor = Editor.from_pretrained("demo", device="cpu")
-    settings = editor.recommended
-    edits = [Edit.parse(e, scale=settings.get("scale", 5.0), threshold=settings.get("threshold", 0.9)) for e in EDITS]
+    rec = editor.recommended
+    edits = [Edit.parse(e, scale=rec["scale"], threshold=rec["threshold"]) for e in EDITS]
     source = Image.open(EXAMPLE).convert("RGB")
-    inversion = editor.invert(source, seed=0, **{k: settings[k] for k in ("steps", "skip") if k in settings})
-    result = editor.edit(inversion, edits, mask_mode=settings.get("mask_mode", "intersect"))
+    inversion = editor.invert(source, seed=0, steps=rec["steps"], skip=rec["skip"])
+    result = editor.edit(inversion, edits, mask_mode=rec["mask_mode"])
     panels = [("input", source), ("edited", result.images[0])]
     means = result.mask_means[:, 0].cpu().numpy()
     panels += [(f"mask {e.prompt}", mask_panel(source, m)) for e, m in zip(edits, means, strict=True)]

@@ -163,11 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
         return _info(args.file)
-    if args.command == "serve":
-        return _serve(args)
     from .editor import check_device
 
     check_device(args.device)  # before reading images or loading anything
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "invert":
         return _invert_command(args)
     return _edit_command(args)
@@ -196,10 +196,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("gradio") is None:
         raise LeditsError("the web UI needs Gradio, which is not installed: pip install 'leditspp[web]'")
-    from .editor import check_device
     from .webui import serve
 
-    check_device(args.device)
     print(f"leditspp web UI on http://{args.host}:{args.port} (model: {args.model or defaults.MODEL}); Ctrl-C stops it")
     serve(args.model or defaults.MODEL, args.host, args.port, args.max_upload_mb, args.device, compile=args.compile)
     return 0
@@ -227,17 +225,24 @@ def _recommended(args: argparse.Namespace, recipe: dict[str, Any]) -> tuple[str,
 
 def _edit_defaults(args: argparse.Namespace, recommended: dict[str, Any]) -> dict[str, Any]:
     """Scale and threshold of concepts that give none: the flag, else the model's, else the default."""
-    return {
-        "scale": args.scale if args.scale is not None else recommended.get("scale", defaults.EDIT_SCALE),
-        "threshold": args.threshold
-        if args.threshold is not None
-        else recommended.get("threshold", defaults.EDIT_THRESHOLD),
-    }
+    from .models import RECOMMENDABLE
+
+    rec = {**RECOMMENDABLE, **recommended}
+    return {key: rec[key] if getattr(args, key) is None else getattr(args, key) for key in ("scale", "threshold")}
 
 
 #: Inversion settings that a saved inversion fixes; giving them with --inversion is refused.
-INVERSION_FLAGS = ("steps", "skip", "solver", "seed", "source_prompt", "source_guidance", "negative_prompt")
-INVERSION_FLAGS += ("height", "width")
+INVERSION_FLAGS = (
+    "steps",
+    "skip",
+    "solver",
+    "seed",
+    "source_prompt",
+    "source_guidance",
+    "negative_prompt",
+    "height",
+    "width",
+)
 
 
 def _check_inversion_flags(args: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_siz
 from .masking import MASK_MODES, needs_attention, resize_user_mask
 from .memory import inversion_chunk
 from .models import (
+    RECOMMENDABLE,
     Conditioning,
     ModelAdapter,
     adapter_from_components,
@@ -71,8 +72,9 @@ class Editor:
     def __init__(self, model: ModelAdapter, recommended: dict[str, Any] | None = None) -> None:
         self.model = model
         self.fingerprint = fingerprint(model.components())
-        #: Settings the model folder recommends (its ``leditspp.json``): defaults of the CLI and web UI.
-        self.recommended = dict(recommended or {})
+        #: The settings this model recommends (its folder's ``leditspp.json``), the project's
+        #: defaults where it names none: what the CLI and the web UI default to for it.
+        self.recommended = {**RECOMMENDABLE, **(recommended or {})}
 
     # -- construction -------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ re-runs only the edit loop.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -63,6 +64,14 @@ class EditorService:
                     self._editor.compile()
             return self._editor
 
+    @functools.cached_property
+    def recommended(self) -> dict[str, Any]:
+        """The model's recommended settings (its ``leditspp.json``), defaults filled in: read once,
+        without loading the model, so the table's defaults and bad rows need no model."""
+        from .models import RECOMMENDABLE, model_settings
+
+        return {**RECOMMENDABLE, **model_settings(self.model).get("recommended", {})}
+
     def check_image(self, image: Any) -> Image.Image:
         """An uploaded image as RGB, or a clear error (missing, not an image, empty, huge, animated).
 
@@ -106,7 +115,9 @@ class EditorService:
 def parse_concepts(rows: Any, recommended: dict[str, Any] | None = None) -> list[Edit]:
     """Edits from the concepts table: (concept, direction, scale, threshold, warm-up, cool-down);
     an empty scale or threshold cell takes the model's ``recommended`` value, else the default."""
-    recommended = recommended or {}
+    from .models import RECOMMENDABLE
+
+    recommended = {**RECOMMENDABLE, **(recommended or {})}
     if rows is None:
         return []
     if hasattr(rows, "values") and hasattr(rows, "columns"):  # a pandas DataFrame
@@ -125,8 +136,8 @@ def parse_concepts(rows: Any, recommended: dict[str, Any] | None = None) -> list
                 Edit(
                     text,
                     remove=DIRECTIONS[direction],
-                    scale=_number(cells[2], "scale", recommended.get("scale", defaults.EDIT_SCALE)),
-                    threshold=_number(cells[3], "threshold", recommended.get("threshold", defaults.EDIT_THRESHOLD)),
+                    scale=_number(cells[2], "scale", recommended["scale"]),
+                    threshold=_number(cells[3], "threshold", recommended["threshold"]),
                     warmup_steps=_whole(_number(cells[4], "warm-up", defaults.WARMUP_STEPS)),
                     cooldown_steps=_whole(_number(cells[5], "cool-down", None)),
                 )
@@ -185,9 +196,7 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
     settings = read_settings(settings)
     background = editor_value.get("background") if isinstance(editor_value, dict) else editor_value
     image = service.check_image(background)
-    from .models import model_settings
-
-    edits = parse_concepts(rows, model_settings(service.model).get("recommended"))
+    edits = parse_concepts(rows, service.recommended)
     inv_settings = {k: settings[k] for k in ("steps", "skip", "solver", "seed", "source_prompt", "source_guidance")}
 
     def report(stage: str, done: int, total: int) -> None:
@@ -240,25 +249,12 @@ def _hand_over_background_path(editor: Any) -> None:
     editor.preprocess = preprocess
 
 
-#: The settings a model folder may recommend (``leditspp.json``), where it does not.
-RECOMMENDED_FALLBACK = {
-    "scale": defaults.EDIT_SCALE,
-    "threshold": defaults.EDIT_THRESHOLD,
-    "steps": defaults.STEPS,
-    "skip": defaults.SKIP,
-    "source_guidance": defaults.SOURCE_GUIDANCE,
-    "mask_mode": defaults.MASK_MODE,
-}
-
-
 def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLES_DIR) -> Any:
     """The Gradio Blocks app (nothing is loaded until the first request)."""
     import gradio as gr
 
-    from .models import model_settings
-
     service = service or EditorService()
-    rec = {**RECOMMENDED_FALLBACK, **model_settings(service.model).get("recommended", {})}
+    rec = service.recommended
     examples = sorted(str(p) for p in examples_dir.glob("*.png")) if examples_dir.is_dir() else []
 
     def on_run(

@@ -83,14 +83,15 @@ def resolve_model(model: str) -> str:
 
 #: A model folder may hold this file: what it declares for leditspp (see :func:`model_settings`).
 MODEL_SETTINGS_FILE = "leditspp.json"
-#: Edit and inversion settings a model may recommend, with the types they must have.
-RECOMMENDABLE = {
-    "steps": int,
-    "skip": float,
-    "scale": float,
-    "threshold": float,
-    "mask_mode": str,
-    "source_guidance": float,
+#: Edit and inversion settings a model may recommend, with the defaults that hold where it does not
+#: (their types are the types a recommendation must have).
+RECOMMENDABLE: dict[str, Any] = {
+    "steps": defaults.STEPS,
+    "skip": defaults.SKIP,
+    "scale": defaults.EDIT_SCALE,
+    "threshold": defaults.EDIT_THRESHOLD,
+    "mask_mode": defaults.MASK_MODE,
+    "source_guidance": defaults.SOURCE_GUIDANCE,
 }
 
 
@@ -105,10 +106,12 @@ def model_settings(model: str) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise LeditsError(f"{path}: cannot be read as JSON ({exc}); fix or remove the file") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("recommended", {}), dict):
+        raise LeditsError(f"{path}: must be a JSON object whose 'recommended' is an object; fix or remove the file")
     level = data.get("mask_level", defaults.MASK_LEVEL)
     recommended = data.get("recommended", {})
     bad = [k for k in data if k not in ("mask_level", "recommended", "comment")]
-    bad += [k for k, v in recommended.items() if k not in RECOMMENDABLE or not _of_type(v, RECOMMENDABLE[k])]
+    bad += [k for k, v in recommended.items() if k not in RECOMMENDABLE or not _of_type(v, type(RECOMMENDABLE[k]))]
     if bad or not isinstance(level, int) or level < 0:
         raise LeditsError(
             f"{path}: unknown or mistyped entries {bad or ['mask_level']}; it may give mask_level (int ≥ 0) "
@@ -156,6 +159,7 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
 __all__ = [
     "DEMO_NAME",
     "DEMO_PATH",
+    "RECOMMENDABLE",
     "Conditioning",
     "ModelAdapter",
     "StableDiffusion",
