@@ -275,7 +275,11 @@ def ours(editor: Editor, image: Any, steps: int, edits: tuple[Edit, ...]) -> Any
 
 def theirs(port: Any, image: Any, steps: int, edits: tuple[Edit, ...]) -> Any:
     with keep_attention_processors(port.unet):  # the port leaves unfused processors behind
+        vae_dtype = port.vae.dtype
         port.invert(image=image, num_inversion_steps=steps, skip=SKIP, generator=torch.Generator().manual_seed(0))
+        # The SDXL port's invert upcasts a force_upcast VAE for its reconstruction and never casts
+        # it back; its edit then feeds fp16 latents to the fp32 VAE and crashes. Undo it for it.
+        port.vae.to(vae_dtype)
         return port(
             **port_edit_arguments(edits, steps),
             use_intersect_mask=True,
