@@ -17,6 +17,9 @@ STEPS: Final = 30
 SKIP: Final = 0.15
 #: Solver shared by inversion and editing: SDE-DPM-Solver++(2M) (paper Eq. 5).
 SOLVER: Final = "dpmsolver++"
+#: Seed of the auxiliary noises of the inversion (API, CLI and web UI alike): the same image and
+#: settings give the same inversion unless another seed or a generator is given.
+SEED: Final = 0
 #: Classifier-free guidance scale g_src of an optional source prompt during inversion (B §4.3).
 SOURCE_GUIDANCE: Final = 3.5
 
