@@ -42,6 +42,19 @@ def test_building_the_app_loads_no_model_and_writes_nothing(sd_folder):
     assert not Path(leditspp.webui.__file__).with_suffix(".pyi").exists()  # Gradio stubs a component subclass
 
 
+def test_the_web_ui_does_not_import_the_command_line():
+    """The CLI starts the web UI (``serve``); the web UI takes what they share from io, never from
+    the CLI, at import time or inside a function (no import loop)."""
+    import ast
+
+    import leditspp.webui
+
+    tree = ast.parse(Path(leditspp.webui.__file__).read_text(encoding="utf-8"))
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "io" in modules and not {"cli", "leditspp.cli"} & modules
+
+
 def test_a_compiling_service_compiles_its_editor_once(sd_folder, monkeypatch):
     from leditspp import Editor
 

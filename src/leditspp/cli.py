@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -176,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
 def _info(path: str) -> int:
     """Print a PNG's recipe or an inversion's metadata as JSON."""
     from .inversion import read_metadata
+    from .io import PNG_KEY
     from .recipes import read_recipe
 
     if Path(path).suffix.lower() == ".safetensors":
@@ -186,7 +186,7 @@ def _info(path: str) -> int:
         from PIL import Image
 
         with Image.open(path) as im:
-            data = json.loads(im.text["leditspp"])
+            data = json.loads(im.text[PNG_KEY])
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return 0
 
@@ -290,7 +290,7 @@ def _edit_command(args: argparse.Namespace) -> int:
     """Check everything that is cheap to check, then load the model once and edit every input."""
     from .edits import Edit, check_warmup
     from .inversion import Inversion
-    from .io import open_image
+    from .io import mask_overlays, open_image, save_image
     from .recipes import for_image, read_recipe
     from .solvers.base import validate_steps
 
@@ -420,21 +420,6 @@ def _outputs(inputs: list[str | None], output: str) -> list[Path]:
     return [folder / f"{stem}.png" for stem in stems]
 
 
-def mask_overlays(image: Any, masks: Any, color: tuple[int, int, int] = (255, 0, 80)) -> list[Any]:
-    """Each concept's mask (E, h, w) over a dimmed copy of ``image``, upsampled to its size."""
-    import numpy as np
-    from PIL import Image
-
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    overlays = []
-    for mask in masks.float().cpu().numpy():
-        m = np.asarray(Image.fromarray(mask * 255).convert("L").resize(image.size, Image.NEAREST)) > 127
-        out = base * 0.45
-        out[m] = base[m] * 0.35 + np.array(color, dtype=np.float32) * 0.65
-        overlays.append(Image.fromarray(out.round().astype(np.uint8)))
-    return overlays
-
-
 def _invert(editor: Any, image: Any, settings: dict[str, Any], bar: Any, max_pixels: int | None) -> Any:
     return editor.invert(
         image,
@@ -511,20 +496,6 @@ def _progress(quiet: bool) -> Any:
             bar.close()
 
     return update
-
-
-def save_image(image: Any, path: str | os.PathLike[str], recipe: dict[str, Any]) -> Path:
-    """Write ``image`` atomically (:func:`leditspp.files.atomic_write`); PNGs carry the recipe as text."""
-    from PIL import Image, PngImagePlugin
-
-    from .files import atomic_write
-
-    path = Path(path)
-    options: dict[str, Any] = {"format": Image.registered_extensions()[path.suffix.lower()]}
-    if options["format"] == "PNG":
-        options["pnginfo"] = PngImagePlugin.PngInfo()
-        options["pnginfo"].add_text("leditspp", json.dumps(recipe))
-    return atomic_write(path, lambda tmp: image.save(tmp, **options))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Images in and out: reading, validating, resizing to a model-friendly size, PIL conversion."""
+"""Images in and out: reading, validating, resizing to a model-friendly size, PIL conversion,
+writing (atomically, with the recipe embedded in PNGs) and mask overlays."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -9,12 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import defaults
 from .errors import LeditsError
+from .files import atomic_write
 
 ImageInput = Any  # PIL.Image | str | os.PathLike | np.ndarray | torch.Tensor, or a list of these
+#: The PNG text chunk that holds the recipe of an image leditspp wrote (see :mod:`leditspp.recipes`).
+PNG_KEY = "leditspp"
 
 
 def open_image(path: str | os.PathLike[str], max_pixels: int | None = defaults.MAX_DECODE_PIXELS) -> Image.Image:
@@ -180,3 +185,28 @@ def load_mask(mask: Any) -> torch.Tensor:
     if mask.numel() == 0 or not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
         raise LeditsError("user_mask values must be in [0, 1] (1 = may be edited)")
     return mask.float()
+
+
+def save_image(image: Image.Image, path: str | os.PathLike[str], recipe: dict[str, Any]) -> Path:
+    """Write ``image`` atomically (:func:`leditspp.files.atomic_write`), in the format its suffix
+    names; PNGs carry ``recipe`` as JSON text under :data:`PNG_KEY`."""
+    path = Path(path)
+    options: dict[str, Any] = {"format": Image.registered_extensions()[path.suffix.lower()]}
+    if options["format"] == "PNG":
+        options["pnginfo"] = PngImagePlugin.PngInfo()
+        options["pnginfo"].add_text(PNG_KEY, json.dumps(recipe))
+    return atomic_write(path, lambda tmp: image.save(tmp, **options))
+
+
+def mask_overlays(
+    image: Image.Image, masks: torch.Tensor, color: tuple[int, int, int] = (255, 0, 80)
+) -> list[Image.Image]:
+    """Each concept's mask (E, h, w) over a dimmed copy of ``image``, upsampled to its size."""
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    overlays = []
+    for mask in masks.float().cpu().numpy():
+        m = np.asarray(Image.fromarray(mask * 255).convert("L").resize(image.size, Image.NEAREST)) > 127
+        out = base * 0.45
+        out[m] = base[m] * 0.35 + np.array(color, dtype=np.float32) * 0.65
+        overlays.append(Image.fromarray(out.round().astype(np.uint8)))
+    return overlays

@@ -17,8 +17,8 @@ from typing import Any
 
 from .edits import Edit
 from .errors import LeditsError, is_int, is_number
+from .io import PNG_KEY
 
-PNG_KEY = "leditspp"
 #: Recipe keys besides ``edits`` and ``images``: the inversion and edit settings of the CLI.
 SETTINGS = (
     "model",

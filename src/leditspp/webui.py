@@ -29,7 +29,7 @@ from . import __version__, defaults
 from .editor import check_seed
 from .edits import Edit
 from .errors import LeditsError
-from .io import check_pixels, open_image, to_rgb
+from .io import check_pixels, mask_overlays, open_image, save_image, to_rgb
 from .solvers import validate_steps
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent.parent / "examples"
@@ -191,8 +191,6 @@ def user_mask_from(editor_value: Any) -> np.ndarray | None:
 def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dict[str, Any], progress: Any = None):
     """One request: (edited image, mask overlays, reconstruction, PNG path, status text).
     ``settings``: the settings panel's values as sent (see :func:`read_settings`)."""
-    from .cli import mask_overlays, save_image
-
     settings = read_settings(settings)
     background = editor_value.get("background") if isinstance(editor_value, dict) else editor_value
     image = service.check_image(background)
