@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from leditspp import LeditsError
 from leditspp.cli import main
+from leditspp.masking import MASK_MODES
+from leditspp.recipes import SETTINGS, check_settings
+from leditspp.solvers import SOLVERS
 
 from .conftest import scene
 
@@ -192,6 +196,7 @@ def test_a_folder_and_a_glob_with_per_image_yaml_recipes_and_mask_overlays(sd_fo
         ('{"edits": ["+hat"], "colour": 3}', "unknown recipe keys ['colour']"),
         ('{"edits": "+hat"}', "must be a list"),
         ("{not json", "cannot be parsed"),
+        ('{"solver": ["ddpm"]}', "solver must be one of"),
     ],
 )
 def test_bad_recipes_exit_2(sd_folder, photo, tmp_path, capsys, recipe, message):
@@ -207,3 +212,22 @@ def test_several_images_need_an_output_folder(photo, tmp_path, capsys):
     scene(64, 64, seed=40).save(other)
     code = main(["edit", str(photo), str(other), "-e", "+hat", "-o", str(tmp_path / "x.png")])
     assert code == 2 and "need a folder" in capsys.readouterr().err
+
+
+def test_every_setting_of_the_schema_is_checked():
+    """A setting added to recipes.SETTINGS without a check would slip through from recipes and flags."""
+    for key in SETTINGS:
+        with pytest.raises(LeditsError, match=f"recipe: {key} must be"):
+            check_settings({key: [1]}, "recipe")
+    with pytest.raises(LeditsError, match="unknown setting 'colour'"):
+        check_settings({"colour": 3}, "recipe")
+
+
+def test_solver_and_mask_mode_choices_read_their_one_declaration(monkeypatch, capsys):
+    monkeypatch.setitem(SOLVERS, "toy", SOLVERS["ddpm"])  # a solver declared where solvers are
+    with pytest.raises(SystemExit):
+        main(["edit", "--help"])
+    usage = capsys.readouterr().out
+    assert "{" + ",".join(SOLVERS) + "}" in usage and "toy" in usage
+    assert "{" + ",".join(MASK_MODES) + "}" in usage
+    check_settings({"solver": "toy"}, "recipe")

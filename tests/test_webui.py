@@ -55,6 +55,19 @@ def test_the_web_ui_does_not_import_the_command_line():
     assert "io" in modules and not {"cli", "leditspp.cli"} & modules
 
 
+def test_the_settings_panel_reads_the_schema_and_the_declared_choices(sd_folder, monkeypatch):
+    from leditspp.masking import MASK_MODES
+    from leditspp.recipes import SETTINGS as SCHEMA
+    from leditspp.solvers import SOLVERS
+
+    monkeypatch.setitem(SOLVERS, "toy", SOLVERS["ddpm"])  # a solver declared where solvers are
+    app = build_app(EditorService(model=str(sd_folder)))
+    panel = {b.label: b for b in app.blocks.values() if getattr(b, "label", None) in ("solver", "mask mode")}
+    assert [value for _, value in panel["solver"].choices] == list(SOLVERS)
+    assert [value for _, value in panel["mask mode"].choices] == list(MASK_MODES)
+    assert panel["solver"].value == SCHEMA["solver"]
+
+
 def test_a_compiling_service_compiles_its_editor_once(sd_folder, monkeypatch):
     from leditspp import Editor
 
@@ -101,6 +114,8 @@ def test_settings_are_checked_with_their_range():
         ("steps", 0, r"steps must be an integer in \[1, 1000\]"),
         ("steps", 2.5, r"steps must be an integer"),
         ("skip", float("nan"), r"skip is a fraction in \[0, 1\)"),
+        ("solver", "euler", "settings: solver must be one of"),
+        ("mask_mode", "all", "settings: mask_mode must be one of"),
     ]:
         with pytest.raises(LeditsError, match=message):
             read_settings({**SETTINGS, name: value})

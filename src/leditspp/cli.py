@@ -16,6 +16,9 @@ from typing import Any
 
 from . import __version__, defaults
 from .errors import LeditsError
+from .masking import MASK_MODES
+from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
+from .solvers import SOLVERS
 
 EXAMPLES = """examples:
   leditspp edit examples/shapes.png -e "+red circle:8" -e "-blue square:4" -o out.png   # built-in demo model
@@ -33,21 +36,6 @@ recipe (JSON/YAML): {"steps": 30, "edits": ["+hat"], "images": {"a.png": {"edits
 """
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-#: Settings a recipe can give; an explicit flag wins over the recipe, the recipe over the default.
-DEFAULTS: dict[str, Any] = {
-    "model": defaults.MODEL,
-    "steps": defaults.STEPS,
-    "skip": defaults.SKIP,
-    "solver": defaults.SOLVER,
-    "seed": 0,
-    "source_prompt": "",
-    "source_guidance": defaults.SOURCE_GUIDANCE,
-    "negative_prompt": "",
-    "height": None,
-    "width": None,
-    "mask_mode": defaults.MASK_MODE,
-    "guidance_rescale": defaults.GUIDANCE_RESCALE,
-}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     g = inv.add_argument_group("inversion (defaults in brackets)")
     g.add_argument("--steps", type=int, help=f"inversion/edit steps N [{defaults.STEPS}]")
     g.add_argument("--skip", type=float, help=f"skipped fraction of the schedule [{defaults.SKIP}]")
-    g.add_argument("--solver", choices=("dpmsolver++", "ddpm"), help=f"[{defaults.SOLVER}]")
+    g.add_argument("--solver", choices=tuple(SOLVERS), help=f"[{defaults.SOLVER}]")
     g.add_argument("--seed", type=int, help="seed of the auxiliary noise [0]")
     g.add_argument("--source-prompt", help="describes the input; guides the inversion")
     g.add_argument("--source-guidance", type=float, help=f"[{defaults.SOURCE_GUIDANCE}]")
@@ -126,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--warmup", type=int, default=defaults.WARMUP_STEPS, help="warm-up steps [%(default)s]")
     g.add_argument("--cooldown", type=int, default=defaults.COOLDOWN_STEPS, help="cool-down step [none]")
-    g.add_argument("--mask-mode", choices=("intersect", "attention", "noise", "none"), help=f"[{defaults.MASK_MODE}]")
+    g.add_argument("--mask-mode", choices=MASK_MODES, help=f"[{defaults.MASK_MODE}]")
     g.add_argument("--user-mask", help="mask image (white = may change), any size")
     g.add_argument("--guidance-rescale", type=float, help=f"[{defaults.GUIDANCE_RESCALE}]")
 
@@ -176,7 +164,6 @@ def _info(path: str) -> int:
     """Print a PNG's recipe or an inversion's metadata as JSON."""
     from .inversion import read_metadata
     from .io import PNG_KEY
-    from .recipes import read_recipe
 
     if Path(path).suffix.lower() == ".safetensors":
         meta = read_metadata(path)
@@ -207,11 +194,9 @@ def _settings(
     args: argparse.Namespace, recipe: dict[str, Any], recommended: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Explicit flags over the recipe over the model's recommended settings over the defaults."""
-    from .recipes import check_settings
-
-    flags = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key, None) is not None}
+    flags = {key: getattr(args, key) for key in SETTINGS if getattr(args, key, None) is not None}
     check_settings(flags, "command line")
-    base = {**DEFAULTS, **{k: v for k, v in (recommended or {}).items() if k in DEFAULTS}}
+    base = {**SETTINGS, **{k: v for k, v in (recommended or {}).items() if k in SETTINGS}}
     return {key: flags.get(key, recipe.get(key, default)) for key, default in base.items()}
 
 
@@ -231,22 +216,9 @@ def _edit_defaults(args: argparse.Namespace, recommended: dict[str, Any]) -> dic
     return {key: rec[key] if getattr(args, key) is None else getattr(args, key) for key in ("scale", "threshold")}
 
 
-#: Inversion settings that a saved inversion fixes; giving them with --inversion is refused.
-INVERSION_FLAGS = (
-    "steps",
-    "skip",
-    "solver",
-    "seed",
-    "source_prompt",
-    "source_guidance",
-    "negative_prompt",
-    "height",
-    "width",
-)
-
-
 def _check_inversion_flags(args: argparse.Namespace) -> None:
-    given = [k for k in INVERSION_FLAGS if getattr(args, k, None) is not None]
+    """Refuse flags that would change what a saved inversion fixes."""
+    given = [k for k in INVERSION_SETTINGS if getattr(args, k, None) is not None]
     if given:
         names = ", ".join("--" + k.replace("_", "-") for k in given)
         raise LeditsError(
@@ -291,7 +263,6 @@ def _edit_command(args: argparse.Namespace) -> int:
     from .edits import Edit, check_warmup
     from .inversion import Inversion
     from .io import mask_overlays, open_image, save_image
-    from .recipes import for_image, read_recipe
     from .solvers.base import validate_steps
 
     recipe = read_recipe(args.recipe) if args.recipe else {}

@@ -15,13 +15,31 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import defaults
 from .edits import Edit
 from .errors import LeditsError, is_int, is_number
 from .io import PNG_KEY
 
-#: Recipe keys besides ``edits`` and ``images``: the inversion and edit settings of the CLI.
-SETTINGS = (
-    "model",
+#: The settings schema: every setting a recipe may give (besides ``edits`` and ``images``), with
+#: its default. The CLI's flags, the web UI's settings panel and recipe files all read it; a model's
+#: ``leditspp.json`` may recommend other defaults for some (:data:`leditspp.models.RECOMMENDABLE`).
+#: ``height``/``width`` None: the image's own size, rounded down to what the model needs.
+SETTINGS: dict[str, Any] = {
+    "model": defaults.MODEL,
+    "steps": defaults.STEPS,
+    "skip": defaults.SKIP,
+    "solver": defaults.SOLVER,
+    "seed": 0,
+    "source_prompt": "",
+    "source_guidance": defaults.SOURCE_GUIDANCE,
+    "negative_prompt": "",
+    "height": None,
+    "width": None,
+    "mask_mode": defaults.MASK_MODE,
+    "guidance_rescale": defaults.GUIDANCE_RESCALE,
+}
+#: The settings an inversion is made with (and a saved one fixes); the rest act on the edit.
+INVERSION_SETTINGS = (
     "steps",
     "skip",
     "solver",
@@ -31,8 +49,6 @@ SETTINGS = (
     "negative_prompt",
     "height",
     "width",
-    "mask_mode",
-    "guidance_rescale",
 )
 #: Keys written for information only (ignored when a recipe is read back).
 INFORMATIONAL = ("leditspp", "fingerprint", "family", "dtype", "inversion", "source")
@@ -146,7 +162,8 @@ def for_image(recipe: dict[str, Any], image: str | os.PathLike[str]) -> dict[str
 
 
 def check_settings(settings: dict[str, Any], where: str) -> None:
-    """Check the type and range of every setting present (None means "the default")."""
+    """Check that every key is in :data:`SETTINGS` and every value present has its type and range
+    (None means "the default")."""
     from .editor import check_seed
     from .masking import MASK_MODES
     from .solvers import SOLVERS
@@ -156,6 +173,8 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
             raise LeditsError(f"{where}: {key} must be {what}; got {settings[key]!r}")
 
     for key, value in settings.items():
+        if key not in SETTINGS:
+            raise LeditsError(f"{where}: unknown setting {key!r}; known: {', '.join(SETTINGS)}")
         if value is None:
             continue
         if key in ("model", "source_prompt", "negative_prompt"):
@@ -170,6 +189,6 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
         elif key in ("skip", "guidance_rescale", "source_guidance"):
             need(is_number(value) and math.isfinite(value) and value >= 0, key, "a number ≥ 0")
         elif key == "solver":
-            need(value in SOLVERS, key, f"one of {', '.join(SOLVERS)}")
+            need(isinstance(value, str) and value in SOLVERS, key, f"one of {', '.join(SOLVERS)}")
         elif key == "mask_mode":
-            need(value in MASK_MODES, key, f"one of {', '.join(MASK_MODES)}")
+            need(isinstance(value, str) and value in MASK_MODES, key, f"one of {', '.join(MASK_MODES)}")

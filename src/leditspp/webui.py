@@ -30,7 +30,9 @@ from .editor import check_seed
 from .edits import Edit
 from .errors import LeditsError
 from .io import check_pixels, mask_overlays, open_image, save_image, to_rgb
-from .solvers import validate_steps
+from .masking import MASK_MODES
+from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings
+from .solvers import SOLVERS, validate_steps
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent.parent / "examples"
 CONCEPT_COLUMNS = ["concept", "direction", "scale", "threshold", "warm-up", "cool-down"]
@@ -169,11 +171,13 @@ def _whole(value: Any) -> Any:
 
 
 def read_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings panel's values with steps and seed as ints, checked before the model loads
-    (Gradio's number fields send floats); the other settings are checked where they are used."""
+    """The settings panel's values (keys of :data:`~leditspp.recipes.SETTINGS`) with steps and seed
+    as ints (Gradio's number fields send floats), all checked before the model loads."""
     steps, seed = _whole(settings["steps"]), _whole(settings["seed"])
     validate_steps(steps, settings["skip"])
-    return {**settings, "steps": steps, "seed": check_seed(seed), "source_prompt": settings["source_prompt"] or ""}
+    settings = {**settings, "steps": steps, "seed": check_seed(seed), "source_prompt": settings["source_prompt"] or ""}
+    check_settings(settings, "settings")
+    return settings
 
 
 def user_mask_from(editor_value: Any) -> np.ndarray | None:
@@ -195,7 +199,7 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
     background = editor_value.get("background") if isinstance(editor_value, dict) else editor_value
     image = service.check_image(background)
     edits = parse_concepts(rows, service.recommended)
-    inv_settings = {k: settings[k] for k in ("steps", "skip", "solver", "seed", "source_prompt", "source_guidance")}
+    inv_settings = {k: settings[k] for k in INVERSION_SETTINGS if k in settings}
 
     def report(stage: str, done: int, total: int) -> None:
         if progress is not None:
@@ -252,7 +256,7 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
     import gradio as gr
 
     service = service or EditorService()
-    rec = service.recommended
+    rec = {**SETTINGS, **service.recommended}  # the model's recommended settings over the defaults
     examples = sorted(str(p) for p in examples_dir.glob("*.png")) if examples_dir.is_dir() else []
 
     def on_run(
@@ -312,13 +316,11 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
                 with gr.Accordion("settings", open=False):
                     steps = gr.Slider(1, 100, value=rec["steps"], step=1, label="steps")
                     skip = gr.Slider(0.0, 0.9, value=rec["skip"], step=0.05, label="skip")
-                    solver = gr.Radio(["dpmsolver++", "ddpm"], value=defaults.SOLVER, label="solver")
+                    solver = gr.Radio(list(SOLVERS), value=rec["solver"], label="solver")
                     seed = gr.Number(value=0, label="seed")  # no rounding: a fraction is refused
                     source_prompt = gr.Textbox(label="source prompt (describes the input; optional)")
                     source_guidance = gr.Slider(0.0, 15.0, value=rec["source_guidance"], label="source guidance")
-                    mask_mode = gr.Radio(
-                        ["intersect", "attention", "noise", "none"], value=rec["mask_mode"], label="mask mode"
-                    )
+                    mask_mode = gr.Radio(list(MASK_MODES), value=rec["mask_mode"], label="mask mode")
                 run = gr.Button("Edit", variant="primary", elem_id="run")
             with gr.Column():
                 # PNG, not Gradio's default lossy WebP: the reconstruction must show exact on screen
