@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leditspp import LeditsError
+from leditspp import LeditsError, defaults
 from leditspp.cli import main
 from leditspp.masking import MASK_MODES
 from leditspp.recipes import SETTINGS, check_settings
@@ -141,7 +141,7 @@ def test_info_prints_a_pngs_recipe_and_an_inversions_metadata(sd_folder, photo, 
     assert main(["info", str(out)]) == 0
     recipe = json.loads(capsys.readouterr().out)
     assert recipe["edits"][0]["prompt"] == "a red hat" and recipe["model"] == str(sd_folder)
-    assert recipe["source"] == "photo.png" and recipe["seed"] == 0 and recipe["height"] == 64
+    assert recipe["source"] == "photo.png" and recipe["seed"] == defaults.SEED and recipe["height"] == 64
     assert main(["info", str(inv)]) == 0
     meta = json.loads(capsys.readouterr().out)
     assert meta["format"] == "leditspp-inversion" and meta["steps"] == 4 and meta["family"] == "sd"

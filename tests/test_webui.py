@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leditspp import LeditsError
+from leditspp import LeditsError, defaults
 from leditspp.webui import EditorService, build_app, parse_concepts, read_settings, run_edit, user_mask_from
 
 from .conftest import scene
@@ -62,10 +62,11 @@ def test_the_settings_panel_reads_the_schema_and_the_declared_choices(sd_folder,
 
     monkeypatch.setitem(SOLVERS, "toy", SOLVERS["ddpm"])  # a solver declared where solvers are
     app = build_app(EditorService(model=str(sd_folder)))
-    panel = {b.label: b for b in app.blocks.values() if getattr(b, "label", None) in ("solver", "mask mode")}
+    panel = {b.label: b for b in app.blocks.values() if getattr(b, "label", None) in ("solver", "mask mode", "seed")}
     assert [value for _, value in panel["solver"].choices] == list(SOLVERS)
     assert [value for _, value in panel["mask mode"].choices] == list(MASK_MODES)
     assert panel["solver"].value == SCHEMA["solver"]
+    assert panel["seed"].value == defaults.SEED  # as in the API and the CLI
 
 
 def test_a_compiling_service_compiles_its_editor_once(sd_folder, monkeypatch):

@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, help=f"inversion/edit steps N [{defaults.STEPS}]")
     g.add_argument("--skip", type=float, help=f"skipped fraction of the schedule [{defaults.SKIP}]")
     g.add_argument("--solver", choices=tuple(SOLVERS), help=f"[{defaults.SOLVER}]")
-    g.add_argument("--seed", type=int, help="seed of the auxiliary noise [0]")
+    g.add_argument("--seed", type=int, help=f"seed of the auxiliary noise [{defaults.SEED}]")
     g.add_argument("--source-prompt", help="describes the input; guides the inversion")
     g.add_argument("--source-guidance", type=float, help=f"[{defaults.SOURCE_GUIDANCE}]")
     g.add_argument("--negative-prompt")

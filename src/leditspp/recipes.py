@@ -29,7 +29,7 @@ SETTINGS: dict[str, Any] = {
     "steps": defaults.STEPS,
     "skip": defaults.SKIP,
     "solver": defaults.SOLVER,
-    "seed": 0,
+    "seed": defaults.SEED,
     "source_prompt": "",
     "source_guidance": defaults.SOURCE_GUIDANCE,
     "negative_prompt": "",

@@ -317,7 +317,7 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
                     steps = gr.Slider(1, 100, value=rec["steps"], step=1, label="steps")
                     skip = gr.Slider(0.0, 0.9, value=rec["skip"], step=0.05, label="skip")
                     solver = gr.Radio(list(SOLVERS), value=rec["solver"], label="solver")
-                    seed = gr.Number(value=0, label="seed")  # no rounding: a fraction is refused
+                    seed = gr.Number(value=rec["seed"], label="seed")  # no rounding: a fraction is refused
                     source_prompt = gr.Textbox(label="source prompt (describes the input; optional)")
                     source_guidance = gr.Slider(0.0, 15.0, value=rec["source_guidance"], label="source guidance")
                     mask_mode = gr.Radio(list(MASK_MODES), value=rec["mask_mode"], label="mask mode")
