@@ -11,14 +11,20 @@ import logging
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import __version__, defaults
+from .editor import Editor, check_device
+from .edits import Edit, check_warmup
 from .errors import LeditsError
+from .inversion import Inversion, read_metadata
+from .io import PNG_KEY, check_pixels, load_mask, mask_overlays, open_image, save_image
 from .masking import MASK_MODES
+from .models import RECOMMENDABLE, model_settings, size_multiple_hint
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
-from .solvers import SOLVERS
+from .solvers import SOLVERS, validate_steps
 
 EXAMPLES = """examples:
   leditspp edit examples/shapes.png -e "+red circle:8" -e "-blue square:4" -o out.png   # built-in demo model
@@ -39,6 +45,7 @@ OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def _parser() -> argparse.ArgumentParser:
+    """``leditspp invert | edit | serve | info``; the model and inversion options are shared."""
     p = argparse.ArgumentParser(
         prog="leditspp",
         description="Exact LEDITS++ image editing with diffusion models.",
@@ -47,9 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"leditspp {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    model, inversion = _model_options(), _inversion_options()
+    _add_invert(sub, [model, inversion])
+    _add_edit(sub, [model, inversion])
+    _add_serve(sub, [model])
+    _add_info(sub)
+    return p
 
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("model")
+
+def _model_options() -> argparse.ArgumentParser:
+    """Which model to load, and how (every command that loads one)."""
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("model")
     g.add_argument(
         "--model", help="'demo' (the built-in model, default), a hub id or a local diffusers folder (SD 1.x/2.x, SDXL)"
     )
@@ -62,9 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars, no library warnings")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    return options
 
-    inv = argparse.ArgumentParser(add_help=False)
-    g = inv.add_argument_group("inversion (defaults in brackets)")
+
+def _inversion_options() -> argparse.ArgumentParser:
+    """The settings an inversion is made with (``invert`` and ``edit``); None: recipe, model, default."""
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("inversion (defaults in brackets)")
     g.add_argument("--steps", type=int, help=f"inversion/edit steps N [{defaults.STEPS}]")
     g.add_argument("--skip", type=float, help=f"skipped fraction of the schedule [{defaults.SKIP}]")
     g.add_argument("--solver", choices=tuple(SOLVERS), help=f"[{defaults.SOLVER}]")
@@ -80,10 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.MAX_PIXELS,
         help="refuse images whose processing size (height × width) exceeds this [%(default)s]",
     )
+    return options
 
+
+def _add_invert(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pi = sub.add_parser(
         "invert",
-        parents=[common, inv],
+        parents=parents,
         help="invert an image and save the inversion for later edits",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -91,9 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     pi.add_argument("image", help="image file to invert")
     pi.add_argument("-o", "--output", required=True, help="inversion file to write (.safetensors)")
 
+
+def _add_edit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pe = sub.add_parser(
         "edit",
-        parents=[common, inv],
+        parents=parents,
         help="edit images (files, folders, globs) or a saved inversion with text concepts",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -118,15 +143,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--user-mask", help="mask image (white = may change), any size")
     g.add_argument("--guidance-rescale", type=float, help=f"[{defaults.GUIDANCE_RESCALE}]")
 
-    ps = sub.add_parser("serve", help="start the web UI (Gradio) on this machine", parents=[common])
+
+def _add_serve(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    ps = sub.add_parser("serve", help="start the web UI (Gradio) on this machine", parents=parents)
     ps.add_argument("--host", default="127.0.0.1", help="interface to listen on [%(default)s]")
     ps.add_argument("--port", type=int, default=7860, help="[%(default)s]")
     ps.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload [%(default)s MB]")
 
+
+def _add_info(sub: Any) -> None:
     pinfo = sub.add_parser("info", help="print the recipe embedded in a PNG, or an inversion file's metadata")
     pinfo.add_argument("file", help="a PNG written by leditspp, or an inversion (.safetensors)")
     pinfo.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,8 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
         return _info(args.file)
-    from .editor import check_device
-
     check_device(args.device)  # before reading images or loading anything
     if args.command == "serve":
         return _serve(args)
@@ -162,8 +188,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _info(path: str) -> int:
     """Print a PNG's recipe or an inversion's metadata as JSON."""
-    from .inversion import read_metadata
-    from .io import PNG_KEY
 
     if Path(path).suffix.lower() == ".safetensors":
         meta = read_metadata(path)
@@ -202,16 +226,12 @@ def _settings(
 
 def _recommended(args: argparse.Namespace, recipe: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The model this run loads and the settings its folder recommends (``leditspp.json``)."""
-    from .models import model_settings
-
     model = args.model or recipe.get("model") or defaults.MODEL
     return model, model_settings(model).get("recommended", {})
 
 
 def _edit_defaults(args: argparse.Namespace, recommended: dict[str, Any]) -> dict[str, Any]:
     """Scale and threshold of concepts that give none: the flag, else the model's, else the default."""
-    from .models import RECOMMENDABLE
-
     rec = {**RECOMMENDABLE, **recommended}
     return {key: rec[key] if getattr(args, key) is None else getattr(args, key) for key in ("scale", "threshold")}
 
@@ -229,9 +249,6 @@ def _check_inversion_flags(args: argparse.Namespace) -> None:
 
 def _preflight(args: argparse.Namespace, model: str, image: Any, settings: dict[str, Any]) -> None:
     """Checks that need the image but not the model: the pixel limit and the minimum size."""
-    from .io import check_pixels
-    from .models import size_multiple_hint
-
     width, height = image.size
     size = (settings["width"] or width, settings["height"] or height)
     check_pixels(size, args.max_pixels)
@@ -244,9 +261,6 @@ def _preflight(args: argparse.Namespace, model: str, image: Any, settings: dict[
 
 
 def _invert_command(args: argparse.Namespace) -> int:
-    from .io import open_image
-    from .solvers.base import validate_steps
-
     settings = _settings(args, {}, _recommended(args, {})[1])
     validate_steps(settings["steps"], settings["skip"])
     _check_output(args.output, (".safetensors",))
@@ -258,18 +272,52 @@ def _invert_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One input of ``edit``, planned and checked before the model loads."""
+
+    path: str | None  # the image file; None: the saved inversion of --inversion
+    out: Path
+    settings: dict[str, Any]
+    edits: list[Edit]  # none: the exact reconstruction
+    source: Any  # the loaded Inversion, the image (one input) or its path (several: read in turn)
+
+
 def _edit_command(args: argparse.Namespace) -> int:
     """Check everything that is cheap to check, then load the model once and edit every input."""
-    from .edits import Edit, check_warmup
-    from .inversion import Inversion
-    from .io import mask_overlays, open_image, save_image
-    from .solvers.base import validate_steps
+    model, jobs = _plan_edits(args)
+    editor = _load_editor(args, model)
+    bar = _progress(args.quiet)
+    for job in jobs:
+        inversion, result = _edit_job(editor, args, job, bar)
+        _write_outputs(args, job, model, inversion, result)
+    return 0
 
+
+def _plan_edits(args: argparse.Namespace) -> tuple[str, list[_Job]]:
+    """The model to load and one checked job per input: recipe, inputs, outputs, settings, edits."""
     recipe = read_recipe(args.recipe) if args.recipe else {}
     model, recommended = _recommended(args, recipe)
     edit_defaults = _edit_defaults(args, recommended)
     if args.recipe:  # again, so that its concepts without a scale or threshold get the model's
         recipe = read_recipe(args.recipe, edit_defaults)
+    inputs = _edit_inputs(args)
+    outputs = _outputs(inputs, args.output)
+    overrides = {**edit_defaults, "warmup_steps": args.warmup, "cooldown_steps": args.cooldown}
+    flag_edits = [Edit.parse(text, **overrides) for text in args.edit]
+    jobs = []
+    for path, out in zip(inputs, outputs, strict=True):
+        entry = for_image(recipe, path) if path else recipe
+        settings = _settings(args, entry, recommended)
+        validate_steps(settings["steps"], settings["skip"])
+        edits = flag_edits or entry.get("edits", [])
+        source = _edit_source(args, model, path, settings, edits, keep_pixels=len(inputs) == 1)
+        jobs.append(_Job(path, out, settings, edits, source))
+    return model, jobs
+
+
+def _edit_inputs(args: argparse.Namespace) -> list[str | None]:
+    """The image paths to edit, or ``[None]`` for --inversion; the options that depend on them checked."""
     if bool(args.images) == bool(args.inversion):
         raise LeditsError("give IMAGE(s) to edit or --inversion FILE, not both")
     inputs = _expand_inputs(args.images) if args.images else [None]
@@ -280,75 +328,77 @@ def _edit_command(args: argparse.Namespace) -> int:
     if args.inversion:
         _check_inversion_flags(args)
     if args.user_mask:
-        from .io import load_mask
-
         load_mask(args.user_mask)  # fail before the model loads
-    outputs = _outputs(inputs, args.output)
-    overrides = {**edit_defaults, "warmup_steps": args.warmup, "cooldown_steps": args.cooldown}
-    flag_edits = [Edit.parse(text, **overrides) for text in args.edit]
-    jobs = []
-    for path, out in zip(inputs, outputs, strict=True):
-        entry = for_image(recipe, path) if path else recipe
-        settings = _settings(args, entry, recommended)
-        validate_steps(settings["steps"], settings["skip"])
-        edits = flag_edits or entry.get("edits", [])  # none: the exact reconstruction
-        if path is None:
-            source = Inversion.load(args.inversion)
-            check_warmup(edits, source.info.steps)
-        else:  # read now to fail early; keep the pixels only for a single image
-            image = open_image(path)
-            _preflight(args, model, image, settings)
-            check_warmup(edits, settings["steps"])
-            source = image if len(inputs) == 1 else path
-        jobs.append((path, out, settings, edits, source))
+    return inputs
 
-    editor = _load_editor(args, model)
-    bar = _progress(args.quiet)
-    for path, out, settings, edits, source in jobs:
-        if path is None:
-            inversion = source
-        else:
-            image = open_image(source) if isinstance(source, str) else source
-            inversion = _invert(editor, image, settings, bar, args.max_pixels)
-        if args.save_inversion:
-            inversion.save(args.save_inversion)
-        result = editor.edit(
-            inversion,
-            edits,
-            mask_mode=settings["mask_mode"],
-            user_mask=args.user_mask,
-            guidance_rescale=settings["guidance_rescale"],
-            progress=bar,
-        )
-        info = inversion.info
-        recipe_out = {
-            "leditspp": __version__,
-            **settings,
-            "model": model,
-            "seed": settings["seed"] if path else None,
-            "height": info.height,
-            "width": info.width,
-            "steps": info.steps,
-            "skip": info.skip,
-            "solver": info.solver,
-            "source_prompt": info.source_prompt,
-            "source_guidance": info.source_guidance,
-            "negative_prompt": info.negative_prompt,
-            "fingerprint": info.model,
-            "family": info.family,
-            "dtype": info.dtype,
-            "source": Path(path).name if path else None,
-            "inversion": args.inversion,
-            "edits": [e.to_dict() for e in edits],
-        }
-        save_image(result.images[0], out, recipe_out)
-        print(f"wrote {out}")
-        if args.masks:
-            for k, overlay in enumerate(mask_overlays(result.images[0], result.masks[:, 0]), start=1):
-                mask_path = out.with_name(f"{out.stem}.mask-{k}.png")
-                save_image(overlay, mask_path, {"leditspp": __version__, "mask_of": result.edits[k - 1].to_dict()})
-                print(f"wrote {mask_path}")
-    return 0
+
+def _edit_source(
+    args: argparse.Namespace,
+    model: str,
+    path: str | None,
+    settings: dict[str, Any],
+    edits: list[Edit],
+    keep_pixels: bool,
+) -> Any:
+    """The saved inversion, or the image at ``path`` read now to fail early (its pixels kept only
+    with ``keep_pixels``, else its path)."""
+    if path is None:
+        inversion = Inversion.load(args.inversion)
+        check_warmup(edits, inversion.info.steps)
+        return inversion
+    image = open_image(path)
+    _preflight(args, model, image, settings)
+    check_warmup(edits, settings["steps"])
+    return image if keep_pixels else path
+
+
+def _edit_job(editor: Any, args: argparse.Namespace, job: _Job, bar: Any) -> tuple[Any, Any]:
+    """Invert the job's image (unless it is a saved inversion) and edit it: (inversion, result)."""
+    if job.path is None:
+        inversion = job.source
+    else:
+        image = open_image(job.source) if isinstance(job.source, str) else job.source
+        inversion = _invert(editor, image, job.settings, bar, args.max_pixels)
+    if args.save_inversion:
+        inversion.save(args.save_inversion)
+    result = editor.edit(
+        inversion,
+        job.edits,
+        mask_mode=job.settings["mask_mode"],
+        user_mask=args.user_mask,
+        guidance_rescale=job.settings["guidance_rescale"],
+        progress=bar,
+    )
+    return inversion, result
+
+
+def _write_outputs(args: argparse.Namespace, job: _Job, model: str, inversion: Any, result: Any) -> None:
+    """The edited image with its recipe, and with --masks each concept's mask overlay."""
+    save_image(result.images[0], job.out, _output_recipe(args, job, model, inversion.info))
+    print(f"wrote {job.out}")
+    if args.masks:
+        for k, overlay in enumerate(mask_overlays(result.images[0], result.masks[:, 0]), start=1):
+            mask_path = job.out.with_name(f"{job.out.stem}.mask-{k}.png")
+            save_image(overlay, mask_path, {"leditspp": __version__, "mask_of": result.edits[k - 1].to_dict()})
+            print(f"wrote {mask_path}")
+
+
+def _output_recipe(args: argparse.Namespace, job: _Job, model: str, info: Any) -> dict[str, Any]:
+    """What reproduces the output (``--recipe OUT.png``): the settings, with those the inversion
+    fixes as it recorded them, the edits, and informational keys (see :mod:`leditspp.recipes`)."""
+    return {
+        "leditspp": __version__,
+        **job.settings,
+        "model": model,
+        **{key: getattr(info, key) for key in INVERSION_SETTINGS if key != "seed"},
+        "seed": job.settings["seed"] if job.path else None,  # a saved inversion does not record its seed
+        "fingerprint": info.model,
+        "family": info.family,
+        "dtype": info.dtype,
+        "source": Path(job.path).name if job.path else None,
+        "inversion": args.inversion,
+        "edits": [e.to_dict() for e in job.edits],
+    }
 
 
 def _expand_inputs(items: list[str]) -> list[str]:
@@ -412,8 +462,6 @@ def _load_editor(args: argparse.Namespace, model: str) -> Any:
     import torch
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
-
-    from .editor import Editor
 
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()

@@ -252,12 +252,83 @@ def _hand_over_background_path(editor: Any) -> None:
 
 
 def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLES_DIR) -> Any:
-    """The Gradio Blocks app (nothing is loaded until the first request)."""
+    """The Gradio Blocks app (nothing is loaded until the first request): the image, concepts and
+    settings on the left, the results on the right, one button that runs :func:`run_edit`."""
     import gradio as gr
 
     service = service or EditorService()
+    with gr.Blocks(title="leditspp — LEDITS++ image editing") as app:
+        gr.Markdown(
+            f"## leditspp — exact LEDITS++ editing · model `{service.model}`\n"
+            "Upload an image, list concepts to add (+) or remove (−), press **Edit**. Draw on the image "
+            "to limit where edits may act. Changing only the concepts re-uses the cached inversion."
+        )
+        with gr.Row():
+            with gr.Column():
+                inputs = _input_panel(gr, service, examples_dir)
+                run = gr.Button("Edit", variant="primary", elem_id="run")
+            with gr.Column():
+                outputs = _result_panel(gr)
+        run.click(_on_run(gr, service), inputs=inputs, outputs=outputs, concurrency_limit=1)
+    app.service = service  # for tests and for embedding apps
+    return app
+
+
+def _input_panel(gr: Any, service: EditorService, examples_dir: Path) -> list[Any]:
+    """The image (with examples), the concepts table and the settings: the inputs of :func:`_on_run`."""
     rec = {**SETTINGS, **service.recommended}  # the model's recommended settings over the defaults
+    image = gr.ImageEditor(
+        label="image (draw to restrict the edit)",
+        type="pil",
+        format="png",
+        sources=("upload", "clipboard"),
+        elem_id="input-image",
+    )
+    _hand_over_background_path(image)
     examples = sorted(str(p) for p in examples_dir.glob("*.png")) if examples_dir.is_dir() else []
+    if examples:
+        gr.Examples(examples=[[e] for e in examples], inputs=[image], label="examples")
+    blank_timing = [defaults.WARMUP_STEPS, defaults.COOLDOWN_STEPS]  # warm-up, cool-down
+    concepts = gr.Dataframe(
+        headers=CONCEPT_COLUMNS,
+        datatype=["str", "str", "number", "number", "number", "number"],
+        value=[["", "+", rec["scale"], rec["threshold"], *blank_timing] for _ in range(3)],
+        row_count=3,
+        column_count=6,
+        interactive=True,
+        label="concepts: direction + adds, − removes; empty rows are ignored; more rows: a cell's ⋮ menu",
+        elem_id="concepts",
+    )
+    with gr.Accordion("settings", open=False):
+        settings = [
+            gr.Slider(1, 100, value=rec["steps"], step=1, label="steps"),
+            gr.Slider(0.0, 0.9, value=rec["skip"], step=0.05, label="skip"),
+            gr.Radio(list(SOLVERS), value=rec["solver"], label="solver"),
+            gr.Number(value=rec["seed"], label="seed"),  # no rounding: a fraction is refused
+            gr.Textbox(label="source prompt (describes the input; optional)"),
+            gr.Slider(0.0, 15.0, value=rec["source_guidance"], label="source guidance"),
+            gr.Radio(list(MASK_MODES), value=rec["mask_mode"], label="mask mode"),
+        ]
+    return [image, concepts, *settings]
+
+
+def _result_panel(gr: Any) -> list[Any]:
+    """The edited image, the masks, the reconstruction, the PNG and the status: what
+    :func:`run_edit` returns, in its order."""
+    # PNG, not Gradio's default lossy WebP: the reconstruction must show exact on screen
+    edited = gr.Image(label="edited", format="png", elem_id="edited", interactive=False, height=320)
+    status = gr.Markdown(elem_id="status")
+    masks = gr.Gallery(label="masks (last step)", format="png", elem_id="masks", columns=3, height="auto")
+    reconstruction = gr.Image(
+        label="reconstruction (no edit)", format="png", elem_id="reconstruction", interactive=False, height=320
+    )
+    download = gr.File(label="PNG with the edit recipe", elem_id="download")
+    return [edited, masks, reconstruction, download, status]
+
+
+def _on_run(gr: Any, service: EditorService) -> Callable[..., Any]:
+    """The button's handler: the inputs of :func:`_input_panel`, in order, to :func:`run_edit`;
+    our errors become Gradio's (shown in the page, the model untouched)."""
 
     def on_run(
         editor_value,
@@ -285,64 +356,7 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
         except LeditsError as exc:
             raise gr.Error(str(exc)) from None
 
-    with gr.Blocks(title="leditspp — LEDITS++ image editing") as app:
-        gr.Markdown(
-            f"## leditspp — exact LEDITS++ editing · model `{service.model}`\n"
-            "Upload an image, list concepts to add (+) or remove (−), press **Edit**. Draw on the image "
-            "to limit where edits may act. Changing only the concepts re-uses the cached inversion."
-        )
-        with gr.Row():
-            with gr.Column():
-                image = gr.ImageEditor(
-                    label="image (draw to restrict the edit)",
-                    type="pil",
-                    format="png",
-                    sources=("upload", "clipboard"),
-                    elem_id="input-image",
-                )
-                _hand_over_background_path(image)
-                if examples:
-                    gr.Examples(examples=[[e] for e in examples], inputs=[image], label="examples")
-                concepts = gr.Dataframe(
-                    headers=CONCEPT_COLUMNS,
-                    datatype=["str", "str", "number", "number", "number", "number"],
-                    value=[["", "+", rec["scale"], rec["threshold"], 0, None] for _ in range(3)],
-                    row_count=3,
-                    column_count=6,
-                    interactive=True,
-                    label="concepts: direction + adds, − removes; empty rows are ignored; more rows: a cell's ⋮ menu",
-                    elem_id="concepts",
-                )
-                with gr.Accordion("settings", open=False):
-                    steps = gr.Slider(1, 100, value=rec["steps"], step=1, label="steps")
-                    skip = gr.Slider(0.0, 0.9, value=rec["skip"], step=0.05, label="skip")
-                    solver = gr.Radio(list(SOLVERS), value=rec["solver"], label="solver")
-                    seed = gr.Number(value=rec["seed"], label="seed")  # no rounding: a fraction is refused
-                    source_prompt = gr.Textbox(label="source prompt (describes the input; optional)")
-                    source_guidance = gr.Slider(0.0, 15.0, value=rec["source_guidance"], label="source guidance")
-                    mask_mode = gr.Radio(list(MASK_MODES), value=rec["mask_mode"], label="mask mode")
-                run = gr.Button("Edit", variant="primary", elem_id="run")
-            with gr.Column():
-                # PNG, not Gradio's default lossy WebP: the reconstruction must show exact on screen
-                edited = gr.Image(label="edited", format="png", elem_id="edited", interactive=False, height=320)
-                status = gr.Markdown(elem_id="status")
-                masks = gr.Gallery(label="masks (last step)", format="png", elem_id="masks", columns=3, height="auto")
-                reconstruction = gr.Image(
-                    label="reconstruction (no edit)",
-                    format="png",
-                    elem_id="reconstruction",
-                    interactive=False,
-                    height=320,
-                )
-                download = gr.File(label="PNG with the edit recipe", elem_id="download")
-        run.click(
-            on_run,
-            inputs=[image, concepts, steps, skip, solver, seed, source_prompt, source_guidance, mask_mode],
-            outputs=[edited, masks, reconstruction, download, status],
-            concurrency_limit=1,
-        )
-    app.service = service  # for tests and for embedding apps
-    return app
+    return on_run
 
 
 def serve(
