@@ -13,7 +13,15 @@ import pytest
 from PIL import Image
 
 from leditspp import LeditsError, defaults
-from leditspp.webui import EditorService, build_app, parse_concepts, read_settings, run_edit, user_mask_from
+from leditspp.webui import (
+    EXAMPLES_DIR,
+    EditorService,
+    build_app,
+    parse_concepts,
+    read_settings,
+    run_edit,
+    user_mask_from,
+)
 
 from .conftest import scene
 
@@ -67,6 +75,20 @@ def test_the_settings_panel_reads_the_schema_and_the_declared_choices(sd_folder,
     assert [value for _, value in panel["mask mode"].choices] == list(MASK_MODES)
     assert panel["solver"].value == SCHEMA["solver"]
     assert panel["seed"].value == defaults.SEED  # as in the API and the CLI
+
+
+def test_the_examples_ship_inside_the_package():
+    """A wheel install has no repository: the web UI's examples live in the package (package data),
+    the same image as the repository's examples/shapes.png that the README and `make demo` use."""
+    import leditspp
+
+    package = Path(leditspp.__file__).resolve().parent
+    assert EXAMPLES_DIR.is_dir() and EXAMPLES_DIR.resolve().is_relative_to(package)
+    shipped = sorted(p.name for p in EXAMPLES_DIR.glob("*.png"))
+    assert "shapes.png" in shipped
+    readme_copy = package.parent.parent / "examples" / "shapes.png"
+    if readme_copy.exists():  # a checkout, not an installed wheel
+        assert readme_copy.read_bytes() == (EXAMPLES_DIR / "shapes.png").read_bytes()
 
 
 def test_a_compiling_service_compiles_its_editor_once(sd_folder, monkeypatch):
@@ -251,7 +273,7 @@ def test_changing_only_the_concepts_reuses_the_inversion(service, monkeypatch):
 
 # --- end to end in a real browser ------------------------------------------------------------
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shapes.png"
+EXAMPLE = EXAMPLES_DIR / "shapes.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: LEDITSPP_SCREENSHOT=docs/webui.png pytest tests/test_webui.py -k browser  refreshes the README's picture
 SCREENSHOT = os.environ.get("LEDITSPP_SCREENSHOT")

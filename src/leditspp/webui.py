@@ -34,7 +34,8 @@ from .masking import MASK_MODES
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings
 from .solvers import SOLVERS, validate_steps
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent.parent / "examples"
+#: The example images the app offers, shipped inside the package (a wheel install has no repository).
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 CONCEPT_COLUMNS = ["concept", "direction", "scale", "threshold", "warm-up", "cool-down"]
 #: The direction cell (any case, spaces around): True removes the concept; empty means add.
 DIRECTIONS = {"": False, "+": False, "add": False, "-": True, "−": True, "remove": True}
