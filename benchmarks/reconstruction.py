@@ -13,6 +13,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from leditspp import Edit, Editor
+from leditspp.io import to_pil
 from leditspp.testing import SD_SCHEDULE, clip_tokenizer, diffusers_port, keep_attention_processors, tiny_sd_pipeline
 
 warnings.filterwarnings("ignore")
@@ -39,7 +40,7 @@ def port_error(editor, scheduler, image, steps, skip, source_prompt=""):
 def main() -> None:
     pipe = tiny_sd_pipeline(clip_tokenizer(tempfile.mkdtemp()))
     editor = Editor.from_pipe(pipe)
-    image = editor.invert(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)), steps=1).images[0]
+    image = to_pil(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1)[0]
     dpm = dict(algorithm_type="sde-dpmsolver++", solver_order=2)
     rows = [
         ("DPM default (final sigma 0)", 30, 0.15, "", DPMSolverMultistepScheduler(**SD_SCHEDULE, **dpm), "dpmsolver++"),

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from leditspp import Edit, Editor
+from leditspp.io import to_pil
 from leditspp.testing import (
     SD_SCHEDULE,
     clip_text_encoder,
@@ -319,7 +320,7 @@ def setup(preset: Preset) -> tuple[Editor, Jobs]:
         editor.model, exact_port_scheduler()
     )
     image = torch.rand(3, preset.size, preset.size, generator=torch.Generator().manual_seed(0))
-    image = editor.invert(image, steps=1).images[0]
+    image = to_pil(image[None] * 2 - 1)[0]
     jobs: Jobs = {
         "leditspp": lambda n, e: ours(editor, image, n, e),
         "diffusers port": lambda n, e: theirs(port, image, n, e),

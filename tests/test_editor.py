@@ -89,7 +89,7 @@ def test_attention_processors_are_restored_after_an_error(editor, inversion, mon
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(editor.model, "predict", boom)
+    monkeypatch.setattr(editor.model, "estimate", boom)
     with pytest.raises(RuntimeError, match="boom"):
         editor.edit(inversion, EDITS, mask_mode="intersect")
     monkeypatch.undo()

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from leditspp import Edit, Editor, LeditsError, defaults
-from leditspp.attention import mask_attention_layers
 from leditspp.cli import main
 from leditspp.io import as_pixel_batch, open_image
+from leditspp.models.unet_attention import mask_attention_layers
 
 from .conftest import scene
 

@@ -127,7 +127,7 @@ PROBES = {
     "hash-removed": (with_metadata(sha256=None), "changed or corrupted"),
     "source-latents-shape": (saved_with(source_latents=lambda t: t[..., :-1]), "source_latents has shape"),
     "float16-noise-maps": (saved_with(noise_maps=torch.Tensor.half), "noise_maps is float16, not float32"),
-    "float-timesteps": (saved_with(timesteps=torch.Tensor.float), "timesteps is float32, not int64"),
+    "float32-timesteps": (saved_with(timesteps=torch.Tensor.float), "timesteps is float32, not float64"),
     "steps-mismatch": (saved_with(**TWO_STEPS), "metadata says 3 steps"),
     "missing-tensor": (without_denoised, "lacks the tensor.* denoised"),
     "format-version-abc": (with_metadata(format_version="abc"), "format_version must be a positive integer"),

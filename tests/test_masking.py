@@ -124,7 +124,8 @@ def test_recorded_map_is_the_softmax_on_the_concepts_token_columns(editor):
     """The recorder's M¹ map equals ``Attention.get_attention_scores`` summed over the concept's
     word-token columns (head mean, layer mean) — and differs from the start token's column, so
     reading the wrong column fails here, not only in the semantic tests."""
-    from leditspp.attention import capture_attention, mask_attention_layers
+    from leditspp.models.unet_attention import mask_attention_layers
+    from leditspp.solvers import NoiseLevel
     from leditspp.testing import keep_attention_processors
 
     model, prompt = editor.model, "a red hat"
@@ -133,11 +134,11 @@ def test_recorded_map_is_the_softmax_on_the_concepts_token_columns(editor):
     weights = torch.zeros(1, cond.embeds.shape[1])
     weights[0, positions] = 1.0
     x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    t = torch.tensor([500, 500])
-    size = (16 >> model.mask_level, 16 >> model.mask_level)
-    with capture_attention(model.unet, model.mask_level) as recorder:
+    level = NoiseLevel(torch.tensor([500.0, 500.0]), torch.ones(2), torch.ones(2))
+    size = model.mask_grid(16, 16)
+    with model.capture_attention() as recorder:
         recorder.arm(slice(1, None), weights)
-        model.predict(x, t, cond)
+        model.estimate(x, level, cond)
         got = recorder.take(size)[0]
 
     columns: dict[str, list[torch.Tensor]] = {"concept": [], "start": []}
@@ -159,7 +160,7 @@ def test_recorded_map_is_the_softmax_on_the_concepts_token_columns(editor):
     with keep_attention_processors(model.unet):
         for layer in layers:
             layer.set_processor(Reference(layer.processor))
-        model.predict(x, t, cond)
+        model.estimate(x, level, cond)
     expected = torch.stack(columns["concept"]).mean(0).view(size)
     wrong = torch.stack(columns["start"]).mean(0).view(size)
     assert len(columns["concept"]) == len(layers) > 0

@@ -15,7 +15,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from leditspp import Edit, Editor, defaults, memory
-from leditspp.testing import tiny_sd_pipeline
+from leditspp.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 from .conftest import scene
 
@@ -42,10 +42,10 @@ def test_steps_per_call_fits_the_budget_and_evens_out_the_calls(steps, rows, row
 
 
 def test_row_bytes_scale_with_the_grid_the_width_and_the_dtype(editor):
-    unet = editor.model.unet
-    one = memory.row_bytes(unet, 8, 8)
-    assert one == defaults.ACTIVATION_ELEMENTS * 64 * unet.config.block_out_channels[0] * 4
-    assert memory.row_bytes(unet, 16, 8) == 2 * one
+    model = editor.model
+    one = model.row_bytes(8, 8)
+    assert one == defaults.ACTIVATION_ELEMENTS * 64 * model.unet.config.block_out_channels[0] * 4
+    assert model.row_bytes(16, 8) == 2 * one
 
 
 @contextlib.contextmanager
@@ -64,7 +64,7 @@ def test_inversion_chunks_follow_free_memory_and_stay_exact(editor, monkeypatch)
     with unet_calls(editor.model.unet) as calls:
         roomy = editor.invert(image, steps=10, seed=0)
     assert calls == [5, 5]  # on the CPU at most 8 rows per call, evened out
-    monkeypatch.setattr(memory, "free_bytes", lambda device: memory.row_bytes(editor.model.unet, 8, 8) * 5)
+    monkeypatch.setattr(memory, "free_bytes", lambda device: editor.model.row_bytes(8, 8) * 5)
     with unet_calls(editor.model.unet) as calls:
         tight = editor.invert(image, steps=10, seed=0)
     assert calls == [2] * 5  # half of the 5 rows' worth of free memory: 2 steps per call
@@ -119,15 +119,18 @@ class HostTraffic(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def test_the_edit_loop_makes_no_per_step_host_syncs(tokenizer):
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_the_edit_loop_makes_no_per_step_host_syncs(tokenizer, tokenizer_2, family):
     """On the meta device a value read by the host would fail, and host-to-device copies are
-    counted: their number must not grow with the number of steps."""
+    counted: their number must not grow with the number of steps (SDXL: its time ids too)."""
     traffic = {}
     for steps in (4, 8):
-        editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer))
+        pipe = tiny_sd_pipeline(tokenizer) if family == "sd" else tiny_sdxl_pipeline(tokenizer, tokenizer_2)
+        editor = Editor.from_pipe(pipe)
         inversion = editor.invert(scene(seed=5), steps=steps, seed=0)
-        for module in (editor.model.unet, editor.model.text_encoder):
-            module.to("meta")
+        for name in ("unet", "text_encoder", "text_encoder_2"):
+            if hasattr(editor.model, name):
+                getattr(editor.model, name).to("meta")
         with HostTraffic() as mode:
             edits = ["+a hat", Edit("a cat", remove=True, warmup_steps=1)]
             editor.edit(inversion, edits, mask_mode="intersect", user_mask=torch.ones(8, 8), decode=False)

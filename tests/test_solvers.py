@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 
 from leditspp.errors import LeditsError
-from leditspp.solvers import NoiseSchedule, add_noise_map, extract_noise, step_mean, step_table, to_epsilon
+from leditspp.models.unet import to_epsilon
+from leditspp.solvers import NoisePath, add_noise_map, extract_noise, step_mean, step_table
 from leditspp.testing import SD_SCHEDULE
 
 SD_CONFIG = SD_SCHEDULE
@@ -15,7 +16,7 @@ SD_CONFIG = SD_SCHEDULE
 
 @pytest.fixture
 def schedule():
-    return NoiseSchedule.from_scheduler_config(SD_CONFIG)
+    return NoisePath.from_scheduler_config(SD_CONFIG)
 
 
 @pytest.mark.parametrize(("steps", "skip"), [(30, 0.15), (50, 0.1), (20, 0.25), (1, 0.0), (3, 0.5)])
@@ -37,6 +38,74 @@ def test_ddpm_timesteps_match_diffusers_ddim(schedule, steps, skip):
     assert step_table("ddpm", schedule, steps, skip).timesteps.tolist() == ref.timesteps[-steps:].tolist()
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 8, 25])
+def test_trailing_timesteps_match_turbo_and_lightning_schedulers(steps):
+    """SD-Turbo/SDXL-Turbo/Lightning ship trailing spacing (999, 749, 499, 249 for 4 steps)."""
+    path = NoisePath.from_scheduler_config({**SD_CONFIG, "timestep_spacing": "trailing"})
+    assert path.spacing == "trailing"
+    for solver, reference in (("ddpm", DDIMScheduler), ("dpmsolver++", DPMSolverMultistepScheduler)):
+        ref = reference(**SD_CONFIG, timestep_spacing="trailing")
+        ref.set_timesteps(steps)
+        assert step_table(solver, path, steps, 0.0).timesteps.tolist() == ref.timesteps.tolist()
+    euler = EulerDiscreteScheduler(**SD_CONFIG, timestep_spacing="trailing")
+    euler.set_timesteps(steps)
+    assert step_table("ddpm", path, steps, 0.0).timesteps.tolist() == euler.timesteps.tolist()
+    if steps == 4:
+        assert step_table("ddpm", path, 4, 0.0).timesteps.tolist() == [999, 749, 499, 249]
+
+
+@pytest.mark.parametrize(("steps", "skip"), [(30, 0.15), (4, 0.0), (1, 0.0)])
+def test_linspace_timesteps_match_diffusers_dpm(steps, skip):
+    path = NoisePath.from_scheduler_config(SD_CONFIG, spacing="linspace")
+    ref = DPMSolverMultistepScheduler(**SD_CONFIG, timestep_spacing="linspace")
+    ref.set_timesteps(int(steps * (1 + skip)))
+    assert step_table("dpmsolver++", path, steps, skip).timesteps.tolist() == ref.timesteps[-steps:].tolist()
+
+
+def test_spacing_follows_the_scheduler_config():
+    """SD/SDXL configs (leading, linspace or none) keep the port's leading spacing (SPEC A2)."""
+    read = NoisePath.from_scheduler_config
+    assert read(SD_CONFIG).spacing == read({**SD_CONFIG, "timestep_spacing": "linspace"}).spacing == "leading"
+    assert read({**SD_CONFIG, "_class_name": "LCMScheduler"}).spacing == "lcm"
+    assert read({**SD_CONFIG, "timestep_spacing": "trailing"}, spacing="leading").spacing == "leading"
+    with pytest.raises(LeditsError, match="spacing"):
+        read(SD_CONFIG, spacing="uniform")
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 8, 50])
+def test_lcm_timesteps_match_diffusers_lcm(steps):
+    path = NoisePath.from_scheduler_config({**SD_CONFIG, "_class_name": "LCMScheduler"})
+    ref = LCMScheduler(**SD_CONFIG)
+    ref.set_timesteps(steps)
+    assert step_table("lcm", path, steps, 0.0).timesteps.tolist() == ref.timesteps.tolist()
+    with pytest.raises(LeditsError, match="original_inference_steps"):
+        step_table("lcm", path, 51, 0.0)
+
+
+def test_lcm_step_matches_diffusers_lcm_scheduler():
+    """The consistency step x' = a'·(c_skip·x + c_out·x̂₀) + s'·z equals LCMScheduler.step; the
+    last step goes on to training index 0 with noise (the sampler stops at its denoised)."""
+    steps = 4
+    path = NoisePath.from_scheduler_config({**SD_CONFIG, "_class_name": "LCMScheduler"})
+    table = step_table("lcm", path, steps, 0.0)
+    ref = LCMScheduler(**SD_CONFIG)
+    ref.set_timesteps(steps)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    for j, t in enumerate(ref.timesteps):
+        eps = torch.randn(1, 4, 8, 8, generator=g)
+        out = ref.step(eps, t, x, generator=torch.Generator().manual_seed(j))
+        z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(j))
+        mean, _ = step_mean(x, eps, None, table, j)
+        ours = add_noise_map(mean, z, table, j)
+        if j < steps - 1:
+            assert torch.allclose(ours, out.prev_sample, atol=1e-5, rtol=1e-5), f"step {j}"
+        else:
+            a0, s0 = (float(v) for v in path.levels(torch.zeros(1)))
+            assert torch.allclose(ours, a0 * out.denoised + s0 * z, atol=1e-5, rtol=1e-5)
+        x = out.prev_sample
+
+
 def test_dpm_step_matches_diffusers_sde_dpmsolver_with_sigma_min(schedule):
     """Our table reproduces DPMSolverMultistepScheduler.step (sde-dpmsolver++, order 2, sigma_min)."""
     steps, skip = 20, 0.15
@@ -52,7 +121,7 @@ def test_dpm_step_matches_diffusers_sde_dpmsolver_with_sigma_min(schedule):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 4, 8, 8, generator=g)
     ours, prev = x.clone(), None
-    for j, t in enumerate(table.timesteps):
+    for j, t in enumerate(table.timesteps.long()):
         eps = torch.randn(1, 4, 8, 8, generator=g)
         z = torch.randn(1, 4, 8, 8, generator=g)
         x = ref.step(eps, t, x, variance_noise=z).prev_sample
@@ -69,7 +138,7 @@ def test_ddpm_step_matches_diffusers_ddim_eta_one(schedule):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 4, 8, 8, generator=g)
     ours = x.clone()
-    for j, t in enumerate(table.timesteps):
+    for j, t in enumerate(table.timesteps.long()):
         eps = torch.randn(1, 4, 8, 8, generator=g)
         z = torch.randn(1, 4, 8, 8, generator=g)
         x = ref.step(eps, t, x, eta=1.0, variance_noise=z).prev_sample
@@ -78,7 +147,7 @@ def test_ddpm_step_matches_diffusers_ddim_eta_one(schedule):
         assert torch.allclose(ours, x, atol=1e-5, rtol=1e-5), f"step {j}"
 
 
-@pytest.mark.parametrize("solver", ["dpmsolver++", "ddpm"])
+@pytest.mark.parametrize("solver", ["dpmsolver++", "ddpm", "lcm"])
 def test_last_step_targets_smallest_training_noise(schedule, solver):
     table = step_table(solver, schedule, 30, 0.15)
     assert bool((table.noise > 0).all())
@@ -118,8 +187,8 @@ def test_bad_step_settings_are_refused(schedule, steps, skip, message):
 
 def test_unsupported_scheduler_settings_are_refused():
     with pytest.raises(LeditsError, match="use_karras_sigmas"):
-        NoiseSchedule.from_scheduler_config({**SD_CONFIG, "use_karras_sigmas": True})
+        NoisePath.from_scheduler_config({**SD_CONFIG, "use_karras_sigmas": True})
     with pytest.raises(LeditsError, match="flow-matching"):
-        NoiseSchedule.from_scheduler_config({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0})
+        NoisePath.from_scheduler_config({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0})
     with pytest.raises(LeditsError, match="solver"):
-        step_table("euler", NoiseSchedule.from_scheduler_config(SD_CONFIG), 10, 0.1)
+        step_table("euler", NoisePath.from_scheduler_config(SD_CONFIG), 10, 0.1)

@@ -50,10 +50,6 @@ MAX_PIXELS: Final = 2048 * 2048
 #: refused before decoding, whatever --height/--width say.
 MAX_DECODE_PIXELS: Final = 8192 * 8192
 
-#: Images are processed at a multiple of this many latent cells per side, so that the
-#: cross-attention level at a quarter of the latent resolution is exactly (h/4)×(w/4).
-LATENT_MULTIPLE: Final = 4
-
 #: Fraction of the free device memory (host RAM on the CPU) that one batched inversion call
 #: may fill with activations (issue 5; ``Editor.invert(inversion_batch=k)`` overrides).
 INVERSION_MEMORY_FRACTION: Final = 0.5

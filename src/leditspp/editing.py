@@ -23,7 +23,8 @@ from .guidance import base_estimate, direction_terms, is_active, rescale
 from .inversion import Inversion
 from .masking import implicit_masks
 from .models.base import Conditioning, ModelAdapter
-from .solvers import StepTable, add_noise_map, step_mean, to_epsilon
+from .rows import RowLayout
+from .solvers import StepTable, add_noise_map, step_mean
 
 Progress = Callable[[str, int, int], None]
 
@@ -73,22 +74,20 @@ def edit_loop(
     k = len(base)
     base_cond = Conditioning.cat(base)
     calls = {active: _call_inputs(concepts, base_cond, active, batch) for active in set(plan)}
-    timesteps = table.timesteps.to(device)
+    levels = table.levels(device)
+    grid = model.mask_grid(h, w)
     x = inversion.noisy_latents[first]
     prev_x0 = inversion.denoised[first - 1] if first > 0 else None
     for j in range(first, len(table)):
         call = calls[plan[j]]
-        rows = k + len(plan[j])
+        layout = RowLayout(k + len(plan[j]), batch)
         if recorder is not None and plan[j]:
-            recorder.arm(slice(k * batch, None), call.token_weights)
-        latents = x.repeat(rows, 1, 1, 1)
-        raw = model.predict(latents, timesteps[j].expand(rows * batch), call.cond)
-        a, s = float(table.alpha[j]), float(table.sigma[j])
-        eps = to_epsilon(raw, latents, a, s, model.schedule.prediction_type).view(rows, batch, -1, h, w)
+            recorder.arm(layout.from_group(k), call.token_weights)
+        eps = layout.split(model.estimate(layout.repeat(x), levels.at(j, layout.rows), call.cond))
         guided = base_estimate(eps[0], eps[1] if k > 1 else None, source_guidance)
         if plan[j]:
             psi = direction_terms(eps[k:], eps[0], call.directions, call.scales, user_mask)  # (A, B, C, h, w)
-            attn = recorder.take((h >> model.mask_level, w >> model.mask_level)) if recorder is not None else None
+            attn = recorder.take(grid) if recorder is not None else None
             m = implicit_masks(mask_mode, psi.flatten(0, 1), call.thresholds, attn).view(-1, batch, 1, h, w)
             guided = rescale(guided + (m * psi).sum(dim=0), eps[k:].mean(dim=0), guidance_rescale)
             masks.index_copy_(0, call.index, m[:, :, 0])
@@ -108,7 +107,7 @@ class _CallInputs:
     """What one network call needs for a set of ``A`` active concepts, built before the loop so
     that the loop itself makes no host-to-device copies (and hence no host syncs)."""
 
-    cond: Conditioning  # (k + A)·B rows: the base conditions, then each concept's B rows
+    cond: Conditioning  # (k + A)·B rows in the RowLayout: the base conditions, then each concept's B rows
     index: torch.Tensor  # (A,) the concepts' indices
     token_weights: torch.Tensor  # (A·B, L)
     directions: torch.Tensor  # (A,)

@@ -7,7 +7,6 @@ many images; inversions and results are plain values.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -16,18 +15,10 @@ import torch
 from PIL import Image
 
 from . import __version__, defaults
-from .attention import capture_attention
 from .editing import ConceptBatch, Progress, edit_loop
 from .edits import Edit, as_edits, check_warmup
-from .errors import LeditsError, is_int
-from .inversion import (
-    Inversion,
-    InversionInfo,
-    auxiliary_latents,
-    draw_auxiliary_noise,
-    estimate_all,
-    noise_maps,
-)
+from .errors import LeditsError, is_int, is_number
+from .inversion import Inversion, InversionInfo, invert_latents, noising_levels
 from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
 from .masking import MASK_MODES, needs_attention, resize_user_mask
 from .memory import inversion_chunk
@@ -36,16 +27,11 @@ from .models import (
     Conditioning,
     ModelAdapter,
     adapter_from_components,
-    decode_latents,
-    encode_pixels,
     fingerprint,
     load_pipeline,
     model_settings,
-    vae_scale_factor,
 )
 from .solvers import StepTable, step_table
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,7 +48,6 @@ class EditResult:
     latents: torch.Tensor
     masks: torch.Tensor
     edits: tuple[Edit, ...]
-    mask_mode: str
     mask_means: torch.Tensor
 
 
@@ -85,33 +70,48 @@ class Editor:
         *,
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
+        spacing: str | None = None,
     ) -> Editor:
         """Load ``"demo"`` (the built-in shapes-world model, offline), a hub id or a local diffusers folder.
 
         ``device`` defaults to CUDA when available, else CPU; ``torch_dtype`` to fp16 on CUDA and
         fp32 on the CPU. Solver arithmetic and stored inversions are fp32 regardless (SPEC A5).
+        ``spacing``: see :meth:`from_pipe`.
         """
         device = check_device(device)
         if torch_dtype is None:
             torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
         settings = model_settings(model)
+        if spacing is not None:
+            settings["spacing"] = spacing
         pipe = load_pipeline(model, torch_dtype)
         pipe.to(device)
         return cls.from_pipe(pipe, **settings)
 
     @classmethod
     def from_pipe(
-        cls, pipe: Any, *, mask_level: int = defaults.MASK_LEVEL, recommended: dict[str, Any] | None = None
+        cls,
+        pipe: Any,
+        *,
+        mask_level: int = defaults.MASK_LEVEL,
+        spacing: str | None = None,
+        recommended: dict[str, Any] | None = None,
     ) -> Editor:
-        """Reuse the components of a loaded diffusers pipeline (SD, or the LEdits++ port's).
+        """Reuse the components of a loaded diffusers pipeline (SD, SDXL, their few-step
+        distillations, or the LEdits++ port's).
 
         ``mask_level``: the attention mask's resolution, 1/2^level of the latents (the paper's ¼
-        by default); ``recommended``: the model's preferred settings (see ``Editor.recommended``).
+        by default); ``spacing``: the timestep spacing (``leading``, ``trailing``, ``linspace``,
+        ``lcm``; default: what the scheduler config declares — ``trailing`` for Turbo/Lightning,
+        ``lcm`` for an ``LCMScheduler``, else the port's ``leading``); ``recommended``: the model's
+        preferred settings (see ``Editor.recommended``).
         """
         components = getattr(pipe, "components", pipe)
         config = getattr(pipe, "config", None) or {}
         zeros = config.get("force_zeros_for_empty_prompt", True) if hasattr(config, "get") else True
-        adapter = adapter_from_components(dict(components), force_zeros_for_empty_prompt=zeros, mask_level=mask_level)
+        adapter = adapter_from_components(
+            dict(components), force_zeros_for_empty_prompt=zeros, mask_level=mask_level, spacing=spacing
+        )
         return cls(adapter, recommended)
 
     def compile(self, **options: Any) -> Editor:
@@ -124,17 +124,18 @@ class Editor:
         pays the compile time. Reconstruction stays exact: it never depends on the network's
         arithmetic.
         """
-        self.model.unet.compile(**options)
+        self.model.compile(**options)
         return self
 
     @property
     def device(self) -> torch.device:
-        return self.model.unet.device
+        return self.model.device
 
     @property
     def size_multiple(self) -> int:
-        """Image sides must be multiples of this (latent side a multiple of 4, SPEC B §2)."""
-        return vae_scale_factor(self.model.vae) * defaults.LATENT_MULTIPLE
+        """Image sides must be multiples of this (the VAE's factor times 2^mask_level, so that the
+        attention mask's grid is exact; SPEC B §2)."""
+        return self.model.size_multiple
 
     # -- inversion ----------------------------------------------------------------------------
 
@@ -155,40 +156,32 @@ class Editor:
         width: int | None = None,
         inversion_batch: int | None = None,
         max_pixels: int | None = defaults.MAX_PIXELS,
+        noise_shift: float = 0.0,
         progress: Progress | None = None,
     ) -> Inversion:
         """Invert one image or a batch (a list) exactly; returns an :class:`Inversion`.
 
         Images are processed at their size rounded down to :attr:`size_multiple` unless
         ``height``/``width`` are given. ``seed=k`` is a CPU generator seeded with ``k`` (the same
-        auxiliary noises as diffusers' port with that generator). ``inversion_batch`` is the
-        number of steps per network call (the calls are independent; default: as many as fit
-        half the free memory, at most 8 rows per call on the CPU; see :mod:`leditspp.memory`).
-        ``max_pixels`` caps height × width of the processed images (None: no cap).
+        auxiliary noises as diffusers' port with that generator); with neither ``seed`` nor
+        ``generator``, the seed is ``defaults.SEED`` (as in the CLI and the web UI).
+        ``inversion_batch`` is the number of steps per network call (the calls are independent;
+        default: as many as fit half the free memory, at most 8 rows per call on the CPU; see
+        :mod:`leditspp.memory`). ``max_pixels`` caps height × width of the processed images
+        (None: no cap). ``noise_shift`` δ ∈ [0, 1]: TurboEdit's shift for few-step models, Eq. 6
+        noises at ``t_j − δ·(t_0 − t_1)`` (see :func:`leditspp.inversion.noising_levels`).
         """
-        if seed is not None and generator is not None:
-            raise LeditsError("pass either seed= or generator=, not both")
-        if seed is not None:
-            generator = torch.Generator("cpu").manual_seed(check_seed(seed))
-        if inversion_batch is not None and (not is_int(inversion_batch) or inversion_batch < 1):
-            raise LeditsError(
-                f"inversion_batch must be an integer ≥ 1 (steps per network call); got {inversion_batch!r}"
-            )
-        if not isinstance(source_prompt, str) or not isinstance(negative_prompt, str):
-            raise LeditsError("source_prompt and negative_prompt must be strings")
-        if not (isinstance(source_guidance, (int, float)) and math.isfinite(source_guidance) and source_guidance >= 0):
-            raise LeditsError(f"source_guidance must be a finite number ≥ 0; got {source_guidance!r}")
-        table = step_table(solver, self.model.schedule, steps, skip)
+        generator = _generator(seed, generator)
+        _check_invert_arguments(inversion_batch, source_prompt, negative_prompt, source_guidance, noise_shift)
+        table = step_table(solver, self.model.path, steps, skip)
         pixels = as_pixel_batch(images)
         size = target_size(pixels, height, width, self.size_multiple, max_pixels)
-        batch = resize_pixels(pixels, size)
-        x0 = encode_pixels(self.model.vae, batch * 2 - 1).to(self.device)
+        x0 = self.model.encode(resize_pixels(pixels, size) * 2 - 1)
         base = self._base_conditions(source_prompt, negative_prompt, x0.shape[0])
-        ys = auxiliary_latents(x0, draw_auxiliary_noise(tuple(x0.shape), steps, generator), table)
-        rows_per_step = len(base) * x0.shape[0]
-        chunk = inversion_batch or inversion_chunk(self.model.unet, steps, rows_per_step, *x0.shape[-2:])
-        eps = estimate_all(
-            self.model.predict, ys, table, base, float(source_guidance), self.model.schedule.prediction_type, chunk
+        chunk = inversion_batch or inversion_chunk(self.model, steps, len(base) * x0.shape[0], *x0.shape[-2:])
+        noising = noising_levels(self.model.path, table, float(noise_shift))
+        ys, denoised, zs = invert_latents(
+            self.model, x0, table, base, float(source_guidance), generator, chunk, noising
         )
         if progress is not None:
             progress("inversion", steps, steps)
@@ -203,11 +196,11 @@ class Editor:
             negative_prompt=negative_prompt,
             height=size[0],
             width=size[1],
-            dtype=str(self.model.unet.dtype).removeprefix("torch."),
+            dtype=self._dtype_name,
             version=__version__,
+            noise_shift=float(noise_shift),
         )
-        zs, denoised = noise_maps(x0, ys, eps, table)
-        return Inversion(ys, denoised, zs, table.timesteps.clone(), x0, info, to_pil(batch * 2 - 1))
+        return Inversion(ys, denoised, zs, table.timesteps.clone(), x0, info)
 
     # -- editing ------------------------------------------------------------------------------
 
@@ -250,9 +243,7 @@ class Editor:
             mask = resize_user_mask(load_mask(user_mask), (h, w)).to(self.device)
             if mask.shape[0] not in (1, batch):
                 raise LeditsError(f"user_mask has {mask.shape[0]} masks for {batch} images; give 1 or {batch}")
-        capture = (
-            capture_attention(self.model.unet, self.model.mask_level) if use_attention else contextlib.nullcontext()
-        )
+        capture = self.model.capture_attention() if use_attention else contextlib.nullcontext()
         with capture as recorder:
             latents, masks, mask_means = edit_loop(
                 self.model,
@@ -268,13 +259,17 @@ class Editor:
                 progress,
             )
         images = self.decode(latents) if decode else []
-        return EditResult(images, latents, masks, edits, mask_mode, mask_means)
+        return EditResult(images, latents, masks, edits, mask_means)
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (B, C, h, w) → PIL images through the VAE."""
-        return to_pil(decode_latents(self.model.vae, latents))
+        return to_pil(self.model.decode(latents))
 
     # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def _dtype_name(self) -> str:
+        return str(self.model.dtype).removeprefix("torch.")
 
     def _base_conditions(self, source_prompt: str, negative_prompt: str, batch: int) -> list[Conditioning]:
         """``[c_∅]`` or ``[c_∅, c_src]``, ``batch`` rows each: the same in inversion and editing."""
@@ -326,8 +321,8 @@ class Editor:
 
     def _given_embeds(self, e: Edit) -> Conditioning:
         """An edit's precomputed embeddings as one conditioning row, checked against the family."""
-        dtype, device = self.model.unet.dtype, self.device
-        needs_pooled = self.model.family == "sdxl"
+        dtype, device = self.model.dtype, self.device
+        needs_pooled = self.model.needs_pooled()
         if needs_pooled and e.pooled_prompt_embeds is None:
             raise LeditsError(
                 f"SDXL needs pooled_prompt_embeds (1, dim) with the prompt_embeds of {e.prompt!r} "
@@ -343,18 +338,42 @@ class Editor:
             raise LeditsError(
                 f"this inversion was made with another model ({info.family}, fingerprint {info.model}, "
                 f"{info.dtype}); this editor runs {self.model.family} with fingerprint {self.fingerprint} "
-                f"({str(self.model.unet.dtype).removeprefix('torch.')}). Invert the image again with this editor"
+                f"({self._dtype_name}). Invert the image again with this editor"
             )
-        table = step_table(info.solver, self.model.schedule, info.steps, info.skip)
-        if not torch.equal(table.timesteps, inversion.timesteps.cpu().long()):
+        table = step_table(info.solver, self.model.path, info.steps, info.skip)
+        if not torch.equal(table.timesteps, inversion.timesteps.cpu().double()):
             raise LeditsError(
                 f"this inversion's timesteps do not match {info.solver} with steps={info.steps}, "
-                f"skip={info.skip} on this model's schedule; invert the image again with this editor"
+                f"skip={info.skip} on this model's noise path ({self.model.path.spacing} spacing); "
+                "invert the image again with this editor"
             )
         shapes = {tuple(t.shape) for t in (inversion.noisy_latents, inversion.denoised, inversion.noise_maps)}
         if len(shapes) != 1 or shapes.pop()[:2] != (info.steps, inversion.batch_size):
             raise LeditsError("this inversion's noise maps do not match its step count or batch; invert again")
         return table
+
+
+def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """The generator of the auxiliary noises: ``generator``, or a CPU one seeded with ``seed``
+    (``defaults.SEED`` when neither is given)."""
+    if seed is not None and generator is not None:
+        raise LeditsError("pass either seed= or generator=, not both")
+    if generator is not None:
+        return generator
+    return torch.Generator("cpu").manual_seed(check_seed(defaults.SEED if seed is None else seed))
+
+
+def _check_invert_arguments(
+    inversion_batch: Any, source_prompt: Any, negative_prompt: Any, source_guidance: Any, noise_shift: Any
+) -> None:
+    if inversion_batch is not None and (not is_int(inversion_batch) or inversion_batch < 1):
+        raise LeditsError(f"inversion_batch must be an integer ≥ 1 (steps per network call); got {inversion_batch!r}")
+    if not isinstance(source_prompt, str) or not isinstance(negative_prompt, str):
+        raise LeditsError("source_prompt and negative_prompt must be strings")
+    if not (isinstance(source_guidance, (int, float)) and math.isfinite(source_guidance) and source_guidance >= 0):
+        raise LeditsError(f"source_guidance must be a finite number ≥ 0; got {source_guidance!r}")
+    if not (is_number(noise_shift) and 0.0 <= noise_shift <= 1.0):
+        raise LeditsError(f"noise_shift is a fraction of a step in [0, 1] (TurboEdit uses 1); got {noise_shift!r}")
 
 
 #: Seeds torch's generators accept: 0 ≤ seed < 2**64.

@@ -5,11 +5,11 @@
 2. Run the network on every ``y_j`` — the calls are independent, so they go in batched chunks.
 3. Walk the steps once, solving ``z_j = (y_{j+1} − μ_j)/σ_j`` with ``y_N = x0`` (Eq. 7).
 
-The result is an :class:`Inversion` value: the auxiliary latents ``y_j``, the data predictions
-``D_j`` made at them, and the noise maps ``z_j``. The edit loop starts from ``y_0``; while no edit
-concept is active its trajectory *is* ``y_j`` (γ = 0 replays the inversion), so it resumes from
-the stored ``y_j``/``D_{j−1}`` at the first active step, and returns ``x0`` itself when no concept
-is ever active (SPEC A1 exactly, with no network call).
+:func:`invert_latents` runs the three; the result is an :class:`Inversion` value: the auxiliary
+latents ``y_j``, the data predictions ``D_j`` made at them, and the noise maps ``z_j``. The edit
+loop starts from ``y_0``; while no edit concept is active its trajectory *is* ``y_j`` (γ = 0
+replays the inversion), so it resumes from the stored ``y_j``/``D_{j−1}`` at the first active
+step, and returns ``x0`` itself when no concept is ever active (SPEC A1 exactly, with no network call).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -29,8 +28,9 @@ from safetensors.torch import load_file, save_file
 from .errors import LeditsError
 from .files import atomic_write
 from .guidance import base_estimate
-from .models.base import Conditioning
-from .solvers import StepTable, extract_noise, step_mean, to_epsilon
+from .models.base import Conditioning, ModelAdapter
+from .rows import RowLayout
+from .solvers import NoisePath, StepTable, extract_noise, step_mean
 
 FORMAT = "leditspp-inversion"
 FORMAT_VERSION = 2  # 2: metadata carries "sha256", a content hash over the tensors and the metadata
@@ -55,6 +55,7 @@ class InversionInfo:
     width: int
     dtype: str
     version: str
+    noise_shift: float = 0.0  # TurboEdit's shift of Eq. 6's times (0: none)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Inversion:
       ``noisy_latents`` (N, B, C, h, w): the auxiliary latents ``y_j`` (``y_0`` starts editing);
       ``denoised`` (N, B, C, h, w): the data predictions ``D_j`` of the base estimate at ``y_j``;
       ``noise_maps`` (N, B, C, h, w): ``z_j``;
-      ``timesteps`` (N,): the network time of each step;
+      ``timesteps`` (N,) float64: the network's time input at each step;
       ``source_latents`` (B, C, h, w): the encoded input ``x0`` (what no edit reproduces).
     """
 
@@ -75,12 +76,10 @@ class Inversion:
     timesteps: torch.Tensor
     source_latents: torch.Tensor
     info: InversionInfo
-    images: list[Any] = field(default_factory=list, compare=False, repr=False)
 
     def select(self, i: int) -> Inversion:
         """The inversion of image ``i`` of the batch alone (B = 1): edits it exactly as in the batch."""
         one = slice(i, i + 1)
-        images = self.images[one] if self.images else []
         return Inversion(
             self.noisy_latents[:, one],
             self.denoised[:, one],
@@ -88,7 +87,6 @@ class Inversion:
             self.timesteps,
             self.source_latents[one],
             self.info,
-            images,
         )
 
     @property
@@ -108,7 +106,6 @@ class Inversion:
             self.timesteps.to(device),
             self.source_latents.to(device),
             self.info,
-            self.images,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -126,7 +123,8 @@ class Inversion:
 
         Checked: the format marker and an integer ``format_version`` no newer than this one; the
         metadata's field types, ``steps``/``height``/``width`` positive integers; all five tensors
-        present, fp32 (``timesteps`` int32/int64), the three stacks one shape (N, B, C, h, w) with
+        present, fp32 (``timesteps`` float64, or int64/int32 as older versions wrote them), the
+        three stacks one shape (N, B, C, h, w) with
         N = ``steps``, ``source_latents`` (B, C, h, w), ``timesteps`` (N,); every value finite; and
         from version 2 on the content hash over tensors and metadata, so a changed byte or an edited
         field is refused. Version-1 files (no hash) get every check but the hash. Not checkable
@@ -184,7 +182,7 @@ def _check_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor
         raise refuse(f"the inversion file lacks the tensor(s) {', '.join(missing)}")
     for name in TENSORS:
         dtype = str(tensors[name].dtype).removeprefix("torch.")
-        want = ("int64", "int32") if name == "timesteps" else ("float32",)
+        want = ("float64", "int64", "int32") if name == "timesteps" else ("float32",)
         if dtype not in want:
             raise refuse(f"tensor {name} is {dtype}, not {' or '.join(want)}")
     shapes = {name: tuple(tensors[name].shape) for name in TENSORS}
@@ -236,11 +234,31 @@ def draw_auxiliary_noise(shape: tuple[int, ...], steps: int, generator: torch.Ge
     return torch.stack(draws[::-1])
 
 
-def auxiliary_latents(x0: torch.Tensor, noise: torch.Tensor, table: StepTable) -> torch.Tensor:
-    """Eq. 6: ``y_j = a_j·x0 + s_j·ε̃_j`` for every step, (N, B, C, h, w) fp32."""
-    a = table.alpha.to(x0.device, torch.float32)[:, None, None, None, None]
-    s = table.sigma.to(x0.device, torch.float32)[:, None, None, None, None]
+def auxiliary_latents(x0: torch.Tensor, noise: torch.Tensor, levels: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Eq. 6: ``y_j = a_j·x0 + s_j·ε̃_j`` for every step, (N, B, C, h, w) fp32; ``levels`` are
+    ``(a, s)`` (N,) each — the table's, or the shifted ones of :func:`noising_levels`."""
+    a = levels[0].to(x0.device, torch.float32)[:, None, None, None, None]
+    s = levels[1].to(x0.device, torch.float32)[:, None, None, None, None]
     return a * x0[None] + s * noise.to(x0.device)
+
+
+def noising_levels(path: NoisePath, table: StepTable, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, s)`` (N,) at which Eq. 6 noises ``x0``: the table's own, or with ``shift`` = δ > 0
+    TurboEdit's shifted times ``t_j − ⌊δ·(t_0 − t_1)⌋`` (less noise than the network is told;
+    ``t_1`` is the path's end when N = 1), and ``y_j = x0`` where that time is ≤ 0.
+
+    Deutch et al. (2024) found that with 3–4 steps the noise maps of the unshifted inversion drift
+    from N(0, I) on distilled models. Exactness is unaffected: the noise maps are solved against
+    whichever ``y_j`` were drawn.
+    """
+    if shift == 0:
+        return table.alpha, table.sigma
+    t = table.timesteps
+    gap = float(t[0] - (t[1] if len(t) > 1 else path.end()[0]))
+    shifted = t - math.floor(shift * gap)
+    a, s = path.levels(shifted.clamp_min(0))
+    clean = shifted <= 0
+    return torch.where(clean, torch.ones_like(a), a), torch.where(clean, torch.zeros_like(s), s)
 
 
 def noise_maps(
@@ -262,32 +280,51 @@ def noise_maps(
 
 
 def estimate_all(
-    predict: Any,
+    model: ModelAdapter,
     ys: torch.Tensor,
     table: StepTable,
     base: list[Conditioning],
     source_guidance: float,
-    prediction_type: str,
     chunk: int,
 ) -> torch.Tensor:
     """The base noise estimate at every ``y_j``: (N, B, C, h, w) fp32, ``chunk`` steps per call.
 
-    ``base`` is ``[c_∅]`` or ``[c_∅, c_src]`` (B rows each); rows of one call are laid out
-    step-major, then condition, then image.
+    ``base`` is ``[c_∅]`` or ``[c_∅, c_src]`` (B rows each); a call's groups are its steps, then
+    the base conditions (:class:`~leditspp.rows.RowLayout`).
     """
     steps, batch = ys.shape[0], ys.shape[1]
     out = torch.empty_like(ys)
     k = len(base)
+    levels = table.levels(ys.device)
     for start in range(0, steps, chunk):
         idx = list(range(start, min(start + chunk, steps)))
-        latents = torch.cat([ys[j] for j in idx for _ in range(k)])
-        t = torch.cat([table.timesteps[j].repeat(k * batch) for j in idx])
+        layout = RowLayout(len(idx) * k, batch)
+        latents = layout.stack([ys[j] for j in idx for _ in range(k)])
+        rows_step = torch.tensor([j for j in idx for _ in range(k * batch)], device=ys.device)
         cond = Conditioning.cat([c for _ in idx for c in base])
-        raw = predict(latents, t, cond)
-        a = torch.cat([table.alpha[j].repeat(k * batch) for j in idx]).float().to(raw.device)
-        s = torch.cat([table.sigma[j].repeat(k * batch) for j in idx]).float().to(raw.device)
-        eps = to_epsilon(raw, latents.float(), a[:, None, None, None], s[:, None, None, None], prediction_type)
-        eps = eps.view(len(idx), k, batch, *ys.shape[2:])
+        eps = layout.split(model.estimate(latents, levels.select(rows_step), cond)).view(len(idx), k, *ys.shape[1:])
         for n, j in enumerate(idx):
             out[j] = base_estimate(eps[n, 0], eps[n, 1] if k > 1 else None, source_guidance)
     return out
+
+
+def invert_latents(
+    model: ModelAdapter,
+    x0: torch.Tensor,
+    table: StepTable,
+    base: list[Conditioning],
+    source_guidance: float,
+    generator: torch.Generator | None,
+    chunk: int,
+    noising: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inversion of latents ``x0`` (B, C, h, w): Eq. 6, the estimates, Eq. 7.
+
+    ``noising``: the levels of Eq. 6 (default: the table's; see :func:`noising_levels`).
+    Returns ``(y, D, z)``, each (N, B, C, h, w) fp32 — the fields of an :class:`Inversion`.
+    """
+    noise = draw_auxiliary_noise(tuple(x0.shape), len(table), generator)
+    ys = auxiliary_latents(x0, noise, noising or (table.alpha, table.sigma))
+    eps = estimate_all(model, ys, table, base, source_guidance, chunk)
+    zs, denoised = noise_maps(x0, ys, eps, table)
+    return ys, denoised, zs

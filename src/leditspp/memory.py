@@ -4,30 +4,19 @@ The N inversion calls are independent (SPEC B §4.1), so they run in chunks of s
 as large as fits a fraction of the device's free memory, by an estimate of one UNet row's
 activation memory, and on the CPU no larger than the point where batching stops paying.
 
-``steps_per_call`` is the pure rule; ``free_bytes`` and ``row_bytes`` read the machine and the
-model. ``Editor.invert(inversion_batch=k)`` overrides the whole choice.
+``steps_per_call`` is the pure rule; ``free_bytes`` reads the machine and the adapter's
+``row_bytes`` the model. ``Editor.invert(inversion_batch=k)`` overrides the whole choice.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any
 
 import torch
 
 from . import defaults
-
-
-def row_bytes(unet: Any, height: int, width: int) -> int:
-    """Estimated peak activation bytes of one UNet row on an ``height × width`` latent grid.
-
-    ``ACTIVATION_ELEMENTS`` · h·w · c₀ elements of the UNet's dtype, c₀ being the width of its
-    first level, where the largest activations live (skip connections, the feed-forward's 8c₀
-    GEGLU projection). With fused attention (SDPA) there is no quadratic term.
-    """
-    width0 = int(unet.config.block_out_channels[0])
-    return defaults.ACTIVATION_ELEMENTS * height * width * width0 * unet.dtype.itemsize
+from .models.base import ModelAdapter
 
 
 def free_bytes(device: torch.device) -> int:
@@ -66,8 +55,9 @@ def steps_per_call(steps: int, rows_per_step: int, bytes_per_row: int, budget: i
     return math.ceil(steps / calls)
 
 
-def inversion_chunk(unet: Any, steps: int, rows_per_step: int, height: int, width: int) -> int:
-    """:func:`steps_per_call` for ``unet`` on its device, with the budget of ``defaults``."""
-    device = unet.device
+def inversion_chunk(model: ModelAdapter, steps: int, rows_per_step: int, height: int, width: int) -> int:
+    """:func:`steps_per_call` for ``model`` on its device (its own estimate of a row's bytes,
+    ``model.row_bytes``), with the budget of ``defaults``."""
+    device = model.device
     budget = int(free_bytes(device) * defaults.INVERSION_MEMORY_FRACTION)
-    return steps_per_call(steps, rows_per_step, row_bytes(unet, height, width), budget, max_rows(device))
+    return steps_per_call(steps, rows_per_step, model.row_bytes(height, width), budget, max_rows(device))

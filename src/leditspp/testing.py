@@ -204,6 +204,25 @@ def tiny_sdxl_components(tokenizer: Any, tokenizer_2: Any, *, seed: int = 0) -> 
     }
 
 
+#: The scheduler configs few-step checkpoints ship, on the SD training schedule: SD-Turbo and
+#: SDXL-Turbo (Euler, trailing), SDXL-Lightning / Hyper-SD (as their model cards set it: Euler or
+#: DDIM, trailing) and LCM (LCMScheduler: 50 original steps, timestep_scaling 10).
+FEW_STEP_SCHEDULERS = ("turbo", "lightning", "lcm")
+
+
+def few_step_scheduler(kind: str) -> Any:
+    """The scheduler a few-step checkpoint of ``kind`` (see :data:`FEW_STEP_SCHEDULERS`) ships."""
+    from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, LCMScheduler
+
+    if kind == "turbo":
+        return EulerAncestralDiscreteScheduler(**SD_SCHEDULE, timestep_spacing="trailing")
+    if kind == "lightning":
+        return DDIMScheduler(**SD_SCHEDULE, timestep_spacing="trailing", set_alpha_to_one=False, clip_sample=False)
+    if kind == "lcm":
+        return LCMScheduler(**SD_SCHEDULE, original_inference_steps=50, timestep_scaling=10.0)
+    raise ValueError(f"unknown few-step kind {kind!r}; one of {FEW_STEP_SCHEDULERS}")
+
+
 def tiny_sdxl_pipeline(tokenizer: Any, tokenizer_2: Any, **kwargs: Any) -> Any:
     """A ``StableDiffusionXLPipeline`` around :func:`tiny_sdxl_components` (no watermarker)."""
     from diffusers import StableDiffusionXLPipeline

@@ -10,14 +10,16 @@ import torch
 
 from .. import defaults
 from ..errors import LeditsError
-from ..solvers import NoiseSchedule
-from .base import Conditioning, ModelAdapter, decode_latents, encode_pixels, fingerprint, vae_scale_factor
+from ..solvers import SPACINGS, NoisePath
+from .base import Conditioning, ModelAdapter, fingerprint
 from .sd import StableDiffusion
 from .sdxl import StableDiffusionXL
+from .unet import prediction_type
 
 SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (UNet2DConditionModel + one CLIP text encoder)",
     "Stable Diffusion XL base and fine-tunes (two CLIP text encoders, addition_embed_type='text_time')",
+    "their few-step distillations (SD-Turbo, SDXL-Turbo, SDXL-Lightning, Hyper-SD, LCM and LCM-LoRA)",
 )
 
 
@@ -30,19 +32,28 @@ def adapter_from_components(
     *,
     force_zeros_for_empty_prompt: bool = True,
     mask_level: int = defaults.MASK_LEVEL,
+    spacing: str | None = None,
 ) -> ModelAdapter:
     """Pick the family adapter from loaded diffusers components (a pipeline's ``components``).
 
     ``force_zeros_for_empty_prompt`` is the SDXL pipeline's config flag (zero c_∅ for "");
-    ``mask_level`` the attention mask's level (a model folder's ``leditspp.json`` may set it).
+    ``mask_level`` the attention mask's level (a model folder's ``leditspp.json`` may set it);
+    ``spacing`` overrides the timestep spacing read from the scheduler config (see
+    :meth:`leditspp.solvers.NoisePath.from_scheduler_config`).
     """
     missing = [k for k in ("unet", "vae", "tokenizer", "scheduler") if components.get(k) is None]
     if missing:
         raise _refuse(f"the model lacks {', '.join(missing)}")
     unet = components["unet"]
     added = getattr(unet.config, "addition_embed_type", None)
-    schedule = NoiseSchedule.from_scheduler_config(components["scheduler"].config)
-    common = {"unet": unet, "vae": components["vae"], "schedule": schedule, "mask_level": mask_level}
+    config = components["scheduler"].config
+    common = {
+        "unet": unet,
+        "vae": components["vae"],
+        "path": NoisePath.from_scheduler_config(config, spacing),
+        "prediction": prediction_type(config),
+        "mask_level": mask_level,
+    }
     if added == "text_time":
         if components.get("text_encoder") is None or components.get("text_encoder_2") is None:
             raise _refuse("this SDXL-type model has only one text encoder (an SDXL refiner?), which is not supported")
@@ -96,7 +107,8 @@ RECOMMENDABLE: dict[str, Any] = {
 
 
 def model_settings(model: str) -> dict[str, Any]:
-    """What a local model folder declares in ``leditspp.json``: ``mask_level`` (int) and
+    """What a local model folder declares in ``leditspp.json``: ``mask_level`` (int), ``spacing``
+    (a timestep spacing, see :class:`~leditspp.solvers.NoisePath`) and
     ``recommended`` settings (keys of :data:`RECOMMENDABLE`: defaults the CLI and the web UI use
     for this model). ``{}`` for a folder without the file and for hub ids."""
     path = Path(resolve_model(model)) / MODEL_SETTINGS_FILE
@@ -110,14 +122,19 @@ def model_settings(model: str) -> dict[str, Any]:
         raise LeditsError(f"{path}: must be a JSON object whose 'recommended' is an object; fix or remove the file")
     level = data.get("mask_level", defaults.MASK_LEVEL)
     recommended = data.get("recommended", {})
-    bad = [k for k in data if k not in ("mask_level", "recommended", "comment")]
+    bad = [k for k in data if k not in ("mask_level", "spacing", "recommended", "comment")]
     bad += [k for k, v in recommended.items() if k not in RECOMMENDABLE or not _of_type(v, type(RECOMMENDABLE[k]))]
-    if bad or not isinstance(level, int) or level < 0:
+    if not isinstance(level, int) or isinstance(level, bool) or level < 0:
+        bad.append("mask_level")
+    if data.get("spacing", SPACINGS[0]) not in SPACINGS:
+        bad.append("spacing")
+    if bad:
         raise LeditsError(
-            f"{path}: unknown or mistyped entries {bad or ['mask_level']}; it may give mask_level (int ≥ 0) "
-            f"and recommended settings {sorted(RECOMMENDABLE)}"
+            f"{path}: unknown or mistyped entries {bad}; it may give mask_level (int ≥ 0), spacing "
+            f"(one of {list(SPACINGS)}) and recommended settings {sorted(RECOMMENDABLE)}"
         )
-    return {"mask_level": level, "recommended": recommended}
+    spacing = {"spacing": data["spacing"]} if "spacing" in data else {}
+    return {"mask_level": level, "recommended": recommended} | spacing
 
 
 def _of_type(value: Any, kind: type) -> bool:
@@ -132,9 +149,10 @@ def size_multiple_hint(model: str) -> int | None:
     try:
         config = Path(resolve_model(model)) / "vae" / "config.json"
         channels = json.loads(config.read_text())["block_out_channels"]
+        level = model_settings(model).get("mask_level", defaults.MASK_LEVEL)
     except (LeditsError, OSError, ValueError, KeyError, TypeError):
         return None
-    return 2 ** (len(channels) - 1) * defaults.LATENT_MULTIPLE
+    return 2 ** (len(channels) - 1) * 2**level  # as UNetModel.size_multiple
 
 
 def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
@@ -165,12 +183,9 @@ __all__ = [
     "StableDiffusion",
     "StableDiffusionXL",
     "adapter_from_components",
-    "decode_latents",
-    "encode_pixels",
     "fingerprint",
     "load_pipeline",
     "model_settings",
     "resolve_model",
     "size_multiple_hint",
-    "vae_scale_factor",
 ]

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import torch
 
-from ..solvers import NoiseSchedule
+from ..attention import AttentionRecorder
+from ..solvers import NoiseLevel, NoisePath
 
 logger = logging.getLogger("leditspp")
 
@@ -47,13 +48,26 @@ class Conditioning:
 
 
 class ModelAdapter(Protocol):
-    """The seam between the loops and a model family (SD 1.x/2.x, SDXL, …)."""
+    """The seam between the loops and a model family (SD 1.x/2.x, SDXL, few-step distillations …).
+
+    The loops see noise estimates, noise paths, conditionings and attention recorders — never a
+    network. A family is a new file under ``models/`` that provides these.
+    """
 
     family: str
-    unet: Any
-    vae: Any
-    schedule: NoiseSchedule
+    path: NoisePath  # the noise levels and the spacing the solver tables are built from
     mask_level: int  # the attention mask M¹ is read at 1/2^mask_level of the latent resolution
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def size_multiple(self) -> int: ...
+
+    def mask_grid(self, height: int, width: int) -> tuple[int, int]: ...
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning: ...
 
@@ -61,7 +75,19 @@ class ModelAdapter(Protocol):
 
     def token_positions(self, prompt: str) -> list[int]: ...
 
-    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor: ...
+    def needs_pooled(self) -> bool: ...
+
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor: ...
+
+    def row_bytes(self, height: int, width: int) -> int: ...
+
+    def compile(self, **options: Any) -> None: ...
+
+    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionRecorder]: ...
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
     def components(self) -> dict[str, Any]: ...
 

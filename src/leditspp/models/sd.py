@@ -7,21 +7,17 @@ from typing import Any
 
 import torch
 
-from .. import defaults
-from ..solvers import NoiseSchedule
 from .base import Conditioning, warn_if_truncated
+from .unet import UNetModel
 
 
-@dataclass
-class StableDiffusion:
-    """Adapter for SD 1.x/2.x components in diffusers format (ε- or v-prediction)."""
+@dataclass(kw_only=True)
+class StableDiffusion(UNetModel):
+    """Adapter for SD 1.x/2.x components in diffusers format (ε-, v- or x₀-prediction), and
+    their few-step distillations (SD-Turbo, LCM, …)."""
 
-    unet: Any
-    vae: Any
     text_encoder: Any
     tokenizer: Any
-    schedule: NoiseSchedule
-    mask_level: int = defaults.MASK_LEVEL  # attention mask at 1/2^level of the latents
     family: str = "sd"
 
     def components(self) -> dict[str, Any]:
@@ -57,15 +53,8 @@ class StableDiffusion:
         """
         return _word_positions(self.tokenizer, prompt)
 
-    @torch.no_grad()
-    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """Raw UNet output for rows ``latents`` (R, C, h, w) at ``timesteps`` (R,), fp32."""
-        out = self.unet(
-            latents.to(self.unet.dtype),
-            timesteps.to(latents.device),
-            encoder_hidden_states=cond.embeds,
-        ).sample
-        return out.float()
+    def needs_pooled(self) -> bool:
+        return False
 
 
 def _word_positions(tokenizer: Any, prompt: str) -> list[int]:

@@ -13,32 +13,28 @@ and what the UNet is given besides it:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .. import defaults
-from ..solvers import NoiseSchedule
 from .base import Conditioning, vae_scale_factor, warn_if_truncated
 from .sd import _word_positions
+from .unet import UNetModel
 
 
-@dataclass
-class StableDiffusionXL:
-    """Adapter for SDXL base-style components in diffusers format."""
+@dataclass(kw_only=True)
+class StableDiffusionXL(UNetModel):
+    """Adapter for SDXL base-style components in diffusers format (and SDXL-Turbo, Lightning, LCM)."""
 
-    unet: Any
-    vae: Any
     text_encoder: Any
     text_encoder_2: Any
     tokenizer: Any
     tokenizer_2: Any
-    schedule: NoiseSchedule
     force_zeros_for_empty_prompt: bool = True
-    mask_level: int = defaults.MASK_LEVEL  # attention mask at 1/2^level of the latents
     crops_coords_top_left: tuple[int, int] = (0, 0)
     family: str = "sdxl"
+    _time_ids: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def components(self) -> dict[str, Any]:
         return {
@@ -78,22 +74,22 @@ class StableDiffusionXL:
         """Word-token positions from the second tokenizer (SPEC B §8)."""
         return _word_positions(self.tokenizer_2, prompt)
 
-    def time_ids(self, latents: torch.Tensor) -> torch.Tensor:
-        """(1, 6): original size, crop top-left, target size — (height, width) of the processed image."""
-        f = vae_scale_factor(self.vae)
-        h, w = latents.shape[-2] * f, latents.shape[-1] * f
-        top, left = self.crops_coords_top_left
-        return torch.tensor([[h, w, top, left, h, w]], dtype=self.unet.dtype, device=latents.device)
+    def needs_pooled(self) -> bool:
+        return True
 
-    @torch.no_grad()
-    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """Raw UNet output for rows ``latents`` (R, C, h, w) at ``timesteps`` (R,), fp32."""
-        rows = latents.shape[0]
-        added = {"text_embeds": cond.pooled, "time_ids": self.time_ids(latents).repeat(rows, 1)}
-        out = self.unet(
-            latents.to(self.unet.dtype),
-            timesteps.to(latents.device),
-            encoder_hidden_states=cond.embeds,
-            added_cond_kwargs=added,
-        ).sample
-        return out.float()
+    def time_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        """(1, 6): original size, crop top-left, target size — (height, width) of the processed image.
+
+        Built once per latent size and device (no host-to-device copy in the loops)."""
+        key = (*latents.shape[-2:], str(latents.device), self.unet.dtype)
+        if key not in self._time_ids:
+            f = vae_scale_factor(self.vae)
+            h, w = latents.shape[-2] * f, latents.shape[-1] * f
+            top, left = self.crops_coords_top_left
+            self._time_ids[key] = torch.tensor([[h, w, top, left, h, w]], dtype=self.unet.dtype, device=latents.device)
+        return self._time_ids[key]
+
+    def added_inputs(self, latents: torch.Tensor, cond: Conditioning) -> dict[str, Any]:
+        """Pooled text embeddings and the micro-conditioning time ids of every row."""
+        time_ids = self.time_ids(latents).expand(latents.shape[0], -1)
+        return {"added_cond_kwargs": {"text_embeds": cond.pooled, "time_ids": time_ids}}

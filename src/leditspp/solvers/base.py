@@ -17,73 +17,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from ..errors import LeditsError, fraction_hint, is_int, is_number
-
-#: Scheduler options that change the noise levels away from the training schedule; we refuse
-#: them instead of silently ignoring them (SPEC A7).
-_UNSUPPORTED_FLAGS = (
-    "use_karras_sigmas",
-    "use_exponential_sigmas",
-    "use_beta_sigmas",
-    "use_lu_lambdas",
-    "use_flow_sigmas",
-    "thresholding",
-)
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+from .path import NoisePath
 
 
 @dataclass(frozen=True)
-class NoiseSchedule:
-    """A model's training noise schedule: ``ᾱ_t`` for ``t = 0 … T−1`` and its settings."""
+class NoiseLevel:
+    """The noise level of each row of one network call: time input ``t``, ``a``, ``s`` (R,) each."""
 
-    alphas_cumprod: torch.Tensor  # (T,) float64
-    steps_offset: int
-    prediction_type: str
+    t: torch.Tensor
+    a: torch.Tensor
+    s: torch.Tensor
 
-    @property
-    def num_train_timesteps(self) -> int:
-        return len(self.alphas_cumprod)
+    def at(self, step: int, rows: int) -> NoiseLevel:
+        """Step ``step`` of a per-step level (N,) for ``rows`` rows (views, no copy)."""
+        return NoiseLevel(self.t[step].expand(rows), self.a[step].expand(rows), self.s[step].expand(rows))
 
-    @classmethod
-    def from_scheduler_config(cls, config: Any) -> NoiseSchedule:
-        """Read the schedule from any diffusers scheduler config (beta schedule, offset, prediction).
-
-        The scheduler class the checkpoint ships (PNDM, DDIM, DPM, Euler, …) does not matter: only
-        its training schedule is used. Configs that cannot be inverted exactly are refused.
-        """
-        from diffusers import DDPMScheduler
-
-        cfg = dict(config)
-        name = cfg.get("_class_name", "scheduler")
-        if "beta_schedule" not in cfg and "trained_betas" not in cfg:
-            raise LeditsError(
-                f"the model's {name} has no DDPM noise schedule (no beta_schedule); LEDITS++ "
-                "inversion here supports DDPM-trained models (Stable Diffusion 1.x/2.x, SDXL), "
-                "not flow-matching ones"
-            )
-        for flag in _UNSUPPORTED_FLAGS:
-            if cfg.get(flag):
-                raise LeditsError(
-                    f"the model's {name} sets {flag}=True, which the exact inversion cannot "
-                    f"reproduce; save the scheduler config with {flag}=False"
-                )
-        prediction = cfg.get("prediction_type", "epsilon")
-        if prediction not in PREDICTION_TYPES:
-            raise LeditsError(f"prediction_type={prediction!r} is not supported; expected one of {PREDICTION_TYPES}")
-        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
-        ddpm = DDPMScheduler(
-            **{k: cfg[k] for k in keys if cfg.get(k) is not None},
-            rescale_betas_zero_snr=bool(cfg.get("rescale_betas_zero_snr", False)),
-        )
-        return cls(
-            alphas_cumprod=ddpm.alphas_cumprod.to(torch.float64),
-            steps_offset=int(cfg.get("steps_offset", 0)),
-            prediction_type=prediction,
-        )
+    def select(self, steps: torch.Tensor) -> NoiseLevel:
+        """The per-step level (N,) at ``steps`` (R,): one step index per row."""
+        return NoiseLevel(self.t[steps], self.a[steps], self.s[steps])
 
 
 @dataclass(frozen=True)
@@ -91,11 +46,11 @@ class StepTable:
     """Per-step coefficients of one run of ``N`` solver steps (index ``j = 0 … N−1``).
 
     ``timesteps[j]`` is the network's time input at step ``j``; ``alpha``/``sigma`` are ``a, s``
-    at that time. The step moves to the next entry, and the last one to training index 0 (never
-    a zero noise level, so every ``noise[j] > 0`` and every noise map is determined).
+    at that time. The step moves to the next entry, and the last one to the path's end (training
+    index 0: never a zero noise level, so every ``noise[j] > 0`` and every noise map is determined).
     """
 
-    timesteps: torch.Tensor  # (N,) int64, descending
+    timesteps: torch.Tensor  # (N,) float64, descending
     alpha: torch.Tensor  # (N,) float64, a_t at timesteps[j]
     sigma: torch.Tensor  # (N,) float64, s_t at timesteps[j]
     coef_x: torch.Tensor  # (N,) float64
@@ -106,10 +61,18 @@ class StepTable:
     def __len__(self) -> int:
         return len(self.timesteps)
 
+    def levels(self, device: torch.device | str) -> NoiseLevel:
+        """Every step's noise level on ``device`` in fp32, (N,) each: index it per step
+        (``NoiseLevel(t[j], …)``) without a host-to-device copy in the loop."""
+        return NoiseLevel(*(v.to(device, torch.float32) for v in (self.timesteps, self.alpha, self.sigma)))
 
-def leading_timesteps(num_steps: int, spacing: int, offset: int) -> torch.Tensor:
-    """diffusers' "leading" spacing: ``(num_steps−1−k)·spacing + offset`` for ``k = 0 …``, (M,)."""
-    return torch.arange(num_steps - 1, -1, -1, dtype=torch.int64) * spacing + offset
+
+def endpoints(path: NoisePath, times: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(a_u, s_u, a_v, s_v)`` for the steps ``u = times[j] → v = times[j+1]`` (the last to the
+    path's end), (N,) float64 each."""
+    a_u, s_u = path.levels(times)
+    a_v, s_v = path.levels(torch.cat([times[1:], path.end()]))
+    return a_u, s_u, a_v, s_v
 
 
 def full_schedule_length(steps: int, skip: float) -> int:
@@ -123,19 +86,6 @@ def validate_steps(steps: int, skip: float) -> None:
     if not (is_number(skip) and 0.0 <= skip < 1.0):
         hint = fraction_hint(skip, "skip 1 would skip the whole schedule; e.g. 0.15 skips its noisiest 15 %")
         raise LeditsError(f"skip is a fraction in [0, 1); got {skip!r}{hint}")
-
-
-def to_epsilon(output: torch.Tensor, x: torch.Tensor, a: float, s: float, prediction_type: str) -> torch.Tensor:
-    """Convert a network output to a noise estimate ε at ``x`` with ``x = a·x0 + s·ε``.
-
-    The map is affine in the output with the same offset for every row, so guidance on ε equals
-    guidance on the raw output up to a constant factor (masks are scale-invariant).
-    """
-    if prediction_type == "epsilon":
-        return output
-    if prediction_type == "v_prediction":
-        return a * output + s * x
-    return (x - a * output) / s  # "sample": the network predicts x0
 
 
 def step_mean(

@@ -1,38 +1,39 @@
 """DDPM-form step (DDIM with η = 1) as a coefficient table (SPEC B §4.5).
 
-This is the edit-friendly DDPM inversion of Huberman-Spiegelglas et al. Timesteps follow
-diffusers' "leading" spacing for ``DDIMScheduler``: ``r' = floor(T/M)``, ``t_k = (M−1−k)·r' + offset``,
-last N kept. Step ``j`` goes from ``ᾱ = ᾱ_{t_j}`` to ``ᾱ' = ᾱ_{t_{j+1}}`` (the last to training index 0):
+This is the edit-friendly DDPM inversion of Huberman-Spiegelglas et al. Times follow the path's
+spacing with diffusers' ``DDIMScheduler`` convention (leading: ``r' = floor(T/M)``,
+``t_k = (M−1−k)·r' + offset``), last N kept. Step ``j`` goes from ``ᾱ = a_u²`` to ``ᾱ' = a_v²``
+(the last to training index 0):
 
     var = (1−ᾱ')/(1−ᾱ)·(1 − ᾱ/ᾱ'),   μ = √ᾱ'·x̂₀ + √(1−ᾱ'−var)·ε̂,   σ = √var,
 
 rewritten in the shared form with ``ε̂ = (x − a·x̂₀)/s``: ``c_x = k/s``, ``c_d = a' − k·a/s``,
-``k = √(1−ᾱ'−var)``, ``c_2 = 0``. Prediction types are handled before the step (ε is converted),
-so v-prediction models work here too (unlike the port, SPEC P18).
+``k = √(1−ᾱ'−var)``, ``c_2 = 0``. Prediction types are handled by the model adapter (it returns
+ε), so v-prediction models work here too (unlike the port, SPEC P18).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from .base import NoiseSchedule, StepTable, check_table, full_schedule_length, leading_timesteps
+from .base import StepTable, check_table, endpoints, full_schedule_length
+from .path import NoisePath
 
 NAME = "ddpm"
 
 
-def ddpm_table(schedule: NoiseSchedule, steps: int, skip: float) -> StepTable:
+def ddpm_table(path: NoisePath, steps: int, skip: float) -> StepTable:
     """Coefficients for N = ``steps`` DDPM steps; all tensors (N,) float64."""
-    T = schedule.num_train_timesteps
     M = full_schedule_length(steps, skip)
-    # An offset of 0 would make the last step go from index 0 to index 0 (σ = 0, nothing to
-    # invert); models trained like SD use offset 1, and we never go below it.
-    offset = max(schedule.steps_offset, 1)
-    timesteps = leading_timesteps(M, T // M, offset)[-steps:]
-    abar = schedule.alphas_cumprod
-    src = abar[timesteps]
-    dst = torch.cat([abar[timesteps[1:]], abar[:1]])
-    a, s, a_next = src.sqrt(), (1 - src).sqrt(), dst.sqrt()
-    var = (1 - dst) / (1 - src) * (1 - src / dst)
+    # An offset of 0 would make the last leading step go from index 0 to index 0 (σ = 0, nothing
+    # to invert); models trained like SD use offset 1, and we never go below it.
+    path = dataclasses.replace(path, steps_offset=max(path.steps_offset, 1))
+    timesteps = path.times(M, M)[-steps:]
+    a, s, a_next, s_next = endpoints(path, timesteps)
+    src, dst = a**2, a_next**2
+    var = s_next**2 / s**2 * (1 - src / dst)
     k = (1 - dst - var).clamp_min(0).sqrt()
     table = StepTable(
         timesteps=timesteps,

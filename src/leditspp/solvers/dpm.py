@@ -1,8 +1,8 @@
 """SDE-DPM-Solver++(2M) as a coefficient table (paper Eq. 5; SPEC B §4.4).
 
-Timesteps follow diffusers' "leading" spacing for ``DPMSolverMultistepScheduler``:
-``M = floor(N·(1+skip))``, ``r = floor(T/(M+1))``, ``t_k = (M−k)·r + offset``, last N kept (SPEC A2).
-Step ``j`` goes from ``u = t_j`` to ``v = t_{j+1}`` (the last to training index 0):
+Times follow the path's spacing with diffusers' ``DPMSolverMultistepScheduler`` convention
+(leading: ``M = floor(N·(1+skip))``, ``r = floor(T/(M+1))``, ``t_k = (M−k)·r + offset``), last N
+kept (SPEC A2). Step ``j`` goes from ``u = t_j`` to ``v = t_{j+1}`` (the last to training index 0):
 
     h = λ_v − λ_u,   c_x = (s_v/s_u)·e^{−h},   c_d = a_v·(1 − e^{−2h}),   σ = s_v·√(1 − e^{−2h}),
     c_2 = c_d / (2ρ) with ρ = (λ_u − λ_{t_{j−1}})/h  (second order, midpoint form), 0 at j = 0.
@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import torch
 
-from .base import NoiseSchedule, StepTable, check_table, full_schedule_length, leading_timesteps
+from .base import StepTable, check_table, endpoints, full_schedule_length
+from .path import NoisePath
 
 NAME = "dpmsolver++"
 
 
-def dpm_table(schedule: NoiseSchedule, steps: int, skip: float) -> StepTable:
+def dpm_table(path: NoisePath, steps: int, skip: float) -> StepTable:
     """Coefficients for N = ``steps`` SDE-DPM-Solver++(2M) steps; all tensors (N,) float64."""
-    T = schedule.num_train_timesteps
     M = full_schedule_length(steps, skip)
-    r = T // (M + 1)
-    timesteps = leading_timesteps(M, r, schedule.steps_offset + r)[-steps:]
-    abar = schedule.alphas_cumprod
-    src = abar[timesteps]
-    dst = torch.cat([abar[timesteps[1:]], abar[:1]])
-    a_u, s_u, a_v, s_v = src.sqrt(), (1 - src).sqrt(), dst.sqrt(), (1 - dst).sqrt()
+    timesteps = path.times(M, M + 1)[-steps:]
+    a_u, s_u, a_v, s_v = endpoints(path, timesteps)
     lam_u, lam_v = a_u.log() - s_u.log(), a_v.log() - s_v.log()
     h = lam_v - lam_u
     coef_x = s_v / s_u * torch.exp(-h)

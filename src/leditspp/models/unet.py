@@ -1,0 +1,123 @@
+"""What the UNet families (SD 1.x/2.x, SDXL and their few-step distillations) share behind the seam.
+
+:class:`UNetModel` owns the denoiser: it runs the UNet on stacked rows, converts the model time
+and the prediction type (ε, v or x₀) to a noise estimate ε (as k-diffusion's
+``DiscreteEpsDDPMDenoiser`` does), estimates a row's activation memory, compiles, and captures
+the cross-attention of the mask level. A family adds its text encoding and the UNet's extra
+inputs (:meth:`UNetModel.added_inputs`). Nothing outside ``models/`` touches the UNet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import defaults
+from ..attention import AttentionRecorder
+from ..errors import LeditsError
+from ..solvers import NoiseLevel, NoisePath
+from .base import Conditioning, decode_latents, encode_pixels, vae_scale_factor
+from .unet_attention import capture_unet_attention
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def to_epsilon(output: torch.Tensor, x: torch.Tensor, a: Any, s: Any, prediction: str) -> torch.Tensor:
+    """Convert a network output to a noise estimate ε at ``x = a·x0 + s·ε``.
+
+    ``a``, ``s`` broadcast against ``x`` (e.g. (R, 1, 1, 1)). The map is affine in the output
+    with the same offset for every row, so guidance on ε equals guidance on the raw output up to
+    a constant factor (masks are scale-invariant).
+    """
+    if prediction == "epsilon":
+        return output
+    if prediction == "v_prediction":
+        return a * output + s * x
+    return (x - a * output) / s  # "sample": the network predicts x0
+
+
+def prediction_type(config: Any) -> str:
+    """The scheduler config's ``prediction_type`` (default ε), refused if unknown."""
+    prediction = dict(config).get("prediction_type", "epsilon")
+    if prediction not in PREDICTION_TYPES:
+        raise LeditsError(f"prediction_type={prediction!r} is not supported; expected one of {PREDICTION_TYPES}")
+    return prediction
+
+
+@dataclass(kw_only=True)
+class UNetModel:
+    """The UNet half of an adapter: the denoiser, its memory, compile and attention capture."""
+
+    unet: Any
+    vae: Any
+    path: NoisePath
+    prediction: str = "epsilon"
+    #: The attention mask M¹ is read at 1/2^mask_level of the latent resolution (declared once).
+    mask_level: int = defaults.MASK_LEVEL
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: the VAE's factor times 2^mask_level, so that the
+        attention level's grid is exactly (h/2^level) × (w/2^level)."""
+        return vae_scale_factor(self.vae) * 2**self.mask_level
+
+    def mask_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The attention mask's grid for an ``height × width`` latent grid."""
+        return height >> self.mask_level, width >> self.mask_level
+
+    def added_inputs(self, latents: torch.Tensor, cond: Conditioning) -> dict[str, Any]:
+        """Extra keyword inputs of the UNet for these rows (SD: none)."""
+        return {}
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The noise estimate ε for rows ``latents`` (R, C, h, w) at ``level`` (R,) each, fp32."""
+        out = self.unet(
+            latents.to(self.unet.dtype),
+            level.t.to(latents.device),
+            encoder_hidden_states=cond.embeds,
+            **self.added_inputs(latents, cond),
+        ).sample.float()
+        a, s = (v.to(out)[:, None, None, None] for v in (level.a, level.s))
+        return to_epsilon(out, latents.float(), a, s, self.prediction)
+
+    def row_bytes(self, height: int, width: int) -> int:
+        """Estimated peak activation bytes of one UNet row on an ``height × width`` latent grid.
+
+        ``ACTIVATION_ELEMENTS`` · h·w · c₀ elements of the UNet's dtype, c₀ being the width of
+        its first level, where the largest activations live (skip connections, the
+        feed-forward's 8c₀ GEGLU projection). With fused attention (SDPA) there is no quadratic
+        term.
+        """
+        width0 = int(self.unet.config.block_out_channels[0])
+        return defaults.ACTIVATION_ELEMENTS * height * width * width0 * self.unet.dtype.itemsize
+
+    def compile(self, **options: Any) -> None:
+        """``torch.compile`` the UNet in place (``options`` go to ``torch.compile``)."""
+        self.unet.compile(**options)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        """Record the concept rows' cross-attention at the mask level (see :mod:`leditspp.attention`)."""
+        with capture_unet_attention(self.unet, self.mask_level) as recorder:
+            yield recorder
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → latents (B, C, H/f, W/f), fp32, on the model's device."""
+        return encode_pixels(self.vae, pixels).to(self.device)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B, C, h, w) → images (B, 3, H, W) in [−1, 1], fp32."""
+        return decode_latents(self.vae, latents)
