@@ -91,3 +91,20 @@ def test_sdxl_turbo_inversion_is_exact(tokenizer, tokenizer_2):
         assert (replay - inv.source_latents).abs().max() <= replay_tolerance(inv.source_latents)
     edited = editor.edit(inv, [Edit("snow", scale=6.0)], decode=False).latents
     assert not torch.allclose(edited, inv.source_latents, atol=1e-3)
+
+
+def test_few_step_models_recommend_their_steps_and_solver(few_step_editors, few_step_folders, tmp_path):
+    """Turbo/Lightning recommend 4 DDPM steps without skip, LCM its own solver; the CLI inverts a
+    few-step folder with them when no flag says otherwise."""
+    from leditspp.cli import main
+    from leditspp.inversion import Inversion
+
+    for kind, solver in (("turbo", "ddpm"), ("lightning", "ddpm"), ("lcm", "lcm")):
+        rec = few_step_editors[kind].recommended
+        assert (rec["solver"], rec["steps"], rec["skip"]) == (solver, 4, 0.0)
+    photo, inv = tmp_path / "photo.png", tmp_path / "photo.inv.safetensors"
+    scene().save(photo)
+    args = ["invert", str(photo), "-o", str(inv), "--model", str(few_step_folders["lcm"]), "--device", "cpu"]
+    assert main([*args, "--quiet"]) == 0
+    info = Inversion.load(inv).info
+    assert (info.solver, info.steps, info.skip) == ("lcm", 4, 0.0)

@@ -23,6 +23,7 @@ from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_siz
 from .masking import MASK_MODES, needs_attention, resize_user_mask
 from .memory import inversion_chunk
 from .models import (
+    FEW_STEP_RECOMMENDED,
     RECOMMENDABLE,
     Conditioning,
     ModelAdapter,
@@ -59,7 +60,9 @@ class Editor:
         self.fingerprint = fingerprint(model.components())
         #: The settings this model recommends (its folder's ``leditspp.json``), the project's
         #: defaults where it names none: what the CLI and the web UI default to for it.
-        self.recommended = {**RECOMMENDABLE, **(recommended or {})}
+        #: A few-step model (trailing or LCM spacing) recommends 4 steps, no skip and its solver.
+        few_step = FEW_STEP_RECOMMENDED.get(model.path.spacing, {})
+        self.recommended = {**RECOMMENDABLE, **few_step, **(recommended or {})}
 
     # -- construction -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import torch
 from .. import defaults
 from ..errors import LeditsError
 from ..solvers import SPACINGS, NoisePath
+from ..solvers.path import declared_spacing
 from .base import Conditioning, ModelAdapter, fingerprint
 from .sd import StableDiffusion
 from .sdxl import StableDiffusionXL
@@ -97,6 +98,7 @@ MODEL_SETTINGS_FILE = "leditspp.json"
 #: Edit and inversion settings a model may recommend, with the defaults that hold where it does not
 #: (their types are the types a recommendation must have).
 RECOMMENDABLE: dict[str, Any] = {
+    "solver": defaults.SOLVER,
     "steps": defaults.STEPS,
     "skip": defaults.SKIP,
     "scale": defaults.EDIT_SCALE,
@@ -106,14 +108,24 @@ RECOMMENDABLE: dict[str, Any] = {
 }
 
 
+#: What a few-step checkpoint recommends, by the spacing of its scheduler config: the 4 steps
+#: Turbo, Lightning and LCM are distilled for, no skip, and the solver of their kind.
+FEW_STEP_RECOMMENDED: dict[str, dict[str, Any]] = {
+    "trailing": {"solver": "ddpm", "steps": 4, "skip": 0.0},
+    "lcm": {"solver": "lcm", "steps": 4, "skip": 0.0},
+}
+
+
 def model_settings(model: str) -> dict[str, Any]:
     """What a local model folder declares in ``leditspp.json``: ``mask_level`` (int), ``spacing``
     (a timestep spacing, see :class:`~leditspp.solvers.NoisePath`) and
     ``recommended`` settings (keys of :data:`RECOMMENDABLE`: defaults the CLI and the web UI use
-    for this model). ``{}`` for a folder without the file and for hub ids."""
+    for this model), over what its scheduler config implies (:data:`FEW_STEP_RECOMMENDED` for a
+    few-step model). ``{}`` for hub ids (nothing is read before loading) and other folders."""
     path = Path(resolve_model(model)) / MODEL_SETTINGS_FILE
     if not path.is_file():
-        return {}
+        few_step = FEW_STEP_RECOMMENDED.get(_folder_spacing(path.parent) or "", {})
+        return {"recommended": dict(few_step)} if few_step else {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -134,7 +146,16 @@ def model_settings(model: str) -> dict[str, Any]:
             f"(one of {list(SPACINGS)}) and recommended settings {sorted(RECOMMENDABLE)}"
         )
     spacing = {"spacing": data["spacing"]} if "spacing" in data else {}
-    return {"mask_level": level, "recommended": recommended} | spacing
+    few_step = FEW_STEP_RECOMMENDED.get(data.get("spacing") or _folder_spacing(path.parent), {})
+    return {"mask_level": level, "recommended": few_step | recommended} | spacing
+
+
+def _folder_spacing(folder: Path) -> str | None:
+    """The spacing a local model's scheduler config declares, read without loading the model."""
+    try:
+        return declared_spacing(json.loads((folder / "scheduler" / "scheduler_config.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _of_type(value: Any, kind: type) -> bool:
@@ -177,6 +198,7 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
 __all__ = [
     "DEMO_NAME",
     "DEMO_PATH",
+    "FEW_STEP_RECOMMENDED",
     "RECOMMENDABLE",
     "Conditioning",
     "ModelAdapter",

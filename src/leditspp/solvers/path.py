@@ -124,9 +124,7 @@ class NoisePath:
                     f"the model's {name} sets {flag}=True, which the exact inversion cannot "
                     f"reproduce; save the scheduler config with {flag}=False"
                 )
-        if spacing is None:
-            declared = "trailing" if cfg.get("timestep_spacing") == "trailing" else "leading"
-            spacing = "lcm" if name == "LCMScheduler" else declared
+        spacing = declared_spacing(cfg) if spacing is None else spacing
         if spacing not in SPACINGS:
             raise LeditsError(f"timestep spacing must be one of {SPACINGS}; got {spacing!r}")
         keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
@@ -141,3 +139,12 @@ class NoisePath:
             original_steps=int(cfg.get("original_inference_steps") or 50),
             timestep_scaling=float(cfg.get("timestep_scaling") or 10.0),
         )
+
+
+def declared_spacing(config: Any) -> str:
+    """The spacing a scheduler config declares, as :meth:`NoisePath.from_scheduler_config` reads
+    it: ``lcm`` for an ``LCMScheduler``, ``trailing`` where the config says so, else ``leading``."""
+    cfg = dict(config)
+    if cfg.get("_class_name") == "LCMScheduler":
+        return "lcm"
+    return "trailing" if cfg.get("timestep_spacing") == "trailing" else "leading"
