@@ -47,7 +47,8 @@ def adapter_from_components(
         raise _refuse(f"the model lacks {', '.join(missing)}")
     unet = components["unet"]
     added = getattr(unet.config, "addition_embed_type", None)
-    config = components["scheduler"].config
+    scheduler = components["scheduler"]
+    config = {"_class_name": type(scheduler).__name__, **dict(scheduler.config)}  # a scheduler made in code has none
     common = {
         "unet": unet,
         "vae": components["vae"],
