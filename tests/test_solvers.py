@@ -14,6 +14,11 @@ from leditspp.testing import SD_SCHEDULE
 SD_CONFIG = SD_SCHEDULE
 
 
+def as_data(x, eps, table, j):
+    """x̂0 = (x − s·ε)/a at step j (what the UNet adapter's to_data does)."""
+    return (x - float(table.sigma[j]) * eps) / float(table.alpha[j])
+
+
 @pytest.fixture
 def schedule():
     return NoisePath.from_scheduler_config(SD_CONFIG)
@@ -96,7 +101,7 @@ def test_lcm_step_matches_diffusers_lcm_scheduler():
         eps = torch.randn(1, 4, 8, 8, generator=g)
         out = ref.step(eps, t, x, generator=torch.Generator().manual_seed(j))
         z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(j))
-        mean, _ = step_mean(x, eps, None, table, j)
+        mean, _ = step_mean(x, as_data(x, eps, table, j), None, table, j)
         ours = add_noise_map(mean, z, table, j)
         if j < steps - 1:
             assert torch.allclose(ours, out.prev_sample, atol=1e-5, rtol=1e-5), f"step {j}"
@@ -125,7 +130,7 @@ def test_dpm_step_matches_diffusers_sde_dpmsolver_with_sigma_min(schedule):
         eps = torch.randn(1, 4, 8, 8, generator=g)
         z = torch.randn(1, 4, 8, 8, generator=g)
         x = ref.step(eps, t, x, variance_noise=z).prev_sample
-        mean, prev = step_mean(ours, eps, prev, table, j)
+        mean, prev = step_mean(ours, as_data(ours, eps, table, j), prev, table, j)
         ours = add_noise_map(mean, z, table, j)
         assert torch.allclose(ours, x, atol=1e-5, rtol=1e-5), f"step {j}"
 
@@ -142,7 +147,7 @@ def test_ddpm_step_matches_diffusers_ddim_eta_one(schedule):
         eps = torch.randn(1, 4, 8, 8, generator=g)
         z = torch.randn(1, 4, 8, 8, generator=g)
         x = ref.step(eps, t, x, eta=1.0, variance_noise=z).prev_sample
-        mean, _ = step_mean(ours, eps, None, table, j)
+        mean, _ = step_mean(ours, as_data(ours, eps, table, j), None, table, j)
         ours = add_noise_map(mean, z, table, j)
         assert torch.allclose(ours, x, atol=1e-5, rtol=1e-5), f"step {j}"
 
@@ -161,7 +166,7 @@ def test_noise_extraction_round_trip(schedule):
     table = step_table("dpmsolver++", schedule, 5, 0.1)
     g = torch.Generator().manual_seed(2)
     x, eps, prev, target = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(4))
-    mean, _ = step_mean(x, eps, prev, table, 3)
+    mean, _ = step_mean(x, as_data(x, eps, table, 3), prev, table, 3)
     z = extract_noise(target, mean, table, 3)
     assert torch.allclose(add_noise_map(mean, z, table, 3), target, atol=1e-6)
 

@@ -1,4 +1,7 @@
-"""The edit loop (paper Eqs. 8–14; SPEC B §7): predict → guidance → masked sum → solver step.
+"""The edit loop (paper Eqs. 8–14; SPEC B §7): estimate → guidance → masked sum → solver step.
+
+Guidance acts on the adapter's estimates (ε for DDPM-trained models, the velocity v for flow
+models); the guided estimate becomes a data prediction (``model.to_data``) for the solver step.
 
 Per step ``j`` one network call evaluates the base rows (``c_∅``, plus ``c_src`` when the
 inversion used a source prompt) and the rows of the concepts active at ``j`` (warm-up and
@@ -94,7 +97,8 @@ def edit_loop(
             mask_sums.index_add_(0, call.index, m[:, :, 0])
         if recorder is not None:
             recorder.disarm()
-        mean, prev_x0 = step_mean(x, guided, prev_x0, table, j)
+        x0 = model.to_data(guided, x, levels.at(j, batch))
+        mean, prev_x0 = step_mean(x, x0, prev_x0, table, j)
         x = add_noise_map(mean, inversion.noise_maps[j], table, j)
         if progress is not None:
             progress("edit", j + 1, len(table))

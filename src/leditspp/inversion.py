@@ -261,22 +261,15 @@ def noising_levels(path: NoisePath, table: StepTable, shift: float) -> tuple[tor
     return torch.where(clean, torch.ones_like(a), a), torch.where(clean, torch.zeros_like(s), s)
 
 
-def noise_maps(
-    x0: torch.Tensor, ys: torch.Tensor, eps: torch.Tensor, table: StepTable
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 7 for every step, from ``ys`` and the estimates ``eps`` at them.
-
-    Returns the noise maps ``z`` and the data predictions ``D``, both (N, B, C, h, w).
-    """
+def noise_maps(x0: torch.Tensor, ys: torch.Tensor, denoised: torch.Tensor, table: StepTable) -> torch.Tensor:
+    """Eq. 7 for every step, from ``ys`` and the data predictions ``D`` at them: the noise maps
+    ``z``, (N, B, C, h, w)."""
     zs = torch.empty_like(ys)
-    denoised = torch.empty_like(ys)
-    prev_x0 = None
     for j in range(len(table)):
-        mean, prev_x0 = step_mean(ys[j], eps[j], prev_x0, table, j)
+        mean, _ = step_mean(ys[j], denoised[j], denoised[j - 1] if j > 0 else None, table, j)
         target = ys[j + 1] if j + 1 < len(table) else x0
         zs[j] = extract_noise(target, mean, table, j)
-        denoised[j] = prev_x0
-    return zs, denoised
+    return zs
 
 
 def estimate_all(
@@ -287,7 +280,8 @@ def estimate_all(
     source_guidance: float,
     chunk: int,
 ) -> torch.Tensor:
-    """The base noise estimate at every ``y_j``: (N, B, C, h, w) fp32, ``chunk`` steps per call.
+    """The data prediction ``D_j`` of the base estimate at every ``y_j``: (N, B, C, h, w) fp32,
+    ``chunk`` steps per call.
 
     ``base`` is ``[c_∅]`` or ``[c_∅, c_src]`` (B rows each); a call's groups are its steps, then
     the base conditions (:class:`~leditspp.rows.RowLayout`).
@@ -304,7 +298,8 @@ def estimate_all(
         cond = Conditioning.cat([c for _ in idx for c in base])
         eps = layout.split(model.estimate(latents, levels.select(rows_step), cond)).view(len(idx), k, *ys.shape[1:])
         for n, j in enumerate(idx):
-            out[j] = base_estimate(eps[n, 0], eps[n, 1] if k > 1 else None, source_guidance)
+            guided = base_estimate(eps[n, 0], eps[n, 1] if k > 1 else None, source_guidance)
+            out[j] = model.to_data(guided, ys[j], levels.at(j, batch))
     return out
 
 
@@ -325,6 +320,5 @@ def invert_latents(
     """
     noise = draw_auxiliary_noise(tuple(x0.shape), len(table), generator)
     ys = auxiliary_latents(x0, noise, noising or (table.alpha, table.sigma))
-    eps = estimate_all(model, ys, table, base, source_guidance, chunk)
-    zs, denoised = noise_maps(x0, ys, eps, table)
-    return ys, denoised, zs
+    denoised = estimate_all(model, ys, table, base, source_guidance, chunk)
+    return ys, denoised, noise_maps(x0, ys, denoised, table)

@@ -77,7 +77,12 @@ class ModelAdapter(Protocol):
 
     def needs_pooled(self) -> bool: ...
 
-    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor: ...
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The estimate guidance acts on, (R, C, h, w) fp32: ε for DDPM-trained families, the
+        velocity v for flow models."""
+
+    def to_data(self, estimate: torch.Tensor, x: torch.Tensor, level: NoiseLevel) -> torch.Tensor:
+        """The data prediction x̂0 of a (guided) estimate at ``x``, (B, C, h, w)."""
 
     def row_bytes(self, height: int, width: int) -> int: ...
 

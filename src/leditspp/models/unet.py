@@ -93,6 +93,12 @@ class UNetModel:
         a, s = (v.to(out)[:, None, None, None] for v in (level.a, level.s))
         return to_epsilon(out, latents.float(), a, s, self.prediction)
 
+    def to_data(self, eps: torch.Tensor, x: torch.Tensor, level: NoiseLevel) -> torch.Tensor:
+        """The data prediction ``x̂0 = (x − s·ε)/a`` of a (guided) noise estimate (B, C, h, w) at
+        ``x``; ``level`` (B,) each."""
+        a, s = (v.to(eps)[:, None, None, None] for v in (level.a, level.s))
+        return (x - s * eps) / a
+
     def row_bytes(self, height: int, width: int) -> int:
         """Estimated peak activation bytes of one UNet row on an ``height × width`` latent grid.
 

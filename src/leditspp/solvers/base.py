@@ -2,9 +2,10 @@
 
 Every solver here takes the form ``x_{j+1} = μ_j + σ_j·z_j`` with a deterministic mean
 
-    μ_j = c_x·x_j + c_d·D_j + c_2·(D_j − D_{j−1}),     D_j = (x_j − s_j·ε_j) / a_j,
+    μ_j = c_x·x_j + c_d·D_j + c_2·(D_j − D_{j−1}),
 
-where ``D`` is the data prediction (x̂₀) and ``ε_j`` the (guided) noise estimate. A solver is
+where ``D_j`` is the data prediction (x̂₀) of the guided estimate at ``x_j`` (the model adapter
+converts: ``D = (x − s·ε)/a`` for a noise estimate, ``D = x − σ·v`` for a flow velocity). A solver is
 therefore nothing but a table of per-step coefficients (:class:`StepTable`). Inversion solves
 ``z_j = (y_{j+1} − μ_j)/σ_j`` (Eq. 7); editing adds ``σ_j·z_j`` back. Because both loops call
 :func:`step_mean` with the same table, the order used at every step is the same in both, and
@@ -90,17 +91,16 @@ def validate_steps(steps: int, skip: float) -> None:
 
 def step_mean(
     x: torch.Tensor,
-    eps: torch.Tensor,
+    x0: torch.Tensor,
     prev_x0: torch.Tensor | None,
     table: StepTable,
     j: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic part of step ``j``: returns ``(μ_j, D_j)``, both shaped like ``x``.
 
-    ``x``: (B, C, h, w) latents at ``timesteps[j]``; ``eps``: the noise estimate there;
+    ``x``: (B, C, h, w) latents at ``timesteps[j]``; ``x0``: the data prediction ``D_j`` there;
     ``prev_x0``: ``D_{j−1}`` from the previous step (None at ``j = 0``).
     """
-    x0 = (x - float(table.sigma[j]) * eps) / float(table.alpha[j])
     mean = float(table.coef_x[j]) * x + float(table.coef_d[j]) * x0
     if prev_x0 is not None and float(table.coef_2[j]) != 0.0:
         mean = mean + float(table.coef_2[j]) * (x0 - prev_x0)
