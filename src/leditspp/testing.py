@@ -7,10 +7,13 @@ tokenizer is the real CLIP BPE tokenizer, derived from the vocabulary file that 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gzip
 import importlib.util
 import json
+import math
+import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +318,297 @@ def keep_attention_processors(unet: Any) -> Iterator[None]:
         yield
     finally:
         unet.set_attn_processor(processors)
+
+
+# --- Rectified-flow families (SD3/3.5, FLUX.1): a T5 tokenizer and tiny MMDiT components -----------
+
+#: The English the tiny T5 tokenizer knows as whole words: test prompts, edit concepts and the
+#: captions of a few ordinary photos. Word counts (and so the pieces' scores) come from it.
+T5_CORPUS = (
+    "a photo of a cat",
+    "a photo of a dog",
+    "a photo of a cat wearing a red hat",
+    "a photo of a dog wearing sunglasses",
+    "a portrait of a man with a beard and glasses",
+    "a portrait of a woman with long hair and a smile",
+    "a close up photo of a face",
+    "a house in the snow",
+    "snow on the trees in winter",
+    "a red square and a blue circle on a white background",
+    "a green triangle next to a yellow star",
+    "a painting of a mountain lake at sunset",
+    "an oil painting in the style of van gogh",
+    "a watercolor drawing of flowers",
+    "a bowl of fruit on a wooden table",
+    "a car on a road in the city",
+    "a horse in a field of grass",
+    "a boat on the sea under a cloudy sky",
+    "a bird sitting on a branch",
+    "a child playing with a ball in the park",
+    "a cup of coffee and a book",
+    "an old man wearing a hat",
+    "a young girl wearing a crown",
+    "a smiling person with a mask",
+    "a cartoon of a robot",
+    "a pencil sketch of a building",
+    "the sun and the moon",
+    "rain fire water light dark",
+    "big small tall short round bright",
+    "high quality detailed realistic blurry",
+    "stone glass metal wood paper",
+    "add remove make turn into from to by for is are",
+)
+
+#: Colours and shapes, every pairing of which joins the corpus ("a red square", …).
+T5_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey")
+T5_SHAPES = ("square", "circle", "triangle", "star", "heart", "disc", "ring", "cube", "sphere", "hat")
+
+#: Characters every prompt may fall back to, one piece each, so ASCII text never becomes ``<unk>``.
+T5_ALPHABET = string.ascii_letters + string.digits + string.punctuation
+
+
+def t5_corpus() -> list[str]:
+    """:data:`T5_CORPUS` plus "a {colour} {shape}" for every colour and shape."""
+    return [*T5_CORPUS, *(f"a {c} {s}" for c in T5_COLOURS for s in T5_SHAPES)]
+
+
+def t5_unigram_pieces(corpus: list[str]) -> list[tuple[str, float]]:
+    """The pieces and log-probability scores of a word-level Unigram model of ``corpus``.
+
+    T5's special tokens come first (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2). Each word ``w``
+    with count ``n`` of ``N`` gives ``▁w`` (score ``ln(n/N)``) and, 2 nats less likely, ``w``
+    without the word-start marker ``▁`` and ``▁W`` capitalised; ``▁`` and the characters of
+    :data:`T5_ALPHABET` score 5 nats below the rarest word, so known words stay whole and others
+    spell out. Sorted by score, then piece: the same list every time.
+    """
+    counts = collections.Counter(w for line in corpus for w in line.split())
+    total = sum(counts.values())
+    scores: dict[str, float] = {}
+    for word, n in counts.items():
+        score = math.log(n / total)
+        scores["▁" + word] = score
+        scores.setdefault(word, score - 2.0)
+        scores.setdefault("▁" + word.capitalize(), score - 2.0)
+    floor = min(scores.values()) - 5.0
+    for char in ["▁", *T5_ALPHABET]:
+        scores.setdefault(char, floor)
+    specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    return specials + sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def t5_backend_tokenizer(pieces: list[tuple[str, float]]) -> Any:
+    """A ``tokenizers.Tokenizer`` shaped like T5's: Unigram over ``pieces`` (``<unk>`` = 2), split
+    on whitespace with the Metaspace ``▁`` prefix, ``</s>`` (id 1) appended to every sequence."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+
+    backend = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=False))
+    metaspace = {"replacement": "▁", "prepend_scheme": "always", "split": True}
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(**metaspace)]
+    )
+    backend.decoder = decoders.Metaspace(**metaspace)
+    backend.post_processor = processors.TemplateProcessing(
+        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)]
+    )
+    return backend
+
+
+def t5_tokenizer(folder: str | Path, **kwargs: Any) -> Any:
+    """A T5-style ``T5TokenizerFast`` built offline, saved to ``folder`` and loaded back from it.
+
+    A word-level Unigram model of :func:`t5_corpus` (about 500 pieces, plus T5's 100 ``<extra_id_*>``
+    sentinels; see :func:`t5_unigram_pieces`) — not trained with ``tokenizers``' Unigram trainer,
+    which on a corpus this small splits "red" into "re" + "d" and gives slightly different scores
+    from run to run. ``kwargs`` go to the tokenizer; ``model_max_length`` defaults to 512, as in
+    SD3's and FLUX.1's T5 tokenizers (the pipelines pass their own ``max_sequence_length``).
+    """
+    from transformers import T5TokenizerFast
+
+    kwargs.setdefault("model_max_length", 512)
+    backend = t5_backend_tokenizer(t5_unigram_pieces(t5_corpus()))
+    T5TokenizerFast(tokenizer_object=backend, **kwargs).save_pretrained(str(folder))
+    return T5TokenizerFast.from_pretrained(str(folder))
+
+
+def t5_text_encoder(tokenizer: Any, width: int, *, layers: int, heads: int, head_dim: int, ff: int) -> Any:
+    """A randomly initialised ``T5EncoderModel`` for ``tokenizer``, shaped like T5 v1.1 (gated-GELU
+    feed-forward of width ``ff``, untied embeddings, relative position buckets); ``width`` = d_model."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=width,
+            d_kv=head_dim,
+            d_ff=ff,
+            num_layers=layers,
+            num_heads=heads,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=32,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            tie_word_embeddings=False,
+            is_encoder_decoder=False,
+            use_cache=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+
+
+def tiny_flow_vae(seed: int, *, shift_factor: float, scaling_factor: float) -> Any:
+    """A factor-8 ``AutoencoderKL`` (widths 16/16/32/32) with 16 latent channels and no quant
+    convolutions, as SD3's and FLUX.1's VAEs: latents enter the transformer as
+    ``(z − shift_factor) · scaling_factor``."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        latent_channels=16,
+        norm_num_groups=8,
+        sample_size=128,
+        shift_factor=shift_factor,
+        scaling_factor=scaling_factor,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
+#: SD3/3.5's VAE latent normalisation and scheduler (static shift 3).
+SD3_VAE_FACTORS = {"shift_factor": 0.0609, "scaling_factor": 1.5305}
+SD3_SCHEDULE = {"num_train_timesteps": 1000, "shift": 3.0}
+
+#: FLUX.1's VAE latent normalisation and scheduler ([dev]: shift μ linear in the image token
+#: count, 0.5 at 256 tokens to 1.15 at 4096).
+FLUX_VAE_FACTORS = {"shift_factor": 0.1159, "scaling_factor": 0.3611}
+FLUX_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
+
+def tiny_sd3_components(
+    tokenizer: Any, tokenizer_2: Any, tokenizer_3: Any, *, seed: int = 0, qk_norm: str | None = None
+) -> dict[str, Any]:
+    """SD3-shaped but tiny components, random weights.
+
+    Text: two projected CLIP encoders (widths 32 and 48, projections 32 and 48; SD3's CLIP-L and
+    CLIP-G) and a T5 encoder of width 96. The pipeline concatenates the CLIPs' penultimate hidden
+    states (77 × 80), zero-pads them to T5's width and stacks T5's states after them:
+    ``encoder_hidden_states`` is (B, 77 + max_sequence_length, 96), so ``joint_attention_dim`` = 96,
+    the T5 width; the pooled projections concatenate to ``pooled_projection_dim`` = 80.
+    MMDiT: 2 joint blocks, 4 heads × 8 = 32 wide, patch 2, ``sample_size`` 8 (64 px by default),
+    positions for up to 32 × 32 patches (512 px). ``qk_norm="rms_norm"`` gives SD3.5's q/k norm.
+    VAE: factor 8, 16 latent channels. Scheduler: flow-matching Euler, shift 3.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=96,
+        caption_projection_dim=32,
+        pooled_projection_dim=32 + 48,
+        pos_embed_max_size=32,
+        qk_norm=qk_norm,
+    )
+    vae = tiny_flow_vae(seed + 1, **SD3_VAE_FACTORS)
+    torch.manual_seed(seed + 2)
+    text_encoder = clip_text_encoder(tokenizer, 32, layers=2, heads=4, intermediate=64, projection_dim=32)
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = clip_text_encoder(
+        tokenizer_2, 48, layers=2, heads=4, intermediate=96, hidden_act="gelu", projection_dim=48
+    )
+    torch.manual_seed(seed + 4)
+    text_encoder_3 = t5_text_encoder(tokenizer_3, 96, layers=2, heads=4, head_dim=8, ff=128)
+    for m in (transformer, vae, text_encoder, text_encoder_2, text_encoder_3):
+        m.eval()
+    return {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "text_encoder_3": text_encoder_3,
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer_2,
+        "tokenizer_3": tokenizer_3,
+        "scheduler": FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULE),
+    }
+
+
+def tiny_sd3_pipeline(tokenizer: Any, tokenizer_2: Any, tokenizer_3: Any, **kwargs: Any) -> Any:
+    """A ``StableDiffusion3Pipeline`` around :func:`tiny_sd3_components`."""
+    from diffusers import StableDiffusion3Pipeline
+
+    return StableDiffusion3Pipeline(**tiny_sd3_components(tokenizer, tokenizer_2, tokenizer_3, **kwargs))
+
+
+def tiny_flux_components(
+    tokenizer: Any, tokenizer_2: Any, *, seed: int = 0, guidance_embeds: bool = False
+) -> dict[str, Any]:
+    """FLUX.1-shaped but tiny components, random weights.
+
+    Text: a CLIP encoder of width 32 whose pooled output (the final-norm state at ``<|endoftext|>``, not
+    projected) feeds ``pooled_projection_dim`` = 32, and a T5 encoder of width 64 whose states
+    are ``encoder_hidden_states`` alone (``joint_attention_dim`` = 64). Transformer: 1 double- and
+    1 single-stream block, 2 heads × 16 = 32 wide, RoPE axes (4, 6, 6) over (index, row, column),
+    ``in_channels`` 64 = 16 latent channels packed 2 × 2; ``guidance_embeds=True`` makes it
+    guidance-distilled like [dev] (the pipeline then passes ``guidance_scale`` as an input).
+    VAE: factor 8, 16 latent channels, so images are multiples of 16 px. Scheduler: FLUX.1's
+    dynamic shift (:data:`FLUX_SCHEDULE`).
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=64,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 6, 6),
+    )
+    vae = tiny_flow_vae(seed + 1, **FLUX_VAE_FACTORS)
+    torch.manual_seed(seed + 2)
+    text_encoder = clip_text_encoder(tokenizer, 32, layers=2, heads=4, intermediate=64)
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = t5_text_encoder(tokenizer_2, 64, layers=2, heads=4, head_dim=8, ff=128)
+    for m in (transformer, vae, text_encoder, text_encoder_2):
+        m.eval()
+    return {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer_2,
+        "scheduler": FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULE),
+    }
+
+
+def tiny_flux_pipeline(tokenizer: Any, tokenizer_2: Any, **kwargs: Any) -> Any:
+    """A ``FluxPipeline`` around :func:`tiny_flux_components`."""
+    from diffusers import FluxPipeline
+
+    return FluxPipeline(**tiny_flux_components(tokenizer, tokenizer_2, **kwargs))
