@@ -253,11 +253,12 @@ def measure(device: torch.device, memory: bool = True) -> Iterator[Measure]:
 
 
 @contextlib.contextmanager
-def count_rows(unet: Any, m: Measure) -> Iterator[None]:
-    """Add the batch rows of every UNet call inside the block to ``m.rows``."""
+def count_rows(unet: Any, m: Measure, keyword: str = "sample") -> Iterator[None]:
+    """Add the batch rows of every call of the network inside the block to ``m.rows`` (its first
+    input, positional or by the name ``keyword``)."""
 
     def hook(module: Any, args: tuple, kwargs: dict) -> None:
-        m.rows += (args[0] if args else kwargs["sample"]).shape[0]
+        m.rows += (args[0] if args else kwargs[keyword]).shape[0]
 
     handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
     try:

@@ -74,3 +74,45 @@ def xl_editor(sdxl_folder):
     from leditspp import Editor
 
     return Editor.from_pretrained(str(sdxl_folder), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_t5(tmp_path_factory):
+    """A small T5 tokenizer built offline (SD3's third and FLUX's second)."""
+    from leditspp.testing import t5_tokenizer
+
+    return t5_tokenizer(tmp_path_factory.mktemp("t5-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def sd3_folder(tmp_path_factory, tokenizer, tokenizer_2, tokenizer_t5):
+    """A tiny SD3 model written with ``save_pretrained``."""
+    from leditspp.testing import tiny_sd3_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sd3")
+    tiny_sd3_pipeline(tokenizer, tokenizer_2, tokenizer_t5, seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sd3_editor(sd3_folder):
+    from leditspp import Editor
+
+    return Editor.from_pretrained(str(sd3_folder), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def flux_folder(tmp_path_factory, tokenizer, tokenizer_t5):
+    """A tiny guidance-distilled FLUX.1 ([dev]-like) model written with ``save_pretrained``."""
+    from leditspp.testing import tiny_flux_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-flux")
+    tiny_flux_pipeline(tokenizer, tokenizer_t5, seed=0, guidance_embeds=True).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def flux_editor(flux_folder):
+    from leditspp import Editor
+
+    return Editor.from_pretrained(str(flux_folder), device="cpu")

@@ -208,3 +208,24 @@ def test_speed_benchmark_runs_and_reports_ratios(preset):
         assert rows["leditspp", str(e)] == rows["diffusers port", str(e)] == 4 + 4 * (1 + e)
     assert rows["leditspp", "3, warm-up 1"] == 4 + 3 * 4 < rows["diffusers port", "3, warm-up 1"] == 20
     assert "time ratio (ours / port)" in out
+
+
+@pytest.mark.parametrize("preset", ["smoke-sd3", "smoke-flux"])
+def test_flow_benchmark_runs_with_transformer_rows_at_the_floor(preset):
+    """The flow transformers' benchmark: every case evaluates exactly N + N·(1+E) transformer rows."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "flow_speed.py"), "--preset", preset],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    rows = [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in out.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ]
+    cases = {cells[0]: cells for cells in rows[1:]}
+    assert sorted(cases) == ["1", "3"]
+    for cells in cases.values():
+        assert float(cells[1]) > 0 and cells[3] == cells[4] == str(4 + 4 * (1 + int(cells[0])))

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import torch
 
+#: Queries per softmax chunk: bounds a joint-attention layer's probabilities to
+#: R·heads·QUERY_CHUNK·K values.
+QUERY_CHUNK = 1024
+
 
 class AttentionRecorder:
     """Accumulates, over the wrapped layers of one network call, the concept rows' attention.
@@ -44,16 +48,26 @@ class AttentionRecorder:
         return self._rows
 
     @torch.no_grad()
-    def record(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
+    def record(self, q: torch.Tensor, k: torch.Tensor, scale: float, text: slice | None = None) -> None:
         """Head-mean of the token-summed softmax(QKᵀ·scale) for the armed rows: adds (R, Q).
 
-        ``q``: (R, heads, Q, d) image queries, ``k``: (R, heads, L, d) text keys of one layer.
+        ``q``: (R, heads, Q, d) image queries; ``k``: (R, heads, K, d) the keys of one layer —
+        only text keys for cross-attention (``text`` None), or image and text keys of a joint
+        attention (MMDiT), where the softmax runs over all of them and ``text`` selects the text
+        columns the token weights (R, L) apply to. Computed in chunks of queries, so a joint
+        layer's (Q, K) matrix is never held whole.
         """
         assert self._weights is not None
-        probs = torch.softmax(q.float() @ k.float().transpose(-1, -2) * scale, dim=-1)  # (R, heads, Q, L)
-        weights = self._weights.to(probs.device)[:, None, :, None]  # (R, 1, L, 1)
-        maps = (probs @ weights)[..., 0].mean(dim=1)  # (R, Q)
-        self._sum = maps if self._sum is None else self._sum + maps
+        weights = self._weights.to(q.device)[:, None, :, None]  # (R, 1, L, 1)
+        k = k.float().transpose(-1, -2)
+        maps = []
+        for chunk in q.float().split(QUERY_CHUNK, dim=2):
+            probs = torch.softmax(chunk @ k * scale, dim=-1)  # (R, heads, q, K)
+            if text is not None:
+                probs = probs[..., text]
+            maps.append((probs @ weights)[..., 0].mean(dim=1))  # (R, q)
+        total = torch.cat(maps, dim=1)
+        self._sum = total if self._sum is None else self._sum + total
         self._count += 1
 
     def take(self, size: tuple[int, int]) -> torch.Tensor:

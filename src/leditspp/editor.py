@@ -32,7 +32,7 @@ from .models import (
     load_pipeline,
     model_settings,
 )
-from .solvers import StepTable, step_table
+from .solvers import StepTable, check_solver, step_table
 
 
 @dataclass(frozen=True)
@@ -176,13 +176,15 @@ class Editor:
         """
         generator = _generator(seed, generator)
         _check_invert_arguments(inversion_batch, source_prompt, negative_prompt, source_guidance, noise_shift)
-        table = step_table(solver, self.model.path, steps, skip)
+        check_solver(solver, steps, skip)  # before the VAE runs; the table needs the latent size
         pixels = as_pixel_batch(images)
         size = target_size(pixels, height, width, self.size_multiple, max_pixels)
         x0 = self.model.encode(resize_pixels(pixels, size) * 2 - 1)
+        path = self.model.noise_path(*x0.shape[-2:])
+        table = step_table(solver, path, steps, skip)
         base = self._base_conditions(source_prompt, negative_prompt, x0.shape[0])
         chunk = inversion_batch or inversion_chunk(self.model, steps, len(base) * x0.shape[0], *x0.shape[-2:])
-        noising = noising_levels(self.model.path, table, float(noise_shift))
+        noising = noising_levels(path, table, float(noise_shift))
         ys, denoised, zs = invert_latents(
             self.model, x0, table, base, float(source_guidance), generator, chunk, noising
         )
@@ -202,6 +204,7 @@ class Editor:
             dtype=self._dtype_name,
             version=__version__,
             noise_shift=float(noise_shift),
+            noise_path=path.describe(),
         )
         return Inversion(ys, denoised, zs, table.timesteps.clone(), x0, info)
 
@@ -343,11 +346,12 @@ class Editor:
                 f"{info.dtype}); this editor runs {self.model.family} with fingerprint {self.fingerprint} "
                 f"({self._dtype_name}). Invert the image again with this editor"
             )
-        table = step_table(info.solver, self.model.path, info.steps, info.skip)
+        path = self.model.noise_path(*inversion.source_latents.shape[-2:])
+        table = step_table(info.solver, path, info.steps, info.skip)
         if not torch.equal(table.timesteps, inversion.timesteps.cpu().double()):
             raise LeditsError(
                 f"this inversion's timesteps do not match {info.solver} with steps={info.steps}, "
-                f"skip={info.skip} on this model's noise path ({self.model.path.spacing} spacing); "
+                f"skip={info.skip} on this model's noise path ({path.spacing} spacing); "
                 "invert the image again with this editor"
             )
         shapes = {tuple(t.shape) for t in (inversion.noisy_latents, inversion.denoised, inversion.noise_maps)}

@@ -56,6 +56,7 @@ class InversionInfo:
     dtype: str
     version: str
     noise_shift: float = 0.0  # TurboEdit's shift of Eq. 6's times (0: none)
+    noise_path: str = ""  # the model's noise path, e.g. "vp leading offset 1", "flow shift 3"
 
 
 @dataclass(frozen=True)

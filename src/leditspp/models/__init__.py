@@ -10,10 +10,12 @@ import torch
 
 from .. import defaults
 from ..errors import LeditsError
-from ..solvers import SPACINGS, NoisePath
+from ..solvers import SPACINGS, FlowPath, NoisePath
 from ..solvers.path import declared_spacing
 from .base import Conditioning, ModelAdapter, fingerprint
+from .flux import Flux
 from .sd import StableDiffusion
+from .sd3 import StableDiffusion3
 from .sdxl import StableDiffusionXL
 from .unet import prediction_type
 
@@ -21,6 +23,8 @@ SUPPORTED_FAMILIES = (
     "Stable Diffusion 1.x/2.x (UNet2DConditionModel + one CLIP text encoder)",
     "Stable Diffusion XL base and fine-tunes (two CLIP text encoders, addition_embed_type='text_time')",
     "their few-step distillations (SD-Turbo, SDXL-Turbo, SDXL-Lightning, Hyper-SD, LCM and LCM-LoRA)",
+    "Stable Diffusion 3/3.5 (SD3Transformer2DModel, flow matching; with or without T5)",
+    "FLUX.1 [dev]/[schnell] (FluxTransformer2DModel, flow matching, CLIP-L + T5)",
 )
 
 
@@ -42,13 +46,16 @@ def adapter_from_components(
     ``spacing`` overrides the timestep spacing read from the scheduler config (see
     :meth:`leditspp.solvers.NoisePath.from_scheduler_config`).
     """
-    missing = [k for k in ("unet", "vae", "tokenizer", "scheduler") if components.get(k) is None]
+    network = "transformer" if components.get("transformer") is not None else "unet"
+    missing = [k for k in (network, "vae", "tokenizer", "scheduler") if components.get(k) is None]
     if missing:
         raise _refuse(f"the model lacks {', '.join(missing)}")
-    unet = components["unet"]
-    added = getattr(unet.config, "addition_embed_type", None)
     scheduler = components["scheduler"]
     config = {"_class_name": type(scheduler).__name__, **dict(scheduler.config)}  # a scheduler made in code has none
+    if network == "transformer":
+        return _transformer_adapter(components, config)
+    unet = components["unet"]
+    added = getattr(unet.config, "addition_embed_type", None)
     common = {
         "unet": unet,
         "vae": components["vae"],
@@ -72,6 +79,40 @@ def adapter_from_components(
     if components.get("text_encoder") is None:
         raise _refuse("the model lacks text_encoder")
     return StableDiffusion(**common, text_encoder=components["text_encoder"], tokenizer=components["tokenizer"])
+
+
+def _transformer_adapter(components: dict[str, Any], config: dict[str, Any]) -> ModelAdapter:
+    """The flow-transformer families, by the transformer's class (SD3/3.5, FLUX.1)."""
+    kind = type(components["transformer"]).__name__
+    if config.get("_class_name") != "FlowMatchEulerDiscreteScheduler":
+        raise _refuse(f"this {kind} model's scheduler is {config.get('_class_name')}, not a flow-matching one")
+    common = {"transformer": components["transformer"], "vae": components["vae"]}
+    path = FlowPath.from_scheduler_config(config)
+    if kind == "SD3Transformer2DModel":
+        if components.get("text_encoder") is None or components.get("text_encoder_2") is None:
+            raise _refuse("this SD3 model lacks its CLIP text encoders (text_encoder, text_encoder_2)")
+        return StableDiffusion3(
+            **common,
+            path=path,
+            text_encoder=components["text_encoder"],
+            text_encoder_2=components["text_encoder_2"],
+            text_encoder_3=components.get("text_encoder_3"),
+            tokenizer=components["tokenizer"],
+            tokenizer_2=components.get("tokenizer_2") or components["tokenizer"],
+            tokenizer_3=components.get("tokenizer_3"),
+        )
+    if kind == "FluxTransformer2DModel":
+        if components.get("text_encoder") is None or components.get("text_encoder_2") is None:
+            raise _refuse("this FLUX model lacks its text encoders (CLIP text_encoder, T5 text_encoder_2)")
+        return Flux(
+            **common,
+            path=path,
+            text_encoder=components["text_encoder"],
+            text_encoder_2=components["text_encoder_2"],
+            tokenizer=components["tokenizer"],
+            tokenizer_2=components["tokenizer_2"],
+        )
+    raise _refuse(f"{kind} models are not supported")
 
 
 #: The built-in demo model (a tiny SD-shaped model trained on the shapes world, issue 3).
@@ -169,8 +210,11 @@ def size_multiple_hint(model: str) -> int | None:
     """The image side multiple of a local model (``"demo"`` or a folder) read from its VAE config
     without loading it; None for a hub id (known only once loaded)."""
     try:
-        config = Path(resolve_model(model)) / "vae" / "config.json"
-        channels = json.loads(config.read_text())["block_out_channels"]
+        folder = Path(resolve_model(model))
+        channels = json.loads((folder / "vae" / "config.json").read_text())["block_out_channels"]
+        transformer = folder / "transformer" / "config.json"
+        if transformer.is_file():  # as TransformerModel.size_multiple: the patch grid
+            return 2 ** (len(channels) - 1) * int(json.loads(transformer.read_text()).get("patch_size") or 2)
         level = model_settings(model).get("mask_level", defaults.MASK_LEVEL)
     except (LeditsError, OSError, ValueError, KeyError, TypeError):
         return None

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from ..attention import AttentionRecorder
-from ..solvers import NoiseLevel, NoisePath
+from ..solvers import NoiseLevel, Path
 
 logger = logging.getLogger("leditspp")
 
@@ -55,8 +55,11 @@ class ModelAdapter(Protocol):
     """
 
     family: str
-    path: NoisePath  # the noise levels and the spacing the solver tables are built from
+    path: Path  # the noise levels and the spacing the solver tables are built from
     mask_level: int  # the attention mask M¹ is read at 1/2^mask_level of the latent resolution
+
+    def noise_path(self, height: int, width: int) -> Path:
+        """The path for an ``height × width`` latent grid (FLUX's shift depends on the size)."""
 
     @property
     def device(self) -> torch.device: ...
@@ -97,9 +100,10 @@ class ModelAdapter(Protocol):
     def components(self) -> dict[str, Any]: ...
 
 
-def warn_if_truncated(tokenizer: Any, prompts: list[str]) -> None:
-    """Log a warning for each prompt longer than the text encoder's window (it is cut there)."""
-    limit = tokenizer.model_max_length
+def warn_if_truncated(tokenizer: Any, prompts: list[str], limit: int | None = None) -> None:
+    """Log a warning for each prompt longer than the text encoder's window (``limit``, default
+    the tokenizer's ``model_max_length``): it is cut there."""
+    limit = limit or tokenizer.model_max_length
     for prompt in prompts:
         count = len(tokenizer(prompt, truncation=False, verbose=False).input_ids)
         if count > limit:

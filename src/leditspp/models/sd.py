@@ -57,9 +57,9 @@ class StableDiffusion(UNetModel):
         return False
 
 
-def _word_positions(tokenizer: Any, prompt: str) -> list[int]:
+def _word_positions(tokenizer: Any, prompt: str, max_length: int | None = None) -> list[int]:
     """Positions of everything but the start/end tokens of the un-padded tokenization — a "!" the
     user typed counts even where "!" is also the pad token (SD 2.x, SDXL's second tokenizer)."""
-    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+    ids = tokenizer(prompt, truncation=True, max_length=max_length or tokenizer.model_max_length).input_ids
     ends = {tokenizer.bos_token_id, tokenizer.eos_token_id}
     return [i for i, t in enumerate(ids) if t not in ends]

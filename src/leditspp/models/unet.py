@@ -73,6 +73,10 @@ class UNetModel:
         attention level's grid is exactly (h/2^level) × (w/2^level)."""
         return vae_scale_factor(self.vae) * 2**self.mask_level
 
+    def noise_path(self, height: int, width: int) -> NoisePath:
+        """The path for a latent grid (the same for every size here)."""
+        return self.path
+
     def mask_grid(self, height: int, width: int) -> tuple[int, int]:
         """The attention mask's grid for an ``height × width`` latent grid."""
         return height >> self.mask_level, width >> self.mask_level

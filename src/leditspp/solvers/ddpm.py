@@ -8,8 +8,11 @@ spacing with diffusers' ``DDIMScheduler`` convention (leading: ``r' = floor(T/M)
     var = (1−ᾱ')/(1−ᾱ)·(1 − ᾱ/ᾱ'),   μ = √ᾱ'·x̂₀ + √(1−ᾱ'−var)·ε̂,   σ = √var,
 
 rewritten in the shared form with ``ε̂ = (x − a·x̂₀)/s``: ``c_x = k/s``, ``c_d = a' − k·a/s``,
-``k = √(1−ᾱ'−var)``, ``c_2 = 0``. Prediction types are handled by the model adapter (it returns
-ε), so v-prediction models work here too (unlike the port, SPEC P18).
+``k = √(1−ᾱ'−var)``, ``c_2 = 0``. On a flow path (``a = 1 − σ``, ``s = σ``) the same form holds with
+the flow posterior ``μ = a'·x̂₀ + √(s'² − c²)·ε̂``, ``c = s'·√(1 − (a·s' / (a'·s))²)`` (so
+``k = a·s'²/(a'·s)``): Euler at ``c = 0``, a full re-noise at ``c = s'`` (σ = 1). Prediction
+types are handled by the model adapter (it gives x̂₀), so v-prediction models work here too
+(unlike the port, SPEC P18).
 """
 
 from __future__ import annotations
@@ -19,22 +22,28 @@ import dataclasses
 import torch
 
 from .base import StepTable, check_table, endpoints, full_schedule_length
+from .flow import FlowPath
 from .path import NoisePath
 
 NAME = "ddpm"
 
 
-def ddpm_table(path: NoisePath, steps: int, skip: float) -> StepTable:
+def ddpm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable:
     """Coefficients for N = ``steps`` DDPM steps; all tensors (N,) float64."""
     M = full_schedule_length(steps, skip)
     # An offset of 0 would make the last leading step go from index 0 to index 0 (σ = 0, nothing
     # to invert); models trained like SD use offset 1, and we never go below it.
-    path = dataclasses.replace(path, steps_offset=max(path.steps_offset, 1))
+    if path.kind == "vp":
+        path = dataclasses.replace(path, steps_offset=max(path.steps_offset, 1))
     timesteps = path.times(M, M)[-steps:]
     a, s, a_next, s_next = endpoints(path, timesteps)
     src, dst = a**2, a_next**2
-    var = s_next**2 / s**2 * (1 - src / dst)
-    k = (1 - dst - var).clamp_min(0).sqrt()
+    if path.kind == "flow":  # the flow analogue (issue 14): c = s'·√(1 − (a·s' / (a'·s))²)
+        var = s_next**2 * (1 - (a * s_next / (a_next * s)) ** 2)
+        k = a * s_next**2 / (a_next * s)
+    else:
+        var = s_next**2 / s**2 * (1 - src / dst)
+        k = (1 - dst - var).clamp_min(0).sqrt()
     table = StepTable(
         timesteps=timesteps,
         alpha=a,

@@ -16,12 +16,13 @@ from __future__ import annotations
 import torch
 
 from .base import StepTable, check_table, endpoints, full_schedule_length
+from .flow import FlowPath
 from .path import NoisePath
 
 NAME = "dpmsolver++"
 
 
-def dpm_table(path: NoisePath, steps: int, skip: float) -> StepTable:
+def dpm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable:
     """Coefficients for N = ``steps`` SDE-DPM-Solver++(2M) steps; all tensors (N,) float64."""
     M = full_schedule_length(steps, skip)
     timesteps = path.times(M, M + 1)[-steps:]

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import LeditsError
 from .base import StepTable, check_table, endpoints, full_schedule_length
+from .flow import FlowPath
 from .path import NoisePath
 
 NAME = "lcm"
 SIGMA_DATA = 0.5
 
 
-def lcm_table(path: NoisePath, steps: int, skip: float) -> StepTable:
+def lcm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable:
     """Coefficients for N = ``steps`` LCM steps; all tensors (N,) float64."""
+    if path.kind != "vp":
+        raise LeditsError("the lcm solver is for LCM-distilled DDPM models; use dpmsolver++ or ddpm on a flow model")
     M = full_schedule_length(steps, skip)
     timesteps = path.times(M, M)[-steps:]
     a, s, a_next, s_next = endpoints(path, timesteps)

@@ -55,10 +55,15 @@ class NoisePath:
     steps_offset: int = 0
     original_steps: int = 50
     timestep_scaling: float = 10.0
+    kind: str = "vp"  # variance preserving: a² + s² = 1 (flow paths: solvers/flow.py)
 
     @property
     def num_train_timesteps(self) -> int:
         return len(self.alphas_cumprod)
+
+    def describe(self) -> str:
+        """One line for an inversion's metadata, e.g. ``vp leading offset 1``."""
+        return f"vp {self.spacing} offset {self.steps_offset}"
 
     def levels(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(a(t), s(t))`` at integer-valued times ``t`` (n,), float64 each."""

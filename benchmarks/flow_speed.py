@@ -1,0 +1,204 @@
+"""Speed, memory and transformer rows of LEDITS++ on the flow transformers (SD3-, FLUX-shaped).
+
+No other LEDITS++ implementation runs these models, so there is no reference to compare with:
+the table gives leditspp's own time and peak memory for invert + edit (N + N steps,
+SDE-DPM-Solver++(2M), skip 0.15, mask ``intersect``) with 1 and 3 concepts, and the transformer
+rows it evaluated next to the floor N + N·(1 + E) (one row per step for the inversion, the base
+row and one per active concept per edit step). Random weights: the compute is that of real ones.
+
+Presets (``--preset``):
+  cpu-sd3    SD3-shaped at a reduced width (6 joint blocks, 6 × 64 heads; small text encoders),
+             256², fp32, 10 + 10 steps (minutes on 2 cores)
+  cpu-flux   FLUX-shaped at a reduced width (2 double + 4 single blocks, 4 × 64 heads), 256², fp32
+  gpu-sd3    the SD3.5-medium transformer (24 blocks, 24 × 64), CLIP-L/G and T5-XXL, 1024², bf16
+  gpu-flux   the FLUX.1-dev transformer (19 + 38 blocks, 24 × 128), CLIP-L and T5-XXL, 1024², bf16
+  smoke-sd3  the tests' tiny SD3, 64², 4 + 4 steps (checks this script; seconds)
+  smoke-flux the tests' tiny FLUX, 64², 4 + 4 steps
+
+Run: ``.venv/bin/python benchmarks/flow_speed.py --preset cpu-sd3`` (``--repeats k``: fastest of k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from speed import count_rows, measure
+
+from leditspp import Edit, Editor
+from leditspp.testing import (
+    SD3_SCHEDULE,
+    clip_text_encoder,
+    clip_tokenizer,
+    t5_text_encoder,
+    t5_tokenizer,
+    tiny_flux_pipeline,
+    tiny_sd3_pipeline,
+)
+
+SKIP = 0.15
+CONCEPTS = (Edit("a red hat", scale=4.0), Edit("sunglasses", scale=4.0), Edit("a cat", scale=3.0, remove=True))
+
+
+@dataclass(frozen=True)
+class Preset:
+    build: Callable[[], Any]
+    size: int
+    steps: int
+    dtype: torch.dtype
+    device: str
+
+
+def _tokenizers() -> tuple[Any, Any, Any]:
+    return (
+        clip_tokenizer(tempfile.mkdtemp()),
+        clip_tokenizer(tempfile.mkdtemp(), pad_token="!"),
+        t5_tokenizer(tempfile.mkdtemp()),
+    )
+
+
+def flow_vae(widths: tuple[int, ...], shift_factor: float, scaling_factor: float) -> Any:
+    """A factor-8 VAE with 16 latent channels and no quant convolutions (SD3's and FLUX's shape)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(1)
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=widths, layers_per_block=2, latent_channels=16, norm_num_groups=32,
+        shift_factor=shift_factor, scaling_factor=scaling_factor, use_quant_conv=False, use_post_quant_conv=False,
+    ).eval()  # fmt: skip
+
+
+def sd3(layers: int, heads: int, clip: tuple[int, int], t5: tuple[int, int, int], vae: tuple[int, ...]) -> Any:
+    """An SD3 pipeline: ``layers`` joint blocks of ``heads`` × 64; CLIP widths ``clip``; T5 (width,
+    layers, feed-forward); VAE widths ``vae``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    tok, tok2, tok3 = _tokenizers()
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=layers,
+        attention_head_dim=64, num_attention_heads=heads, joint_attention_dim=t5[0],
+        caption_projection_dim=heads * 64, pooled_projection_dim=sum(clip), pos_embed_max_size=192,
+    )  # fmt: skip
+    return StableDiffusion3Pipeline(
+        transformer=transformer.eval(),
+        vae=flow_vae(vae, shift_factor=0.0609, scaling_factor=1.5305),
+        text_encoder=clip_text_encoder(
+            tok, clip[0], layers=4, heads=8, intermediate=4 * clip[0], projection_dim=clip[0]
+        ),
+        text_encoder_2=clip_text_encoder(
+            tok2, clip[1], layers=4, heads=8, intermediate=4 * clip[1], projection_dim=clip[1]
+        ),
+        text_encoder_3=t5_text_encoder(tok3, t5[0], layers=t5[1], heads=8, head_dim=t5[0] // 8, ff=t5[2]),
+        tokenizer=tok,
+        tokenizer_2=tok2,
+        tokenizer_3=tok3,
+        scheduler=FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULE),
+    )
+
+
+def flux(double: int, single: int, heads: int, head_dim: int, t5: tuple[int, int, int], vae: tuple[int, ...]) -> Any:
+    """A FLUX.1-dev pipeline (guidance-distilled): ``double`` + ``single`` blocks of ``heads`` × ``head_dim``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    tok, _, tok3 = _tokenizers()
+    torch.manual_seed(0)
+    rope = (head_dim // 8, (head_dim - head_dim // 8) // 2, head_dim - head_dim // 8 - (head_dim - head_dim // 8) // 2)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=double, num_single_layers=single, attention_head_dim=head_dim,
+        num_attention_heads=heads, joint_attention_dim=t5[0], pooled_projection_dim=768, guidance_embeds=True,
+        axes_dims_rope=rope,
+    )  # fmt: skip
+    return FluxPipeline(
+        transformer=transformer.eval(),
+        vae=flow_vae(vae, shift_factor=0.1159, scaling_factor=0.3611),
+        text_encoder=clip_text_encoder(tok, 768, layers=12, heads=12, intermediate=3072),
+        text_encoder_2=t5_text_encoder(tok3, t5[0], layers=t5[1], heads=8, head_dim=t5[0] // 8, ff=t5[2]),
+        tokenizer=tok,
+        tokenizer_2=tok3,
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+            base_image_seq_len=256, max_image_seq_len=4096,
+        ),
+    )  # fmt: skip
+
+
+T5_XXL = (4096, 24, 10240)
+FULL_VAE = (128, 256, 512, 512)
+PRESETS = {
+    "cpu-sd3": Preset(lambda: sd3(6, 6, (128, 192), (320, 2, 640), (32, 64, 128, 128)), 256, 10, torch.float32, "cpu"),
+    "cpu-flux": Preset(lambda: flux(2, 4, 4, 64, (256, 2, 512), (32, 64, 128, 128)), 256, 10, torch.float32, "cpu"),
+    "gpu-sd3": Preset(lambda: sd3(24, 24, (768, 1280), T5_XXL, FULL_VAE), 1024, 28, torch.bfloat16, "cuda"),
+    "gpu-flux": Preset(lambda: flux(19, 38, 24, 128, T5_XXL, FULL_VAE), 1024, 28, torch.bfloat16, "cuda"),
+    "smoke-sd3": Preset(lambda: tiny_sd3_pipeline(*_tokenizers()), 64, 4, torch.float32, "cpu"),
+    "smoke-flux": Preset(
+        lambda: tiny_flux_pipeline(*_tokenizers()[::2], guidance_embeds=True), 64, 4, torch.float32, "cpu"
+    ),
+}
+
+
+def run(preset: Preset, repeats: int) -> list[dict[str, Any]]:
+    device = torch.device(preset.device)
+    with device:
+        pipe = preset.build()
+    editor = Editor.from_pipe(pipe.to(device, preset.dtype))
+    image = torch.rand(3, preset.size, preset.size, generator=torch.Generator().manual_seed(0))
+
+    def job(edits: tuple[Edit, ...]) -> None:
+        inversion = editor.invert(image, steps=preset.steps, skip=SKIP, seed=0)
+        editor.edit(inversion, list(edits), mask_mode="intersect")
+
+    job(CONCEPTS[:1])  # lazy initialisation is not what we measure
+    rows = []
+    for edits in (CONCEPTS[:1], CONCEPTS):
+        times = []
+        for _ in range(repeats):
+            with measure(device, memory=False) as m:
+                job(edits)
+            times.append(m.seconds)
+        with measure(device) as m, count_rows(editor.model.transformer, m, keyword="hidden_states"):
+            job(edits)
+        rows.append({"concepts": len(edits), "seconds": min(times), "peak": m.peak_bytes, "rows": m.rows})
+    return rows
+
+
+def report(name: str, preset: Preset, rows: list[dict[str, Any]], repeats: int) -> str:
+    n = preset.steps
+    machine = torch.cuda.get_device_name() if preset.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    lines = [
+        f"preset {name}: {preset.size}², {str(preset.dtype).removeprefix('torch.')}, {n} + {n} steps, skip {SKIP}, "
+        f"mask intersect; {datetime.date.today()}, {machine}; torch {torch.__version__}; best of {repeats}",
+        "",
+        "| concepts E | time (s) | peak memory (MiB) | transformer rows | floor N + N·(1+E) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        peak = "n/a" if r["peak"] is None else f"{r['peak'] / 2**20:.0f}"
+        lines.append(f"| {r['concepts']} | {r['seconds']:.2f} | {peak} | {r['rows']} | {n + n * (1 + r['concepts'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-sd3")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per case; the fastest counts")
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    if preset.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"preset {args.preset} needs a CUDA GPU")
+    with torch.no_grad():
+        rows = run(preset, args.repeats)
+    print(report(args.preset, preset, rows, args.repeats))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""FLUX.1 [dev]/[schnell]: an MMDiT on packed latents and a rectified-flow path (issue 14).
+
+What this adapter adds to the shared flow transformer (:class:`~leditspp.models.sd3.TransformerModel`):
+
+* conditioning as ``FluxPipeline`` builds it: T5's last hidden states (the sequence) and CLIP-L's
+  pooled output; c_∅ encodes the negative prompt (true classifier-free guidance rows, as the
+  community ``pipeline_flux_with_cfg.py`` runs them);
+* latents (B, 16, h, w) are packed into 2×2 patches, (B, h·w/4, 64), with their position ids,
+  and unpacked after the call; the time input is σ (diffusers' ``t/1000``);
+* a guidance-distilled checkpoint ([dev]) gets the same ``guidance`` input on every row, so
+  LEDITS++'s differences ``v(c_e) − v(c_∅)`` compare like with like;
+* M¹ from the double-stream blocks' joint attention (text first, rotary positions applied), on
+  the 2×2 patch grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..attention import AttentionRecorder
+from ..solvers import NoiseLevel
+from .base import Conditioning, warn_if_truncated
+from .sd import _word_positions
+from .sd3 import TransformerModel
+from .unet_attention import capture_layers
+
+#: The guidance input of a guidance-distilled FLUX.1 [dev] (FluxPipeline's default).
+FLUX_GUIDANCE = 3.5
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) → (B, h/2·w/2, 4C): 2×2 patches, row-major (``FluxPipeline._pack_latents``)."""
+    b, c, h, w = latents.shape
+    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of :func:`pack`: (B, h/2·w/2, 4C) → (B, C, h, w)."""
+    b, _, d = tokens.shape
+    x = tokens.view(b, height // 2, width // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, d // 4, height, width)
+
+
+@dataclass(kw_only=True)
+class Flux(TransformerModel):
+    """Adapter for FLUX.1 components in diffusers format ([dev], [schnell] and fine-tunes)."""
+
+    text_encoder: Any
+    text_encoder_2: Any
+    tokenizer: Any
+    tokenizer_2: Any
+    max_sequence_length: int = 512
+    guidance: float = FLUX_GUIDANCE
+    family: str = "flux"
+    _ids: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def patch_size(self) -> int:
+        return 2  # the packing; the transformer itself has patch_size 1
+
+    @property
+    def text_tokens(self) -> int:
+        return self.max_sequence_length
+
+    def components(self) -> dict[str, Any]:
+        return {
+            "transformer": self.transformer,
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
+        }
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """embeds (n, L, D) from T5, pooled (n, P) from CLIP-L, in the transformer's dtype."""
+        warn_if_truncated(self.tokenizer, prompts)
+        warn_if_truncated(self.tokenizer_2, prompts, self.max_sequence_length)
+        clip_ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        pooled = self.text_encoder(clip_ids.to(self.text_encoder.device), output_hidden_states=False).pooler_output
+        t5_ids = self.tokenizer_2(
+            prompts, padding="max_length", max_length=self.max_sequence_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        embeds = self.text_encoder_2(t5_ids.to(self.text_encoder_2.device), output_hidden_states=False)[0]
+        dtype = self.transformer.dtype
+        return Conditioning(embeds.to(dtype), pooled.to(dtype))
+
+    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
+        """c_∅: the encoded negative prompt ("" by default), ``count`` rows."""
+        return self.encode_prompts([negative_prompt]).repeat_rows(count)
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """The prompt's word tokens in T5's sequence (the text part of the joint attention)."""
+        return _word_positions(self.tokenizer_2, prompt, self.max_sequence_length)
+
+    def _image_ids(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """(h/2·w/2, 3) position ids [0, row, column] of the packed tokens, built once per size."""
+        key = (height, width, str(device))
+        if key not in self._ids:
+            rows = torch.arange(height // 2)[:, None].expand(-1, width // 2)
+            cols = torch.arange(width // 2)[None, :].expand(height // 2, -1)
+            ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
+            self._ids[key] = ids.to(device, self.transformer.dtype)
+        return self._ids[key]
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The velocity for rows ``latents`` (R, C, h, w) at ``level`` (R,) each, fp32."""
+        rows, _, height, width = latents.shape
+        device, dtype = latents.device, self.transformer.dtype
+        guidance = None
+        if getattr(self.transformer.config, "guidance_embeds", False):
+            guidance = torch.full((rows,), self.guidance, device=device, dtype=torch.float32)
+        out = self.transformer(
+            hidden_states=pack(latents).to(dtype),
+            timestep=(level.t / self.path.num_train_timesteps).to(device),
+            guidance=guidance,
+            pooled_projections=cond.pooled,
+            encoder_hidden_states=cond.embeds,
+            txt_ids=torch.zeros(cond.embeds.shape[1], 3, device=device, dtype=dtype),
+            img_ids=self._image_ids(height, width, device),
+            return_dict=False,
+        )[0]
+        return unpack(out.float(), height, width)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        """Record the double-stream blocks' attention from image queries to the concept's T5 keys."""
+        layers = [block.attn for block in self.transformer.transformer_blocks]
+        with capture_layers(self.transformer, layers, record_flux) as recorder:
+            yield recorder
+
+
+def record_flux(
+    recorder: AttentionRecorder, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor, rotary: Any
+) -> None:
+    """Image queries and [text; image] keys of a FLUX double-stream attention, with its q/k norms
+    and rotary positions (``FluxAttnProcessor``'s order); the recorder keeps the text columns."""
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    hs, ctx = hidden_states[recorder.rows], context[recorder.rows]
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (-1, attn.head_dim))  # (R, n, heads, d)
+
+    query = torch.cat([attn.norm_added_q(heads(attn.add_q_proj(ctx))), attn.norm_q(heads(attn.to_q(hs)))], dim=1)
+    key = torch.cat([attn.norm_added_k(heads(attn.add_k_proj(ctx))), attn.norm_k(heads(attn.to_k(hs)))], dim=1)
+    if rotary is not None:
+        query = apply_rotary_emb(query, rotary, sequence_dim=1)
+        key = apply_rotary_emb(key, rotary, sequence_dim=1)
+    text = ctx.shape[1]
+    q_image = query[:, text:].transpose(1, 2)
+    recorder.record(q_image, key.transpose(1, 2), attn.head_dim**-0.5, text=slice(0, text))

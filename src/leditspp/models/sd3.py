@@ -1,0 +1,213 @@
+"""Stable Diffusion 3/3.5: an MMDiT on a rectified-flow path (issue 14).
+
+The loops are the same as for SD; this adapter changes what they are given:
+
+* conditioning as ``StableDiffusion3Pipeline`` builds it: the penultimate hidden states of
+  CLIP-L and CLIP-G concatenated (77 tokens), zero-padded to T5's width, followed by T5's
+  tokens (zeros without T5); pooled = both CLIPs' projected embeddings. c_∅ encodes the negative
+  prompt ("" by default; SD3 does not zero it);
+* the estimate is the velocity ``v ≈ ε − x0`` at the time ``σ·T``, and ``x̂0 = x − σ·v``;
+* the attention mask M¹ comes from the joint attention of every transformer block: each image
+  query's softmax over all (image and text) keys, kept for the concept's T5 token columns, on the
+  patch grid (1/2 of the latents: ``mask_level`` 1 for patch size 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..attention import AttentionRecorder
+from ..solvers import FlowPath, NoiseLevel
+from .base import Conditioning, decode_latents, encode_pixels, vae_scale_factor, warn_if_truncated
+from .sd import _word_positions
+from .unet_attention import capture_layers
+
+#: Peak activation elements of one transformer row per token per channel of its width: an
+#: estimate (q, k, v, the 4× MLP and the residual stream, fused attention), not a measurement.
+TRANSFORMER_ACTIVATION_ELEMENTS = 16
+
+
+@dataclass(kw_only=True)
+class TransformerModel:
+    """What the flow transformers share: the velocity estimate, x̂0, memory, compile, the VAE."""
+
+    transformer: Any
+    vae: Any
+    path: FlowPath
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    @property
+    def patch_size(self) -> int:
+        return int(getattr(self.transformer.config, "patch_size", None) or 2)
+
+    @property
+    def mask_level(self) -> int:
+        """The joint attention runs on the patch grid: 1/patch of the latents."""
+        return int(math.log2(self.patch_size))
+
+    @property
+    def size_multiple(self) -> int:
+        return vae_scale_factor(self.vae) * self.patch_size
+
+    def mask_grid(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.patch_size, width // self.patch_size
+
+    def noise_path(self, height: int, width: int) -> FlowPath:
+        """The path for a latent grid: a dynamic shift depends on the image's token count."""
+        return self.path.for_tokens((height // self.patch_size) * (width // self.patch_size))
+
+    def to_data(self, v: torch.Tensor, x: torch.Tensor, level: NoiseLevel) -> torch.Tensor:
+        """``x̂0 = x − σ·v`` for a (guided) velocity (B, C, h, w); ``level`` (B,) each."""
+        return x - level.s.to(v)[:, None, None, None] * v
+
+    def needs_pooled(self) -> bool:
+        return True
+
+    def row_bytes(self, height: int, width: int) -> int:
+        """Estimated peak activation bytes of one row: tokens × width × the factor above."""
+        config = self.transformer.config
+        tokens = (height // self.patch_size) * (width // self.patch_size) + self.text_tokens
+        inner = int(config.num_attention_heads) * int(config.attention_head_dim)
+        return TRANSFORMER_ACTIVATION_ELEMENTS * tokens * inner * self.transformer.dtype.itemsize
+
+    @property
+    def text_tokens(self) -> int:
+        """Text tokens of one row of the joint sequence."""
+        raise NotImplementedError
+
+    def compile(self, **options: Any) -> None:
+        self.transformer.compile(**options)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return encode_pixels(self.vae, pixels).to(self.device)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return decode_latents(self.vae, latents)
+
+
+@dataclass(kw_only=True)
+class StableDiffusion3(TransformerModel):
+    """Adapter for SD3/3.5 components in diffusers format (large, medium, large-turbo)."""
+
+    text_encoder: Any
+    text_encoder_2: Any
+    text_encoder_3: Any | None
+    tokenizer: Any
+    tokenizer_2: Any
+    tokenizer_3: Any | None
+    max_sequence_length: int = 256
+    family: str = "sd3"
+
+    @property
+    def text_tokens(self) -> int:
+        return int(self.tokenizer.model_max_length) + self.max_sequence_length
+
+    def components(self) -> dict[str, Any]:
+        named = {
+            "transformer": self.transformer,
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
+            "text_encoder_3": self.text_encoder_3,
+        }
+        return {k: v for k, v in named.items() if v is not None}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """embeds (n, 77 + L₃, D₃) and pooled (n, P₁ + P₂), in the transformer's dtype."""
+        warn_if_truncated(self.tokenizer, prompts)
+        hidden, pooled = [], []
+        for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+            ids = tokenizer(
+                prompts,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+            out = encoder(ids.to(encoder.device), output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled.append(out[0])
+        clip = torch.cat(hidden, dim=-1)
+        t5 = self._t5(prompts, clip)
+        clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        dtype = self.transformer.dtype
+        return Conditioning(torch.cat([clip, t5.to(clip)], dim=-2).to(dtype), torch.cat(pooled, dim=-1).to(dtype))
+
+    def _t5(self, prompts: list[str], clip: torch.Tensor) -> torch.Tensor:
+        """T5's last hidden states (n, L₃, D₃), or zeros where the checkpoint has no T5."""
+        if self.text_encoder_3 is None or self.tokenizer_3 is None:
+            width = int(self.transformer.config.joint_attention_dim)
+            return clip.new_zeros(len(prompts), self.max_sequence_length, width)
+        warn_if_truncated(self.tokenizer_3, prompts, self.max_sequence_length)
+        ids = self.tokenizer_3(
+            prompts, padding="max_length", max_length=self.max_sequence_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return self.text_encoder_3(ids.to(self.text_encoder_3.device))[0]
+
+    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
+        """c_∅: the encoded negative prompt ("" by default), ``count`` rows."""
+        return self.encode_prompts([negative_prompt]).repeat_rows(count)
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """The prompt's word tokens in the joint sequence: T5's (after CLIP's 77), else CLIP-L's."""
+        if self.tokenizer_3 is None:
+            return _word_positions(self.tokenizer, prompt)
+        offset = self.tokenizer.model_max_length
+        return [offset + p for p in _word_positions(self.tokenizer_3, prompt, self.max_sequence_length)]
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The velocity for rows ``latents`` (R, C, h, w) at ``level`` (R,) each, fp32."""
+        out = self.transformer(
+            hidden_states=latents.to(self.transformer.dtype),
+            timestep=level.t.to(latents.device),
+            encoder_hidden_states=cond.embeds,
+            pooled_projections=cond.pooled,
+            return_dict=False,
+        )[0]
+        return out.float()
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        """Record every joint block's attention from image queries to the concept's text keys."""
+        layers = [block.attn for block in self.transformer.transformer_blocks]
+        with capture_layers(self.transformer, layers, record_joint) as recorder:
+            yield recorder
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(R, n, heads·d) → (R, heads, n, d)."""
+    return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def record_joint(
+    recorder: AttentionRecorder, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor, _: Any
+) -> None:
+    """Image queries and [image; text] keys of an SD3 joint attention (its own projections and
+    q/k norms, text after image as ``JointAttnProcessor2_0`` orders them); the softmax runs over
+    all keys and the recorder keeps the text columns."""
+    hs, ctx = hidden_states[recorder.rows], context[recorder.rows]
+    q = _heads(attn.to_q(hs), attn.heads)
+    k_image = _heads(attn.to_k(hs), attn.heads)
+    k_text = _heads(attn.add_k_proj(ctx), attn.heads)
+    if attn.norm_q is not None:
+        q = attn.norm_q(q)
+    if attn.norm_k is not None:
+        k_image = attn.norm_k(k_image)
+    if attn.norm_added_k is not None:
+        k_text = attn.norm_added_k(k_text)
+    recorder.record(q, torch.cat([k_image, k_text], dim=2), attn.scale, text=slice(hs.shape[1], None))
