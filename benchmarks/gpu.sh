@@ -5,7 +5,8 @@
 #   here, once:        benchmarks/gpu.sh prepare      # wheels into .whl/ (git-ignored via .git/info/exclude)
 #   on the device:     benchmarks/gpu.sh run          # carry .whl; results land in $OUT (or benchmarks/)
 #
-# PRESETS (default "gpu-sd15 gpu-sdxl"), REPEATS (3) and EXTRA (e.g. "--compile") adjust the run;
+# PRESETS (default "gpu-sd15 gpu-sdxl"), FLOW_PRESETS (benchmarks/flow_speed.py; default
+# "gpu-sd3 gpu-flux", "" skips them), REPEATS (3) and EXTRA (e.g. "--compile") adjust the run;
 # PYTHON (python3) picks the interpreter. leditspp itself comes from src/ (no install needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,9 @@ case "${1:-}" in
     for preset in ${PRESETS:-gpu-sd15 gpu-sdxl}; do
       # shellcheck disable=SC2086
       "$PYTHON" benchmarks/speed.py --preset "$preset" --repeats "${REPEATS:-3}" ${EXTRA:-} | tee "$out/$preset.md"
+    done
+    for preset in ${FLOW_PRESETS-gpu-sd3 gpu-flux}; do
+      "$PYTHON" benchmarks/flow_speed.py --preset "$preset" --repeats "${REPEATS:-3}" | tee "$out/$preset.md"
     done
     ;;
   *)
