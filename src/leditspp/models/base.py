@@ -115,6 +115,21 @@ def warn_if_truncated(tokenizer: Any, prompts: list[str], limit: int | None = No
             )
 
 
+@torch.no_grad()
+def encode_text(tokenizer: Any, encoder: Any, prompts: list[str], max_length: int | None = None) -> Any:
+    """One text encoder's output for ``prompts`` padded to ``max_length`` (default the
+    tokenizer's window), with hidden states: ``out.hidden_states[-2]`` (n, L, D) is the
+    penultimate layer SDXL and SD3 condition on, ``out[0]`` the pooled/projected embedding."""
+    ids = tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=max_length or tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    return encoder(ids.to(encoder.device), output_hidden_states=True)
+
+
 def vae_scale_factor(vae: Any) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 

@@ -24,7 +24,7 @@ import torch
 
 from ..attention import AttentionRecorder
 from ..solvers import FlowPath, NoiseLevel
-from .base import Conditioning, decode_latents, encode_pixels, vae_scale_factor, warn_if_truncated
+from .base import Conditioning, decode_latents, encode_pixels, encode_text, vae_scale_factor, warn_if_truncated
 from .sd import _word_positions
 from .unet_attention import capture_layers
 
@@ -129,19 +129,10 @@ class StableDiffusion3(TransformerModel):
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         """embeds (n, 77 + L₃, D₃) and pooled (n, P₁ + P₂), in the transformer's dtype."""
         warn_if_truncated(self.tokenizer, prompts)
-        hidden, pooled = [], []
-        for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
-            ids = tokenizer(
-                prompts,
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids
-            out = encoder(ids.to(encoder.device), output_hidden_states=True)
-            hidden.append(out.hidden_states[-2])
-            pooled.append(out[0])
-        clip = torch.cat(hidden, dim=-1)
+        outs = [encode_text(self.tokenizer, self.text_encoder, prompts)]
+        outs.append(encode_text(self.tokenizer_2, self.text_encoder_2, prompts))
+        pooled = [out[0] for out in outs]  # both CLIPs' projected embeddings
+        clip = torch.cat([out.hidden_states[-2] for out in outs], dim=-1)
         t5 = self._t5(prompts, clip)
         clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
         dtype = self.transformer.dtype

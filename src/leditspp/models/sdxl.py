@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .base import Conditioning, vae_scale_factor, warn_if_truncated
+from .base import Conditioning, encode_text, vae_scale_factor, warn_if_truncated
 from .sd import _word_positions
 from .unet import UNetModel
 
@@ -48,18 +48,10 @@ class StableDiffusionXL(UNetModel):
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         """embeds (n, L, D₁+D₂) and pooled (n, P), in the UNet's dtype."""
         warn_if_truncated(self.tokenizer, prompts)
-        hidden = []
-        for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
-            ids = tokenizer(
-                prompts,
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids
-            out = encoder(ids.to(encoder.device), output_hidden_states=True)
-            hidden.append(out.hidden_states[-2])
-        pooled = out[0]  # encoder 2 (with projection): text_embeds
+        outs = [encode_text(self.tokenizer, self.text_encoder, prompts)]
+        outs.append(encode_text(self.tokenizer_2, self.text_encoder_2, prompts))
+        hidden = [out.hidden_states[-2] for out in outs]
+        pooled = outs[1][0]  # encoder 2 (with projection): text_embeds
         dtype = self.unet.dtype
         return Conditioning(torch.cat(hidden, dim=-1).to(dtype), pooled.to(dtype))
 
