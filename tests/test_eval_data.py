@@ -1,15 +1,17 @@
-"""Evaluation data: TEdBench++ / PIE-Bench manifests as published (offline)."""
+"""Evaluation data: TEdBench++ / PIE-Bench manifests as published, pixel metrics, CLIP and LPIPS wiring (offline)."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from leditspp.errors import LeditsError
-from leditspp.evaluation import manifests
+from leditspp.evaluation import manifests, metrics
 from leditspp.evaluation.manifests import decode_rle, parse_seed, read_piebench, read_tedbench
 
 TEDBENCH_HEADER = "img_name,target_text,skip,threshold,edit_guidance_scale,seed,steps"
@@ -200,3 +202,171 @@ def test_piebench_missing_key_and_bad_json(tmp_path):
 def test_bracket_helpers():
     assert manifests.bracketed("a [red] [sports car] on [ ]") == ["red", "sports car"]
     assert manifests.plain_prompt("a [red] car") == "a red car"
+
+
+# --- pixel metrics ----------------------------------------------------------------------------
+
+
+def _images(seed=0, shape=(2, 3, 32, 40)):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_identical_images():
+    a = _images()
+    assert torch.equal(metrics.mse(a, a), torch.zeros(2))
+    assert torch.isinf(metrics.psnr(a, a)).all()
+    assert torch.allclose(metrics.ssim(a, a), torch.ones(2), atol=1e-5)
+
+
+def test_pixel_metrics_per_image():
+    a = _images()
+    b = a.clone()
+    b[1] = (b[1] + 0.1).clamp(0, 1)
+    err = metrics.mse(a, b)
+    assert err[0] == 0 and 0 < err[1] <= 0.01 + 1e-6
+    assert torch.allclose(metrics.psnr(a, b)[1], -10 * torch.log10(err[1]), atol=1e-4)
+    s = metrics.ssim(a, b)
+    assert s[0] > s[1]
+
+
+def test_masked_metrics_follow_piebench():
+    a, b = _images(0), _images(1)
+    region = torch.zeros(32, 40, dtype=torch.bool)
+    region[:, :20] = True
+    b_left_same = torch.where(region, a, b)
+    # the region is where the metric looks: identical there → 0 error, inf PSNR
+    assert torch.equal(metrics.mse(a, b_left_same, mask=region), torch.zeros(2))
+    assert torch.isinf(metrics.psnr(a, b_left_same, mask=region)).all()
+    # PIE-Bench's convention: images × region, mean over the whole frame
+    expected = ((a - b) ** 2 * (~region)).mean(dim=(1, 2, 3))
+    assert torch.allclose(metrics.mse(a, b_left_same, mask=~region), expected)
+    # per-image masks and an empty region (NaN, as PIE-Bench)
+    masks = torch.stack([region, torch.zeros_like(region)])[:, None]
+    values = metrics.mse(a, b, mask=masks)
+    assert not math.isnan(values[0]) and math.isnan(values[1])
+    assert math.isnan(metrics.ssim(a, b, mask=masks)[1])
+    # a numpy mask, as EvalItem.mask gives
+    assert torch.equal(metrics.mse(a, b_left_same, mask=region.numpy()), torch.zeros(2))
+
+
+def test_metric_shape_errors():
+    a = _images()
+    with pytest.raises(LeditsError, match=r"\(B, 3, H, W\)"):
+        metrics.mse(a, a[:, :, :16])
+    with pytest.raises(LeditsError, match="metric mask"):
+        metrics.psnr(a, a, mask=np.ones((16, 16), dtype=bool))
+
+
+def test_latent_error():
+    a = torch.zeros(1, 4, 8, 8)
+    b = a.clone()
+    b[0, 0, 0, 0] = 0.5
+    assert metrics.latent_error(a, b) == {"latent_max_abs": 0.5, "latent_mean_abs": pytest.approx(0.5 / 256)}
+    with pytest.raises(LeditsError):
+        metrics.latent_error(a, b[:, :2])
+
+
+def test_check_metrics():
+    assert metrics.check_metrics("psnr, ssim,psnr") == ("psnr", "ssim")
+    assert metrics.check_metrics(["clip_score"]) == ("clip_score",)
+    with pytest.raises(LeditsError, match=r"unknown metric\(s\) psnrr in --metrics; choose from"):
+        metrics.check_metrics("psnrr,ssim")
+    with pytest.raises(LeditsError, match="--metrics is empty"):
+        metrics.check_metrics(" ,")
+    assert set(metrics.MODEL_FLAGS) <= set(metrics.METRICS)
+
+
+# --- CLIP and LPIPS ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+    """A tiny random CLIPModel, its real tokenizer and a hand-written image processor config, saved to disk."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from leditspp.testing import clip_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    tokenizer = clip_tokenizer(folder / "tok")
+    common = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = CLIPConfig(
+        text_config={**common, "vocab_size": len(tokenizer), "max_position_embeddings": 77},
+        vision_config={**common, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    processor = {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": 32},
+        "resample": 3,
+        "do_center_crop": True,
+        "crop_size": {"height": 32, "width": 32},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "do_convert_rgb": True,
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clip(clip_folder):
+    return metrics.ClipScorer.from_pretrained(clip_folder)
+
+
+def test_clip_scorer_loads_a_folder_and_scores(clip):
+    a, b = _images(0, (2, 3, 48, 40)), _images(1, (2, 3, 48, 40))
+    scores = clip.text_score(a, ["a red car", "a cat"])
+    assert scores.shape == (2,) and torch.isfinite(scores).all() and (scores >= 0).all() and (scores <= 100).all()
+    # the score is 100·max(cos, 0) of the unit embeddings
+    cos = (clip.image_embeds(a[:1]) * clip.text_embeds(["a red car"])).sum()
+    assert scores[0].item() == pytest.approx(100 * max(cos.item(), 0.0), abs=1e-4)
+    same = clip.image_similarity(a, a)
+    assert torch.allclose(same, torch.ones(2), atol=1e-5)
+    assert (clip.image_similarity(a, b) < same).all()
+
+
+def test_clip_region(clip):
+    a, b = _images(0, (1, 3, 48, 40)), _images(1, (1, 3, 48, 40))
+    region = torch.zeros(48, 40, dtype=torch.bool)
+    region[8:24, 4:20] = True
+    b = torch.where(region, a, b)  # equal inside the region
+    assert clip.image_similarity(a, b, mask=region).item() == pytest.approx(1.0, abs=1e-5)
+    assert clip.image_similarity(a, b, mask=region, crop=True).item() == pytest.approx(1.0, abs=1e-5)
+    assert clip.image_similarity(a, b).item() < 1 - 1e-4
+    cropped = clip.image_embeds(a, mask=region, crop=True)
+    assert not torch.allclose(cropped, clip.image_embeds(a, mask=region))
+    with pytest.raises(LeditsError, match="region mask is empty"):
+        clip.image_embeds(a, mask=torch.zeros(48, 40))
+    with pytest.raises(LeditsError, match="one text per image"):
+        clip.text_score(a, ["x", "y"])
+
+
+def test_clip_model_that_cannot_load_names_the_flag(tmp_path):
+    with pytest.raises(LeditsError, match="--clip-model") as err:
+        metrics.ClipScorer.from_pretrained(tmp_path / "no-such-model")
+    assert "no-such-model" in str(err.value)
+
+
+def test_lpips_loads_or_names_the_fix():
+    """With torchvision and its cached backbone LPIPS works; without, a clear error (never a silent zero)."""
+    try:
+        scorer = metrics.LpipsScorer()
+    except LeditsError as e:
+        assert "--metrics" in str(e) and "torchvision" in str(e)
+        return
+    a, b = _images(0), _images(1)
+    assert torch.allclose(scorer(a, a), torch.zeros(2), atol=1e-6)
+    assert (scorer(a, b) > 0).all()
+
+
+def test_clip_folder_of_another_model_names_the_flag(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    with pytest.raises(LeditsError, match="pass --clip-model with a hub id"):
+        metrics.ClipScorer.from_pretrained(tmp_path)
