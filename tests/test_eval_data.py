@@ -370,3 +370,74 @@ def test_clip_folder_of_another_model_names_the_flag(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
     with pytest.raises(LeditsError, match="pass --clip-model with a hub id"):
         metrics.ClipScorer.from_pretrained(tmp_path)
+
+
+def test_lpips_scorer_wiring(monkeypatch):
+    """The per-image loop and the region, with a stand-in for torchmetrics' LPIPS (its backbone needs torchvision)."""
+    import torchmetrics.image.lpip as lpip
+
+    class FakeLpips(torch.nn.Module):
+        def __init__(self, net_type, normalize):
+            super().__init__()
+            assert (net_type, normalize) == ("alex", True)  # inputs in [0, 1]
+            self.scale = torch.nn.Parameter(torch.ones(()))
+            self.calls = 0
+
+        def forward(self, x, y):
+            assert x.shape[0] == 1  # one image per call, so each gets its own value
+            self.calls += 1
+            return self.scale * (x - y).abs().mean()
+
+        def reset(self):
+            self.calls = 0
+
+    monkeypatch.setattr(lpip, "LearnedPerceptualImagePatchSimilarity", FakeLpips)
+    scorer = metrics.LpipsScorer()
+    a, b = _images(0), _images(1)
+    values = scorer(a, b)
+    assert torch.allclose(values, (a - b).abs().mean(dim=(1, 2, 3)))
+    region = torch.zeros(32, 40, dtype=torch.bool)
+    region[:4] = True
+    assert torch.allclose(scorer(a, b, mask=region), ((a - b) * region).abs().mean(dim=(1, 2, 3)))
+    assert math.isnan(scorer(a, b, mask=torch.zeros(2, 32, 40))[0])
+
+
+@pytest.fixture(scope="module")
+def structure(tmp_path_factory):
+    """PIE-Bench's structure distance on a tiny random ViT saved with save_pretrained."""
+    from transformers import ViTConfig, ViTModel
+
+    folder = tmp_path_factory.mktemp("tiny-dino")
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
+    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return metrics.StructureScorer.from_pretrained(folder)
+
+
+def test_structure_distance(structure):
+    a, b = _images(0, (2, 3, 48, 40)), _images(1, (2, 3, 48, 40))
+    assert torch.allclose(structure(a, a), torch.zeros(2), atol=1e-8)
+    assert (structure(a, b) > 0).all()
+    sim = structure.self_similarity(a[0])
+    tokens = 1 + (224 // 8) * (int(224 * 48 / 40) // 8)  # CLS + patches of the 224-short-side input
+    assert sim.shape == (tokens, tokens)
+    assert torch.allclose(sim.diagonal(), torch.ones(tokens), atol=1e-5)
+    # the captured keys are the last layer's key projection of its normalised input
+    assert structure.keys is [m for n, m in structure.model.named_modules() if n.endswith(("key", "k_proj"))][-1]
+    region = torch.ones(48, 40, dtype=torch.bool)
+    assert torch.allclose(structure(a, b, mask=region), structure(a, b))
+
+
+def test_dino_input_follows_piebench_resize():
+    assert metrics._dino_input(torch.rand(3, 512, 512)).shape == (3, 224, 224)
+    assert metrics._dino_input(torch.rand(3, 300, 1000)).shape == (3, 144, 480)
+    assert metrics._dino_input(torch.rand(3, 400, 300)).shape == (3, 298, 224)
+    x = metrics._dino_input(torch.ones(3, 224, 224))  # 0–255 scale, as PIE-Bench feeds DINO
+    assert x[0, 0, 0].item() == pytest.approx((255 - 0.485) / 0.229, rel=1e-4)
+
+
+def test_dino_model_that_cannot_load_names_the_flag(tmp_path):
+    with pytest.raises(LeditsError, match="--dino-model"):
+        metrics.StructureScorer.from_pretrained(tmp_path / "missing")

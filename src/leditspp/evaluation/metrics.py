@@ -8,7 +8,8 @@ is ``mask=~item.mask``. An empty region gives NaN, as there. Masks are (H, W), (
 (B, 1, H, W), bool or {0, 1}, True where the metric looks.
 
 Pixel metrics use torchmetrics' functional API; CLIP is transformers' ``CLIPModel`` from a hub id
-or local folder (:class:`ClipScorer`); LPIPS is torchmetrics' (:class:`LpipsScorer`). A metric
+or local folder (:class:`ClipScorer`); LPIPS is torchmetrics' (:class:`LpipsScorer`); PIE-Bench's
+structure distance uses a DINO ViT through transformers' ``ViTModel`` (:class:`StructureScorer`). A metric
 whose model cannot be loaded raises :class:`~leditspp.errors.LeditsError` naming the flag that
 fixes it — never a silent zero.
 """
@@ -35,6 +36,8 @@ METRICS: dict[str, str] = {
     "psnr": "peak signal-to-noise ratio of edited vs input image in dB (inf if identical); higher = more alike",
     "ssim": "structural similarity of edited vs input image (Wang et al. 2004), in [-1, 1]; higher = more alike",
     "mse": "mean squared error of edited vs input image, pixels in [0, 1]; lower = more alike",
+    "structure_distance": "PIE-Bench's structure distance: MSE of the DINO ViT key self-similarities of input and "
+    "edited image (Tumanyan et al. 2022); lower = same layout; needs --dino-model",
     "latent_error": "max and mean |Δ| between the reconstruction's latents and the encoded input latents",
     "time": "seconds per edit (inversion and edit), wall clock",
 }
@@ -45,6 +48,7 @@ MODEL_FLAGS: dict[str, str] = {
     "clip_score_edit_region": "--clip-model",
     "clip_image": "--clip-model",
     "lpips": "--metrics (leave lpips out)",
+    "structure_distance": "--dino-model",
 }
 
 
@@ -288,3 +292,97 @@ class LpipsScorer:
             values.append(self.metric(x[None].float().to(device), y[None].float().to(device)).cpu())
             self.metric.reset()
         return _nan_where_empty(torch.stack(values), present.cpu())
+
+
+# --- structure distance -----------------------------------------------------------------------
+
+#: ImageNet normalisation of DINO's inputs.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class StructureScorer:
+    """PIE-Bench's structure distance (Ju et al. 2024, after Splice, Tumanyan et al. 2022): the MSE
+    between the cosine self-similarity matrices of a DINO ViT's last-layer keys for two images.
+
+    Loaded as transformers' ``ViTModel`` (PIE-Bench uses DINO ViT-B/8: ``facebook/dino-vitb8``).
+    Preprocessing is PIE-Bench's, kept for comparable numbers: pixels on the 0–255 scale (not
+    0–1) normalised with ImageNet's mean and std, resized so the short side is 224 (long side at
+    most 480). PIE-Bench reports the value × 10³.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model.eval()
+        self.keys = _last_key_projection(model)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> StructureScorer:
+        """Load a DINO ViT from a hub id or a local folder."""
+        from transformers import ViTModel
+
+        name = str(name_or_path)
+        try:
+            model = ViTModel.from_pretrained(name, add_pooling_layer=False).to(device, dtype)
+            return cls(model)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise LeditsError(
+                f"cannot load the DINO ViT {name!r} for the structure distance ({_first_line(e)}); pass "
+                "--dino-model with a hub id (facebook/dino-vitb8, as PIE-Bench) or a local folder holding a "
+                "ViTModel, or leave structure_distance out of --metrics"
+            ) from None
+
+    @torch.no_grad()
+    def self_similarity(self, image: torch.Tensor) -> torch.Tensor:
+        """Cosine self-similarity of the last layer's keys: image (3, H, W) in [0, 1] → (T, T), T tokens with CLS."""
+        param = next(self.model.parameters())
+        x = _dino_input(image).to(param.device, param.dtype)
+        captured: list[torch.Tensor] = []
+        handle = self.keys.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            self.model(pixel_values=x[None], interpolate_pos_encoding=True)
+        finally:
+            handle.remove()
+        keys = captured[-1][0].float()  # (T, heads · head_dim), the heads' keys side by side
+        unit = keys / keys.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+        return unit @ unit.T
+
+    def __call__(
+        self, a: torch.Tensor, b: torch.Tensor, *, mask: torch.Tensor | np.ndarray | None = None
+    ) -> torch.Tensor:
+        """Structure distance per image: a, b (B, 3, H, W) in [0, 1] → (B,); 0 for the same structure."""
+        a, b, present = _restrict(a, b, mask)
+        values = [
+            torch.nn.functional.mse_loss(self.self_similarity(x), self.self_similarity(y)).cpu()
+            for x, y in zip(a, b, strict=True)
+        ]
+        return _nan_where_empty(torch.stack(values), present.cpu())
+
+
+def _last_key_projection(model: torch.nn.Module) -> torch.nn.Module:
+    """The key projection of the ViT's last attention layer (``…attention.key`` in transformers 4,
+    ``…attention.k_proj`` in 5)."""
+    keys = [m for name, m in model.named_modules() if name.endswith(("attention.key", "attention.k_proj"))]
+    if not keys:
+        raise LeditsError(
+            f"{type(model).__name__} has no attention key projection; "
+            "--dino-model must name a ViT (facebook/dino-vitb8)"
+        )
+    return keys[-1]
+
+
+def _dino_input(image: torch.Tensor) -> torch.Tensor:
+    """PIE-Bench's DINO input: (3, H, W) in [0, 1] → (3, h, w), short side 224 (long ≤ 480), 0–255 scale normalised."""
+    h, w = image.shape[-2:]
+    short, long = sorted((h, w))
+    new_short, new_long = 224, int(224 * long / short)
+    if new_long > 480:
+        new_short, new_long = int(480 * short / long), 480
+    size = (new_short, new_long) if h <= w else (new_long, new_short)
+    x = torch.nn.functional.interpolate(
+        image[None].float() * 255, size=size, mode="bilinear", antialias=True, align_corners=False
+    )[0]
+    mean = torch.tensor(_IMAGENET_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(_IMAGENET_STD, device=x.device)[:, None, None]
+    return (x - mean) / std
