@@ -441,3 +441,8 @@ def test_dino_input_follows_piebench_resize():
 def test_dino_model_that_cannot_load_names_the_flag(tmp_path):
     with pytest.raises(LeditsError, match="--dino-model"):
         metrics.StructureScorer.from_pretrained(tmp_path / "missing")
+
+
+def test_readers_by_suite_name(tmp_path):
+    assert manifests.READERS["tedbench"](_tedbench(tmp_path / "t"))[0].item_id == "001_cat"
+    assert manifests.READERS["piebench"](_piebench(tmp_path / "p"))[0].item_id == "000000000000"

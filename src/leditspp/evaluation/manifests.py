@@ -279,3 +279,7 @@ def _require_file(path: Path, fix: str, where: str | None = None) -> Path:
     if not path.is_file():
         raise LeditsError(f"{where + ': ' if where else ''}{path}: file not found; {fix}")
     return path
+
+
+#: Suite name (as ``leditspp eval SUITE DIR`` spells it) → the reader of its published folder.
+READERS = {"tedbench": read_tedbench, "piebench": read_piebench}
