@@ -75,8 +75,7 @@ def edit_loop(
     if first is None:
         return inversion.source_latents.clone(), masks, mask_sums
     k = len(base)
-    base_cond = Conditioning.cat(base)
-    calls = {active: _call_inputs(concepts, base_cond, active, batch) for active in set(plan)}
+    calls = {active: _call_inputs(concepts, base, active, batch) for active in set(plan)}
     levels = table.levels(device)
     grid = model.mask_grid(h, w)
     x = inversion.noisy_latents[first]
@@ -119,16 +118,14 @@ class _CallInputs:
     thresholds: torch.Tensor  # (A·B,) λ for every (concept, image) row
 
 
-def _call_inputs(concepts: ConceptBatch, base: Conditioning, active: tuple[int, ...], batch: int) -> _CallInputs:
+def _call_inputs(concepts: ConceptBatch, base: list[Conditioning], active: tuple[int, ...], batch: int) -> _CallInputs:
     index = torch.tensor(active, dtype=torch.long).to(concepts.scales.device)
-    cond = base
-    if active:
-        cond = Conditioning.cat([base, Conditioning.cat([concepts.cond.row(i) for i in active]).repeat_rows(batch)])
+    concept_rows = RowLayout(len(active), batch)  # the concept groups, after the base ones
     return _CallInputs(
-        cond=cond,
+        cond=RowLayout(len(base) + len(active), batch).conditions([*base, *(concepts.cond.row(i) for i in active)]),
         index=index,
-        token_weights=concepts.token_weights.index_select(0, index).repeat_interleave(batch, 0),
+        token_weights=concept_rows.per_row(concepts.token_weights.index_select(0, index)),
         directions=concepts.directions.index_select(0, index),
         scales=concepts.scales.index_select(0, index),
-        thresholds=concepts.thresholds.index_select(0, index).repeat_interleave(batch),
+        thresholds=concept_rows.per_row(concepts.thresholds.index_select(0, index)),
     )

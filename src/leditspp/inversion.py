@@ -295,8 +295,8 @@ def estimate_all(
         idx = list(range(start, min(start + chunk, steps)))
         layout = RowLayout(len(idx) * k, batch)
         latents = layout.stack([ys[j] for j in idx for _ in range(k)])
-        rows_step = torch.tensor([j for j in idx for _ in range(k * batch)], device=ys.device)
-        cond = Conditioning.cat([c for _ in idx for c in base])
+        rows_step = layout.per_row(torch.tensor([j for j in idx for _ in range(k)], device=ys.device))
+        cond = layout.conditions([c for _ in idx for c in base])
         eps = layout.split(model.estimate(latents, levels.select(rows_step), cond)).view(len(idx), k, *ys.shape[1:])
         for n, j in enumerate(idx):
             guided = base_estimate(eps[n, 0], eps[n, 1] if k > 1 else None, source_guidance)

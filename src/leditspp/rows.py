@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .models.base import Conditioning
+
 
 @dataclass(frozen=True)
 class RowLayout:
@@ -31,6 +33,14 @@ class RowLayout:
         if len(parts) != self.groups:
             raise ValueError(f"{len(parts)} parts for {self.groups} groups")
         return torch.cat(list(parts))
+
+    def per_row(self, values: torch.Tensor) -> torch.Tensor:
+        """One value per group (G, …) → one per row (G·B, …): each repeated for its B images."""
+        return values.repeat_interleave(self.batch, dim=0)
+
+    def conditions(self, groups: Sequence[Conditioning]) -> Conditioning:
+        """One condition per group, each with one row or B → (G·B) rows, group-major."""
+        return Conditioning.cat([g if len(g) == self.batch else g.repeat_rows(self.batch) for g in groups])
 
     def repeat(self, x: torch.Tensor) -> torch.Tensor:
         """The same (B, …) tensor for every group → (G·B, …)."""
