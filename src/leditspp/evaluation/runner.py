@@ -1,0 +1,345 @@
+"""The evaluation runner: items in, ``metrics.csv`` and ``summary.json`` out, resumable.
+
+A suite turns its data into :class:`Item` values and gives a pure function ``evaluate_item(item)
+-> Row``. The runner owns everything else: the order, ``--sweep`` expansion (items × values),
+resume (an item whose row is already in ``OUT/metrics.csv`` is not computed again), atomic writes
+of the CSV, the images and the summary after every item, and failures (an item that raises gets a
+row with its error; the run goes on). Because ``evaluate_item`` only maps a value to a value, a
+later runner can hand the items to a worker pool (Ray) and keep this module's writing.
+
+Outputs under ``OUT``:
+    metrics.csv    one row per edited image: item, suite, edit_type, parameters, metrics, image
+                   paths (``image_<name>``), seconds, error
+    summary.json   means over rows without error: per suite, per edit type, per sweep value
+    images/        ``<item>.<name>.png`` for every image a row returns
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..errors import LeditsError
+from ..files import atomic_write
+
+logger = logging.getLogger(__name__)
+
+METRICS_CSV = "metrics.csv"
+SUMMARY_JSON = "summary.json"
+IMAGES_DIR = "images"
+FIXED_COLUMNS = ("item", "suite", "edit_type")
+TAIL_COLUMNS = ("seconds", "error")
+IMAGE_PREFIX = "image_"
+
+Value = float | int | bool | str | None
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: an edit of one input with its parameters (picklable, so it can travel).
+
+    ``id`` is unique within a run (it names the CSV row and the image files); ``params`` are the
+    settings the edit uses, sweep values included, written to the CSV; ``data`` is whatever else
+    the suite's ``evaluate_item`` needs (a scene seed, a file path) and is not written.
+    """
+
+    id: str
+    suite: str
+    edit_type: str
+    params: dict[str, Value] = field(default_factory=dict)
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """What ``evaluate_item`` returns: metric name → value, and named images to write."""
+
+    metrics: dict[str, Value]
+    images: dict[str, Image.Image] = field(default_factory=dict)
+
+
+EvaluateItem = Callable[[Item], Row]
+
+
+def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
+    """``["scale=5,10,15", "threshold=0.8,0.9"]`` → ``{"scale": [5, 10, 15], "threshold": [0.8, 0.9]}``
+    (whole numbers as ints)."""
+    sweep: dict[str, list[float]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        try:
+            numbers = [_parse_number(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            numbers = []
+        if not sep or not key or not numbers:
+            raise LeditsError(f"--sweep {spec!r} must be NAME=V1,V2,… with numbers, e.g. --sweep scale=5,10,15")
+        if key in sweep:
+            raise LeditsError(f"--sweep names {key!r} twice; give its values once: --sweep {key}=V1,V2,…")
+        sweep[key] = numbers
+    return sweep
+
+
+def _parse_number(text: str) -> float:
+    text = text.strip()
+    return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
+
+
+def expand_sweep(items: Iterable[Item], sweep: dict[str, list[float]]) -> list[Item]:
+    """Every combination of sweep values × items (all items of one sweep point together, so a
+    suite's memo of shared work holds); each copy's params and id carry its values."""
+    items = list(items)
+    if not sweep:
+        return items
+    keys = list(sweep)
+    expanded = []
+    for values in itertools.product(*(sweep[k] for k in keys)):
+        point = dict(zip(keys, values, strict=True))
+        suffix = ".".join(f"{k}={_number(v)}" for k, v in point.items())
+        expanded += [replace(item, id=f"{item.id}.{suffix}", params={**item.params, **point}) for item in items]
+    return expanded
+
+
+def run(
+    items: Sequence[Item],
+    evaluate_item: EvaluateItem,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: Progress | None = None,
+    sweep_keys: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Evaluate every item not already done, writing ``OUT`` after each; returns the summary.
+
+    Without ``resume`` an ``OUT`` that already holds a ``metrics.csv`` is refused (nothing is
+    overwritten behind the user's back). With ``resume``, rows of finished items are kept and
+    those items skipped; items whose earlier row has an error are tried again.
+    """
+    out = Path(out_dir)
+    _check_unique(items)
+    params = sorted({key for item in items for key in item.params})
+    done = _previous_rows(out, resume)
+    rows = [done[item.id] for item in items if item.id in done]
+    todo = [item for item in items if item.id not in done]
+    total, finished = len(items), len(rows)
+    if progress is not None:
+        progress(finished, total)
+    for item in todo:
+        rows.append(_evaluate(item, evaluate_item, out))
+        finished += 1
+        write_rows(out / METRICS_CSV, _in_order(rows, items))
+        write_summary(out / SUMMARY_JSON, summarize(rows, sweep_keys, params))
+        if progress is not None:
+            progress(finished, total)
+    rows = _in_order(rows, items)
+    summary = summarize(rows, sweep_keys, params)
+    write_rows(out / METRICS_CSV, rows)
+    write_summary(out / SUMMARY_JSON, summary)
+    return summary
+
+
+def _evaluate(item: Item, evaluate_item: EvaluateItem, out: Path) -> dict[str, Value]:
+    """One CSV row for ``item``: its metrics and image paths, or its error."""
+    row: dict[str, Value] = {"item": item.id, "suite": item.suite, "edit_type": item.edit_type, **item.params}
+    start = time.perf_counter()
+    try:
+        result = evaluate_item(item)
+        row.update(result.metrics)
+        row.update(_write_images(out, item.id, result.images))
+        row["error"] = ""
+    except Exception as exc:  # one failing item must not stop the run; it is recorded instead
+        logger.warning("item %s failed: %s: %s", item.id, type(exc).__name__, exc)
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    row["seconds"] = round(time.perf_counter() - start, 4)
+    return row
+
+
+def _write_images(out: Path, item_id: str, images: dict[str, Image.Image]) -> dict[str, str]:
+    """Save each image as ``images/<item>.<name>.png`` (atomic); columns ``image_<name>`` → path
+    relative to ``out``."""
+    if not images:
+        return {}
+    folder = out / IMAGES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = {}
+    for name, image in images.items():
+        path = folder / f"{_safe(item_id)}.{_safe(name)}.png"
+        atomic_write(path, lambda tmp, im=image: im.save(tmp, format="PNG"))
+        columns[IMAGE_PREFIX + name] = path.relative_to(out).as_posix()
+    return columns
+
+
+def _check_unique(items: Sequence[Item]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise LeditsError(f"two evaluation items share the id {item.id!r}; item ids must be unique")
+        seen.add(item.id)
+
+
+def _previous_rows(out: Path, resume: bool) -> dict[str, dict[str, Value]]:
+    """Rows of items finished by an earlier run (``resume``), by item id."""
+    csv_path = out / METRICS_CSV
+    if not csv_path.exists():
+        return {}
+    if not resume:
+        raise LeditsError(
+            f"{csv_path} exists from an earlier run; pass --resume to continue it, or choose another output folder"
+        )
+    return {row["item"]: row for row in read_rows(csv_path) if not row.get("error")}
+
+
+def _in_order(rows: list[dict[str, Value]], items: Sequence[Item]) -> list[dict[str, Value]]:
+    order = {item.id: k for k, item in enumerate(items)}
+    return sorted(rows, key=lambda row: order.get(str(row["item"]), len(order)))
+
+
+# -- the CSV ----------------------------------------------------------------------------------------
+
+
+def columns_of(rows: Sequence[dict[str, Value]]) -> list[str]:
+    """Fixed columns, then every other key in first-seen order, then image paths, seconds, error."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    middle = [k for k in keys if k not in FIXED_COLUMNS + TAIL_COLUMNS and not k.startswith(IMAGE_PREFIX)]
+    images = [k for k in keys if k.startswith(IMAGE_PREFIX)]
+    return [*FIXED_COLUMNS, *middle, *images, *TAIL_COLUMNS]
+
+
+def write_rows(path: Path, rows: Sequence[dict[str, Value]]) -> None:
+    """Write ``rows`` as CSV atomically; a missing value is an empty cell."""
+    columns = columns_of(rows)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _cell(row.get(k)) for k in columns})
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)
+
+
+def read_rows(path: Path) -> list[dict[str, Value]]:
+    """Rows of a ``metrics.csv``, cells parsed back to numbers, booleans, None or text."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise LeditsError(f"cannot read {path} ({exc}); remove it to start the run afresh") from exc
+    if rows and "item" not in rows[0]:
+        raise LeditsError(f"{path} has no 'item' column, so it is not a leditspp metrics file; choose another folder")
+    for row in rows:
+        row["item"] = str(row["item"])
+        row["error"] = row.get("error") or ""
+    return rows
+
+
+def _cell(value: Value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _parse(text: str | None) -> Value:
+    if text is None or text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if re.fullmatch(r"-?\d+", text) else number
+
+
+# -- the summary --------------------------------------------------------------------------------------
+
+
+def summarize(
+    rows: Sequence[dict[str, Value]], sweep_keys: Sequence[str] = (), param_keys: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Means of every numeric column but ``param_keys`` over rows without error (booleans as
+    rates): per suite, per edit type, and per sweep value (overall and per edit type); plus counts
+    and the errors."""
+    ok = [r for r in rows if not r.get("error")]
+    metrics = [m for m in _metric_columns(ok) if m not in param_keys]
+    summary: dict[str, Any] = {
+        "items": len(rows),
+        "failed": len(rows) - len(ok),
+        "errors": [{"item": r["item"], "error": r["error"]} for r in rows if r.get("error")],
+        "per_suite": _means_by(ok, metrics, lambda r: str(r["suite"])),
+        "per_edit_type": _means_by(ok, metrics, lambda r: str(r["edit_type"])),
+        "per_sweep_value": {},
+    }
+    for key in sweep_keys:
+        by_value = _means_by(ok, metrics, lambda r, k=key: f"{k}={_number(r.get(k))}")
+        for label in by_value:
+            subset = [r for r in ok if f"{key}={_number(r.get(key))}" == label]
+            by_value[label]["per_edit_type"] = _means_by(subset, metrics, lambda r: str(r["edit_type"]))
+        summary["per_sweep_value"][key] = by_value
+    return summary
+
+
+def _metric_columns(rows: Sequence[dict[str, Value]]) -> list[str]:
+    """Columns holding a number or boolean in some row, but not the identity or image paths."""
+    columns = columns_of(rows)
+    return [
+        c
+        for c in columns
+        if c not in (*FIXED_COLUMNS, "error")
+        and not c.startswith(IMAGE_PREFIX)
+        and any(isinstance(r.get(c), (int, float)) for r in rows)
+    ]
+
+
+def _means_by(
+    rows: Sequence[dict[str, Value]], metrics: Sequence[str], key: Callable[[dict[str, Value]], str]
+) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[dict[str, Value]]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return {name: {"n": len(group), **_means(group, metrics)} for name, group in groups.items()}
+
+
+def _means(rows: Sequence[dict[str, Value]], metrics: Sequence[str]) -> dict[str, float]:
+    means = {}
+    for m in metrics:
+        values = [float(r[m]) for r in rows if isinstance(r.get(m), (int, float)) and not _nan(r[m])]
+        if values:
+            means[m] = sum(values) / len(values)
+    return means
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``, atomically."""
+    text = json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False, default=str)
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _number(value: Any) -> str:
+    """5.0 → "5", 0.25 → "0.25": sweep values as people write them."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of an item id or image name."""
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", name)
