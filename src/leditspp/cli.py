@@ -36,16 +36,26 @@ EXAMPLES = """examples:
   leditspp edit --inversion photo.inv.safetensors -e "+cherry blossoms:7@0.75" --model ./my-sd-folder -o out.png
   leditspp info out.png                                      # the recipe of an output, or an inversion's metadata
   leditspp serve                                             # the web UI on http://127.0.0.1:7860
+  leditspp eval shapes -o eval/ --sweep scale=4,8,12         # measure edits on the demo world, write a report
 
 edit syntax: [+|-]concept[:scale][@threshold]   ('-' removes the concept)
 recipe (JSON/YAML): {"steps": 30, "edits": ["+hat"], "images": {"a.png": {"edits": ["-beard"]}}}
+"""
+EVAL_SUITES = ("shapes", "tedbench", "piebench")
+EVAL_EXAMPLES = """examples:
+  leditspp eval shapes -o eval/                              # the demo world (no data), 20 scenes
+  leditspp eval shapes -o eval/ --scenes 200 --sweep scale=4,8,12 --resume
+  leditspp eval tedbench ./tedbench -o eval-ted/ --model stable-diffusion-v1-5/stable-diffusion-v1-5
+
+OUT gets metrics.csv (a row per edited image), summary.json (means per suite, edit type and sweep
+value), report.html (self-contained: tables, the trade-off plot, thumbnails) and images/.
 """
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def _parser() -> argparse.ArgumentParser:
-    """``leditspp invert | edit | serve | info``; the model and inversion options are shared."""
+    """``leditspp invert | edit | serve | info | eval``; the model and inversion options are shared."""
     p = argparse.ArgumentParser(
         prog="leditspp",
         description="Exact LEDITS++ image editing with diffusion models.",
@@ -59,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_edit(sub, [model, inversion])
     _add_serve(sub, [model])
     _add_info(sub)
+    _add_eval(sub, [model])
     return p
 
 
@@ -157,6 +168,36 @@ def _add_info(sub: Any) -> None:
     pinfo.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
 
+def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    pv = sub.add_parser(
+        "eval",
+        parents=parents,
+        help="measure edits on a benchmark suite: metrics.csv, summary.json, report.html",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pv.add_argument("suite", metavar="SUITE", help=f"one of {', '.join(EVAL_SUITES)}")
+    pv.add_argument("data", nargs="?", metavar="DATA", help="the benchmark's folder (tedbench, piebench)")
+    pv.add_argument("-o", "--output", required=True, help="folder for metrics.csv, summary.json, report.html, images/")
+    pv.add_argument("--metrics", help="comma-separated metrics to compute [all of the suite's]")
+    pv.add_argument("--clip-model", metavar="ID|DIR", help="CLIP for the CLIP metrics: a hub id or a local folder")
+    pv.add_argument("--limit", type=int, help="evaluate only the first N items")
+    pv.add_argument("--resume", action="store_true", help="continue a run in OUT: finished items are not redone")
+    pv.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,…",
+        help="repeat every item for each value (several --sweep: every combination), e.g. scale=5,10,15",
+    )
+    g = pv.add_argument_group("edit settings (defaults: the model's recommended, else the library's)")
+    g.add_argument("--steps", type=int, help=f"[{defaults.STEPS}]")
+    g.add_argument("--skip", type=float, help=f"[{defaults.SKIP}]")
+    g.add_argument("--scale", type=float, help=f"edit scale [{defaults.EDIT_SCALE}]")
+    g.add_argument("--threshold", type=float, help=f"mask threshold λ [{defaults.EDIT_THRESHOLD}]")
+    g.add_argument("--scenes", type=int, default=20, help="shapes suite: number of scenes [%(default)s]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="leditspp: %(message)s")
@@ -183,6 +224,8 @@ def _run(args: argparse.Namespace) -> int:
         return _serve(args)
     if args.command == "invert":
         return _invert_command(args)
+    if args.command == "eval":
+        return _eval_command(args)
     return _edit_command(args)
 
 
@@ -497,6 +540,99 @@ def _check_writable_folder(folder: Path, what: str) -> None:
             pass
     except OSError as exc:
         raise LeditsError(f"{what}: cannot write in {str(folder)!r} ({exc.strerror}); choose another place") from exc
+
+
+def _eval_command(args: argparse.Namespace) -> int:
+    """Check the suite, its data and settings, load the model, run every item, write the report."""
+    from .evaluation import report, runner, shapes_suite
+
+    _check_eval_suite(args)
+    sweep = runner.parse_sweep(args.sweep)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    shapes_suite.check_metrics(metrics)
+    if args.clip_model:
+        raise LeditsError("--clip-model is for tedbench and piebench; the shapes suite measures by pixel analysis")
+    model, recommended = _recommended(args, {})
+    rec = {**RECOMMENDABLE, **recommended}
+    params = {
+        k: rec[k] if getattr(args, k) is None else getattr(args, k) for k in ("steps", "skip", "scale", "threshold")
+    }
+    shapes_suite.check_settings(params, sweep)
+    items = _limit(shapes_suite.items(args.scenes, params), args.limit)
+    out = _eval_output(args.output, args.resume)
+    editor = _load_editor(args, model)
+    evaluate = shapes_suite.ShapesEvaluator(editor, metrics)
+    bar = _item_progress(args.quiet, "shapes")
+    summary = runner.run(
+        runner.expand_sweep(items, sweep), evaluate, out, resume=args.resume, progress=bar, sweep_keys=list(sweep)
+    )
+    rows = runner.read_rows(out / runner.METRICS_CSV)
+    title = f"leditspp eval shapes — {model}, {args.scenes} scenes"
+    path = report.write_report(out, rows, summary, title=title, plot=shapes_suite.PLOT, sweep_keys=list(sweep))
+    print(f"wrote {out / runner.METRICS_CSV}, {out / runner.SUMMARY_JSON} and {path}")
+    if summary["failed"]:
+        print(f"leditspp: {summary['failed']} of {summary['items']} items failed; see summary.json", file=sys.stderr)
+    return 0
+
+
+def _check_eval_suite(args: argparse.Namespace) -> None:
+    """A known suite, with DATA where it needs one (an existing folder) and none where it does not."""
+    if args.suite not in EVAL_SUITES:
+        raise LeditsError(f"unknown suite {args.suite!r}; choose one of {', '.join(EVAL_SUITES)}")
+    if args.suite == "shapes":
+        if args.data:
+            raise LeditsError(f"the shapes suite is built in and takes no DATA; drop {args.data!r}")
+        return
+    if not args.data:
+        raise LeditsError(
+            f"the {args.suite} suite needs DATA, the benchmark's folder: leditspp eval {args.suite} DIR -o OUT"
+        )
+    if not Path(args.data).is_dir():
+        raise LeditsError(f"DATA {args.data!r} is not a folder; give the {args.suite} benchmark's folder")
+    raise LeditsError(f"the {args.suite} suite is not yet wired into leditspp eval; only 'shapes' runs today")
+
+
+def _limit(items: list[Any], limit: int | None) -> list[Any]:
+    """The first ``limit`` items (all with None)."""
+    if limit is None:
+        return items
+    if limit < 1:
+        raise LeditsError(f"--limit must be ≥ 1; got {limit}")
+    return items[:limit]
+
+
+def _eval_output(output: str, resume: bool) -> Path:
+    """The output folder, created if needed and probed for writing; one holding a finished or
+    stopped run is refused without --resume."""
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise LeditsError(f"-o {output!r} is a file; eval writes a folder (metrics.csv, summary.json, report.html)")
+    if (out / "metrics.csv").exists() and not resume:
+        raise LeditsError(f"{output!r} holds an earlier run; pass --resume to continue it, or choose another -o")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LeditsError(f"cannot create the output folder {output!r} ({exc.strerror}); choose another place") from exc
+    _check_writable_folder(out, f"output folder {output!r}")
+    return out
+
+
+def _item_progress(quiet: bool, desc: str) -> Any:
+    """A ``progress(done, total)`` over items drawn as one tqdm bar (None with --quiet)."""
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, initial=done, desc=desc, unit="edit", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+        if done >= total:
+            bars[0].close()
+
+    return update
 
 
 def _progress(quiet: bool) -> Any:

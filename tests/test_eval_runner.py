@@ -1,0 +1,160 @@
+"""``leditspp eval``: the runner (sweep, resume, failures, atomic outputs), the report and the
+shapes suite end to end on the demo model through the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from leditspp import LeditsError
+from leditspp.cli import main
+from leditspp.evaluation import report, runner
+from leditspp.evaluation.runner import Item, Row
+
+
+def _items(n: int = 4) -> list[Item]:
+    return [Item(f"x{k}", "toy", "add" if k % 2 else "remove", {"scale": 1}, data=k) for k in range(n)]
+
+
+class Counting:
+    """A toy ``evaluate_item``: success = data is even, a 4×4 image; counts its calls."""
+
+    def __init__(self, fail: set[str] = frozenset(), interrupt: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail, self.interrupt = fail, interrupt
+
+    def __call__(self, item: Item) -> Row:
+        self.calls.append(item.id)
+        if item.id == self.interrupt:
+            raise KeyboardInterrupt
+        if item.id in self.fail:
+            raise RuntimeError("boom")
+        value = item.data * item.params["scale"]
+        return Row({"success": item.data % 2 == 0, "value": value}, {"edited": Image.new("RGB", (4, 4))})
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_parse_and_expand_sweep():
+    sweep = runner.parse_sweep(["scale=5,10", "threshold=0.8"])
+    assert sweep == {"scale": [5, 10], "threshold": [0.8]}
+    items = runner.expand_sweep(_items(2), sweep)
+    ids = [f"x{k}.scale={scale}.threshold=0.8" for scale in (5, 10) for k in (0, 1)]
+    assert [i.id for i in items] == ids
+    assert items[2].params == {"scale": 10, "threshold": 0.8}
+    for bad in (["scale"], ["scale=a,b"], ["=1"], ["scale=1", "scale=2"]):
+        with pytest.raises(LeditsError, match="--sweep"):
+            runner.parse_sweep(bad)
+
+
+def test_run_writes_one_row_per_item_and_means(tmp_path):
+    items = runner.expand_sweep(_items(4), {"scale": [1, 2]})
+    summary = runner.run(items, Counting(), tmp_path, sweep_keys=["scale"])
+    rows = _csv(tmp_path / "metrics.csv")
+    assert [r["item"] for r in rows] == [i.id for i in items]
+    assert rows[0]["image_edited"] == "images/x0.scale=1.edited.png" and (tmp_path / rows[0]["image_edited"]).is_file()
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
+    assert summary["per_suite"]["toy"]["success"] == 0.5
+    assert summary["per_edit_type"]["remove"]["success"] == 1.0  # data 0, 2
+    assert summary["per_sweep_value"]["scale"]["scale=2"]["value"] == 2 * (0 + 1 + 2 + 3) / 4
+    assert summary["per_sweep_value"]["scale"]["scale=2"]["per_edit_type"]["add"]["value"] == 2 * (1 + 3) / 2
+    assert "scale" not in summary["per_suite"]["toy"]  # a parameter, not a metric
+
+
+def test_resume_computes_nothing_new_and_a_plain_rerun_is_refused(tmp_path):
+    runner.run(_items(), Counting(), tmp_path)
+    before = (tmp_path / "metrics.csv").read_text()
+    again = Counting()
+    runner.run(_items(), again, tmp_path, resume=True)
+    assert again.calls == []
+    assert (tmp_path / "metrics.csv").read_text() == before
+    more = Counting()
+    runner.run(_items(6), more, tmp_path, resume=True)  # a larger run computes only the new items
+    assert more.calls == ["x4", "x5"]
+    with pytest.raises(LeditsError, match="--resume"):
+        runner.run(_items(), Counting(), tmp_path)
+
+
+def test_a_failing_item_is_recorded_and_the_run_goes_on(tmp_path):
+    summary = runner.run(_items(), Counting(fail={"x1"}), tmp_path)
+    rows = {r["item"]: r for r in _csv(tmp_path / "metrics.csv")}
+    assert rows["x1"]["error"] == "RuntimeError: boom" and rows["x1"]["value"] == ""
+    assert rows["x3"]["value"] == "3" and rows["x3"]["error"] == ""
+    assert summary["failed"] == 1 and summary["errors"] == [{"item": "x1", "error": "RuntimeError: boom"}]
+    assert summary["per_edit_type"]["add"]["n"] == 1  # the failed item counts in no mean
+    retry = Counting()
+    runner.run(_items(), retry, tmp_path, resume=True)
+    assert retry.calls == ["x1"]  # a failed item is not finished: resume tries it again
+
+
+def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(_items(), Counting(interrupt="x2"), tmp_path)
+    assert [r["item"] for r in _csv(tmp_path / "metrics.csv")] == ["x0", "x1"]
+    assert json.loads((tmp_path / "summary.json").read_text())["items"] == 2
+    assert not list(tmp_path.rglob("*.leditspp-tmp"))
+    rest = Counting()
+    runner.run(_items(), rest, tmp_path, resume=True)
+    assert rest.calls == ["x2", "x3"]
+
+
+def test_report_is_self_contained(tmp_path):
+    items = runner.expand_sweep(_items(4), {"scale": [1, 2]})
+    summary = runner.run(items, Counting(fail={"x3.scale=2"}), tmp_path, sweep_keys=["scale"])
+    rows = runner.read_rows(tmp_path / "metrics.csv")
+    path = report.write_report(
+        tmp_path, rows, summary, title="toy <run>", plot=("value", "success"), sweep_keys=["scale"]
+    )
+    page = path.read_text()
+    assert "toy &lt;run&gt;" in page and "Per scale" in page and "RuntimeError: boom" in page
+    assert page.count("data:image/png;base64,") == 1 + min(len(rows) - 1, report.GRID_ROWS)  # plot + thumbnails
+    assert "http" not in page and "src='images/" not in page
+
+
+def test_eval_shapes_end_to_end(tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["eval", "shapes", "-o", str(out), "--scenes", "2", "--steps", "2", "--device", "cpu", "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    rows = _csv(out / "metrics.csv")
+    assert len(rows) == 2 * 7 and not any(r["error"] for r in rows)
+    assert {r["edit_type"] for r in rows} >= {"reconstruction", "add", "remove", "remove (noise mask)", "multi"}
+    recon = [r for r in rows if r["edit_type"] == "reconstruction"]
+    assert all(float(r["recon_latent"]) < 1e-4 for r in recon)  # no edits reproduce the input
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 <= summary["per_edit_type"]["remove"]["mask_iou"] <= 1
+    page = (out / "report.html").read_text()
+    assert "Trade-off" in page and page.count("data:image/png;base64,") > 10
+    before = (out / "metrics.csv").read_text()
+    assert main([*args, "--resume"]) == 0
+    assert (out / "metrics.csv").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "nosuch", "-o", "{out}"], "unknown suite"),
+        (["eval", "tedbench", "-o", "{out}"], "needs DATA"),
+        (["eval", "piebench", "{missing}", "-o", "{out}"], "not a folder"),
+        (["eval", "shapes", "{missing}", "-o", "{out}"], "takes no DATA"),
+        (["eval", "shapes", "-o", "{out}", "--sweep", "guidance=1,2"], "cannot sweep"),
+        (["eval", "shapes", "-o", "{out}", "--metrics", "clip_score"], "no metric clip_score"),
+        (["eval", "shapes", "-o", "{out}", "--sweep", "scale=x"], "--sweep"),
+    ],
+)
+def test_eval_refuses_bad_input_with_exit_code_2(tmp_path, capsys, argv, message):
+    fill = {"out": str(tmp_path / "out"), "missing": str(tmp_path / "missing")}
+    assert main([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_eval_refuses_an_earlier_run_without_resume(tmp_path, capsys):
+    (tmp_path / "metrics.csv").write_text("item\n")
+    assert main(["eval", "shapes", "-o", str(tmp_path), "--scenes", "1"]) == 2
+    assert "--resume" in capsys.readouterr().err
