@@ -14,6 +14,9 @@ from leditspp.cli import main
 from leditspp.evaluation import report, runner
 from leditspp.evaluation.runner import Item, Row
 
+from .conftest import scene
+from .test_eval_data import clip_folder  # noqa: F401  (a tiny random CLIP saved with save_pretrained)
+
 
 def _items(n: int = 4) -> list[Item]:
     return [Item(f"x{k}", "toy", "add" if k % 2 else "remove", {"scale": 1}, data=k) for k in range(n)]
@@ -158,3 +161,69 @@ def test_eval_refuses_an_earlier_run_without_resume(tmp_path, capsys):
     (tmp_path / "metrics.csv").write_text("item\n")
     assert main(["eval", "shapes", "-o", str(tmp_path), "--scenes", "1"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+# -- the photo benchmarks on hand-made folders in the published formats (tiny SD, tiny CLIP) ------
+
+
+def _tedbench_folder(folder):
+    (folder / "originals").mkdir(parents=True)
+    scene(64, 64, seed=1).save(folder / "originals" / "cat.png")
+    scene(72, 64, seed=2).convert("RGB").save(folder / "originals" / "dog.jpg")
+    rows = ["cat.png,a cat wearing a hat,0.1,0.9,6,4.39383222278441E+17,3", "dog.jpg,a sitting dog,0.2,0.8,4,7,2.0"]
+    (folder / "tedbench++.csv").write_text("img_name,target_text,skip,threshold,edit_guidance_scale,seed,steps\n")
+    with open(folder / "tedbench++.csv", "a") as f:
+        f.write("\n".join(rows) + "\n")
+    return folder
+
+
+def _piebench_folder(folder):
+    (folder / "annotation_images" / "0_random").mkdir(parents=True)
+    scene(64, 64, seed=3).save(folder / "annotation_images" / "0_random" / "000.png")
+    runs = [512 * r + 100 for r in range(100, 300)]  # rows 100-299, columns 100-299
+    mapping = {
+        "000": {
+            "image_path": "0_random/000.png",
+            "original_prompt": "a [red] disc on a gradient",
+            "editing_prompt": "a [blue] disc on a gradient",
+            "editing_type_id": "6",
+            "blended_word": "disc disc",
+            "mask": [v for start in runs for v in (start, 200)],
+        }
+    }
+    (folder / "mapping_file.json").write_text(json.dumps(mapping))
+    return folder
+
+
+def test_eval_tedbench_uses_each_rows_settings(sd_folder, clip_folder, tmp_path, capsys):  # noqa: F811
+    data, out = _tedbench_folder(tmp_path / "ted"), tmp_path / "out"
+    metrics = "clip_score,clip_image,psnr,latent_error,time"
+    argv = ["eval", "tedbench", str(data), "--model", str(sd_folder), "--clip-model", str(clip_folder)]
+    assert main([*argv, "--metrics", metrics, "-o", str(out), "--device", "cpu", "--quiet"]) == 0, capsys.readouterr()
+    rows = _csv(out / "metrics.csv")
+    assert [r["item"] for r in rows] == ["001_cat", "002_dog"] and not any(r["error"] for r in rows)
+    assert rows[0]["steps"] == "3" and rows[0]["seed"] == "439383222278441024" and rows[1]["skip"] == "0.2"
+    assert rows[0]["edits"] == "+a cat wearing a hat:6@0.9"
+    for r in rows:
+        assert 0 <= float(r["clip_score"]) <= 100 and float(r["latent_max_abs"]) < 1e-4 and float(r["time"]) > 0
+    assert "Trade-off" in (out / "report.html").read_text()
+
+
+def test_eval_piebench_scores_outside_the_mask(sd_folder, clip_folder, tmp_path, capsys):  # noqa: F811
+    data, out = _piebench_folder(tmp_path / "pie"), tmp_path / "out"
+    argv = ["eval", "piebench", str(data), "--model", str(sd_folder), "--clip-model", str(clip_folder)]
+    argv += ["--metrics", "psnr,mse,ssim,clip_score,clip_score_edit_region", "--steps", "2", "--sweep", "scale=3,6"]
+    assert main([*argv, "-o", str(out), "--device", "cpu", "--quiet"]) == 0, capsys.readouterr()
+    rows = _csv(out / "metrics.csv")
+    assert [r["item"] for r in rows] == ["000.scale=3", "000.scale=6"] and not any(r["error"] for r in rows)
+    assert rows[0]["edit_type"] == "change attribute (color)" and rows[0]["edits"] == "-red:5@0.9; +blue:5@0.9"
+    assert rows[0]["image_mask"] and float(rows[0]["clip_score_edit_region"]) >= 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["per_sweep_value"]["scale"]) == {"scale=3", "scale=6"}
+
+
+def test_eval_benchmark_metric_model_that_cannot_load_is_exit_2(sd_folder, tmp_path, capsys):
+    data = _tedbench_folder(tmp_path / "ted")
+    argv = ["eval", "tedbench", str(data), "--model", str(sd_folder), "--clip-model", str(tmp_path / "nothing")]
+    assert main([*argv, "--metrics", "clip_score", "-o", str(tmp_path / "out")]) == 2
+    assert "--clip-model" in capsys.readouterr().err

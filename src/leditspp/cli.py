@@ -181,6 +181,9 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pv.add_argument("-o", "--output", required=True, help="folder for metrics.csv, summary.json, report.html, images/")
     pv.add_argument("--metrics", help="comma-separated metrics to compute [all of the suite's]")
     pv.add_argument("--clip-model", metavar="ID|DIR", help="CLIP for the CLIP metrics: a hub id or a local folder")
+    pv.add_argument(
+        "--dino-model", metavar="ID|DIR", help="DINO ViT for structure_distance: a hub id or a local folder"
+    )
     pv.add_argument("--limit", type=int, help="evaluate only the first N items")
     pv.add_argument("--resume", action="store_true", help="continue a run in OUT: finished items are not redone")
     pv.add_argument(
@@ -195,7 +198,7 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     g.add_argument("--skip", type=float, help=f"[{defaults.SKIP}]")
     g.add_argument("--scale", type=float, help=f"edit scale [{defaults.EDIT_SCALE}]")
     g.add_argument("--threshold", type=float, help=f"mask threshold λ [{defaults.EDIT_THRESHOLD}]")
-    g.add_argument("--scenes", type=int, default=20, help="shapes suite: number of scenes [%(default)s]")
+    g.add_argument("--scenes", type=int, help="shapes suite: number of scenes [20]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -542,37 +545,86 @@ def _check_writable_folder(folder: Path, what: str) -> None:
         raise LeditsError(f"{what}: cannot write in {str(folder)!r} ({exc.strerror}); choose another place") from exc
 
 
+@dataclass(frozen=True)
+class _EvalPlan:
+    """A suite's checked work: the items (sweep expanded), how to build ``evaluate_item`` from the
+    loaded editor, and the report's title and plot axes."""
+
+    items: list[Any]
+    evaluator: Any  # Callable[[Editor], Callable[[Item], Row]]
+    title: str
+    plot: tuple[str, str]
+
+
 def _eval_command(args: argparse.Namespace) -> int:
-    """Check the suite, its data and settings, load the model, run every item, write the report."""
-    from .evaluation import report, runner, shapes_suite
+    """Check the suite, its data, settings and metric models, load the model, run every item,
+    write the report."""
+    from .evaluation import report, runner
 
     _check_eval_suite(args)
     sweep = runner.parse_sweep(args.sweep)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    shapes_suite.check_metrics(metrics)
-    if args.clip_model:
-        raise LeditsError("--clip-model is for tedbench and piebench; the shapes suite measures by pixel analysis")
     model, recommended = _recommended(args, {})
-    rec = {**RECOMMENDABLE, **recommended}
-    params = {
-        k: rec[k] if getattr(args, k) is None else getattr(args, k) for k in ("steps", "skip", "scale", "threshold")
-    }
-    shapes_suite.check_settings(params, sweep)
-    items = _limit(shapes_suite.items(args.scenes, params), args.limit)
+    plan_suite = _plan_shapes if args.suite == "shapes" else _plan_benchmark
+    plan = plan_suite(args, sweep, {**RECOMMENDABLE, **recommended})
     out = _eval_output(args.output, args.resume)
     editor = _load_editor(args, model)
-    evaluate = shapes_suite.ShapesEvaluator(editor, metrics)
-    bar = _item_progress(args.quiet, "shapes")
-    summary = runner.run(
-        runner.expand_sweep(items, sweep), evaluate, out, resume=args.resume, progress=bar, sweep_keys=list(sweep)
-    )
+    bar = _item_progress(args.quiet, args.suite)
+    keys = list(sweep)
+    summary = runner.run(plan.items, plan.evaluator(editor), out, resume=args.resume, progress=bar, sweep_keys=keys)
     rows = runner.read_rows(out / runner.METRICS_CSV)
-    title = f"leditspp eval shapes — {model}, {args.scenes} scenes"
-    path = report.write_report(out, rows, summary, title=title, plot=shapes_suite.PLOT, sweep_keys=list(sweep))
+    title = f"leditspp eval {plan.title} — {model}"
+    path = report.write_report(out, rows, summary, title=title, plot=plan.plot, sweep_keys=keys)
     print(f"wrote {out / runner.METRICS_CSV}, {out / runner.SUMMARY_JSON} and {path}")
     if summary["failed"]:
         print(f"leditspp: {summary['failed']} of {summary['items']} items failed; see summary.json", file=sys.stderr)
     return 0
+
+
+def _eval_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The edit settings given as flags (steps, skip, scale, threshold)."""
+    return {k: getattr(args, k) for k in ("steps", "skip", "scale", "threshold") if getattr(args, k) is not None}
+
+
+def _plan_shapes(args: argparse.Namespace, sweep: dict[str, list[float]], recommended: dict[str, Any]) -> _EvalPlan:
+    from .evaluation import runner, shapes_suite
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    shapes_suite.check_metrics(metrics)
+    if args.clip_model or args.dino_model:
+        raise LeditsError("--clip-model/--dino-model are for tedbench and piebench; shapes measures by pixels")
+    params = {k: recommended[k] for k in ("steps", "skip", "scale", "threshold")} | _eval_settings(args)
+    shapes_suite.check_settings(params, sweep)
+    scenes = 20 if args.scenes is None else args.scenes
+    items = runner.expand_sweep(_limit(shapes_suite.items(scenes, params), args.limit), sweep)
+    return _EvalPlan(
+        items,
+        lambda editor: shapes_suite.ShapesEvaluator(editor, metrics),
+        f"shapes, {scenes} scenes",
+        shapes_suite.PLOT,
+    )
+
+
+def _plan_benchmark(args: argparse.Namespace, sweep: dict[str, list[float]], recommended: dict[str, Any]) -> _EvalPlan:
+    """TEdBench++ / PIE-Bench: the manifest read and checked, the metric models loaded."""
+    from .evaluation import manifests, photo_suite, runner
+    from .evaluation import metrics as metric_names
+
+    if args.scenes is not None:
+        raise LeditsError(f"--scenes is for the shapes suite; {args.suite} takes its items from DATA (see --limit)")
+    photo_suite.check_sweep(sweep)
+    names = metric_names.check_metrics(args.metrics) if args.metrics else photo_suite.DEFAULT_METRICS[args.suite]
+    entries = manifests.READERS[args.suite](args.data)
+    items = runner.expand_sweep(_limit(photo_suite.items(entries, args.suite, _eval_settings(args)), args.limit), sweep)
+    scorers = photo_suite.load_scorers(
+        names, clip_model=args.clip_model, dino_model=args.dino_model, device=args.device
+    )
+    fallback = {"steps": recommended["steps"], "skip": recommended["skip"], "seed": defaults.SEED}
+    return _EvalPlan(
+        items,
+        lambda editor: photo_suite.PhotoEvaluator(editor, names, scorers, fallback),
+        f"{args.suite} ({args.data})",
+        photo_suite.PLOT,
+    )
 
 
 def _check_eval_suite(args: argparse.Namespace) -> None:
@@ -589,7 +641,6 @@ def _check_eval_suite(args: argparse.Namespace) -> None:
         )
     if not Path(args.data).is_dir():
         raise LeditsError(f"DATA {args.data!r} is not a folder; give the {args.suite} benchmark's folder")
-    raise LeditsError(f"the {args.suite} suite is not yet wired into leditspp eval; only 'shapes' runs today")
 
 
 def _limit(items: list[Any], limit: int | None) -> list[Any]:

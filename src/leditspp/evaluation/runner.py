@@ -317,9 +317,10 @@ def _means_by(
 
 
 def _means(rows: Sequence[dict[str, Value]], metrics: Sequence[str]) -> dict[str, float]:
+    """Mean of each metric over the rows with a finite value (PSNR of identical images is inf)."""
     means = {}
     for m in metrics:
-        values = [float(r[m]) for r in rows if isinstance(r.get(m), (int, float)) and not _nan(r[m])]
+        values = [float(r[m]) for r in rows if isinstance(r.get(m), (int, float)) and math.isfinite(r[m])]
         if values:
             means[m] = sum(values) / len(values)
     return means
@@ -329,10 +330,6 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """``summary.json``, atomically."""
     text = json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False, default=str)
     atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
-
-
-def _nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
 
 
 def _number(value: Any) -> str:

@@ -1,0 +1,141 @@
+"""The photo benchmarks ``tedbench`` and ``piebench``: manifest items edited and scored.
+
+:mod:`.manifests` reads the published folders into :class:`~.manifests.EvalItem` values; this
+module turns them into runner items and gives the pure ``evaluate_item``: invert the image with
+the item's settings, apply its edits, and score the edited image against the input (resized to
+the processed size) with the chosen :mod:`.metrics`. Where the benchmark gives an edited region
+(PIE-Bench's mask) the fidelity metrics (PSNR, LPIPS, MSE, SSIM, structure distance) look only
+outside it and ``clip_score_edit_region`` inside it, as PIE-Bench's evaluation does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..edits import Edit
+from ..errors import LeditsError
+from ..io import open_image
+from . import metrics as M
+from .manifests import EvalItem
+from .runner import Item, Row
+
+#: The metrics a run computes without --metrics: the paper's pair for TEdBench++, PIE-Bench's set.
+DEFAULT_METRICS = {
+    "tedbench": ("clip_score", "lpips", "time"),
+    "piebench": ("psnr", "lpips", "mse", "ssim", "clip_score", "clip_score_edit_region", "structure_distance", "time"),
+}
+CLIP_MODEL = "openai/clip-vit-large-patch14"  # --clip-model default
+DINO_MODEL = "facebook/dino-vitb8"  # --dino-model default, as PIE-Bench
+SWEEPABLE = ("scale", "threshold", "steps", "skip")
+PLOT = ("lpips", "clip_score")  # the paper's Fig. 5: CLIP score against LPIPS over the scales
+
+
+def items(entries: list[EvalItem], suite: str, overrides: dict[str, Any]) -> list[Item]:
+    """Runner items of manifest entries; ``overrides`` (steps, skip, scale, threshold given on the
+    command line) replace the manifest's values."""
+    out = []
+    for e in entries:
+        params: dict[str, Any] = {**e.params, **overrides, "edits": "; ".join(x.to_text() for x in e.edits)}
+        out.append(Item(e.item_id, suite, e.edit_type or suite, params, data=e))
+    return out
+
+
+def check_sweep(sweep: dict[str, list[float]]) -> None:
+    """Refuse sweep keys the photo suites do not read."""
+    for key in sweep:
+        if key not in SWEEPABLE:
+            raise LeditsError(f"the photo suites cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
+
+
+def load_scorers(names: tuple[str, ...], *, clip_model: str | None, dino_model: str | None, device: Any) -> dict:
+    """The metric models ``names`` need, loaded now so that a missing one stops the run before any
+    edit (a LeditsError naming the flag), never a per-item failure or a silent zero."""
+    scorers: dict[str, Any] = {}
+    if any(n.startswith("clip") for n in names):
+        scorers["clip"] = M.ClipScorer.from_pretrained(clip_model or CLIP_MODEL, device=device or "cpu")
+    if "lpips" in names:
+        scorers["lpips"] = M.LpipsScorer(device=device or "cpu")
+    if "structure_distance" in names:
+        scorers["structure"] = M.StructureScorer.from_pretrained(dino_model or DINO_MODEL, device=device or "cpu")
+    return scorers
+
+
+class PhotoEvaluator:
+    """``evaluate_item`` of the photo suites: item → :class:`Row` (metrics and input / edited / mask images)."""
+
+    def __init__(self, editor: Any, names: tuple[str, ...], scorers: dict[str, Any], defaults: dict[str, Any]) -> None:
+        self.editor, self.names, self.scorers, self.defaults = editor, names, scorers, defaults
+
+    def __call__(self, item: Item) -> Row:
+        entry: EvalItem = item.data
+        image = open_image(entry.image_path)
+        inversion, edited, seconds = self._edit(entry, image, {**self.defaults, **item.params})
+        source = image.convert("RGB").resize(edited.size, Image.Resampling.BICUBIC)
+        region = _region(entry.mask, edited.size)
+        values = self._scores(_tensor(source), _tensor(edited), region, entry)
+        if "latent_error" in self.names:
+            same = self.editor.edit(inversion, [], decode=False)
+            values.update(M.latent_error(same.latents, inversion.source_latents))
+        if "time" in self.names:
+            values["time"] = seconds
+        images = {"input": source, "edited": edited}
+        if region is not None:
+            images["mask"] = Image.fromarray(region.astype(np.uint8) * 255, mode="L")
+        return Row(values, images)
+
+    def _edit(self, entry: EvalItem, image: Image.Image, p: dict[str, Any]) -> tuple[Any, Image.Image, float]:
+        """Invert ``image`` with the item's settings and apply its edits: (inversion, edited, seconds)."""
+        start = time.perf_counter()
+        inversion = self.editor.invert(
+            image,
+            steps=_whole(p["steps"]),
+            skip=float(p["skip"]),
+            seed=p.get("seed", 0),
+            source_prompt=entry.source_prompt or "",
+        )
+        result = self.editor.edit(inversion, [_with_params(e, p) for e in entry.edits])
+        return inversion, result.images[0], time.perf_counter() - start
+
+    def _scores(self, a: torch.Tensor, b: torch.Tensor, region: np.ndarray | None, entry: EvalItem) -> dict[str, float]:
+        """The chosen metrics of input ``a`` and edited ``b`` (1, 3, H, W): fidelity outside
+        ``region`` (H, W) where there is one, CLIP with the target text."""
+        outside = None if region is None else ~region
+        fidelity = {"mse": M.mse, "psnr": M.psnr, "ssim": M.ssim}
+        fidelity |= {"lpips": self.scorers.get("lpips"), "structure_distance": self.scorers.get("structure")}
+        values = {name: float(fidelity[name](a, b, mask=outside)[0]) for name in self.names if name in fidelity}
+        clip = self.scorers.get("clip")
+        text = entry.target_prompt or ""
+        if "clip_score" in self.names:
+            values["clip_score"] = float(clip.text_score(b, [text])[0])
+        if "clip_score_edit_region" in self.names and region is not None and region.any():
+            values["clip_score_edit_region"] = float(clip.text_score(b, [text], mask=region)[0])
+        if "clip_image" in self.names:
+            values["clip_image"] = float(clip.image_similarity(a, b)[0])
+        return values
+
+
+def _with_params(edit: Edit, params: dict[str, Any]) -> Edit:
+    """The edit with a swept or given scale / threshold."""
+    return replace(edit, **{k: float(params[k]) for k in ("scale", "threshold") if k in params})
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB → (1, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def _region(mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
+    """The benchmark's (H0, W0) bool mask resized (nearest) to the edited image's (W, H) ``size``."""
+    if mask is None:
+        return None
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 127
