@@ -1,82 +1,29 @@
 """Quality of the built-in demo model and of LEDITS++ on it, measured on held-out shapes scenes.
 
-    python benchmarks/demo_quality.py --scenes 200                    # prints a Markdown report
-    python benchmarks/demo_quality.py --scenes 200 --records r.jsonl  # resumable: one line per scene
+    python benchmarks/demo_quality.py --scenes 200                      # prints a Markdown report
+    python benchmarks/demo_quality.py --scenes 200 --out q/ --resume    # resumable: q/metrics.csv
 
-Held-out scenes are seeds 0… (training used seeds ≥ 1,000,000). Everything is read back by pixel
-analysis against the shapes-world palette (:mod:`leditspp.shapes`):
-
-(a) generation — the model's text-to-image samples for the scenes' captions: requested colour
-    present, requested shape (fill ratio of that colour's largest region), requested background;
-(b) edits with LEDITS++ on the rendered scenes —
-    add    "+<colour> <shape>" (a colour not in the scene): the colour appears (≥ 60 px);
-    remove "-<colour> <shape>" (an object of the scene): fraction of its pixels gone, success ≥ ½;
-    recolour "-<old> <shape>", "+<new> <shape>": ≥ ½ of the object's pixels read as the new colour;
-    multi  add one and remove another at once: both succeed;
-    for add/remove: mean |Δ| outside the object's box (dilated by 6 px) ÷ mean |Δ| inside it, and
-    the fraction of the other objects' pixels that keep their colour;
-(c) masks — IoU of a removed object's mask with its ground truth, per mask mode: the last step's
-    mask, and the mean over the steps thresholded at ½;
-(d) reconstruction — no edits: max |output − input| of the latents and of the decoded pixels
-    (the VAE round trip itself is reported beside it).
+The edit measurements are the ``shapes`` suite of ``leditspp eval`` (one implementation:
+:mod:`leditspp.evaluation.shapes_suite` — add / remove / recolour / multi success by pixel
+analysis, locality, mask IoU per mask mode, reconstruction; ``leditspp eval shapes -o OUT`` gives
+the same numbers with an HTML report). This script adds (a), the model's text-to-image
+generation, which is a property of the demo model rather than of editing, and prints the tables
+the README quotes. Held-out scenes are seeds 0… (training used seeds ≥ 1,000,000).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from leditspp import Editor, shapes
-
-DILATE = 6
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image, dtype=np.float32)
-
-
-def box_mask(box: tuple[int, int, int, int], size: int, dilate: int = DILATE) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    m = np.zeros((size, size), bool)
-    m[max(0, y0 - dilate) : y1 + dilate, max(0, x0 - dilate) : x1 + dilate] = True
-    return m
-
-
-def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
-def change_ratio(before, after, region: np.ndarray) -> float:
-    """Mean |Δ| (RGB, 0–255) outside ``region`` ÷ mean |Δ| inside it."""
-    delta = np.abs(pixels(after) - pixels(before)).mean(-1)
-    inside = delta[region].mean()
-    return float(delta[~region].mean() / max(inside, 1e-6))
-
-
-def others_kept(image, scene: shapes.Scene, skip: int | None = None) -> float:
-    """Mean over the scene's objects (but ``skip``) of the fraction of their pixels still read
-    as their colour; 1.0 when there is no other object."""
-    kept = [
-        float((shapes.color_mask(image, scene.background, o.color) & m).sum() / m.sum())
-        for i, (o, m) in enumerate(zip(scene.objects, scene.masks, strict=True))
-        if i != skip
-    ]
-    return float(np.mean(kept)) if kept else 1.0
-
-
-def iou(mask: torch.Tensor, truth: np.ndarray) -> float:
-    """IoU of a latent-grid mask (h, w), upsampled to the image, with a ground-truth mask."""
-    up = F.interpolate(mask[None, None].float(), size=truth.shape, mode="nearest")[0, 0].cpu().numpy() > 0.5
-    return float((up & truth).sum() / max((up | truth).sum(), 1))
+from leditspp.evaluation import runner, shapes_suite
 
 
 def generation(model: str, scenes: list[shapes.Scene], steps: int, guidance: float) -> dict[str, float]:
@@ -111,99 +58,69 @@ def generation(model: str, scenes: list[shapes.Scene], steps: int, guidance: flo
 
 def _background_of(image) -> str:
     """The background whose colour is nearest the image's border pixels (median)."""
-    a = pixels(image)
+    a = np.asarray(image, dtype=np.float32)
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
     med = np.median(border, axis=0)
     return min(shapes.BACKGROUNDS, key=lambda b: np.linalg.norm(med - np.array(shapes.BACKGROUNDS[b])))
 
 
-def edit_scene(editor: Editor, seed: int, args: argparse.Namespace) -> dict:
-    """Every measurement on the scene of ``seed``, as one JSON-ready record."""
-    s = shapes.scene(seed)
-    rng = random.Random(seed)
-    r: dict = {"seed": seed}
-    size = s.image.size[0]
-
-    def run(edits, mode="intersect"):
-        return editor.edit(inv, edits, mask_mode=mode)
-
-    def concept(sign: str, color: str, shape: str, scale: float) -> str:
-        return f"{sign}{color} {shape}:{scale}@{args.threshold}"
-
-    inv = editor.invert(s.image, steps=args.steps, skip=args.skip, seed=0)
-    # (d) reconstruction
-    same = run([])
-    r["recon_latent"] = (same.latents - inv.source_latents).abs().max().item()
-    source_image = editor.decode(inv.source_latents)[0]
-    r["recon_pixel"] = float(np.abs(pixels(same.images[0]) - pixels(source_image)).max())
-    r["vae_roundtrip"] = float(np.abs(pixels(source_image) - pixels(s.image)).mean())
-    absent = [c for c in shapes.COLORS if c not in {o.color for o in s.objects}]
-    # add
-    new_color, new_shape = rng.choice(absent), rng.choice(shapes.SHAPES)
-    out = run([concept("+", new_color, new_shape, args.add_scale)]).images[0]
-    found = shapes.color_mask(out, s.background, new_color)
-    r["add"] = bool(found.sum() >= 60)
-    r["add_others_kept"] = others_kept(out, s)
-    if r["add"]:
-        r["add_shape"] = shapes.find_objects(out, s.background).get(new_color) == new_shape
-        r["add_ratio"] = change_ratio(s.image, out, box_mask(bbox(found), size))
-    # remove, with its masks in every mode
-    k = rng.randrange(len(s.objects))
-    obj, truth = s.objects[k], s.masks[k]
-    for mode in ("intersect", "attention", "noise"):
-        res = run([concept("-", obj.color, obj.shape, args.remove_scale)], mode)
-        r[f"iou_{mode}"] = iou(res.masks[0, 0], truth)
-        r[f"iou_mean_{mode}"] = iou(res.mask_means[0, 0] >= 0.5, truth)
-        if mode == "intersect":
-            out = res.images[0]
-            gone = 1 - (shapes.color_mask(out, s.background, obj.color) & truth).sum() / truth.sum()
-            r["remove_gone"] = float(gone)
-            r["remove"] = bool(gone >= 0.8)
-            r["remove_ratio"] = change_ratio(s.image, out, box_mask(obj.box, size))
-            r["remove_others_kept"] = others_kept(out, s, skip=k)
-    # recolour
-    to = rng.choice(absent)
-    out = run(
-        [concept("-", obj.color, obj.shape, args.remove_scale), concept("+", to, obj.shape, args.add_scale)]
-    ).images[0]
-    r["recolour"] = bool((shapes.color_mask(out, s.background, to) & truth).sum() / truth.sum() >= 0.5)
-    # multi: add one, remove another, at once
-    add_color = rng.choice([c for c in absent if c != to] or absent)
-    out = run(
-        [
-            concept("+", add_color, rng.choice(shapes.SHAPES), args.add_scale),
-            concept("-", obj.color, obj.shape, args.remove_scale),
-        ]
-    ).images[0]
-    added = shapes.color_mask(out, s.background, add_color).sum() >= 60
-    gone = 1 - (shapes.color_mask(out, s.background, obj.color) & truth).sum() / truth.sum()
-    r["multi"] = bool(added and gone >= 0.8)
-    return r
+def edit_rows(editor: Editor, args: argparse.Namespace, out: Path) -> dict[str, list[dict]]:
+    """The shapes suite's rows, by edit type (computed, or read back from ``out`` with --resume)."""
+    params = {"steps": args.steps, "skip": args.skip, "scale": args.scale, "threshold": args.threshold}
+    items = shapes_suite.items(args.scenes, params, first_seed=args.first_seed)
+    runner.run(items, shapes_suite.ShapesEvaluator(editor), out, resume=args.resume)
+    by_type: dict[str, list[dict]] = {}
+    for row in runner.read_rows(out / runner.METRICS_CSV):
+        by_type.setdefault(str(row["edit_type"]), []).append(row)
+    return by_type
 
 
-def edit_scenes(editor: Editor, seeds: range, args: argparse.Namespace) -> dict[str, list[float]]:
-    """Records of every scene, read from ``args.records`` where present, computed (and appended)
-    where not: a stopped evaluation resumes where it stopped."""
-    done: dict[int, dict] = {}
-    if args.records and args.records.exists():
-        for line in args.records.read_text().splitlines():
-            rec = json.loads(line)
-            done[rec["seed"]] = rec
-    for seed in seeds:
-        if seed not in done:
-            done[seed] = edit_scene(editor, seed, args)
-            if args.records:
-                with open(args.records, "a") as f:
-                    f.write(json.dumps(done[seed]) + "\n")
-    columns: dict[str, list[float]] = {}
-    for seed in seeds:
-        for key, value in done[seed].items():
-            columns.setdefault(key, []).append(value)
-    return columns
+def values(rows: list[dict], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not r.get("error")]
 
 
-def mean(values: list[float]) -> float:
-    return float(statistics.fmean(values)) if values else float("nan")
+def mean(v: list[float]) -> float:
+    return float(statistics.fmean(v)) if v else float("nan")
+
+
+def median(v: list[float]) -> float:
+    return float(statistics.median(v)) if v else float("nan")
+
+
+def print_edits(r: dict[str, list[dict]], args: argparse.Namespace, mask_level: int) -> None:
+    """(b)–(d) as the README's Markdown tables."""
+    print(
+        f"(b) edits: {args.steps} steps, skip {args.skip}, scale {args.scale}, threshold {args.threshold}, "
+        f"mask mode intersect, attention mask at 1/{2**mask_level} of the latents\n"
+    )
+    add, remove = r["add"], r["remove"]
+    print("| edit | success | detail |\n| --- | --- | --- |")
+    print(
+        f"| add `+colour shape` | {mean(values(add, 'success')):.0%} | "
+        f"requested shape {mean(values(add, 'add_shape')):.0%} of successes; "
+        f"change outside/inside box {mean(values(add, 'change_ratio')):.1%} "
+        f"(median {median(values(add, 'change_ratio')):.1%}); "
+        f"other objects keep {mean(values(add, 'others_kept')):.0%} of their pixels |"
+    )
+    print(
+        f"| remove `-colour shape` (≥ 80 % of its pixels gone) | {mean(values(remove, 'success')):.0%} | "
+        f"pixels gone {mean(values(remove, 'gone')):.0%}; change outside/inside box "
+        f"{mean(values(remove, 'change_ratio')):.1%} (median {median(values(remove, 'change_ratio')):.1%}); "
+        f"other objects keep {mean(values(remove, 'others_kept')):.0%} of their pixels |"
+    )
+    print(f"| recolour | {mean(values(r['recolour'], 'success')):.0%} | ≥ ½ of the object in the new colour |")
+    print(f"| add one + remove another | {mean(values(r['multi'], 'success')):.0%} | both succeed |")
+    print("\n(c) mask IoU with the removed object's ground truth:\n")
+    print("| mask mode | last step | mean over steps ≥ ½ |\n| --- | --- | --- |")
+    for mode in shapes_suite.MASK_MODES:
+        rows = r[shapes_suite.EDIT_TYPES["remove" if mode == "intersect" else f"remove-{mode}"]]
+        print(f"| {mode} | {mean(values(rows, 'mask_iou')):.2f} | {mean(values(rows, 'mask_iou_mean')):.2f} |")
+    recon = r["reconstruction"]
+    print(
+        f"\n(d) reconstruction, no edits: max |Δ latents| {max(values(recon, 'recon_latent')):.1e}, "
+        f"max |Δ pixels| {max(values(recon, 'recon_pixel')):.0f}/255 (against the VAE's own round trip, whose "
+        f"mean |Δ| from the rendered scene is {mean(values(recon, 'vae_roundtrip')):.1f}/255)"
+    )
 
 
 def main() -> None:
@@ -213,60 +130,32 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="scenes are seeds first … first+scenes−1")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--skip", type=float, default=0.15)
-    parser.add_argument("--add-scale", type=float, default=8.0)
-    parser.add_argument("--remove-scale", type=float, default=8.0)
+    parser.add_argument("--scale", type=float, default=8.0, help="edit scale of adds and removals")
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--gen-steps", type=int, default=25)
     parser.add_argument("--gen-guidance", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--mask-level", type=int, help="override the model's attention mask level")
-    parser.add_argument("--records", type=Path, help="JSON lines of per-scene results; resumes from it")
+    parser.add_argument("--out", type=Path, help="folder for the suite's metrics.csv (default: a temp folder)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     editor = Editor.from_pretrained(args.model, device="cpu")
     if args.mask_level is not None:
         editor.model.mask_level = args.mask_level
     seeds = range(args.first_seed, args.first_seed + args.scenes)
-    scenes = [shapes.scene(seed) for seed in seeds]
     t0 = time.time()
     print(f"# Demo model quality — {args.scenes} held-out scenes (seeds {seeds[0]}–{seeds[-1]})\n")
     if not args.skip_generation:
-        g = generation(args.model, scenes, args.gen_steps, args.gen_guidance)
+        g = generation(args.model, [shapes.scene(seed) for seed in seeds], args.gen_steps, args.gen_guidance)
         print(f"(a) generation ({args.gen_steps} DPM++ steps, guidance {args.gen_guidance}), per requested object:")
         print(f"requested colour present {g['colour']:.0%}, requested shape {g['shape']:.0%}; ", end="")
         print(f"background right {g['background']:.0%}\n")
-    r = edit_scenes(editor, seeds, args)
-    print(
-        f"(b) edits: {args.steps} steps, skip {args.skip}, add scale {args.add_scale}, "
-        f"remove scale {args.remove_scale}, threshold {args.threshold}, mask mode intersect, "
-        f"attention mask at 1/{2**editor.model.mask_level} of the latents\n"
-    )
-    print("| edit | success | detail |\n| --- | --- | --- |")
-    print(
-        f"| add `+colour shape` | {mean(r['add']):.0%} | "
-        f"requested shape {mean(r.get('add_shape', [])):.0%} of successes; "
-        f"change outside/inside box {mean(r.get('add_ratio', [])):.1%} "
-        f"(median {statistics.median(r.get('add_ratio') or [float('nan')]):.1%}); "
-        f"other objects keep {mean(r['add_others_kept']):.0%} of their pixels |"
-    )
-    print(
-        f"| remove `-colour shape` (≥ 80 % of its pixels gone) | {mean(r['remove']):.0%} | "
-        f"pixels gone {mean(r['remove_gone']):.0%}; change outside/inside box {mean(r['remove_ratio']):.1%} "
-        f"(median {statistics.median(r['remove_ratio']):.1%}); "
-        f"other objects keep {mean(r['remove_others_kept']):.0%} of their pixels |"
-    )
-    print(f"| recolour | {mean(r['recolour']):.0%} | ≥ ½ of the object in the new colour |")
-    print(f"| add one + remove another | {mean(r['multi']):.0%} | both succeed |")
-    print("\n(c) mask IoU with the removed object's ground truth:\n")
-    print("| mask mode | last step | mean over steps ≥ ½ |\n| --- | --- | --- |")
-    for mode in ("intersect", "attention", "noise"):
-        print(f"| {mode} | {mean(r[f'iou_{mode}']):.2f} | {mean(r[f'iou_mean_{mode}']):.2f} |")
-    print(
-        f"\n(d) reconstruction, no edits: max |Δ latents| {max(r['recon_latent']):.1e}, "
-        f"max |Δ pixels| {max(r['recon_pixel']):.0f}/255 (against the VAE's own round trip, whose mean |Δ| "
-        f"from the rendered scene is {mean(r['vae_roundtrip']):.1f}/255)"
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        print_edits(edit_rows(editor, args, out), args, editor.model.mask_level)
     print(f"\n({time.time() - t0:.0f} s on {torch.get_num_threads()} CPU threads)")
 
 
