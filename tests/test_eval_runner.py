@@ -82,6 +82,9 @@ def test_resume_computes_nothing_new_and_a_plain_rerun_is_refused(tmp_path):
     assert more.calls == ["x4", "x5"]
     with pytest.raises(LeditsError, match="--resume"):
         runner.run(_items(), Counting(), tmp_path)
+    other = [Item(i.id, i.suite, i.edit_type, {"scale": 2}, i.data) for i in _items()]
+    with pytest.raises(LeditsError, match=r"evaluated with scale=1, this run asks scale=2"):
+        runner.run(other, Counting(), tmp_path, resume=True)  # resuming with other settings would mix numbers
 
 
 def test_a_failing_item_is_recorded_and_the_run_goes_on(tmp_path):

@@ -179,11 +179,14 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pv.add_argument("suite", metavar="SUITE", help=f"one of {', '.join(EVAL_SUITES)}")
     pv.add_argument("data", nargs="?", metavar="DATA", help="the benchmark's folder (tedbench, piebench)")
     pv.add_argument("-o", "--output", required=True, help="folder for metrics.csv, summary.json, report.html, images/")
-    pv.add_argument("--metrics", help="comma-separated metrics to compute [all of the suite's]")
-    pv.add_argument("--clip-model", metavar="ID|DIR", help="CLIP for the CLIP metrics: a hub id or a local folder")
     pv.add_argument(
-        "--dino-model", metavar="ID|DIR", help="DINO ViT for structure_distance: a hub id or a local folder"
+        "--metrics",
+        help="comma-separated metrics (tedbench/piebench: clip_score, clip_score_edit_region, clip_image, lpips, "
+        "psnr, ssim, mse, structure_distance, latent_error, time) [shapes: all; tedbench: clip_score,lpips,time; "
+        "piebench: PIE-Bench's]",
     )
+    pv.add_argument("--clip-model", metavar="ID|DIR", help="CLIP for the clip metrics [openai/clip-vit-large-patch14]")
+    pv.add_argument("--dino-model", metavar="ID|DIR", help="DINO ViT for structure_distance [facebook/dino-vitb8]")
     pv.add_argument("--limit", type=int, help="evaluate only the first N items")
     pv.add_argument("--resume", action="store_true", help="continue a run in OUT: finished items are not redone")
     pv.add_argument(

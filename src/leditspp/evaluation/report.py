@@ -24,7 +24,8 @@ from .runner import IMAGE_PREFIX, Value
 REPORT_HTML = "report.html"
 THUMB = 112  # px, the longer side of a grid thumbnail
 GRID_ROWS = 24  # items shown in the grid
-PLOT_PAIRS = (("lpips", "clip_score"), ("change_ratio", "success"))  # (x, y): first pair with data wins
+# the trade-off plot's (x, y) when the suite names none or its pair has no data: the first pair with data
+PLOT_PAIRS = (("lpips", "clip_score"), ("change_ratio", "success"), ("psnr", "clip_score"), ("mse", "clip_score"))
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -48,7 +49,7 @@ def write_report(
     sweep_keys: Sequence[str] = (),
 ) -> Path:
     """Write ``OUT/report.html`` (atomically) and return its path. ``plot``: the (x, y) metrics of
-    the trade-off plot (None: the first of :data:`PLOT_PAIRS` that the rows have)."""
+    the trade-off plot (None or absent from the run: the first of :data:`PLOT_PAIRS` it has)."""
     out = Path(out_dir)
     body = [f"<h1>{_esc(title)}</h1>", _counts(summary)]
     body += _section("Per suite", _table(summary["per_suite"]))
@@ -56,7 +57,7 @@ def write_report(
     for key in sweep_keys:
         per_value = summary["per_sweep_value"].get(key, {})
         body += _section(f"Per {key}", _table({k: _flat(v) for k, v in per_value.items()}))
-    pair = plot or _plot_pair(summary)
+    pair = plot if plot is not None and _has(summary, plot) else _plot_pair(summary)
     if pair is not None:
         body += _section("Trade-off", _tradeoff(summary, pair, sweep_keys))
     if summary["errors"]:
@@ -103,8 +104,12 @@ def _errors(errors: list[dict[str, str]]) -> str:
 
 def _plot_pair(summary: dict[str, Any]) -> tuple[str, str] | None:
     """The first (x, y) of :data:`PLOT_PAIRS` whose metrics both appear in the summary."""
-    present = {m for group in summary["per_edit_type"].values() for m in group}
-    return next((pair for pair in PLOT_PAIRS if set(pair) <= present), None)
+    return next((pair for pair in PLOT_PAIRS if _has(summary, pair)), None)
+
+
+def _has(summary: dict[str, Any], pair: tuple[str, str]) -> bool:
+    """Whether some edit type has means of both metrics of ``pair``."""
+    return any(set(pair) <= set(group) for group in summary["per_edit_type"].values())
 
 
 def _tradeoff(summary: dict[str, Any], pair: tuple[str, str], sweep_keys: Sequence[str]) -> str:

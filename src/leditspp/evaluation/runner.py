@@ -131,6 +131,9 @@ def run(
     _check_unique(items)
     params = sorted({key for item in items for key in item.params})
     done = _previous_rows(out, resume)
+    for item in items:
+        if item.id in done:
+            _check_same_params(item, done[item.id])
     rows = [done[item.id] for item in items if item.id in done]
     todo = [item for item in items if item.id not in done]
     total, finished = len(items), len(rows)
@@ -199,6 +202,18 @@ def _previous_rows(out: Path, resume: bool) -> dict[str, dict[str, Value]]:
             f"{csv_path} exists from an earlier run; pass --resume to continue it, or choose another output folder"
         )
     return {row["item"]: row for row in read_rows(csv_path) if not row.get("error")}
+
+
+def _check_same_params(item: Item, row: dict[str, Value]) -> None:
+    """Refuse to resume a row made with other settings than ``item`` asks for (mixed numbers)."""
+    changed = [k for k, v in item.params.items() if row.get(k) != (None if v == "" else v)]
+    if changed:
+        was = ", ".join(f"{k}={row.get(k)!r}" for k in changed)
+        now = ", ".join(f"{k}={item.params[k]!r}" for k in changed)
+        raise LeditsError(
+            f"cannot resume: item {item.id!r} was evaluated with {was}, this run asks {now}; "
+            "resume with the same settings, or choose another output folder"
+        )
 
 
 def _in_order(rows: list[dict[str, Value]], items: Sequence[Item]) -> list[dict[str, Value]]:
