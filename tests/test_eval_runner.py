@@ -151,6 +151,9 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
         (["eval", "shapes", "-o", "{out}", "--sweep", "guidance=1,2"], "cannot sweep"),
         (["eval", "shapes", "-o", "{out}", "--metrics", "clip_score"], "no metric clip_score"),
         (["eval", "shapes", "-o", "{out}", "--sweep", "scale=x"], "--sweep"),
+        (["eval", "shapes", "-o", "{out}", "--limit", "0"], "--limit must be"),
+        (["eval", "shapes", "-o", "{out}", "--sweep", "steps=0,4"], "steps must be"),
+        (["eval", "shapes", "-o", "{out}", "--clip-model", "x"], "--clip-model"),
     ],
 )
 def test_eval_refuses_bad_input_with_exit_code_2(tmp_path, capsys, argv, message):
@@ -219,7 +222,7 @@ def test_eval_piebench_scores_outside_the_mask(sd_folder, clip_folder, tmp_path,
     assert main([*argv, "-o", str(out), "--device", "cpu", "--quiet"]) == 0, capsys.readouterr()
     rows = _csv(out / "metrics.csv")
     assert [r["item"] for r in rows] == ["000.scale=3", "000.scale=6"] and not any(r["error"] for r in rows)
-    assert rows[0]["edit_type"] == "change attribute (color)" and rows[0]["edits"] == "-red:5@0.9; +blue:5@0.9"
+    assert rows[0]["edit_type"] == "change attribute (color)" and rows[1]["edits"] == "-red:6@0.9; +blue:6@0.9"
     assert rows[0]["image_mask"] and float(rows[0]["clip_score_edit_region"]) >= 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["per_sweep_value"]["scale"]) == {"scale=3", "scale=6"}

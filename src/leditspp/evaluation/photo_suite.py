@@ -41,8 +41,7 @@ def items(entries: list[EvalItem], suite: str, overrides: dict[str, Any]) -> lis
     command line) replace the manifest's values."""
     out = []
     for e in entries:
-        params: dict[str, Any] = {**e.params, **overrides, "edits": "; ".join(x.to_text() for x in e.edits)}
-        out.append(Item(e.item_id, suite, e.edit_type or suite, params, data=e))
+        out.append(Item(e.item_id, suite, e.edit_type or suite, {**e.params, **overrides}, data=e))
     return out
 
 
@@ -75,7 +74,9 @@ class PhotoEvaluator:
     def __call__(self, item: Item) -> Row:
         entry: EvalItem = item.data
         image = open_image(entry.image_path)
-        inversion, edited, seconds = self._edit(entry, image, {**self.defaults, **item.params})
+        params = {**self.defaults, **item.params}
+        edits = [_with_params(e, params) for e in entry.edits]
+        inversion, edited, seconds = self._edit(entry, image, edits, params)
         source = image.convert("RGB").resize(edited.size, Image.Resampling.BICUBIC)
         region = _region(entry.mask, edited.size)
         values = self._scores(_tensor(source), _tensor(edited), region, entry)
@@ -84,13 +85,16 @@ class PhotoEvaluator:
             values.update(M.latent_error(same.latents, inversion.source_latents))
         if "time" in self.names:
             values["time"] = seconds
+        values["edits"] = "; ".join(e.to_text() for e in edits)  # as applied, with any swept scale
         images = {"input": source, "edited": edited}
         if region is not None:
             images["mask"] = Image.fromarray(region.astype(np.uint8) * 255, mode="L")
         return Row(values, images)
 
-    def _edit(self, entry: EvalItem, image: Image.Image, p: dict[str, Any]) -> tuple[Any, Image.Image, float]:
-        """Invert ``image`` with the item's settings and apply its edits: (inversion, edited, seconds)."""
+    def _edit(
+        self, entry: EvalItem, image: Image.Image, edits: list[Edit], p: dict[str, Any]
+    ) -> tuple[Any, Image.Image, float]:
+        """Invert ``image`` with the settings ``p`` and apply ``edits``: (inversion, edited, seconds)."""
         start = time.perf_counter()
         inversion = self.editor.invert(
             image,
@@ -99,10 +103,10 @@ class PhotoEvaluator:
             seed=p.get("seed", 0),
             source_prompt=entry.source_prompt or "",
         )
-        result = self.editor.edit(inversion, [_with_params(e, p) for e in entry.edits])
+        result = self.editor.edit(inversion, edits)
         return inversion, result.images[0], time.perf_counter() - start
 
-    def _scores(self, a: torch.Tensor, b: torch.Tensor, region: np.ndarray | None, entry: EvalItem) -> dict[str, float]:
+    def _scores(self, a: torch.Tensor, b: torch.Tensor, region: np.ndarray | None, entry: EvalItem) -> dict[str, Any]:
         """The chosen metrics of input ``a`` and edited ``b`` (1, 3, H, W): fidelity outside
         ``region`` (H, W) where there is one, CLIP with the target text."""
         outside = None if region is None else ~region
