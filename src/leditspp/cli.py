@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (one-line message), 1 internal error.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -191,6 +192,14 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pv.add_argument("--dino-model", metavar="ID|DIR", help="DINO ViT for structure_distance [facebook/dino-vitb8]")
     pv.add_argument("--limit", type=int, help="evaluate only the first N items")
     pv.add_argument("--resume", action="store_true", help="continue a run in OUT: finished items are not redone")
+    pv.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="compute the items on Ray workers, one editor each: no ADDRESS or 'local' starts Ray on this machine, "
+        "'auto' or ray://HOST:PORT joins a cluster (needs pip install 'leditspp[ray]')",
+    )
     pv.add_argument(
         "--sweep",
         action="append",
@@ -567,15 +576,22 @@ def _eval_command(args: argparse.Namespace) -> int:
     from .evaluation import report, runner
 
     _check_eval_suite(args)
+    if args.ray is not None:
+        from .distributed import import_ray
+
+        import_ray()  # a missing Ray is refused before any work
     sweep = runner.parse_sweep(args.sweep)
     model, recommended = _recommended(args, {})
     plan_suite = _plan_shapes if args.suite == "shapes" else _plan_benchmark
     plan = plan_suite(args, sweep, {**RECOMMENDABLE, **recommended})
     out = _eval_output(args.output, args.resume)
-    editor = _load_editor(args, model)
     bar = _item_progress(args.quiet, args.suite)
     keys = list(sweep)
-    summary = runner.run(plan.items, plan.evaluator(editor), out, resume=args.resume, progress=bar, sweep_keys=keys)
+    options = {"resume": args.resume, "progress": bar, "sweep_keys": keys}
+    if args.ray is None:
+        summary = runner.run(plan.items, plan.evaluator(_load_editor(args, model)), out, **options)
+    else:
+        summary = _eval_on_ray(args, model, plan, out, options)
     rows = runner.read_rows(out / runner.METRICS_CSV)
     title = f"leditspp eval {plan.title} — {model}"
     path = report.write_report(out, rows, summary, title=title, plot=plan.plot, sweep_keys=keys)
@@ -583,6 +599,22 @@ def _eval_command(args: argparse.Namespace) -> int:
     if summary["failed"]:
         print(f"leditspp: {summary['failed']} of {summary['items']} items failed; see summary.json", file=sys.stderr)
     return 0
+
+
+def _eval_on_ray(args: argparse.Namespace, model: str, plan: _EvalPlan, out: Path, options: dict[str, Any]) -> Any:
+    """The same run with the items computed by Ray workers (each loads the model once); the
+    runner here writes every output. Ends with a line of what Ray did."""
+    from .distributed import RayStats, ray_backend, ray_map
+    from .evaluation import runner
+
+    stats = RayStats()
+    load = functools.partial(_load_editor, args, model)
+    with ray_backend(args.ray):
+        mapper = ray_map(load, plan.evaluator, stats=stats)
+        summary = runner.run(plan.items, None, out, map_items=mapper, **options)
+    if not args.quiet:
+        print(stats.line(), file=sys.stderr)
+    return summary
 
 
 def _eval_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,8 +4,10 @@ A suite turns its data into :class:`Item` values and gives a pure function ``eva
 -> Row``. The runner owns everything else: the order, ``--sweep`` expansion (items × values),
 resume (an item whose row is already in ``OUT/metrics.csv`` is not computed again), atomic writes
 of the CSV, the images and the summary after every item, and failures (an item that raises gets a
-row with its error; the run goes on). Because ``evaluate_item`` only maps a value to a value, a
-later runner can hand the items to a worker pool (Ray) and keep this module's writing.
+row with its error; the run goes on). Because ``evaluate_item`` only maps a value to a value, the
+computing can be handed to a worker pool: ``run(..., map_items=...)`` takes any function that
+turns the items to do into :class:`Outcome` values (in any order; :mod:`leditspp.distributed`
+does it on Ray), and this module still does all the ordering, resuming and writing.
 
 Outputs under ``OUT``:
     metrics.csv    one row per edited image: item, suite, edit_type, parameters, metrics, image
@@ -73,6 +75,38 @@ class Row:
 EvaluateItem = Callable[[Item], Row]
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What computing one item gave, before anything is written: its row, or the error that
+    stopped it (``"Type: message"``), and the seconds it took. Picklable, so a worker can send it
+    back to the process that writes."""
+
+    item: Item
+    row: Row | None
+    error: str
+    seconds: float
+
+
+MapItems = Callable[[Sequence[Item]], Iterable[Outcome]]
+
+
+def compute(item: Item, evaluate_item: EvaluateItem) -> Outcome:
+    """``evaluate_item(item)`` timed, an exception caught and kept as the outcome's error (one
+    failing item must not stop the run)."""
+    start = time.perf_counter()
+    try:
+        row, error = evaluate_item(item), ""
+    except Exception as exc:
+        logger.warning("item %s failed: %s: %s", item.id, type(exc).__name__, exc)
+        row, error = None, f"{type(exc).__name__}: {exc}"
+    return Outcome(item, row, error, round(time.perf_counter() - start, 4))
+
+
+def serial_map(evaluate_item: EvaluateItem) -> MapItems:
+    """The in-process ``map_items``: items computed one after another, in order."""
+    return lambda items: (compute(item, evaluate_item) for item in items)
+
+
 def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
     """``["scale=5,10,15", "threshold=0.8,0.9"]`` → ``{"scale": [5, 10, 15], "threshold": [0.8, 0.9]}``
     (whole numbers as ints)."""
@@ -114,18 +148,23 @@ def expand_sweep(items: Iterable[Item], sweep: dict[str, list[float]]) -> list[I
 
 def run(
     items: Sequence[Item],
-    evaluate_item: EvaluateItem,
+    evaluate_item: EvaluateItem | None,
     out_dir: str | Path,
     *,
     resume: bool = False,
     progress: Progress | None = None,
     sweep_keys: Sequence[str] = (),
+    map_items: MapItems | None = None,
 ) -> dict[str, Any]:
     """Evaluate every item not already done, writing ``OUT`` after each; returns the summary.
 
     Without ``resume`` an ``OUT`` that already holds a ``metrics.csv`` is refused (nothing is
     overwritten behind the user's back). With ``resume``, rows of finished items are kept and
     those items skipped; items whose earlier row has an error are tried again.
+
+    ``map_items`` computes the items to do (default: ``serial_map(evaluate_item)``, in this
+    process; ``evaluate_item`` may then be None); outcomes may come back in any order, and each is
+    written here, once, as it arrives.
     """
     out = Path(out_dir)
     _check_unique(items)
@@ -139,8 +178,12 @@ def run(
     total, finished = len(items), len(rows)
     if progress is not None:
         progress(finished, total)
-    for item in todo:
-        rows.append(_evaluate(item, evaluate_item, out))
+    if map_items is None:
+        if evaluate_item is None:
+            raise TypeError("run() needs evaluate_item or map_items")
+        map_items = serial_map(evaluate_item)
+    for outcome in map_items(todo):
+        rows.append(_record(outcome, out))
         finished += 1
         write_rows(out / METRICS_CSV, _in_order(rows, items))
         write_summary(out / SUMMARY_JSON, summarize(rows, sweep_keys, params))
@@ -153,19 +196,19 @@ def run(
     return summary
 
 
-def _evaluate(item: Item, evaluate_item: EvaluateItem, out: Path) -> dict[str, Value]:
-    """One CSV row for ``item``: its metrics and image paths, or its error."""
+def _record(outcome: Outcome, out: Path) -> dict[str, Value]:
+    """One CSV row for an outcome: its metrics and image paths (images written here), or its error."""
+    item = outcome.item
     row: dict[str, Value] = {"item": item.id, "suite": item.suite, "edit_type": item.edit_type, **item.params}
-    start = time.perf_counter()
-    try:
-        result = evaluate_item(item)
-        row.update(result.metrics)
-        row.update(_write_images(out, item.id, result.images))
-        row["error"] = ""
-    except Exception as exc:  # one failing item must not stop the run; it is recorded instead
-        logger.warning("item %s failed: %s: %s", item.id, type(exc).__name__, exc)
-        row["error"] = f"{type(exc).__name__}: {exc}"
-    row["seconds"] = round(time.perf_counter() - start, 4)
+    row["error"] = outcome.error
+    if outcome.row is not None and not outcome.error:
+        row.update(outcome.row.metrics)
+        try:
+            row.update(_write_images(out, item.id, outcome.row.images))
+        except OSError as exc:
+            logger.warning("item %s: cannot write its images: %s", item.id, exc)
+            row["error"] = f"{type(exc).__name__}: {exc}"
+    row["seconds"] = outcome.seconds
     return row
 
 
