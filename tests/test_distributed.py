@@ -51,6 +51,22 @@ def test_eval_on_ray_gives_the_serial_runs_numbers_and_images(ray_runtime, tmp_p
     assert {p.name: p.stat().st_mtime_ns for p in (on_ray / "images").iterdir()} == mtimes
 
 
+def test_edit_on_ray_writes_the_serial_runs_files_byte_for_byte(ray_runtime, tmp_path):
+    from leditspp import shapes
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        shapes.scene(100 + k).image.save(folder / f"s{k}.png")
+    args = ["edit", str(folder), "-e", "+red circle", "--masks", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "serial")]) == 0
+    assert main([*args, "-o", str(tmp_path / "ray"), "--ray"]) == 0
+    names = sorted(p.name for p in (tmp_path / "serial").iterdir())
+    assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "ray").iterdir())
+    for name in names:  # pixels and the recipe in the PNG
+        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+
+
 def _flaky(marker_dir: str):
     """An evaluate_item whose item "dies-once" kills its worker process the first time, "dies"
     every time, and "raises" raises; others return their number."""
@@ -87,9 +103,10 @@ def test_a_dead_worker_has_its_item_retried_and_failures_are_recorded(ray_runtim
     assert (stats.done, stats.failed, stats.retried, stats.workers) == (4, 2, 2, 2)
 
 
-def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize("command", [["eval", "shapes", "--scenes", "1"], ["edit", "missing.png", "-e", "+a"]])
+def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path, capsys, command):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    code = main(["eval", "shapes", "--scenes", "1", "-o", str(tmp_path / "out"), "--ray"])
+    code = main([*command, "-o", str(tmp_path / "out"), "--ray"])
     assert code == 2
     err = capsys.readouterr().err
     assert "pip install 'leditspp[ray]'" in err and "--ray" in err

@@ -146,6 +146,14 @@ def _add_edit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pe.add_argument("--masks", action="store_true", help="also write each concept's mask overlay: OUT.mask-K.png")
     pe.add_argument("--inversion", help="re-use a saved inversion instead of inverting IMAGE")
     pe.add_argument("--save-inversion", help="also save the inversion made from IMAGE to this file")
+    pe.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="edit the inputs on Ray workers, one editor each: no ADDRESS or 'local' starts Ray on this machine, "
+        "'auto' or ray://HOST:PORT joins a cluster (needs pip install 'leditspp[ray]')",
+    )
     g = pe.add_argument_group("edit (defaults for every -e concept)")
     g.add_argument("--scale", type=float, help=f"edit scale [the model's recommended, else {defaults.EDIT_SCALE}]")
     g.add_argument(
@@ -345,13 +353,52 @@ class _Job:
 
 def _edit_command(args: argparse.Namespace) -> int:
     """Check everything that is cheap to check, then load the model once and edit every input."""
+    if args.ray is not None:
+        _check_ray(args)
     model, jobs = _plan_edits(args)
+    if args.ray is not None:
+        return _edit_on_ray(args, model, jobs)
     editor = _load_editor(args, model)
     bar = _progress(args.quiet)
     for job in jobs:
         inversion, result = _edit_job(editor, args, job, bar)
-        _write_outputs(args, job, model, inversion, result)
+        _save_files(_output_files(args, job, model, inversion, result))
     return 0
+
+
+def _check_ray(args: argparse.Namespace) -> None:
+    """Ray installed, and no option that only makes sense in one process."""
+    from .distributed import import_ray
+
+    import_ray()  # a missing Ray is refused before any work
+    if getattr(args, "save_inversion", None):
+        raise LeditsError("--save-inversion is for one IMAGE in this process; drop --ray (or --save-inversion)")
+
+
+def _edit_on_ray(args: argparse.Namespace, model: str, jobs: list[_Job]) -> int:
+    """Every job edited by Ray workers (each loads the model once); this process writes each output
+    as it comes back. A failing input is reported and the others go on (exit code 1 at the end)."""
+    from .distributed import RayStats, ray_backend, ray_map
+    from .evaluation.runner import Item
+
+    items = [Item(str(job.out), "edit", "", data=job) for job in jobs]
+    load = functools.partial(_load_editor, args, model)
+    stats = RayStats()
+    with ray_backend(args.ray):
+        for outcome in ray_map(load, functools.partial(_job_renderer, args, model), stats=stats)(items):
+            if outcome.error:
+                name = outcome.item.data.path or args.inversion
+                print(f"leditspp: {name} failed: {outcome.error}", file=sys.stderr)
+            else:
+                _save_files(outcome.row)
+    if not args.quiet:
+        print(stats.line(), file=sys.stderr)
+    return 1 if stats.failed else 0
+
+
+def _job_renderer(args: argparse.Namespace, model: str, editor: Any) -> Any:
+    """On a Ray worker: item (a job) → the files to write, as the serial path makes them."""
+    return lambda item: _output_files(args, item.data, model, *_edit_job(editor, args, item.data, None))
 
 
 def _plan_edits(args: argparse.Namespace) -> tuple[str, list[_Job]]:
@@ -432,15 +479,24 @@ def _edit_job(editor: Any, args: argparse.Namespace, job: _Job, bar: Any) -> tup
     return inversion, result
 
 
-def _write_outputs(args: argparse.Namespace, job: _Job, model: str, inversion: Any, result: Any) -> None:
-    """The edited image with its recipe, and with --masks each concept's mask overlay."""
-    save_image(result.images[0], job.out, _output_recipe(args, job, model, inversion.info))
-    print(f"wrote {job.out}")
+def _output_files(
+    args: argparse.Namespace, job: _Job, model: str, inversion: Any, result: Any
+) -> list[tuple[Path, Any, dict[str, Any]]]:
+    """What to write for a job, as (path, image, PNG metadata): the edited image with its recipe,
+    and with --masks each concept's mask overlay."""
+    files = [(job.out, result.images[0], _output_recipe(args, job, model, inversion.info))]
     if args.masks:
         for k, overlay in enumerate(mask_overlays(result.images[0], result.masks[:, 0]), start=1):
             mask_path = job.out.with_name(f"{job.out.stem}.mask-{k}.png")
-            save_image(overlay, mask_path, {"leditspp": __version__, "mask_of": result.edits[k - 1].to_dict()})
-            print(f"wrote {mask_path}")
+            files.append((mask_path, overlay, {"leditspp": __version__, "mask_of": result.edits[k - 1].to_dict()}))
+    return files
+
+
+def _save_files(files: list[tuple[Path, Any, dict[str, Any]]]) -> None:
+    """Write each (path, image, metadata), atomically, saying so."""
+    for path, image, recipe in files:
+        save_image(image, path, recipe)
+        print(f"wrote {path}")
 
 
 def _output_recipe(args: argparse.Namespace, job: _Job, model: str, info: Any) -> dict[str, Any]:
@@ -577,9 +633,7 @@ def _eval_command(args: argparse.Namespace) -> int:
 
     _check_eval_suite(args)
     if args.ray is not None:
-        from .distributed import import_ray
-
-        import_ray()  # a missing Ray is refused before any work
+        _check_ray(args)
     sweep = runner.parse_sweep(args.sweep)
     model, recommended = _recommended(args, {})
     plan_suite = _plan_shapes if args.suite == "shapes" else _plan_benchmark

@@ -77,12 +77,12 @@ EvaluateItem = Callable[[Item], Row]
 
 @dataclass(frozen=True)
 class Outcome:
-    """What computing one item gave, before anything is written: its row, or the error that
-    stopped it (``"Type: message"``), and the seconds it took. Picklable, so a worker can send it
-    back to the process that writes."""
+    """What computing one item gave, before anything is written: its row (whatever the function
+    returned: a :class:`Row` in an evaluation), or the error that stopped it (``"Type: message"``),
+    and the seconds it took. Picklable, so a worker can send it back to the process that writes."""
 
     item: Item
-    row: Row | None
+    row: Any
     error: str
     seconds: float
 
