@@ -116,10 +116,13 @@ def warn_if_truncated(tokenizer: Any, prompts: list[str], limit: int | None = No
 
 
 @torch.no_grad()
-def encode_text(tokenizer: Any, encoder: Any, prompts: list[str], max_length: int | None = None) -> Any:
+def encode_text(
+    tokenizer: Any, encoder: Any, prompts: list[str], max_length: int | None = None, *, all_layers: bool = True
+) -> Any:
     """One text encoder's output for ``prompts`` padded to ``max_length`` (default the
-    tokenizer's window), with hidden states: ``out.hidden_states[-2]`` (n, L, D) is the
-    penultimate layer SDXL and SD3 condition on, ``out[0]`` the pooled/projected embedding."""
+    tokenizer's window). With ``all_layers``, ``out.hidden_states[-2]`` (n, L, D) is the
+    penultimate layer SDXL and SD3 condition on; ``out[0]`` is a CLIP's projected embedding
+    (``out.pooler_output`` its pooled one) or T5's last hidden states."""
     ids = tokenizer(
         prompts,
         padding="max_length",
@@ -127,7 +130,7 @@ def encode_text(tokenizer: Any, encoder: Any, prompts: list[str], max_length: in
         truncation=True,
         return_tensors="pt",
     ).input_ids
-    return encoder(ids.to(encoder.device), output_hidden_states=True)
+    return encoder(ids.to(encoder.device), output_hidden_states=all_layers)
 
 
 def vae_scale_factor(vae: Any) -> int:

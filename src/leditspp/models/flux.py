@@ -24,7 +24,7 @@ import torch
 
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
-from .base import Conditioning, warn_if_truncated
+from .base import Conditioning, encode_text, warn_if_truncated
 from .sd import _word_positions
 from .sd3 import TransformerModel
 from .unet_attention import capture_layers
@@ -81,18 +81,9 @@ class Flux(TransformerModel):
         """embeds (n, L, D) from T5, pooled (n, P) from CLIP-L, in the transformer's dtype."""
         warn_if_truncated(self.tokenizer, prompts)
         warn_if_truncated(self.tokenizer_2, prompts, self.max_sequence_length)
-        clip_ids = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        pooled = self.text_encoder(clip_ids.to(self.text_encoder.device), output_hidden_states=False).pooler_output
-        t5_ids = self.tokenizer_2(
-            prompts, padding="max_length", max_length=self.max_sequence_length, truncation=True, return_tensors="pt"
-        ).input_ids
-        embeds = self.text_encoder_2(t5_ids.to(self.text_encoder_2.device), output_hidden_states=False)[0]
+        pooled = encode_text(self.tokenizer, self.text_encoder, prompts, all_layers=False).pooler_output
+        t5 = encode_text(self.tokenizer_2, self.text_encoder_2, prompts, self.max_sequence_length, all_layers=False)
+        embeds = t5[0]
         dtype = self.transformer.dtype
         return Conditioning(embeds.to(dtype), pooled.to(dtype))
 

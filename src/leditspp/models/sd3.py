@@ -144,10 +144,8 @@ class StableDiffusion3(TransformerModel):
             width = int(self.transformer.config.joint_attention_dim)
             return clip.new_zeros(len(prompts), self.max_sequence_length, width)
         warn_if_truncated(self.tokenizer_3, prompts, self.max_sequence_length)
-        ids = self.tokenizer_3(
-            prompts, padding="max_length", max_length=self.max_sequence_length, truncation=True, return_tensors="pt"
-        ).input_ids
-        return self.text_encoder_3(ids.to(self.text_encoder_3.device))[0]
+        t5 = encode_text(self.tokenizer_3, self.text_encoder_3, prompts, self.max_sequence_length, all_layers=False)
+        return t5[0]
 
     def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
         """c_∅: the encoded negative prompt ("" by default), ``count`` rows."""
