@@ -25,9 +25,9 @@ import torch
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
 from .base import Conditioning, encode_text, warn_if_truncated
+from .capture import capture_layers
 from .sd import _word_positions
 from .sd3 import TransformerModel
-from .unet_attention import capture_layers
 
 #: The guidance input of a guidance-distilled FLUX.1 [dev] (FluxPipeline's default).
 FLUX_GUIDANCE = 3.5

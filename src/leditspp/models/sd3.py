@@ -25,8 +25,8 @@ import torch
 from ..attention import AttentionRecorder
 from ..solvers import FlowPath, NoiseLevel
 from .base import Conditioning, decode_latents, encode_pixels, encode_text, vae_scale_factor, warn_if_truncated
+from .capture import capture_layers
 from .sd import _word_positions
-from .unet_attention import capture_layers
 
 #: Peak activation elements of one transformer row per token per channel of its width: an
 #: estimate (q, k, v, the 4× MLP and the residual stream, fused attention), not a measurement.
