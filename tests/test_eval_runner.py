@@ -99,6 +99,51 @@ def test_a_failing_item_is_recorded_and_the_run_goes_on(tmp_path):
     assert retry.calls == ["x1"]  # a failed item is not finished: resume tries it again
 
 
+def test_a_groups_items_are_computed_together_and_written_in_order(tmp_path):
+    """A sweep puts a scene's items far apart; they are computed one after another (so a worker's
+    cached inversion serves them all) and the CSV keeps the items' order. The stats count as they go."""
+    base = [Item(f"s{k}.{e}", "toy", "t", {"scale": 1}, data=k, group=f"s{k}") for k in range(2) for e in "ab"]
+    items = runner.expand_sweep(base, {"scale": [1, 2]})
+    counting, stats = Counting(fail={"s1.a.scale=2"}), runner.RunStats()
+    runner.run(items, counting, tmp_path, stats=stats)
+    assert counting.calls == [i.id for i in items if i.group == "s0"] + [i.id for i in items if i.group == "s1"]
+    assert [r["item"] for r in _csv(tmp_path / "metrics.csv")] == [i.id for i in items]
+    assert (stats.total, stats.done, stats.failed, stats.skipped) == (8, 7, 1, 0)
+    assert stats.per_minute > 0 and "7 done, 1 failed, 0 retried" in stats.line()
+    again = runner.RunStats()
+    runner.run(items, Counting(), tmp_path, resume=True, stats=again)
+    assert (again.done, again.skipped) == (1, 7) and "7 already done" in again.line()
+
+
+def test_lru_cache_computes_each_key_once_and_drops_the_least_recently_used():
+    from leditspp.caching import LRUCache, image_key
+
+    cache, computed = LRUCache(2), []
+
+    def value(key):
+        return lambda: computed.append(key) or key * 10
+
+    assert [cache.get(k, value(k)) for k in (1, 2, 1, 3, 2, 1)] == [10, 20, 10, 30, 20, 10]
+    assert computed == [1, 2, 3, 2, 1]  # 2 was dropped when 3 came (1 had just been used), then 1
+    assert (cache.hits, cache.misses, len(cache)) == (1, 5, 2)
+    red, blue = Image.new("RGB", (4, 4), "red"), Image.new("RGB", (4, 4), "blue")
+    assert image_key(red) == image_key(red.copy()) != image_key(blue)
+    assert image_key(red) != image_key(Image.new("RGB", (2, 8), "red"))  # same bytes, other size
+
+
+def test_the_shapes_suite_inverts_a_scene_once_across_edit_types_and_sweep_values(tmp_path):
+    from leditspp import Editor
+    from leditspp.evaluation import shapes_suite
+
+    editor = Editor.from_pretrained("demo", device="cpu")
+    params = {"steps": 6, "skip": 0.2, "scale": 8, "threshold": 0.9}
+    items = [i for i in shapes_suite.items(2, params) if i.edit_type in ("reconstruction", "add")]
+    items = runner.expand_sweep(items, {"scale": [4, 8]})
+    evaluator = shapes_suite.ShapesEvaluator(editor)
+    runner.run(items, evaluator, tmp_path)
+    assert len(items) == 8 and evaluator.inversions.misses == 2 and evaluator.inversions.hits == 6
+
+
 def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         runner.run(_items(), Counting(interrupt="x2"), tmp_path)

@@ -9,14 +9,12 @@ re-runs only the edit loop.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from . import __version__, defaults
+from .caching import LRUCache, image_key
 from .editor import check_seed
 from .edits import Edit
 from .errors import LeditsError
@@ -50,11 +49,20 @@ class EditorService:
     compile: bool = False  # torch.compile the UNet once loaded (Editor.compile)
     cache_size: int = 8
     max_pixels: int = defaults.MAX_PIXELS
-    hits: int = 0
-    misses: int = 0
     _editor: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _cache: OrderedDict = field(default_factory=OrderedDict)
+    _cache: LRUCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._cache = LRUCache(self.cache_size)
+
+    @property
+    def hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def misses(self) -> int:
+        return self._cache.misses
 
     @property
     def editor(self) -> Any:
@@ -101,18 +109,13 @@ class EditorService:
     ) -> tuple[Any, Image.Image]:
         """The cached inversion of ``image`` with ``settings`` and its decoded reconstruction
         (what no edit gives), both computed once, on a miss."""
-        digest = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
-        key = (digest, self.model, json.dumps(settings, sort_keys=True))
-        if key in self._cache:
-            self.hits += 1
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        self.misses += 1
-        inversion = self.editor.invert(image, max_pixels=self.max_pixels, progress=progress, **settings)
-        self._cache[key] = (inversion, self.editor.decode(inversion.source_latents)[0])
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return self._cache[key]
+        key = (image_key(image), self.model, json.dumps(settings, sort_keys=True))
+
+        def compute() -> tuple[Any, Image.Image]:
+            inversion = self.editor.invert(image, max_pixels=self.max_pixels, progress=progress, **settings)
+            return inversion, self.editor.decode(inversion.source_latents)[0]
+
+        return self._cache.get(key, compute)
 
 
 def parse_concepts(rows: Any, recommended: dict[str, Any] | None = None) -> list[Edit]:

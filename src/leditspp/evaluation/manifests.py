@@ -73,6 +73,7 @@ class EvalItem:
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     edit_type: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    pixels: Any = field(default=None, compare=False, repr=False)  # the image, read (Ray ships it to workers)
 
 
 # --- TEdBench++ -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..caching import LRUCache, image_key
 from ..edits import Edit
 from ..errors import LeditsError
 from ..io import open_image
@@ -41,8 +42,15 @@ def items(entries: list[EvalItem], suite: str, overrides: dict[str, Any]) -> lis
     command line) replace the manifest's values."""
     out = []
     for e in entries:
-        out.append(Item(e.item_id, suite, e.edit_type or suite, {**e.params, **overrides}, data=e))
+        params = {**e.params, **overrides}
+        out.append(Item(e.item_id, suite, e.edit_type or suite, params, data=e, group=str(e.image_path)))
     return out
+
+
+def with_pixels(item: Item) -> Item:
+    """The item with its image read (on the Ray driver, just before a worker gets it), so workers
+    on machines that cannot see DATA still edit it."""
+    return replace(item, data=replace(item.data, pixels=open_image(item.data.image_path)))
 
 
 def check_sweep(sweep: dict[str, list[float]]) -> None:
@@ -66,14 +74,20 @@ def load_scorers(names: tuple[str, ...], *, clip_model: str | None, dino_model: 
 
 
 class PhotoEvaluator:
-    """``evaluate_item`` of the photo suites: item → :class:`Row` (metrics and input / edited / mask images)."""
+    """``evaluate_item`` of the photo suites: item → :class:`Row` (metrics and input / edited / mask images).
+
+    Inversions are cached by (image, inversion settings), so the sweep values of an image share
+    one; ``time`` still counts the inversion (its first computation's seconds), so it is the time
+    of one edit from the image whether or not the inversion was cached.
+    """
 
     def __init__(self, editor: Any, names: tuple[str, ...], scorers: dict[str, Any], defaults: dict[str, Any]) -> None:
         self.editor, self.names, self.scorers, self.defaults = editor, names, scorers, defaults
+        self.inversions: LRUCache[tuple[Any, float]] = LRUCache()
 
     def __call__(self, item: Item) -> Row:
         entry: EvalItem = item.data
-        image = open_image(entry.image_path)
+        image = entry.pixels if entry.pixels is not None else open_image(entry.image_path)
         params = {**self.defaults, **item.params}
         edits = [_with_params(e, params) for e in entry.edits]
         inversion, edited, seconds = self._edit(entry, image, edits, params)
@@ -95,16 +109,22 @@ class PhotoEvaluator:
         self, entry: EvalItem, image: Image.Image, edits: list[Edit], p: dict[str, Any]
     ) -> tuple[Any, Image.Image, float]:
         """Invert ``image`` with the settings ``p`` and apply ``edits``: (inversion, edited, seconds)."""
+        settings = {
+            "steps": _whole(p["steps"]),
+            "skip": float(p["skip"]),
+            "seed": p.get("seed", 0),
+            "source_prompt": entry.source_prompt or "",
+        }
+
+        def invert() -> tuple[Any, float]:
+            start = time.perf_counter()
+            return self.editor.invert(image, **settings), time.perf_counter() - start
+
+        key = (image_key(image), tuple(sorted(settings.items())))
+        inversion, invert_seconds = self.inversions.get(key, invert)
         start = time.perf_counter()
-        inversion = self.editor.invert(
-            image,
-            steps=_whole(p["steps"]),
-            skip=float(p["skip"]),
-            seed=p.get("seed", 0),
-            source_prompt=entry.source_prompt or "",
-        )
         result = self.editor.edit(inversion, edits)
-        return inversion, result.images[0], time.perf_counter() - start
+        return inversion, result.images[0], invert_seconds + time.perf_counter() - start
 
     def _scores(self, a: torch.Tensor, b: torch.Tensor, region: np.ndarray | None, entry: EvalItem) -> dict[str, Any]:
         """The chosen metrics of input ``a`` and edited ``b`` (1, 3, H, W): fidelity outside

@@ -54,7 +54,9 @@ class Item:
 
     ``id`` is unique within a run (it names the CSV row and the image files); ``params`` are the
     settings the edit uses, sweep values included, written to the CSV; ``data`` is whatever else
-    the suite's ``evaluate_item`` needs (a scene seed, a file path) and is not written.
+    the suite's ``evaluate_item`` needs (a scene seed, a file path) and is not written. Items with
+    the same ``group`` (their input: a scene, an image file) share work such as an inversion, so
+    they are computed one after another, by one worker (empty: an item of its own).
     """
 
     id: str
@@ -62,6 +64,11 @@ class Item:
     edit_type: str
     params: dict[str, Value] = field(default_factory=dict)
     data: Any = None
+    group: str = ""
+
+    @property
+    def group_key(self) -> str:
+        return self.group or f"item:{self.id}"
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,49 @@ class Outcome:
 
 
 MapItems = Callable[[Sequence[Item]], Iterable[Outcome]]
+
+
+@dataclass
+class RunStats:
+    """What a run did, counted as it goes, for the progress bar and the closing line: items done,
+    failed, skipped (finished by an earlier run), retried (handed out again after their worker
+    died), the workers computing them and the seconds since computing began."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retried: int = 0
+    workers: int = 1
+    seconds: float = 0.0
+
+    def count(self, error: str, start: float) -> None:
+        """One more outcome (failed if it has an ``error``), ``start`` being when computing began."""
+        self.failed += bool(error)
+        self.done += not error
+        self.seconds = time.perf_counter() - start
+
+    @property
+    def per_minute(self) -> float:
+        """Items computed (done or failed) per minute so far."""
+        return 60 * (self.done + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
+        skipped = f", {self.skipped} already done" if self.skipped else ""
+        return (
+            f"{self.done} done, {self.failed} failed, {self.retried} retried{skipped}; "
+            f"{self.per_minute:.1f} items/min on {workers}"
+        )
+
+
+def by_group(items: Sequence[Item]) -> list[Item]:
+    """``items`` with each group's together, groups in order of first appearance (a stable sort),
+    so a worker's cache of a group's shared work (an inversion) is used by all its items."""
+    groups: dict[str, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item.group_key, []).append(item)
+    return [item for group in groups.values() for item in group]
 
 
 def compute(item: Item, evaluate_item: EvaluateItem) -> Outcome:
@@ -155,6 +205,7 @@ def run(
     progress: Progress | None = None,
     sweep_keys: Sequence[str] = (),
     map_items: MapItems | None = None,
+    stats: RunStats | None = None,
 ) -> dict[str, Any]:
     """Evaluate every item not already done, writing ``OUT`` after each; returns the summary.
 
@@ -162,9 +213,10 @@ def run(
     overwritten behind the user's back). With ``resume``, rows of finished items are kept and
     those items skipped; items whose earlier row has an error are tried again.
 
-    ``map_items`` computes the items to do (default: ``serial_map(evaluate_item)``, in this
-    process; ``evaluate_item`` may then be None); outcomes may come back in any order, and each is
-    written here, once, as it arrives.
+    ``map_items`` computes the items to do, a group's items together (default:
+    ``serial_map(evaluate_item)``, in this process; ``evaluate_item`` may then be None); outcomes
+    may come back in any order, and each is written here, once, as it arrives. ``stats`` is
+    counted as they do (read it for a progress bar).
     """
     out = Path(out_dir)
     _check_unique(items)
@@ -174,16 +226,20 @@ def run(
         if item.id in done:
             _check_same_params(item, done[item.id])
     rows = [done[item.id] for item in items if item.id in done]
-    todo = [item for item in items if item.id not in done]
+    todo = by_group([item for item in items if item.id not in done])
     total, finished = len(items), len(rows)
+    stats = stats if stats is not None else RunStats()
+    stats.total, stats.skipped = total, finished
     if progress is not None:
         progress(finished, total)
     if map_items is None:
         if evaluate_item is None:
             raise TypeError("run() needs evaluate_item or map_items")
         map_items = serial_map(evaluate_item)
+    start = time.perf_counter()
     for outcome in map_items(todo):
         rows.append(_record(outcome, out))
+        stats.count(str(rows[-1]["error"]), start)
         finished += 1
         write_rows(out / METRICS_CSV, _in_order(rows, items))
         write_summary(out / SUMMARY_JSON, summarize(rows, sweep_keys, params))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .. import shapes
+from ..caching import LRUCache
 from ..edits import Edit
 from ..errors import LeditsError, is_int
 from ..solvers import validate_steps
@@ -95,7 +96,7 @@ def items(scenes: int, params: dict[str, Any], first_seed: int = 0) -> list[Item
     if not is_int(scenes) or scenes < 1:
         raise LeditsError(f"--scenes must be a whole number ≥ 1; got {scenes!r}")
     return [
-        Item(f"scene{seed:04d}.{slug}", SUITE, edit_type, dict(params), data=seed)
+        Item(f"scene{seed:04d}.{slug}", SUITE, edit_type, dict(params), data=seed, group=f"scene{seed:04d}")
         for seed in range(first_seed, first_seed + scenes)
         for slug, edit_type in EDIT_TYPES.items()
     ]
@@ -126,14 +127,15 @@ def check_metrics(names: list[str] | None) -> None:
 class ShapesEvaluator:
     """``evaluate_item`` of the suite: item → :class:`Row`, over the public :class:`Editor` API.
 
-    The last inversion is memoised (items of one scene and sweep point share it); results depend
-    on the item alone. ``metrics``: keep only these (None: all).
+    Inversions are cached by (scene, steps, skip): the edit types and sweep values of a scene
+    share one (the runner hands a scene's items out together); results depend on the item alone.
+    ``metrics``: keep only these (None: all).
     """
 
     def __init__(self, editor: Any, metrics: list[str] | None = None) -> None:
         self.editor = editor
         self.metrics = metrics
-        self._memo: tuple[tuple[int, int, float], Any] | None = None
+        self.inversions: LRUCache[Any] = LRUCache()
 
     def __call__(self, item: Item) -> Row:
         seed = int(item.data)
@@ -150,10 +152,9 @@ class ShapesEvaluator:
         steps, skip = params["steps"], float(params["skip"])
         if isinstance(steps, float) and steps.is_integer():
             steps = int(steps)
-        key = (seed, steps, skip)
-        if self._memo is None or self._memo[0] != key:
-            self._memo = (key, self.editor.invert(scene.image, steps=steps, skip=skip, seed=0))
-        return self._memo[1]
+        return self.inversions.get(
+            (seed, steps, skip), lambda: self.editor.invert(scene.image, steps=steps, skip=skip, seed=0)
+        )
 
 
 # -- one function per edit type: (editor, inversion, scene, plan, params) → Row ----------------------
