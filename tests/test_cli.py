@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,12 +184,52 @@ def test_a_folder_and_a_glob_with_per_image_yaml_recipes_and_mask_overlays(sd_fo
         "b.png",
         "c.mask-1.png",
         "c.png",
+        "edit-log.csv",
+    ]
+    log = list(csv.DictReader((out / "edit-log.csv").open()))
+    assert [(Path(r["input"]).name, r["status"], r["error"]) for r in log] == [
+        (n, "done", "") for n in ("a.png", "b.png", "c.jpg")
     ]
     b = json.loads(Image.open(out / "b.png").text["leditspp"])
     assert [e["prompt"] for e in b["edits"]] == ["a cat", "snow"] and b["mask_mode"] == "noise" and b["steps"] == 4
     assert json.loads(Image.open(out / "a.png").text["leditspp"])["mask_mode"] == "intersect"
     assert main(["edit", str(src), "--recipe", str(recipe), "--quiet", "-o", str(tmp_path / "folder")]) == 0
-    assert len(list((tmp_path / "folder").iterdir())) == 3
+    assert len(list((tmp_path / "folder").iterdir())) == 4  # 3 images and the log
+
+
+def test_a_batch_records_a_bad_input_goes_on_and_resume_redoes_only_what_is_missing(
+    sd_folder, tmp_path, capsys, monkeypatch
+):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):
+        scene(64, 64, seed=40 + i).save(src / f"s{i}.png")
+    (src / "broken.png").write_text("not an image")
+    args = ["edit", str(src), "-e", "+a red hat", "--model", str(sd_folder), "--steps", "3", "--masks", "--quiet"]
+    assert main([*args, "-o", str(out)]) == 1  # the others are edited, the run says something failed
+    assert "broken.png failed: " in capsys.readouterr().err
+    log = list(csv.DictReader((out / "edit-log.csv").open()))
+    assert sorted((Path(r["input"]).name, r["status"]) for r in log) == [
+        ("broken.png", "failed"),
+        ("s0.png", "done"),
+        ("s1.png", "done"),
+        ("s2.png", "done"),
+    ]
+    assert "cannot read" in next(r["error"] for r in log if r["status"] == "failed")
+    images = sorted(p.name for p in out.glob("*.png"))
+    assert images == [f"s{i}{k}.png" for i in range(3) for k in (".mask-1", "")]
+
+    (src / "broken.png").unlink()
+    (out / "s1.mask-1.png").unlink()  # an unfinished job: one of its files is missing
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert main([*args, "-o", str(out), "--resume"]) == 0
+    now = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert sorted(now) == images
+    assert [n for n in images if now[n] != mtimes.get(n)] == ["s1.mask-1.png", "s1.png"]  # only s1 redone
+
+    monkeypatch.setattr("leditspp.cli._load_editor", lambda *a: pytest.fail("nothing to do, no model to load"))
+    assert main([*args, "-o", str(out), "--resume"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == now
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ and are skipped without it; they share one local Ray runtime (2 CPUs)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
 from pathlib import Path
@@ -51,20 +52,28 @@ def test_eval_on_ray_gives_the_serial_runs_numbers_and_images(ray_runtime, tmp_p
     assert {p.name: p.stat().st_mtime_ns for p in (on_ray / "images").iterdir()} == mtimes
 
 
-def test_edit_on_ray_writes_the_serial_runs_files_byte_for_byte(ray_runtime, tmp_path):
+def test_edit_on_ray_writes_the_serial_runs_files_byte_for_byte_and_resumes(ray_runtime, tmp_path):
     from leditspp import shapes
 
     folder = tmp_path / "in"
     folder.mkdir()
-    for k in range(3):
+    for k in range(6):
         shapes.scene(100 + k).image.save(folder / f"s{k}.png")
+    serial, on_ray = tmp_path / "serial", tmp_path / "ray"
     args = ["edit", str(folder), "-e", "+red circle", "--masks", "--quiet"]
-    assert main([*args, "-o", str(tmp_path / "serial")]) == 0
-    assert main([*args, "-o", str(tmp_path / "ray"), "--ray"]) == 0
-    names = sorted(p.name for p in (tmp_path / "serial").iterdir())
-    assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "ray").iterdir())
+    assert main([*args, "-o", str(serial)]) == 0
+    assert main([*args, "-o", str(on_ray), "--ray"]) == 0
+    names = sorted(p.name for p in serial.glob("*.png"))
+    assert len(names) == 12 and names == sorted(p.name for p in on_ray.glob("*.png"))
     for name in names:  # pixels and the recipe in the PNG
-        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+        assert (serial / name).read_bytes() == (on_ray / name).read_bytes(), name
+    log = list(csv.DictReader((on_ray / "edit-log.csv").open()))
+    assert sorted(Path(r["input"]).name for r in log) == [f"s{k}.png" for k in range(6)]  # each once
+    assert {r["status"] for r in log} == {"done"}
+    # --resume on Ray: every output exists, so nothing is computed or rewritten
+    mtimes = {p.name: p.stat().st_mtime_ns for p in on_ray.iterdir()}
+    assert main([*args, "-o", str(on_ray), "--ray", "--resume"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in on_ray.iterdir()} == mtimes
 
 
 def _flaky(marker_dir: str):
@@ -85,13 +94,13 @@ def _flaky(marker_dir: str):
 
 
 def test_a_dead_worker_has_its_item_retried_and_failures_are_recorded(ray_runtime, tmp_path):
-    from leditspp.distributed import RayStats, ray_map
+    from leditspp.distributed import ray_map
 
     ids = ["a", "dies-once", "b", "raises", "dies", "c"]
     items = [Item(i, "toy", "t", data=k) for k, i in enumerate(ids)]
-    stats = RayStats()
+    stats = runner.RunStats()
     mapper = ray_map(lambda: None, lambda editor: _flaky(str(tmp_path)), workers=2, retries=1, threads=1, stats=stats)
-    summary = runner.run(items, None, tmp_path / "out", map_items=mapper)
+    summary = runner.run(items, None, tmp_path / "out", map_items=mapper, stats=stats)
     rows = runner.read_rows(tmp_path / "out" / runner.METRICS_CSV)
     assert [r["item"] for r in rows] == ids  # each once, in order
     by_id = {r["item"]: r for r in rows}
@@ -111,3 +120,75 @@ def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert "pip install 'leditspp[ray]'" in err and "--ray" in err
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def _queue_order(queue, workers: list[int]) -> list[tuple[int, str]]:
+    """(worker, item id) as ``workers`` take items in turn until the queue is empty."""
+    taken = []
+    while queue:
+        worker = workers[len(taken) % len(workers)]
+        taken.append((worker, queue.take(worker).id))
+    return taken
+
+
+def test_a_groups_items_go_to_one_worker_and_idle_workers_help_at_the_end():
+    from leditspp.distributed import GroupQueue
+
+    items = [Item(f"{g}{k}", "t", "t", group=g) for g, n in (("a", 3), ("b", 1), ("c", 2)) for k in range(n)]
+    queue = GroupQueue(items)
+    assert len(queue) == 6
+    assert _queue_order(queue, [0, 1]) == [(0, "a0"), (1, "b0"), (0, "a1"), (1, "c0"), (0, "a2"), (1, "c1")]
+    assert queue.take(0) is None
+    # three workers, two groups: the third helps with the largest group rather than idle
+    queue = GroupQueue([Item(f"{g}{k}", "t", "t", group=g) for g in "ab" for k in range(3)])
+    assert _queue_order(queue, [0, 1, 2]) == [(0, "a0"), (1, "b0"), (2, "a1"), (0, "a2"), (1, "b1"), (2, "b2")]
+
+
+def test_an_item_put_back_is_next_for_its_groups_worker():
+    from leditspp.distributed import GroupQueue
+
+    queue = GroupQueue([Item(f"a{k}", "t", "t", group="a") for k in range(2)] + [Item("x", "t", "t")])
+    first = queue.take(0)
+    queue.put_back(first)  # its worker died; the replacement has the same slot
+    assert len(queue) == 3 and queue.take(0).id == "a0" and queue.take(0).id == "a1" and queue.take(0).id == "x"
+
+
+def test_ray_init_options_and_the_version_check():
+    from types import SimpleNamespace
+
+    from leditspp import LeditsError, __version__
+    from leditspp.distributed import _check_ready, init_options
+
+    local = init_options("local")
+    assert local["num_cpus"] >= 1 and "address" not in local and "runtime_env" not in local
+    joined = init_options("ray://head:10001", {"pip": ["leditspp[ray]"]})
+    assert joined["address"] == "ray://head:10001" and joined["runtime_env"] == {"pip": ["leditspp[ray]"]}
+
+    def fake_ray(version):
+        class Actor:
+            ready = SimpleNamespace(remote=lambda: {"version": version, "host": "node-7", "pid": 1})
+
+        exceptions = SimpleNamespace(RayError=RuntimeError)
+        return SimpleNamespace(get=lambda refs: refs, exceptions=exceptions), [Actor(), Actor()]
+
+    _check_ready(*fake_ray(__version__))
+    with pytest.raises(LeditsError, match=r"node-7 runs leditspp 0\.0\.1"):
+        _check_ready(*fake_ray("0.0.1"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--device", "cuda:1"], "give --device cuda"),
+        (["--ray-workers", "0"], "--ray-workers must be"),
+        (["--ray-env", "{dir}/missing.yaml"], "cannot read --ray-env"),
+        (["--ray-env", "{dir}/list.yaml"], "must hold a mapping"),
+    ],
+)
+def test_bad_ray_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, extra, message):
+    pytest.importorskip("ray")
+    monkeypatch.setattr("leditspp.cli.check_device", lambda device: None)  # as if this build had GPUs
+    (tmp_path / "list.yaml").write_text("- pip\n")
+    extra = [e.replace("{dir}", str(tmp_path)) for e in extra]
+    code = main(["edit", "missing.png", "-e", "+a", "-o", str(tmp_path / "out.png"), "--ray", *extra])
+    assert code == 2 and message in capsys.readouterr().err

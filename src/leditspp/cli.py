@@ -6,13 +6,15 @@ Exit codes: 0 success, 2 bad input (one-line message), 1 internal error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from . import __version__, defaults
 from .editor import Editor, check_device
 from .edits import Edit, check_warmup
 from .errors import LeditsError
+from .evaluation.runner import Item, MapItems, Outcome, RunStats, serial_map
 from .inversion import Inversion, read_metadata
 from .io import PNG_KEY, check_pixels, load_mask, mask_overlays, open_image, save_image
 from .masking import MASK_MODES
@@ -65,12 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"leditspp {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    model, inversion = _model_options(), _inversion_options()
+    model, inversion, ray = _model_options(), _inversion_options(), _ray_options()
     _add_invert(sub, [model, inversion])
-    _add_edit(sub, [model, inversion])
+    _add_edit(sub, [model, inversion, ray])
     _add_serve(sub, [model])
     _add_info(sub)
-    _add_eval(sub, [model])
+    _add_eval(sub, [model, ray])
     return p
 
 
@@ -92,6 +95,27 @@ def _model_options() -> argparse.ArgumentParser:
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars, no library warnings")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    return options
+
+
+def _ray_options() -> argparse.ArgumentParser:
+    """Scale-out on Ray (``edit`` and ``eval``)."""
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("scale-out on Ray (pip install 'leditspp[ray]')")
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="compute on Ray workers, one editor each (a GPU each where there are GPUs): no ADDRESS or 'local' "
+        "starts Ray on this machine, 'auto' or ray://HOST:PORT joins a cluster",
+    )
+    g.add_argument("--ray-workers", type=int, metavar="N", help="how many workers [one per GPU, else per CPU]")
+    g.add_argument(
+        "--ray-env",
+        metavar="FILE",
+        help="Ray runtime_env for the workers as JSON/YAML (pip, py_modules, env_vars …), for nodes without leditspp",
+    )
     return options
 
 
@@ -146,14 +170,7 @@ def _add_edit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pe.add_argument("--masks", action="store_true", help="also write each concept's mask overlay: OUT.mask-K.png")
     pe.add_argument("--inversion", help="re-use a saved inversion instead of inverting IMAGE")
     pe.add_argument("--save-inversion", help="also save the inversion made from IMAGE to this file")
-    pe.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="edit the inputs on Ray workers, one editor each: no ADDRESS or 'local' starts Ray on this machine, "
-        "'auto' or ray://HOST:PORT joins a cluster (needs pip install 'leditspp[ray]')",
-    )
+    pe.add_argument("--resume", action="store_true", help="skip inputs whose output files all exist already")
     g = pe.add_argument_group("edit (defaults for every -e concept)")
     g.add_argument("--scale", type=float, help=f"edit scale [the model's recommended, else {defaults.EDIT_SCALE}]")
     g.add_argument(
@@ -200,14 +217,6 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pv.add_argument("--dino-model", metavar="ID|DIR", help="DINO ViT for structure_distance [facebook/dino-vitb8]")
     pv.add_argument("--limit", type=int, help="evaluate only the first N items")
     pv.add_argument("--resume", action="store_true", help="continue a run in OUT: finished items are not redone")
-    pv.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="compute the items on Ray workers, one editor each: no ADDRESS or 'local' starts Ray on this machine, "
-        "'auto' or ray://HOST:PORT joins a cluster (needs pip install 'leditspp[ray]')",
-    )
     pv.add_argument(
         "--sweep",
         action="append",
@@ -351,19 +360,105 @@ class _Job:
     source: Any  # the loaded Inversion, the image (one input) or its path (several: read in turn)
 
 
+@dataclass(frozen=True)
+class _EditPlan:
+    """What ``edit`` will do: the model, the jobs to run, the inputs --resume found finished and
+    those refused by their checks (several inputs: each refused one is recorded, the others run)."""
+
+    model: str
+    jobs: list[_Job]
+    finished: int
+    refused: list[tuple[str, str]]  # (input, error)
+    several: bool  # a folder of outputs (and its edit-log.csv)
+
+
+EDIT_LOG = "edit-log.csv"
+
+
 def _edit_command(args: argparse.Namespace) -> int:
-    """Check everything that is cheap to check, then load the model once and edit every input."""
+    """Check everything that is cheap to check, then edit every input (in this process with the
+    model loaded once, or on Ray workers); each output written here, atomically, as it is done.
+
+    One input: any problem is the command's error (exit 2). Several: an input that fails is
+    reported, recorded in ``OUT/edit-log.csv`` and the others go on (exit 1 at the end)."""
     if args.ray is not None:
         _check_ray(args)
-    model, jobs = _plan_edits(args)
+    plan = _plan_edits(args)
+    stats = RunStats(total=len(plan.jobs) + plan.finished + len(plan.refused), skipped=plan.finished)
+    log = _EditLog(Path(args.output) / EDIT_LOG) if plan.several else None
+    for path, error in plan.refused:
+        _record_failure(log, path, error)
+        stats.failed += 1
+    items = [Item(str(job.out), "edit", "", data=job, group=str(job.out)) for job in plan.jobs]
+    bar = _item_progress(args.quiet or not (plan.several or args.ray), "edit", stats)
+    with _edit_mapper(args, plan, stats) as map_items:
+        start = time.perf_counter()
+        for outcome in map_items(items):
+            job = outcome.item.data
+            if outcome.error:
+                _record_failure(log, job.path or args.inversion, outcome.error)
+            else:
+                _save_files(outcome.row, quiet=bool(bar))
+                if log is not None:
+                    log.add(job.path, job.out, "done", "", outcome.seconds)
+            stats.count(outcome.error, start)
+            if bar is not None:
+                bar(stats.done + stats.failed + stats.skipped, stats.total)
+    if not args.quiet and (plan.several or args.ray is not None):
+        print(f"edit: {stats.line()}", file=sys.stderr)
+    return 1 if stats.failed else 0
+
+
+def _record_failure(log: _EditLog | None, path: str | None, error: str) -> None:
+    """An input that failed: said on stderr and, with several inputs, written to the log."""
+    print(f"leditspp: {path} failed: {error}", file=sys.stderr)
+    if log is not None:
+        log.add(path, None, "failed", error, 0.0)
+
+
+@contextlib.contextmanager
+def _edit_mapper(args: argparse.Namespace, plan: _EditPlan, stats: RunStats) -> Iterator[MapItems]:
+    """How the jobs are computed: on Ray (each worker loads the model once; images read here and
+    shipped), or here with the model loaded on first use (one input: its error is the command's)."""
+    render = functools.partial(_job_renderer, args, plan.model)
     if args.ray is not None:
-        return _edit_on_ray(args, model, jobs)
-    editor = _load_editor(args, model)
-    bar = _progress(args.quiet)
-    for job in jobs:
-        inversion, result = _edit_job(editor, args, job, bar)
-        _save_files(_output_files(args, job, model, inversion, result))
-    return 0
+        from .distributed import ray_backend, ray_map
+
+        worker_args = argparse.Namespace(**{**vars(args), "user_mask": _user_mask(args)})
+        load = functools.partial(_load_editor, args, plan.model)
+        with ray_backend(args.ray, _ray_env(args)):
+            yield ray_map(
+                load,
+                functools.partial(_job_renderer, worker_args, plan.model),
+                workers=args.ray_workers,
+                stats=stats,
+                prepare=_ship_job,
+            )
+        return
+
+    def in_process(items: Sequence[Item]) -> Iterator[Outcome]:
+        if not items:
+            return
+        evaluate = render(_load_editor(args, plan.model), _progress(args.quiet))
+        if plan.several:
+            yield from serial_map(evaluate)(items)
+        else:  # no catching: the one input's problem is the command's error
+            yield from (Outcome(item, evaluate(item), "", 0.0) for item in items)
+
+    yield in_process
+
+
+def _user_mask(args: argparse.Namespace) -> Any:
+    """--user-mask read here, so workers on other machines need not see the file."""
+    return load_mask(args.user_mask) if args.user_mask else None
+
+
+def _ship_job(item: Item) -> Item:
+    """On the driver, just before a Ray worker gets the job: its image read, to travel with it."""
+    job = item.data
+    if isinstance(job.source, str):
+        job = replace(job, source=open_image(job.source))
+    return replace(item, data=job)
 
 
 def _check_ray(args: argparse.Namespace) -> None:
@@ -373,35 +468,59 @@ def _check_ray(args: argparse.Namespace) -> None:
     import_ray()  # a missing Ray is refused before any work
     if getattr(args, "save_inversion", None):
         raise LeditsError("--save-inversion is for one IMAGE in this process; drop --ray (or --save-inversion)")
+    if args.device and args.device.startswith("cuda:"):
+        raise LeditsError(f"with --ray each worker gets a GPU of its own; give --device cuda, not {args.device!r}")
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise LeditsError(f"--ray-workers must be ≥ 1; got {args.ray_workers}")
+    _ray_env(args)
 
 
-def _edit_on_ray(args: argparse.Namespace, model: str, jobs: list[_Job]) -> int:
-    """Every job edited by Ray workers (each loads the model once); this process writes each output
-    as it comes back. A failing input is reported and the others go on (exit code 1 at the end)."""
-    from .distributed import RayStats, ray_backend, ray_map
-    from .evaluation.runner import Item
+def _ray_env(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --ray-env file: a Ray runtime_env (a mapping), read as YAML (JSON is YAML)."""
+    if not args.ray_env:
+        return None
+    import yaml
 
-    items = [Item(str(job.out), "edit", "", data=job) for job in jobs]
-    load = functools.partial(_load_editor, args, model)
-    stats = RayStats()
-    with ray_backend(args.ray):
-        for outcome in ray_map(load, functools.partial(_job_renderer, args, model), stats=stats)(items):
-            if outcome.error:
-                name = outcome.item.data.path or args.inversion
-                print(f"leditspp: {name} failed: {outcome.error}", file=sys.stderr)
-            else:
-                _save_files(outcome.row)
-    if not args.quiet:
-        print(stats.line(), file=sys.stderr)
-    return 1 if stats.failed else 0
+    try:
+        env = yaml.safe_load(Path(args.ray_env).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise LeditsError(f"cannot read --ray-env {args.ray_env!r} ({exc}); give a JSON or YAML file") from exc
+    if not isinstance(env, dict):
+        raise LeditsError(
+            f'--ray-env {args.ray_env!r} must hold a mapping such as {{"pip": ["leditspp[ray]"]}}; '
+            f"got {type(env).__name__}"
+        )
+    return env
 
 
-def _job_renderer(args: argparse.Namespace, model: str, editor: Any) -> Any:
-    """On a Ray worker: item (a job) → the files to write, as the serial path makes them."""
-    return lambda item: _output_files(args, item.data, model, *_edit_job(editor, args, item.data, None))
+def _job_renderer(args: argparse.Namespace, model: str, editor: Any, bar: Any = None) -> Any:
+    """item (a job) → the files to write, as (path, image, metadata); on a Ray worker or here."""
+    return lambda item: _output_files(args, item.data, model, *_edit_job(editor, args, item.data, bar))
 
 
-def _plan_edits(args: argparse.Namespace) -> tuple[str, list[_Job]]:
+class _EditLog:
+    """``OUT/edit-log.csv``, appended to as outputs are written or inputs fail: time, input,
+    output, status (done / failed), error, seconds. A resumed run appends to it."""
+
+    COLUMNS = ("time", "input", "output", "status", "error", "seconds")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add(self, source: str | None, out: Path | None, status: str, error: str, seconds: float) -> None:
+        import csv
+        import datetime
+
+        new = not self.path.exists()
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(self.COLUMNS)
+            now = datetime.datetime.now().isoformat(timespec="seconds")
+            writer.writerow([now, source or "", out or "", status, error, f"{seconds:.2f}"])
+
+
+def _plan_edits(args: argparse.Namespace) -> _EditPlan:
     """The model to load and one checked job per input: recipe, inputs, outputs, settings, edits."""
     recipe = read_recipe(args.recipe) if args.recipe else {}
     model, recommended = _recommended(args, recipe)
@@ -412,15 +531,24 @@ def _plan_edits(args: argparse.Namespace) -> tuple[str, list[_Job]]:
     outputs = _outputs(inputs, args.output)
     overrides = {**edit_defaults, "warmup_steps": args.warmup, "cooldown_steps": args.cooldown}
     flag_edits = [Edit.parse(text, **overrides) for text in args.edit]
-    jobs = []
+    jobs, finished, refused = [], 0, []
     for path, out in zip(inputs, outputs, strict=True):
         entry = for_image(recipe, path) if path else recipe
-        settings = _settings(args, entry, recommended)
-        validate_steps(settings["steps"], settings["skip"])
         edits = flag_edits or entry.get("edits", [])
-        source = _edit_source(args, model, path, settings, edits, keep_pixels=len(inputs) == 1)
+        if args.resume and all(f.exists() for f in _job_paths(out, len(edits), args.masks)):
+            finished += 1
+            continue
+        try:
+            settings = _settings(args, entry, recommended)
+            validate_steps(settings["steps"], settings["skip"])
+            source = _edit_source(args, model, path, settings, edits, keep_pixels=len(inputs) == 1)
+        except LeditsError as exc:
+            if len(inputs) == 1:
+                raise
+            refused.append((str(path), str(exc)))
+            continue
         jobs.append(_Job(path, out, settings, edits, source))
-    return model, jobs
+    return _EditPlan(model, jobs, finished, refused, several=len(inputs) > 1)
 
 
 def _edit_inputs(args: argparse.Namespace) -> list[str | None]:
@@ -479,24 +607,30 @@ def _edit_job(editor: Any, args: argparse.Namespace, job: _Job, bar: Any) -> tup
     return inversion, result
 
 
+def _job_paths(out: Path, n_edits: int, masks: bool) -> list[Path]:
+    """The files a job writes: its output, and with --masks one overlay per concept."""
+    return [out, *(out.with_name(f"{out.stem}.mask-{k}.png") for k in range(1, n_edits + 1) if masks)]
+
+
 def _output_files(
     args: argparse.Namespace, job: _Job, model: str, inversion: Any, result: Any
 ) -> list[tuple[Path, Any, dict[str, Any]]]:
     """What to write for a job, as (path, image, PNG metadata): the edited image with its recipe,
     and with --masks each concept's mask overlay."""
-    files = [(job.out, result.images[0], _output_recipe(args, job, model, inversion.info))]
-    if args.masks:
-        for k, overlay in enumerate(mask_overlays(result.images[0], result.masks[:, 0]), start=1):
-            mask_path = job.out.with_name(f"{job.out.stem}.mask-{k}.png")
-            files.append((mask_path, overlay, {"leditspp": __version__, "mask_of": result.edits[k - 1].to_dict()}))
-    return files
+    overlays = mask_overlays(result.images[0], result.masks[:, 0]) if args.masks else []
+    paths = _job_paths(job.out, len(overlays), bool(overlays))
+    metadata = [{"leditspp": __version__, "mask_of": edit.to_dict()} for edit in result.edits[: len(overlays)]]
+    # the masks first, the output last: an output that exists is a finished job (--resume)
+    files = list(zip(paths[1:], overlays, metadata, strict=True))
+    return [*files, (job.out, result.images[0], _output_recipe(args, job, model, inversion.info))]
 
 
-def _save_files(files: list[tuple[Path, Any, dict[str, Any]]]) -> None:
-    """Write each (path, image, metadata), atomically, saying so."""
+def _save_files(files: list[tuple[Path, Any, dict[str, Any]]], quiet: bool = False) -> None:
+    """Write each (path, image, metadata), atomically, saying so (unless ``quiet``: a bar shows it)."""
     for path, image, recipe in files:
         save_image(image, path, recipe)
-        print(f"wrote {path}")
+        if not quiet:
+            print(f"wrote {path}")
 
 
 def _output_recipe(args: argparse.Namespace, job: _Job, model: str, info: Any) -> dict[str, Any]:
@@ -624,6 +758,7 @@ class _EvalPlan:
     evaluator: Any  # Callable[[Editor], Callable[[Item], Row]]
     title: str
     plot: tuple[str, str]
+    prepare: Any = None  # Ray: item → item with its input read, on the driver (None: nothing to read)
 
 
 def _eval_command(args: argparse.Namespace) -> int:
@@ -639,13 +774,15 @@ def _eval_command(args: argparse.Namespace) -> int:
     plan_suite = _plan_shapes if args.suite == "shapes" else _plan_benchmark
     plan = plan_suite(args, sweep, {**RECOMMENDABLE, **recommended})
     out = _eval_output(args.output, args.resume)
-    bar = _item_progress(args.quiet, args.suite)
+    stats = RunStats()
     keys = list(sweep)
-    options = {"resume": args.resume, "progress": bar, "sweep_keys": keys}
+    options = {"resume": args.resume, "progress": _item_progress(args.quiet, args.suite, stats), "sweep_keys": keys}
     if args.ray is None:
-        summary = runner.run(plan.items, plan.evaluator(_load_editor(args, model)), out, **options)
+        summary = runner.run(plan.items, plan.evaluator(_load_editor(args, model)), out, stats=stats, **options)
     else:
-        summary = _eval_on_ray(args, model, plan, out, options)
+        summary = _eval_on_ray(args, model, plan, out, stats, options)
+    if not args.quiet:
+        print(f"eval: {stats.line()}", file=sys.stderr)
     rows = runner.read_rows(out / runner.METRICS_CSV)
     title = f"leditspp eval {plan.title} — {model}"
     path = report.write_report(out, rows, summary, title=title, plot=plan.plot, sweep_keys=keys)
@@ -655,20 +792,18 @@ def _eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_on_ray(args: argparse.Namespace, model: str, plan: _EvalPlan, out: Path, options: dict[str, Any]) -> Any:
-    """The same run with the items computed by Ray workers (each loads the model once); the
-    runner here writes every output. Ends with a line of what Ray did."""
-    from .distributed import RayStats, ray_backend, ray_map
+def _eval_on_ray(
+    args: argparse.Namespace, model: str, plan: _EvalPlan, out: Path, stats: RunStats, options: dict[str, Any]
+) -> Any:
+    """The same run with the items computed by Ray workers (each loads the model once, a scene's
+    items go to one worker); the runner here writes every output."""
+    from .distributed import ray_backend, ray_map
     from .evaluation import runner
 
-    stats = RayStats()
     load = functools.partial(_load_editor, args, model)
-    with ray_backend(args.ray):
-        mapper = ray_map(load, plan.evaluator, stats=stats)
-        summary = runner.run(plan.items, None, out, map_items=mapper, **options)
-    if not args.quiet:
-        print(stats.line(), file=sys.stderr)
-    return summary
+    with ray_backend(args.ray, _ray_env(args)):
+        mapper = ray_map(load, plan.evaluator, workers=args.ray_workers, stats=stats, prepare=plan.prepare)
+        return runner.run(plan.items, None, out, map_items=mapper, stats=stats, **options)
 
 
 def _eval_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -715,6 +850,7 @@ def _plan_benchmark(args: argparse.Namespace, sweep: dict[str, list[float]], rec
         lambda editor: photo_suite.PhotoEvaluator(editor, names, scorers, fallback),
         f"{args.suite} ({args.data})",
         photo_suite.PLOT,
+        photo_suite.with_pixels,
     )
 
 
@@ -759,8 +895,9 @@ def _eval_output(output: str, resume: bool) -> Path:
     return out
 
 
-def _item_progress(quiet: bool, desc: str) -> Any:
-    """A ``progress(done, total)`` over items drawn as one tqdm bar (None with --quiet)."""
+def _item_progress(quiet: bool, desc: str, stats: RunStats) -> Any:
+    """A ``progress(done, total)`` over items drawn as one tqdm bar, with the failed and retried
+    counts and the items per minute of ``stats`` (None with --quiet)."""
     if quiet:
         return None
     from tqdm import tqdm
@@ -770,6 +907,8 @@ def _item_progress(quiet: bool, desc: str) -> Any:
     def update(done: int, total: int) -> None:
         if not bars:
             bars.append(tqdm(total=total, initial=done, desc=desc, unit="edit", file=sys.stderr))
+        rate = f"{stats.per_minute:.1f}/min" if stats.seconds else "…/min"
+        bars[0].set_postfix_str(f"{stats.failed} failed, {stats.retried} retried, {rate}", refresh=False)
         bars[0].update(done - bars[0].n)
         if done >= total:
             bars[0].close()

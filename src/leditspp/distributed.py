@@ -14,24 +14,32 @@ must give up on an item that kills its worker every time instead of retrying it 
 own the writing and the ordering that the runner already does. Keeping one item in flight per
 worker also hands the work out as workers finish, so slow items do not hold up a fixed share.
 
+Items that share work (a scene's edit types and sweep values share one inversion: the same
+``Item.group``) go to one worker where they can (:class:`GroupQueue`), and each worker keeps its
+inversions in a small cache, as the web UI does; a worker that runs out of its own groups takes
+items of the group with most left rather than idle.
+
 A worker that dies (out of memory, a crash in native code, a lost node) is replaced by a fresh
-actor and its item put back at the end of the queue, up to ``retries`` times per item; after that
-the item is recorded as failed with the reason, and the run goes on.
+actor and its item put back at the front of its group, up to ``retries`` times per item; after
+that the item is recorded as failed with the reason, and the run goes on.
+
+Inputs travel with the items (``prepare`` reads an item's file on the driver just before it is
+handed out) and outputs come back to the driver, so the workers need the model and this package,
+not the data: a cluster without a shared file system works.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
+from . import __version__
 from .errors import LeditsError
-from .evaluation.runner import EvaluateItem, Item, MapItems, Outcome, compute
+from .evaluation.runner import EvaluateItem, Item, MapItems, Outcome, RunStats, compute
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +56,20 @@ def import_ray() -> Any:
 
 
 @contextmanager
-def ray_backend(address: str = "local") -> Iterator[Any]:
+def ray_backend(address: str = "local", runtime_env: dict[str, Any] | None = None) -> Iterator[Any]:
     """Ray, started for the duration: ``"local"`` starts a runtime on this machine (one CPU slot
-    per core, no dashboard); ``"auto"`` or ``"ray://HOST:PORT"`` joins an existing cluster. A
-    runtime already started in this process is used as it is. Shut down on exit if started here."""
+    per core, its GPUs, no dashboard); ``"auto"`` or ``"ray://HOST:PORT"`` joins an existing
+    cluster. ``runtime_env``: Ray's runtime environment for the workers (``pip``, ``py_modules``,
+    ``env_vars``, …: what nodes without leditspp or the model need). A runtime already started in
+    this process is used as it is. Shut down on exit if started here."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
-    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-    if address == "local":
-        options["num_cpus"] = os.cpu_count() or 1
-    else:
-        options["address"] = address
+    options = init_options(address, runtime_env)
     try:
         ray.init(**options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, RuntimeError, ValueError, TypeError) as exc:
         raise LeditsError(
             f"cannot start or join Ray at --ray {address!r} ({exc}); "
             "give 'local', 'auto' (a cluster started with `ray start`) or ray://HOST:PORT"
@@ -72,6 +78,18 @@ def ray_backend(address: str = "local") -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def init_options(address: str, runtime_env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``ray.init``'s arguments for ``--ray ADDRESS`` (and ``--ray-env``)."""
+    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    if address == "local":
+        options["num_cpus"] = os.cpu_count() or 1
+    else:
+        options["address"] = address
+    if runtime_env:
+        options["runtime_env"] = runtime_env
+    return options
 
 
 class Worker:
@@ -94,29 +112,58 @@ class Worker:
             torch.set_num_threads(threads)
         self.evaluate = make_evaluate(load_editor())
 
-    def ready(self) -> int:
-        return os.getpid()
+    def ready(self) -> dict[str, Any]:
+        """Who this worker is: its process, host and leditspp version (checked against the driver's)."""
+        import socket
+
+        return {"pid": os.getpid(), "host": socket.gethostname(), "version": __version__}
 
     def compute(self, item: Item) -> Outcome:
         return compute(item, self.evaluate)
 
 
-@dataclass
-class RayStats:
-    """What a Ray run did, for the progress bar and the closing line."""
+class GroupQueue:
+    """The items waiting to be handed out, each group's to one worker where it can.
 
-    workers: int = 0
-    done: int = 0
-    failed: int = 0
-    retried: int = 0
-    seconds: float = 0.0
+    ``take(worker)`` gives a worker the next item of the group it took its last one from; when that
+    group has none left, the first group no worker has started; when every group is started, an
+    item of the group with the most left (the worker helps rather than idles, at the price of
+    computing that group's shared work again). ``put_back(item)`` queues an item again at the
+    front of its group (its worker died). Pure bookkeeping: no Ray here.
+    """
 
-    def line(self) -> str:
-        rate = 60 * (self.done + self.failed) / self.seconds if self.seconds else 0.0
-        return (
-            f"ray: {self.workers} workers, {self.done} done, {self.failed} failed, "
-            f"{self.retried} retried, {rate:.1f} items/min"
-        )
+    def __init__(self, items: Sequence[Item]) -> None:
+        self._groups: dict[str, deque[Item]] = {}
+        for item in items:
+            self._groups.setdefault(item.group_key, deque()).append(item)
+        self._size = len(items)
+        self._started: set[str] = set()
+        self._current: dict[Hashable, str] = {}
+
+    def __len__(self) -> int:
+        return self._size
+
+    def take(self, worker: Hashable) -> Item | None:
+        """The next item for ``worker`` (None when the queue is empty)."""
+        key = self._current.get(worker)
+        if key not in self._groups:
+            key = next((k for k in self._groups if k not in self._started), None)
+            if key is None:
+                key = max(self._groups, key=lambda k: len(self._groups[k]), default=None)
+            if key is None:
+                return None
+        self._started.add(key)
+        self._current[worker] = key
+        group = self._groups[key]
+        item = group.popleft()
+        if not group:
+            del self._groups[key]
+        self._size -= 1
+        return item
+
+    def put_back(self, item: Item) -> None:
+        self._groups.setdefault(item.group_key, deque()).appendleft(item)
+        self._size += 1
 
 
 def ray_map(
@@ -126,7 +173,8 @@ def ray_map(
     workers: int | None = None,
     retries: int = 1,
     threads: int | None = None,
-    stats: RayStats | None = None,
+    stats: RunStats | None = None,
+    prepare: Callable[[Item], Item] | None = None,
 ) -> MapItems:
     """A ``map_items`` for :func:`leditspp.evaluation.runner.run` that computes on Ray (which must
     be started, see :func:`ray_backend`): outcomes are yielded as workers finish them.
@@ -134,9 +182,12 @@ def ray_map(
     ``workers``: how many actors (default: one per GPU of the cluster, else one per CPU, never
     more than the items); ``retries``: how often an item whose worker died is handed out again;
     ``threads``: torch CPU threads per worker (default: this process's count, so CPU outputs equal
-    the serial run's bit for bit — at the price of more threads than cores on one machine).
+    the serial run's bit for bit — at the price of more threads than cores on one machine);
+    ``stats``: its ``workers`` and ``retried`` are set here (the caller counts done and failed);
+    ``prepare``: applied to an item on the driver just before it is handed out (read its file);
+    an error there is the item's error.
     """
-    stats = stats if stats is not None else RayStats()
+    stats = stats if stats is not None else RunStats()
     if threads is None:
         import torch
 
@@ -147,17 +198,12 @@ def ray_map(
             return
         ray = import_ray()
         actor_class, count = _actor_class(ray, workers, len(items))
-        start = time.perf_counter()
         spawn = lambda: actor_class.remote(load_editor, make_evaluate, threads)  # noqa: E731
         pool = [spawn() for _ in range(count)]
         stats.workers = count
         try:
             _check_ready(ray, pool)
-            for outcome in _drive(ray, pool, spawn, items, retries, stats):
-                stats.done += not outcome.error
-                stats.failed += bool(outcome.error)
-                stats.seconds = time.perf_counter() - start
-                yield outcome
+            yield from _drive(ray, pool, spawn, GroupQueue(items), retries, stats, prepare or (lambda item: item))
         finally:
             for actor in pool:
                 ray.kill(actor)
@@ -181,44 +227,62 @@ def _actor_class(ray: Any, workers: int | None, n_items: int) -> tuple[Any, int]
 
 
 def _check_ready(ray: Any, pool: list[Any]) -> None:
-    """Wait until every worker has its editor; a model that cannot load is one clear error."""
+    """Wait until every worker has its editor; a model that cannot load, or a node running another
+    version of leditspp (whose outputs could differ), is one clear error."""
     try:
-        ray.get([actor.ready.remote() for actor in pool])
+        answers = ray.get([actor.ready.remote() for actor in pool])
     except ray.exceptions.RayError as exc:
         raise LeditsError(f"the Ray workers could not load the model: {_reason(exc)}") from exc
+    for answer in answers:
+        if answer["version"] != __version__:
+            raise LeditsError(
+                f"the Ray worker on {answer['host']} runs leditspp {answer['version']}, this process "
+                f"{__version__}; install the same version on every node, or ship this one with "
+                "--ray-env (a runtime_env with py_modules or pip)"
+            )
 
 
 def _drive(
-    ray: Any, pool: list[Any], spawn: Callable[[], Any], items: Sequence[Item], retries: int, stats: RayStats
+    ray: Any,
+    pool: list[Any],
+    spawn: Callable[[], Any],
+    queue: GroupQueue,
+    retries: int,
+    stats: RunStats,
+    prepare: Callable[[Item], Item],
 ) -> Iterator[Outcome]:
-    """One item in flight per worker; each finished outcome yielded; a dead worker replaced and
-    its item queued again (at most ``retries`` times, then recorded as failed)."""
-    queue = deque(items)
+    """One item in flight per worker slot; each finished outcome yielded; a dead worker replaced
+    (the new one keeps its slot and group) and its item queued again (at most ``retries`` times,
+    then recorded as failed)."""
     tries: dict[str, int] = {}
-    idle = list(pool)
-    in_flight: dict[Any, tuple[Any, Item]] = {}
+    idle = list(range(len(pool)))
+    in_flight: dict[Any, tuple[int, Item]] = {}
     while queue or in_flight:
         while idle and queue:
-            actor, item = idle.pop(), queue.popleft()
-            in_flight[actor.compute.remote(item)] = (actor, item)
+            slot, item = idle[0], queue.take(idle[0])
+            try:
+                in_flight[pool[slot].compute.remote(prepare(item))] = (slot, item)
+                idle.pop(0)
+            except Exception as exc:  # the item's input cannot be read: its error, the worker stays idle
+                yield Outcome(item, None, f"{type(exc).__name__}: {exc}", 0.0)
+        if not in_flight:
+            continue
         [ref], _ = ray.wait(list(in_flight), num_returns=1)
-        actor, item = in_flight.pop(ref)
+        slot, item = in_flight.pop(ref)
+        idle.append(slot)
         try:
-            outcome = ray.get(ref)
+            yield ray.get(ref)
         except ray.exceptions.RayActorError as exc:
-            pool[pool.index(actor)] = actor = spawn()  # Ray keeps its resources until it is gone
+            pool[slot] = spawn()  # Ray keeps the dead one's resources until it is gone
             tries[item.id] = tries.get(item.id, 0) + 1
             if tries[item.id] <= retries:
                 logger.warning("a Ray worker died on item %s; handing it out again", item.id)
                 stats.retried += 1
-                queue.append(item)
-                idle.append(actor)
+                queue.put_back(item)
                 continue
-            outcome = Outcome(item, None, f"WorkerDied: its worker died {tries[item.id]} times ({_reason(exc)})", 0.0)
+            yield Outcome(item, None, f"WorkerDied: its worker died {tries[item.id]} times ({_reason(exc)})", 0.0)
         except ray.exceptions.RayError as exc:
-            outcome = Outcome(item, None, f"RayError: {_reason(exc)}", 0.0)
-        idle.append(actor)
-        yield outcome
+            yield Outcome(item, None, f"RayError: {_reason(exc)}", 0.0)
 
 
 def _reason(exc: BaseException) -> str:
