@@ -232,6 +232,18 @@ def test_a_batch_records_a_bad_input_goes_on_and_resume_redoes_only_what_is_miss
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == now
 
 
+def test_the_item_bar_shows_failed_retried_and_the_rate(capsys):
+    from leditspp.cli import _item_progress
+    from leditspp.evaluation.runner import RunStats
+
+    stats = RunStats(total=3, done=1, failed=1, retried=2, seconds=30.0)
+    bar = _item_progress(False, "edit", stats)
+    bar(2, 3)
+    bar(3, 3)
+    assert "1 failed, 2 retried, 4.0/min" in capsys.readouterr().err
+    assert _item_progress(True, "edit", stats) is None  # --quiet
+
+
 @pytest.mark.parametrize(
     ("recipe", "message"),
     [

@@ -17,6 +17,8 @@ from leditspp.cli import main
 from leditspp.evaluation import runner
 from leditspp.evaluation.runner import Item, Row
 
+from .test_eval_data import clip_folder  # noqa: F401  (a tiny random CLIP saved with save_pretrained)
+
 
 @pytest.fixture(scope="module")
 def ray_runtime():
@@ -52,6 +54,24 @@ def test_eval_on_ray_gives_the_serial_runs_numbers_and_images(ray_runtime, tmp_p
     assert {p.name: p.stat().st_mtime_ns for p in (on_ray / "images").iterdir()} == mtimes
 
 
+def test_a_photo_benchmark_on_ray_ships_its_images_and_gives_the_serial_numbers(
+    ray_runtime,
+    sd_folder,
+    clip_folder,  # noqa: F811
+    tmp_path,
+):
+    from .test_eval_runner import _piebench_folder
+
+    data = _piebench_folder(tmp_path / "pie")
+    args = ["eval", "piebench", str(data), "--model", str(sd_folder), "--clip-model", str(clip_folder)]
+    args += ["--metrics", "psnr,clip_score", "--steps", "3", "--sweep", "scale=4,8", "--device", "cpu", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "serial")]) == 0
+    assert main([*args, "-o", str(tmp_path / "ray"), "--ray"]) == 0
+    rows = _rows(tmp_path / "serial")
+    assert len(rows) == 2 and not any(r["error"] for r in rows)
+    assert _rows(tmp_path / "ray") == rows
+
+
 def test_edit_on_ray_writes_the_serial_runs_files_byte_for_byte_and_resumes(ray_runtime, tmp_path):
     from leditspp import shapes
 
@@ -59,21 +79,24 @@ def test_edit_on_ray_writes_the_serial_runs_files_byte_for_byte_and_resumes(ray_
     folder.mkdir()
     for k in range(6):
         shapes.scene(100 + k).image.save(folder / f"s{k}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")  # a bad input: recorded, not fatal
     serial, on_ray = tmp_path / "serial", tmp_path / "ray"
     args = ["edit", str(folder), "-e", "+red circle", "--masks", "--quiet"]
-    assert main([*args, "-o", str(serial)]) == 0
-    assert main([*args, "-o", str(on_ray), "--ray"]) == 0
+    assert main([*args, "-o", str(serial)]) == 1
+    assert main([*args, "-o", str(on_ray), "--ray"]) == 1
     names = sorted(p.name for p in serial.glob("*.png"))
     assert len(names) == 12 and names == sorted(p.name for p in on_ray.glob("*.png"))
     for name in names:  # pixels and the recipe in the PNG
         assert (serial / name).read_bytes() == (on_ray / name).read_bytes(), name
-    log = list(csv.DictReader((on_ray / "edit-log.csv").open()))
-    assert sorted(Path(r["input"]).name for r in log) == [f"s{k}.png" for k in range(6)]  # each once
-    assert {r["status"] for r in log} == {"done"}
+    log = {Path(r["input"]).name: r for r in csv.DictReader((on_ray / "edit-log.csv").open())}
+    assert sorted(log) == ["broken.png"] + [f"s{k}.png" for k in range(6)]  # each once
+    assert [n for n, r in log.items() if r["status"] != "done"] == ["broken.png"]
+    assert "cannot read" in log["broken.png"]["error"]
     # --resume on Ray: every output exists, so nothing is computed or rewritten
-    mtimes = {p.name: p.stat().st_mtime_ns for p in on_ray.iterdir()}
+    (folder / "broken.png").unlink()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in on_ray.glob("*.png")}
     assert main([*args, "-o", str(on_ray), "--ray", "--resume"]) == 0
-    assert {p.name: p.stat().st_mtime_ns for p in on_ray.iterdir()} == mtimes
+    assert {p.name: p.stat().st_mtime_ns for p in on_ray.glob("*.png")} == mtimes
 
 
 def _flaky(marker_dir: str):

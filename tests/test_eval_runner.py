@@ -144,6 +144,20 @@ def test_the_shapes_suite_inverts_a_scene_once_across_edit_types_and_sweep_value
     assert len(items) == 8 and evaluator.inversions.misses == 2 and evaluator.inversions.hits == 6
 
 
+def test_a_photo_item_with_its_pixels_needs_no_file(editor, tmp_path):
+    """What Ray ships: the image read on the driver, so a worker that cannot see DATA edits it."""
+    from leditspp.evaluation import manifests, photo_suite
+
+    data = _piebench_folder(tmp_path / "pie")
+    [item] = photo_suite.items(manifests.READERS["piebench"](data), "piebench", {"steps": 3})
+    shipped = photo_suite.with_pixels(item)
+    (data / "annotation_images" / "0_random" / "000.png").unlink()
+    evaluator = photo_suite.PhotoEvaluator(editor, ("psnr",), {}, {"skip": 0.1, "seed": 0})
+    assert evaluator(shipped).metrics["psnr"] > 0
+    with pytest.raises(LeditsError, match="does not exist"):
+        evaluator(item)
+
+
 def test_an_interrupted_run_leaves_whole_files_and_resumes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         runner.run(_items(), Counting(interrupt="x2"), tmp_path)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import datetime
 import functools
 import json
 import logging
@@ -421,7 +423,7 @@ def _edit_mapper(args: argparse.Namespace, plan: _EditPlan, stats: RunStats) -> 
     """How the jobs are computed: on Ray (each worker loads the model once; images read here and
     shipped), or here with the model loaded on first use (one input: its error is the command's)."""
     render = functools.partial(_job_renderer, args, plan.model)
-    if args.ray is not None:
+    if args.ray is not None and plan.jobs:  # (nothing to do: no Ray to start)
         from .distributed import ray_backend, ray_map
 
         worker_args = argparse.Namespace(**{**vars(args), "user_mask": _user_mask(args)})
@@ -508,9 +510,6 @@ class _EditLog:
         self.path = path
 
     def add(self, source: str | None, out: Path | None, status: str, error: str, seconds: float) -> None:
-        import csv
-        import datetime
-
         new = not self.path.exists()
         with open(self.path, "a", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
