@@ -393,6 +393,8 @@ def _edit_command(args: argparse.Namespace) -> int:
         stats.failed += 1
     items = [Item(str(job.out), "edit", "", data=job, group=str(job.out)) for job in plan.jobs]
     bar = _item_progress(args.quiet or not (plan.several or args.ray), "edit", stats)
+    if bar is not None:
+        bar(stats.failed + stats.skipped, stats.total)
     with _edit_mapper(args, plan, stats) as map_items:
         start = time.perf_counter()
         for outcome in map_items(items):
@@ -413,7 +415,7 @@ def _edit_command(args: argparse.Namespace) -> int:
 
 def _record_failure(log: _EditLog | None, path: str | None, error: str) -> None:
     """An input that failed: said on stderr and, with several inputs, written to the log."""
-    print(f"leditspp: {path} failed: {error}", file=sys.stderr)
+    print(f"leditspp: {path} failed: {error}".replace(f"failed: {path}: ", "failed: "), file=sys.stderr)
     if log is not None:
         log.add(path, None, "failed", error, 0.0)
 
