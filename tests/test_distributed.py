@@ -80,12 +80,14 @@ def test_edit_on_ray_writes_the_serial_runs_files_byte_for_byte_and_resumes(ray_
     for k in range(6):
         shapes.scene(100 + k).image.save(folder / f"s{k}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG not really")  # a bad input: recorded, not fatal
+    recipe = tmp_path / "recipe.yaml"  # a recipe with per-image entries
+    recipe.write_text("edits: ['+red circle']\nimages:\n  s1.png: {edits: ['-blue square', '+green ring'], seed: 7}\n")
     serial, on_ray = tmp_path / "serial", tmp_path / "ray"
-    args = ["edit", str(folder), "-e", "+red circle", "--masks", "--quiet"]
+    args = ["edit", str(folder), "--recipe", str(recipe), "--masks", "--quiet"]
     assert main([*args, "-o", str(serial)]) == 1
     assert main([*args, "-o", str(on_ray), "--ray"]) == 1
     names = sorted(p.name for p in serial.glob("*.png"))
-    assert len(names) == 12 and names == sorted(p.name for p in on_ray.glob("*.png"))
+    assert len(names) == 13 and "s1.mask-2.png" in names and names == sorted(p.name for p in on_ray.glob("*.png"))
     for name in names:  # pixels and the recipe in the PNG
         assert (serial / name).read_bytes() == (on_ray / name).read_bytes(), name
     log = {Path(r["input"]).name: r for r in csv.DictReader((on_ray / "edit-log.csv").open())}
