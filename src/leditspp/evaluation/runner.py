@@ -146,8 +146,7 @@ def compute(item: Item, evaluate_item: EvaluateItem) -> Outcome:
     start = time.perf_counter()
     try:
         row, error = evaluate_item(item), ""
-    except Exception as exc:
-        logger.warning("item %s failed: %s: %s", item.id, type(exc).__name__, exc)
+    except Exception as exc:  # said where the outcome is recorded (once, in the process that writes)
         row, error = None, f"{type(exc).__name__}: {exc}"
     return Outcome(item, row, error, round(time.perf_counter() - start, 4))
 
@@ -257,6 +256,8 @@ def _record(outcome: Outcome, out: Path) -> dict[str, Value]:
     item = outcome.item
     row: dict[str, Value] = {"item": item.id, "suite": item.suite, "edit_type": item.edit_type, **item.params}
     row["error"] = outcome.error
+    if outcome.error:
+        logger.warning("item %s failed: %s", item.id, outcome.error)
     if outcome.row is not None and not outcome.error:
         row.update(outcome.row.metrics)
         try:
