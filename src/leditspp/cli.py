@@ -28,7 +28,7 @@ from .evaluation.runner import Item, MapItems, Outcome, RunStats, serial_map
 from .inversion import Inversion, read_metadata
 from .io import PNG_KEY, check_pixels, load_mask, mask_overlays, open_image, save_image
 from .masking import MASK_MODES
-from .models import RECOMMENDABLE, model_settings, size_multiple_hint
+from .models import RECOMMENDABLE, model_settings, quiet_loading, size_multiple_hint
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from .solvers import SOLVERS, validate_steps
 
@@ -711,14 +711,9 @@ def _invert(editor: Any, image: Any, settings: dict[str, Any], bar: Any, max_pix
 
 def _load_editor(args: argparse.Namespace, model: str) -> Any:
     import torch
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
 
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
+    quiet_loading()
     if args.quiet:
-        transformers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
         logging.getLogger("leditspp").setLevel(logging.ERROR)
 
     dtype = getattr(torch, args.dtype) if args.dtype else None

@@ -40,6 +40,7 @@ from typing import Any
 from . import __version__
 from .errors import LeditsError
 from .evaluation.runner import EvaluateItem, Item, MapItems, Outcome, RunStats, compute
+from .models import quiet_loading
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class Worker:
             import torch
 
             torch.set_num_threads(threads)
-        _quiet_libraries()  # Ray forwards a worker's output: the driver's bar and lines say what counts
+        quiet_loading()  # Ray forwards a worker's output: the driver's bar and lines say what counts
         self.evaluate = make_evaluate(load_editor())
 
     def ready(self) -> dict[str, Any]:
@@ -121,17 +122,6 @@ class Worker:
 
     def compute(self, item: Item) -> Outcome:
         return compute(item, self.evaluate)
-
-
-def _quiet_libraries() -> None:
-    """No loading bars or warnings from diffusers and transformers in a worker (N workers would
-    print each N times between the driver's bar updates)."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for library in (diffusers_logging, transformers_logging):
-        library.set_verbosity_error()
-        library.disable_progress_bar()
 
 
 class GroupQueue:

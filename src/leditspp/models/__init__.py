@@ -221,6 +221,18 @@ def size_multiple_hint(model: str) -> int | None:
     return 2 ** (len(channels) - 1) * 2**level  # as UNetModel.size_multiple
 
 
+def quiet_loading() -> None:
+    """No loading bars or warnings from diffusers and transformers in this process: the command
+    line's output (and a Ray worker's, which Ray forwards) is leditspp's own bars, lines and errors.
+    The library API leaves them as the user configured them."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
 def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
     """Load a diffusers pipeline from ``"demo"``, a hub id or a local folder, without a safety checker."""
     from diffusers import DiffusionPipeline
@@ -253,6 +265,7 @@ __all__ = [
     "fingerprint",
     "load_pipeline",
     "model_settings",
+    "quiet_loading",
     "resolve_model",
     "size_multiple_hint",
 ]
