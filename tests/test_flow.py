@@ -139,17 +139,15 @@ def test_sd3_every_mask_mode_edits(sd3_editor, mode):
     assert share == 1.0 if mode == "none" else 0 < share < 1
 
 
-def test_joint_attention_map_equals_a_direct_softmax(sd3_editor):
-    """The recorder's M¹ for an SD3 block is the image queries' softmax over all (image and text)
-    keys, summed over the concept's T5 columns, head- and block-averaged."""
-    from leditspp.models.sd3 import _heads
+def _recorded_and_direct(model, prompt, reference):
+    """M¹ of one estimate as the recorder reduces it (4 × 4), the same map from ``reference``
+    processors that compute each block's softmax directly (``reference(inner, positions, maps)``
+    wraps a block's processor and appends its (Q,) map to ``maps``), and the concept's columns."""
     from leditspp.solvers import NoiseLevel
     from leditspp.testing import keep_attention_processors
 
-    model, prompt = sd3_editor.model, "a red hat"
     cond = model.encode_prompts(["", prompt])
     positions = model.token_positions(prompt)
-    assert positions and min(positions) >= 77  # T5's tokens, after CLIP's
     weights = torch.zeros(1, cond.embeds.shape[1])
     weights[0, positions] = 1.0
     x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -158,30 +156,36 @@ def test_joint_attention_map_equals_a_direct_softmax(sd3_editor):
         recorder.arm(slice(1, None), weights)
         model.estimate(x, level, cond)
         got = recorder.take(model.mask_grid(8, 8))[0]
-
-    maps = []
-
-    def direct(attn, hs, ehs):
-        q = _heads(attn.to_q(hs), attn.heads)[1]
-        k = torch.cat([_heads(attn.to_k(hs), attn.heads), _heads(attn.add_k_proj(ehs), attn.heads)], dim=2)[1]
-        probs = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # (heads, Q, Q + L)
-        maps.append(probs[..., hs.shape[1] :][..., positions].sum(-1).mean(0))
-
-    class Reference:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None):
-            direct(attn, hidden_states, encoder_hidden_states)
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask)
-
+    maps: list[torch.Tensor] = []
     blocks = model.transformer.transformer_blocks
     with keep_attention_processors(model.transformer):
         for block in blocks:
-            block.attn.set_processor(Reference(block.attn.processor))
+            block.attn.set_processor(reference(block.attn.processor, positions, maps))
         model.estimate(x, level, cond)
     assert len(maps) == len(blocks) > 0
-    assert torch.allclose(got, torch.stack(maps).mean(0).view(4, 4), atol=1e-6)
+    return got, torch.stack(maps).mean(0).view(4, 4), positions
+
+
+def test_joint_attention_map_equals_a_direct_softmax(sd3_editor):
+    """The recorder's M¹ for an SD3 block is the image queries' softmax over all (image and text)
+    keys, summed over the concept's T5 columns, head- and block-averaged."""
+    from leditspp.models.sd3 import _heads
+
+    class Reference:
+        def __init__(self, inner, positions, maps):
+            self.inner, self.positions, self.maps = inner, positions, maps
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None):
+            hs, ehs = hidden_states, encoder_hidden_states
+            q = _heads(attn.to_q(hs), attn.heads)[1]
+            k = torch.cat([_heads(attn.to_k(hs), attn.heads), _heads(attn.add_k_proj(ehs), attn.heads)], dim=2)[1]
+            probs = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # (heads, Q, Q + L)
+            self.maps.append(probs[..., hs.shape[1] :][..., self.positions].sum(-1).mean(0))
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+    got, direct, positions = _recorded_and_direct(sd3_editor.model, "a red hat", Reference)
+    assert positions and min(positions) >= 77  # T5's tokens, after CLIP's
+    assert torch.allclose(got, direct, atol=1e-6)
 
 
 def test_sd3_folder_through_the_api_and_refusals(sd3_folder, editor):
@@ -281,26 +285,9 @@ def test_flux_joint_attention_map_equals_a_direct_softmax(flux_editor):
     softmax over all keys, summed over the concept's T5 columns, head- and block-averaged."""
     from diffusers.models.embeddings import apply_rotary_emb
 
-    from leditspp.solvers import NoiseLevel
-    from leditspp.testing import keep_attention_processors
-
-    model, prompt = flux_editor.model, "a red hat"
-    cond = model.encode_prompts(["", prompt])
-    positions = model.token_positions(prompt)
-    weights = torch.zeros(1, cond.embeds.shape[1])
-    weights[0, positions] = 1.0
-    x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0))
-    level = NoiseLevel(torch.tensor([500.0, 500.0]), torch.full((2,), 0.5), torch.full((2,), 0.5))
-    with model.capture_attention() as recorder:
-        recorder.arm(slice(1, None), weights)
-        model.estimate(x, level, cond)
-        got = recorder.take(model.mask_grid(8, 8))[0]
-
-    maps = []
-
     class Reference:
-        def __init__(self, inner):
-            self.inner = inner
+        def __init__(self, inner, positions, maps):
+            self.inner, self.positions, self.maps = inner, positions, maps
 
         def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
             def split(x):
@@ -313,16 +300,11 @@ def test_flux_joint_attention_map_equals_a_direct_softmax(flux_editor):
             k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1)[0].transpose(0, 1)
             probs = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
             text = ehs.shape[1]
-            maps.append(probs[:, text:, :text][..., positions].sum(-1).mean(0))
+            self.maps.append(probs[:, text:, :text][..., self.positions].sum(-1).mean(0))
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
-    blocks = model.transformer.transformer_blocks
-    with keep_attention_processors(model.transformer):
-        for block in blocks:
-            block.attn.set_processor(Reference(block.attn.processor))
-        model.estimate(x, level, cond)
-    assert len(maps) == len(blocks) > 0
-    assert torch.allclose(got, torch.stack(maps).mean(0).view(4, 4), atol=1e-6)
+    got, direct, _ = _recorded_and_direct(flux_editor.model, "a red hat", Reference)
+    assert torch.allclose(got, direct, atol=1e-6)
 
 
 def test_a_tiny_flux_folder_edits_through_the_api_cli_and_web_ui(flux_folder, flux_editor, tmp_path):
