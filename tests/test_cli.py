@@ -232,6 +232,15 @@ def test_a_batch_records_a_bad_input_goes_on_and_resume_redoes_only_what_is_miss
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == now
 
 
+def test_a_ray_address_that_does_not_answer_is_a_clear_error(tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()  # (test_distributed's runtime starts later; a running one would be used)
+    args = ["eval", "shapes", "--scenes", "1", "--quiet", "-o", str(tmp_path / "out")]
+    assert main([*args, "--ray", "not-an-address"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot start or join Ray at --ray 'not-an-address'" in err and "ray://HOST:PORT" in err
+
+
 def test_the_item_bar_shows_failed_retried_and_the_rate(capsys):
     from leditspp.cli import _item_progress
     from leditspp.evaluation.runner import RunStats

@@ -71,9 +71,15 @@ def ray_backend(address: str = "local", runtime_env: dict[str, Any] | None = Non
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError, TypeError) as exc:
+        auth = ""
+        if address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE") != "token":
+            auth = (
+                "; a cluster with token authentication (Ray's default for clusters from 2.59) also needs "
+                "RAY_AUTH_MODE=token here and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+            )
         raise LeditsError(
             f"cannot start or join Ray at --ray {address!r} ({exc}); "
-            "give 'local', 'auto' (a cluster started with `ray start`) or ray://HOST:PORT"
+            f"give 'local', 'auto' (a cluster started with `ray start`) or ray://HOST:PORT{auth}"
         ) from exc
     try:
         yield ray
