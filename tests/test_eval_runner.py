@@ -182,7 +182,7 @@ def test_report_is_self_contained(tmp_path):
     assert "http" not in page and "src='images/" not in page
 
 
-def test_eval_shapes_end_to_end(tmp_path, capsys):
+def test_eval_shapes_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "eval"
     args = ["eval", "shapes", "-o", str(out), "--scenes", "2", "--steps", "2", "--device", "cpu", "--quiet"]
     assert main(args) == 0, capsys.readouterr().err
@@ -196,6 +196,7 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
     page = (out / "report.html").read_text()
     assert "Trade-off" in page and page.count("data:image/png;base64,") > 10
     before = (out / "metrics.csv").read_text()
+    monkeypatch.setattr("leditspp.cli._load_editor", lambda *a: pytest.fail("a finished run loads no model"))
     assert main([*args, "--resume"]) == 0
     assert (out / "metrics.csv").read_text() == before
 

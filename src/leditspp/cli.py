@@ -773,7 +773,9 @@ def _eval_command(args: argparse.Namespace) -> int:
     stats = RunStats()
     keys = list(sweep)
     options = {"resume": args.resume, "progress": _item_progress(args.quiet, args.suite, stats), "sweep_keys": keys}
-    if args.ray is None:
+    if not runner.pending(plan.items, out, args.resume):  # a finished run: no model, no Ray, the report again
+        summary = runner.run(plan.items, None, out, map_items=lambda items: iter(()), stats=stats, **options)
+    elif args.ray is None:
         summary = runner.run(plan.items, plan.evaluator(_load_editor(args, model)), out, stats=stats, **options)
     else:
         summary = _eval_on_ray(args, model, plan, out, stats, options)

@@ -251,6 +251,13 @@ def run(
     return summary
 
 
+def pending(items: Sequence[Item], out_dir: str | Path, resume: bool) -> list[Item]:
+    """The items :func:`run` would compute: those without a finished row in ``OUT/metrics.csv``
+    (all of them without ``resume``; an earlier run without ``resume`` is refused as in ``run``)."""
+    done = _previous_rows(Path(out_dir), resume)
+    return [item for item in items if item.id not in done]
+
+
 def _record(outcome: Outcome, out: Path) -> dict[str, Value]:
     """One CSV row for an outcome: its metrics and image paths (images written here), or its error."""
     item = outcome.item
