@@ -391,7 +391,7 @@ def _edit_command(args: argparse.Namespace) -> int:
     for path, error in plan.refused:
         _record_failure(log, path, error)
         stats.failed += 1
-    items = [Item(str(job.out), "edit", "", data=job, group=str(job.out)) for job in plan.jobs]
+    items = [Item(str(job.out), "edit", "", data=job) for job in plan.jobs]  # each input its own group
     bar = _item_progress(args.quiet or not (plan.several or args.ray), "edit", stats)
     if bar is not None:
         bar(stats.failed + stats.skipped, stats.total)
@@ -424,15 +424,13 @@ def _record_failure(log: _EditLog | None, path: str | None, error: str) -> None:
 def _edit_mapper(args: argparse.Namespace, plan: _EditPlan, stats: RunStats) -> Iterator[MapItems]:
     """How the jobs are computed: on Ray (each worker loads the model once; images read here and
     shipped), or here with the model loaded on first use (one input: its error is the command's)."""
-    render = functools.partial(_job_renderer, args, plan.model)
     if args.ray is not None and plan.jobs:  # (nothing to do: no Ray to start)
         from .distributed import ray_backend, ray_map
 
         worker_args = argparse.Namespace(**{**vars(args), "user_mask": _user_mask(args)})
-        load = functools.partial(_load_editor, args, plan.model)
         with ray_backend(args.ray, _ray_env(args)):
             yield ray_map(
-                load,
+                functools.partial(_load_editor, args, plan.model),
                 functools.partial(_job_renderer, worker_args, plan.model),
                 workers=args.ray_workers,
                 stats=stats,
@@ -443,7 +441,7 @@ def _edit_mapper(args: argparse.Namespace, plan: _EditPlan, stats: RunStats) -> 
     def in_process(items: Sequence[Item]) -> Iterator[Outcome]:
         if not items:
             return
-        evaluate = render(_load_editor(args, plan.model), _progress(args.quiet))
+        evaluate = _job_renderer(args, plan.model, _load_editor(args, plan.model), _progress(args.quiet))
         if plan.several:
             yield from serial_map(evaluate)(items)
         else:  # no catching: the one input's problem is the command's error
