@@ -92,9 +92,18 @@ def main() -> None:
         rows.append((f"edit a folder of {args.images} images, 2 concepts", mode, wall, line))
     edit_same = same_files(tmp / "edit-serial", tmp / "edit-ray", "*.png")
 
+    import datetime
     import os
+    import platform
+
+    import ray
+    import torch
 
     print(f"# Ray throughput on this machine ({os.cpu_count()} CPU cores), demo model\n")
+    print(
+        f"{datetime.date.today()} · {platform.machine()}, {os.cpu_count()} CPU cores · torch {torch.__version__}, "
+        f"ray {ray.__version__} · `python benchmarks/ray_throughput.py {' '.join(sys.argv[1:])}`\n"
+    )
     print("| run | mode | workers | items | wall s | items/min (closing line) | Ray / serial |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for k, (what, mode, wall, line) in enumerate(rows):
