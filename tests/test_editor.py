@@ -135,14 +135,16 @@ def test_guidance_rescale_works(editor, inversion):
     assert torch.isfinite(rescaled).all() and (rescaled - plain).abs().max() > 1e-4
 
 
-def test_precomputed_embeddings_equal_prompts(editor, inversion):
-    embeds = editor.model.encode_prompts(["a red hat"]).embeds
+def test_a_given_conditioning_equals_the_prompt(editor, inversion):
+    cond = editor.model.encode_prompts(["a red hat"])
     by_text = editor.edit(inversion, [Edit("a red hat")], decode=False).latents
-    by_embeds = editor.edit(inversion, [Edit("a red hat", prompt_embeds=embeds)], decode=False).latents
+    by_embeds = editor.edit(inversion, [Edit("a red hat", conditioning=cond)], decode=False).latents
     assert torch.equal(by_text, by_embeds)
     with pytest.raises(LeditsError, match="prompt="):
-        editor.edit(inversion, [Edit(None, prompt_embeds=embeds)], mask_mode="intersect")
-    noise_only = editor.edit(inversion, [Edit(None, prompt_embeds=embeds)], mask_mode="noise", decode=False)
+        editor.edit(inversion, [Edit(None, conditioning=cond)], mask_mode="intersect")
+    with pytest.raises(LeditsError, match="one-row Conditioning"):
+        Edit("two rows", conditioning=editor.model.encode_prompts(["a", "b"]))
+    noise_only = editor.edit(inversion, [Edit(None, conditioning=cond)], mask_mode="noise", decode=False)
     assert torch.isfinite(noise_only.latents).all()
 
 

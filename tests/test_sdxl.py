@@ -14,7 +14,7 @@ import torch
 
 from leditspp import Edit, Inversion, LeditsError
 from leditspp.cli import main
-from leditspp.models import adapter_from_components
+from leditspp.models import Conditioning, adapter_from_components
 from leditspp.testing import (
     diffusers_port_xl,
     exact_port_scheduler,
@@ -105,14 +105,14 @@ def test_every_mask_mode_edits_and_a_batch_equals_each_image_alone(xl_editor, mo
         assert (alone.latents[0] - both.latents[b]).abs().max() <= replay_tolerance(both.latents)
 
 
-def test_precomputed_embeddings_need_the_pooled_part(xl_editor):
+def test_a_given_conditioning_needs_the_pooled_part(xl_editor):
     inv = xl_editor.invert(scene(64, 64), steps=10, seed=0)
     cond = xl_editor.model.encode_prompts(["a red hat"])
     by_text = xl_editor.edit(inv, [Edit("a red hat", scale=6.0)], decode=False).latents
-    given = Edit("a red hat", scale=6.0, prompt_embeds=cond.embeds, pooled_prompt_embeds=cond.pooled)
+    given = Edit("a red hat", scale=6.0, conditioning=Conditioning.of(cond.embeds, cond.pooled))
     assert (xl_editor.edit(inv, [given], decode=False).latents - by_text).abs().max() <= 1e-5
-    with pytest.raises(LeditsError, match="pooled_prompt_embeds"):
-        xl_editor.edit(inv, [Edit("a red hat", prompt_embeds=cond.embeds)])
+    with pytest.raises(LeditsError, match=r"sdxl needs \['embeds', 'pooled'\]"):
+        xl_editor.edit(inv, [Edit("a red hat", conditioning=Conditioning.of(cond.embeds))])
 
 
 def test_inversions_are_refused_across_families(xl_editor, editor, tmp_path):

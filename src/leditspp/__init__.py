@@ -13,5 +13,6 @@ from .editor import Editor, EditResult
 from .edits import Edit
 from .errors import LeditsError
 from .inversion import Inversion
+from .models.base import Conditioning
 
-__all__ = ["Edit", "EditResult", "Editor", "Inversion", "LeditsError", "__version__"]
+__all__ = ["Conditioning", "Edit", "EditResult", "Editor", "Inversion", "LeditsError", "__version__"]

@@ -48,14 +48,16 @@ class AttentionRecorder:
         return self._rows
 
     @torch.no_grad()
-    def record(self, q: torch.Tensor, k: torch.Tensor, scale: float, text: slice | None = None) -> None:
+    def record(self, q: torch.Tensor, k: torch.Tensor, scale: float, text: slice | torch.Tensor | None = None) -> None:
         """Head-mean of the token-summed softmax(QKᵀ·scale) for the armed rows: adds (R, Q).
 
         ``q``: (R, heads, Q, d) image queries; ``k``: (R, heads, K, d) the keys of one layer —
         only text keys for cross-attention (``text`` None), or image and text keys of a joint
-        attention (MMDiT), where the softmax runs over all of them and ``text`` selects the text
-        columns the token weights (R, L) apply to. Computed in chunks of queries, so a joint
-        layer's (Q, K) matrix is never held whole.
+        attention (MMDiT, or one unified sequence), where the softmax runs over all of them and
+        ``text`` says where the L text columns the token weights (R, L) apply to are: one slice
+        for every row, or (R, L) key indices per row (where rows lay their text out differently,
+        e.g. captions of different lengths in a single-stream sequence). Computed in chunks of
+        queries, so a joint layer's (Q, K) matrix is never held whole.
         """
         assert self._weights is not None
         weights = self._weights.to(q.device)[:, None, :, None]  # (R, 1, L, 1)
@@ -63,8 +65,10 @@ class AttentionRecorder:
         maps = []
         for chunk in q.float().split(QUERY_CHUNK, dim=2):
             probs = torch.softmax(chunk @ k * scale, dim=-1)  # (R, heads, q, K)
-            if text is not None:
+            if isinstance(text, slice):
                 probs = probs[..., text]
+            elif text is not None:
+                probs = probs.gather(-1, text.to(probs.device)[:, None, None, :].expand(*probs.shape[:3], -1))
             maps.append((probs @ weights)[..., 0].mean(dim=1))  # (R, q)
         total = torch.cat(maps, dim=1)
         self._sum = total if self._sum is None else self._sum + total

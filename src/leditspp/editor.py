@@ -286,33 +286,34 @@ class Editor:
 
     def _concepts(self, edits: tuple[Edit, ...], use_attention: bool) -> ConceptBatch:
         device = self.device
-        texts = [e.prompt for e in edits if e.prompt_embeds is None]
+        texts = [e.prompt for e in edits if e.conditioning is None]
         encoded = self.model.encode_prompts(texts) if texts else None
         rows, j = [], 0
         for e in edits:
-            if e.prompt_embeds is None:
+            if e.conditioning is None:
                 rows.append(encoded.row(j))
                 j += 1
             else:
-                rows.append(self._given_embeds(e))
-        embeds = [r.embeds[0] for r in rows]
-        length = embeds[0].shape[0] if embeds else 1
+                rows.append(self._given_conditioning(e))
+        length = rows[0].embeds.shape[1] if rows else 1
         weights = torch.zeros(len(edits), length, device=device)
         for i, e in enumerate(edits):
-            if embeds[i].shape[0] != length:
-                raise LeditsError(f"prompt_embeds of {e.prompt!r} have {embeds[i].shape[0]} tokens; expected {length}")
+            if rows[i].embeds.shape[1] != length:
+                raise LeditsError(
+                    f"the conditioning of {e.prompt!r} has {rows[i].embeds.shape[1]} tokens; expected {length}"
+                )
             if not use_attention:
                 continue
             if not e.prompt:
                 raise LeditsError(
-                    "the attention mask needs each concept's tokens: give prompt= alongside prompt_embeds "
-                    "(used only for counting tokens), or use mask_mode='noise'"
+                    "the attention mask needs each concept's tokens: give prompt= alongside conditioning= "
+                    "(used only for finding its tokens), or use mask_mode='noise'"
                 )
             positions = [p for p in self.model.token_positions(e.prompt) if p < length]
             if not positions:
                 raise LeditsError(f"edit prompt {e.prompt!r} has no word tokens for the attention mask")
             weights[i, positions] = 1.0
-        cond = Conditioning.cat(rows) if rows else Conditioning(torch.zeros(0, 1, 1, device=device))
+        cond = Conditioning.cat(rows) if rows else Conditioning.of(torch.zeros(0, 1, 1, device=device))
         per_concept = torch.tensor(
             [[e.direction, e.scale, e.threshold] for e in edits], dtype=torch.float32, device=device
         ).reshape(-1, 3)
@@ -325,17 +326,17 @@ class Editor:
             thresholds=per_concept[:, 2],
         )
 
-    def _given_embeds(self, e: Edit) -> Conditioning:
-        """An edit's precomputed embeddings as one conditioning row, checked against the family."""
-        dtype, device = self.model.dtype, self.device
-        needs_pooled = self.model.needs_pooled()
-        if needs_pooled and e.pooled_prompt_embeds is None:
+    def _given_conditioning(self, e: Edit) -> Conditioning:
+        """An edit's own conditioning on the model's device and dtype, checked against the family."""
+        given = e.conditioning
+        assert given is not None
+        want = tuple(sorted(self.model.condition_keys))
+        if given.keys != want:
             raise LeditsError(
-                f"SDXL needs pooled_prompt_embeds (1, dim) with the prompt_embeds of {e.prompt!r} "
-                "(the projected text_embeds of text_encoder_2)"
+                f"the conditioning of {e.prompt!r} has the tensors {list(given.keys)}; {self.model.family} "
+                f"needs {list(want)} — make it with editor.model.encode_prompts([...]).row(0)"
             )
-        pooled = e.pooled_prompt_embeds.to(device, dtype) if needs_pooled else None
-        return Conditioning(e.prompt_embeds[:1].to(device, dtype), pooled)
+        return given.map(lambda t: t.to(self.device, self.model.dtype if t.is_floating_point() else t.dtype))
 
     def _check_inversion(self, inversion: Inversion) -> StepTable:
         """Refuse inversions of another model or schedule; return the solver table to replay."""

@@ -14,10 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from . import defaults
 from .errors import LeditsError, fraction_hint, is_int, is_number
+from .models.base import Conditioning
 
 #: A ``:``/``@`` suffix with no space after it that is not a number ("+cat:abc") is refused;
 #: with a space it is part of the prompt ("style: watercolour").
@@ -29,9 +28,10 @@ _SUFFIX = re.compile(r"^(?P<rest>.*?)(?P<kind>[:@])(?P<value>[+-]?[0-9]*\.?[0-9]
 class Edit:
     """One edit concept. Validated on creation; errors name the field and the fix.
 
-    ``prompt_embeds`` (optional, (1, L, D)) replaces the encoding of ``prompt``; ``prompt`` then
-    only names the concept and gives its token count for the cross-attention mask. SDXL also needs
-    ``pooled_prompt_embeds`` (1, P) with them.
+    ``conditioning`` (optional, a one-row :class:`~leditspp.models.base.Conditioning` with the
+    tensors the model's family encodes, e.g. ``editor.model.encode_prompts([...]).row(0)`` or
+    ``Conditioning.of(embeds, pooled)``) replaces the encoding of ``prompt``; ``prompt`` then only
+    names the concept and gives its token positions for the attention mask.
     """
 
     prompt: str | None
@@ -40,23 +40,22 @@ class Edit:
     remove: bool = False
     warmup_steps: int = defaults.WARMUP_STEPS
     cooldown_steps: int | None = defaults.COOLDOWN_STEPS
-    prompt_embeds: torch.Tensor | None = field(default=None, compare=False, repr=False)
-    pooled_prompt_embeds: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    conditioning: Conditioning | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.prompt_embeds is None and (not isinstance(self.prompt, str) or not self.prompt.strip()):
+        if self.conditioning is None and (not isinstance(self.prompt, str) or not self.prompt.strip()):
             raise LeditsError(
                 f"edit prompt is empty ({self.prompt!r}); give the concept as text, e.g. "
-                "Edit('sunglasses'), or pass prompt_embeds"
+                "Edit('sunglasses'), or pass conditioning="
             )
-        if self.prompt_embeds is not None and self.prompt_embeds.dim() != 3:
-            raise LeditsError(f"prompt_embeds must be shaped (1, tokens, dim); got {tuple(self.prompt_embeds.shape)}")
-        if self.pooled_prompt_embeds is not None and (
-            self.prompt_embeds is None or self.pooled_prompt_embeds.dim() != 2
+        if self.conditioning is not None and (
+            not isinstance(self.conditioning, Conditioning)
+            or len(self.conditioning) != 1
+            or self.conditioning.embeds.dim() != 3
         ):
             raise LeditsError(
-                "pooled_prompt_embeds go with prompt_embeds and must be shaped (1, dim); "
-                f"got {tuple(self.pooled_prompt_embeds.shape)}"
+                "conditioning must be a one-row Conditioning with embeds (1, tokens, dim), e.g. "
+                "editor.model.encode_prompts(['a red hat']).row(0)"
             )
         if not is_number(self.scale) or not math.isfinite(self.scale) or self.scale < 0:
             raise LeditsError(
@@ -112,7 +111,7 @@ class Edit:
         return f"{'-' if self.remove else '+'}{self.prompt}:{self.scale:g}@{self.threshold:g}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready recipe of this edit (precomputed embeddings are not serialised)."""
+        """JSON-ready recipe of this edit (a given conditioning is not serialised)."""
         return {
             "prompt": self.prompt,
             "scale": self.scale,

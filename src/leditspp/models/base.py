@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,26 +25,62 @@ logger = logging.getLogger("leditspp")
 
 @dataclass(frozen=True)
 class Conditioning:
-    """Text conditions, one row each: ``embeds`` (n, L, D), optional ``pooled`` (n, P)."""
+    """Text conditions as named, row-aligned tensors: one row per condition in every value (the
+    shape of Stability's ``sgm`` ``prepare_inputs``). ``embeds`` (n, L, D) always; ``pooled``
+    (n, P) where the family has a pooled text vector; a family adds what its network needs beside
+    them (e.g. ``mask`` (n, L), a text attention mask). Rows are repeated, concatenated and taken
+    key by key, so whatever a family adds travels through :class:`~leditspp.rows.RowLayout`.
+    """
 
-    embeds: torch.Tensor
-    pooled: torch.Tensor | None = None
+    tensors: Mapping[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        rows = {name: t.shape[0] for name, t in self.tensors.items()}
+        if "embeds" not in rows or len(set(rows.values())) != 1:
+            raise ValueError(f"a Conditioning needs 'embeds' and one row count in every tensor; got {rows}")
+
+    @classmethod
+    def of(cls, embeds: torch.Tensor, pooled: torch.Tensor | None = None, **more: torch.Tensor | None) -> Conditioning:
+        """``Conditioning.of(embeds, pooled, mask=…)``; None values are left out."""
+        named = {"embeds": embeds, "pooled": pooled, **more}
+        return cls({k: v for k, v in named.items() if v is not None})
+
+    @property
+    def embeds(self) -> torch.Tensor:
+        return self.tensors["embeds"]
+
+    @property
+    def pooled(self) -> torch.Tensor | None:
+        return self.tensors.get("pooled")
+
+    def get(self, name: str) -> torch.Tensor | None:
+        return self.tensors.get(name)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(sorted(self.tensors))
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Conditioning:
+        """``fn`` applied to every tensor (each keeps its name)."""
+        return Conditioning({k: fn(v) for k, v in self.tensors.items()})
+
     def repeat_rows(self, times: int) -> Conditioning:
         """Each row repeated ``times`` times in place: [c1, c1, c2, c2, …] (block layout)."""
-        pooled = None if self.pooled is None else self.pooled.repeat_interleave(times, dim=0)
-        return Conditioning(self.embeds.repeat_interleave(times, dim=0), pooled)
+        return self.map(lambda t: t.repeat_interleave(times, dim=0))
 
     @staticmethod
-    def cat(parts: list[Conditioning]) -> Conditioning:
-        pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])  # type: ignore[misc]
-        return Conditioning(torch.cat([p.embeds for p in parts]), pooled)
+    def cat(parts: Sequence[Conditioning]) -> Conditioning:
+        """Rows of ``parts`` one after another; every part must carry the same names."""
+        keys = {p.keys for p in parts}
+        if len(keys) != 1:
+            raise ValueError(f"conditionings with different tensors cannot be stacked: {sorted(keys)}")
+        return Conditioning({k: torch.cat([p.tensors[k] for p in parts]) for k in parts[0].tensors})
 
     def row(self, i: int) -> Conditioning:
-        return Conditioning(self.embeds[i : i + 1], None if self.pooled is None else self.pooled[i : i + 1])
+        return self.map(lambda t: t[i : i + 1])
 
 
 class ModelAdapter(Protocol):
@@ -57,6 +93,7 @@ class ModelAdapter(Protocol):
     family: str
     path: Path  # the noise levels and the spacing the solver tables are built from
     mask_level: int  # the attention mask M¹ is read at 1/2^mask_level of the latent resolution
+    condition_keys: tuple[str, ...]  # the tensors of its Conditioning (see encode_prompts)
 
     def noise_path(self, height: int, width: int) -> Path:
         """The path for an ``height × width`` latent grid (FLUX's shift depends on the size)."""
@@ -77,8 +114,6 @@ class ModelAdapter(Protocol):
     def unconditional(self, negative_prompt: str, count: int) -> Conditioning: ...
 
     def token_positions(self, prompt: str) -> list[int]: ...
-
-    def needs_pooled(self) -> bool: ...
 
     def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
         """The estimate guidance acts on, (R, C, h, w) fp32: ε for DDPM-trained families, the

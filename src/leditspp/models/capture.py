@@ -12,48 +12,67 @@ their own recorder (thread-local), and the wrappers are installed once while any
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from ..attention import AttentionRecorder
 from ..errors import LeditsError
 
-#: A family's recording of one layer: (recorder, attention module, image hidden states, text
-#: hidden states, rotary embedding or None) → feeds ``recorder.record``.
-Record = Callable[[AttentionRecorder, Any, torch.Tensor, torch.Tensor, Any], None]
+#: A family's recording of one layer: (recorder, attention module, the layer call's arguments by
+#: name — ``hidden_states``, ``encoder_hidden_states``, ``image_rotary_emb``, ``freqs_cis``, … as
+#: the layer's own processor names them) → feeds ``recorder.record``.
+Record = Callable[[AttentionRecorder, Any, dict[str, Any]], None]
 
 
 class _CaptureProcessor:
-    """Delegates the attention output to the layer's own processor; records on the side (with the
-    family's ``record``) for the recorder of the calling thread, if it has one."""
+    """Delegates the attention output to the layer's own processor, with the call's arguments
+    untouched; records on the side (with the family's ``record``) for the calling thread's
+    recorder, if it has one armed.
+
+    diffusers' ``Attention.forward`` passes on only the keyword arguments named in
+    ``inspect.signature(processor.__call__)``, so the wrapper presents the inner processor's
+    signature (``__call__`` as an instance attribute wrapping the inner one): whatever a family's
+    blocks hand their processor (FLUX's rotary embedding, Qwen-Image's text mask, Z-Image's
+    ``freqs_cis``) reaches it as if no wrapper were there.
+    """
 
     def __init__(self, inner: Any, slot: threading.local, record: Record) -> None:
         self.inner = inner
         self.slot = slot
         self.record = record
+        self.signature = inspect.signature(inner.__call__)
 
-    def __call__(
-        self,
-        attn: Any,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        *args: Any,
-        temb: torch.Tensor | None = None,
-        image_rotary_emb: Any = None,
-    ) -> Any:
-        """The layer's own call, passed through as it came (FLUX passes its rotary embedding as
-        the fifth positional argument, UNets may pass ``temb`` by name)."""
-        rotary = args[0] if args else image_rotary_emb
+        def presented(attn: Any, *args: Any, **kwargs: Any) -> Any:
+            return self._call(attn, *args, **kwargs)
+
+        self.__call__ = functools.update_wrapper(presented, inner.__call__)  # what inspect.signature sees
+
+    def __call__(self, attn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._call(attn, *args, **kwargs)
+
+    def _call(self, attn: Any, *args: Any, **kwargs: Any) -> Any:
         recorder = getattr(self.slot, "recorder", None)
-        if encoder_hidden_states is not None and recorder is not None and recorder.armed:
-            self.record(recorder, attn, hidden_states, encoder_hidden_states, rotary)
-        extra = {k: v for k, v in (("temb", temb), ("image_rotary_emb", image_rotary_emb)) if v is not None}
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **extra)
+        if recorder is not None and recorder.armed:
+            self.record(recorder, attn, self.arguments(attn, args, kwargs))
+        return self.inner(attn, *args, **kwargs)
+
+    def arguments(self, attn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by the inner processor's parameter names (defaults filled in; a
+        ``**kwargs`` catch-all flattened into the same dict)."""
+        bound = self.signature.bind(attn, *args, **kwargs)
+        bound.apply_defaults()
+        named: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            kind = self.signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                named[name] = value
+        return named
 
 
 @dataclass

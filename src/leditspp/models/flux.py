@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -58,6 +58,7 @@ class Flux(TransformerModel):
     max_sequence_length: int = 512
     guidance: float = FLUX_GUIDANCE
     family: str = "flux"
+    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
     _ids: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -85,7 +86,7 @@ class Flux(TransformerModel):
         t5 = encode_text(self.tokenizer_2, self.text_encoder_2, prompts, self.max_sequence_length, all_layers=False)
         embeds = t5[0]
         dtype = self.transformer.dtype
-        return Conditioning(embeds.to(dtype), pooled.to(dtype))
+        return Conditioning.of(embeds.to(dtype), pooled.to(dtype))
 
     def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
         """c_∅: the encoded negative prompt ("" by default), ``count`` rows."""
@@ -133,14 +134,13 @@ class Flux(TransformerModel):
             yield recorder
 
 
-def record_flux(
-    recorder: AttentionRecorder, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor, rotary: Any
-) -> None:
+def record_flux(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
     """Image queries and [text; image] keys of a FLUX double-stream attention, with its q/k norms
     and rotary positions (``FluxAttnProcessor``'s order); the recorder keeps the text columns."""
     from diffusers.models.embeddings import apply_rotary_emb
 
-    hs, ctx = hidden_states[recorder.rows], context[recorder.rows]
+    hs, ctx = args["hidden_states"][recorder.rows], args["encoder_hidden_states"][recorder.rows]
+    rotary = args.get("image_rotary_emb")
 
     def heads(x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (-1, attn.head_dim))  # (R, n, heads, d)

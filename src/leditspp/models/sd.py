@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -19,6 +19,7 @@ class StableDiffusion(UNetModel):
     text_encoder: Any
     tokenizer: Any
     family: str = "sd"
+    condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
 
     def components(self) -> dict[str, Any]:
         return {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
@@ -39,7 +40,7 @@ class StableDiffusion(UNetModel):
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             mask = tokens.attention_mask.to(device)
         hidden = self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
-        return Conditioning(hidden.to(self.unet.dtype))
+        return Conditioning.of(hidden.to(self.unet.dtype))
 
     def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
         """c_∅: the encoding of the negative prompt ("" by default), ``count`` rows."""
@@ -52,9 +53,6 @@ class StableDiffusion(UNetModel):
         ``length`` field nor the pad token (``!`` in SD 2.x) can change it.
         """
         return _word_positions(self.tokenizer, prompt)
-
-    def needs_pooled(self) -> bool:
-        return False
 
 
 def _word_positions(tokenizer: Any, prompt: str, max_length: int | None = None) -> list[int]:

@@ -18,7 +18,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -73,9 +73,6 @@ class TransformerModel:
         """``x̂0 = x − σ·v`` for a (guided) velocity (B, C, h, w); ``level`` (B,) each."""
         return x - level.s.to(v)[:, None, None, None] * v
 
-    def needs_pooled(self) -> bool:
-        return True
-
     def row_bytes(self, height: int, width: int) -> int:
         """Estimated peak activation bytes of one row: tokens × width × the factor above."""
         config = self.transformer.config
@@ -110,6 +107,7 @@ class StableDiffusion3(TransformerModel):
     tokenizer_3: Any | None
     max_sequence_length: int = 256
     family: str = "sd3"
+    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
 
     @property
     def text_tokens(self) -> int:
@@ -136,7 +134,7 @@ class StableDiffusion3(TransformerModel):
         t5 = self._t5(prompts, clip)
         clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
         dtype = self.transformer.dtype
-        return Conditioning(torch.cat([clip, t5.to(clip)], dim=-2).to(dtype), torch.cat(pooled, dim=-1).to(dtype))
+        return Conditioning.of(torch.cat([clip, t5.to(clip)], dim=-2).to(dtype), torch.cat(pooled, dim=-1).to(dtype))
 
     def _t5(self, prompts: list[str], clip: torch.Tensor) -> torch.Tensor:
         """T5's last hidden states (n, L₃, D₃), or zeros where the checkpoint has no T5."""
@@ -183,13 +181,11 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
 
 
-def record_joint(
-    recorder: AttentionRecorder, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor, _: Any
-) -> None:
+def record_joint(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
     """Image queries and [image; text] keys of an SD3 joint attention (its own projections and
     q/k norms, text after image as ``JointAttnProcessor2_0`` orders them); the softmax runs over
     all keys and the recorder keeps the text columns."""
-    hs, ctx = hidden_states[recorder.rows], context[recorder.rows]
+    hs, ctx = args["hidden_states"][recorder.rows], args["encoder_hidden_states"][recorder.rows]
     q = _heads(attn.to_q(hs), attn.heads)
     k_image = _heads(attn.to_k(hs), attn.heads)
     k_text = _heads(attn.add_k_proj(ctx), attn.heads)

@@ -14,7 +14,7 @@ and what the UNet is given besides it:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -34,6 +34,7 @@ class StableDiffusionXL(UNetModel):
     force_zeros_for_empty_prompt: bool = True
     crops_coords_top_left: tuple[int, int] = (0, 0)
     family: str = "sdxl"
+    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
     _time_ids: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def components(self) -> dict[str, Any]:
@@ -53,21 +54,18 @@ class StableDiffusionXL(UNetModel):
         hidden = [out.hidden_states[-2] for out in outs]
         pooled = outs[1][0]  # encoder 2 (with projection): text_embeds
         dtype = self.unet.dtype
-        return Conditioning(torch.cat(hidden, dim=-1).to(dtype), pooled.to(dtype))
+        return Conditioning.of(torch.cat(hidden, dim=-1).to(dtype), pooled.to(dtype))
 
     def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
         """c_∅: zeros for "" when ``force_zeros_for_empty_prompt``, else the encoded negative prompt."""
         cond = self.encode_prompts([negative_prompt])
         if not negative_prompt and self.force_zeros_for_empty_prompt:
-            cond = Conditioning(torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled))
+            cond = cond.map(torch.zeros_like)
         return cond.repeat_rows(count)
 
     def token_positions(self, prompt: str) -> list[int]:
         """Word-token positions from the second tokenizer (SPEC B §8)."""
         return _word_positions(self.tokenizer_2, prompt)
-
-    def needs_pooled(self) -> bool:
-        return True
 
     def time_ids(self, latents: torch.Tensor) -> torch.Tensor:
         """(1, 6): original size, crop top-left, target size — (height, width) of the processed image.

@@ -13,8 +13,6 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import torch
-
 from .. import defaults
 from ..attention import AttentionRecorder
 from ..errors import LeditsError
@@ -34,11 +32,9 @@ def mask_attention_layers(unet: Any, level: int = defaults.MASK_LEVEL) -> list[A
     return [m for b in blocks for name, m in b.named_modules() if name.endswith("attn2")]
 
 
-def _record(
-    recorder: AttentionRecorder, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor, rotary: Any
-) -> None:
+def _record(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
     """Queries and keys of the armed rows with the layer's own projections (diffusers ``Attention``)."""
-    hs, ctx = hidden_states[recorder.rows], context[recorder.rows]
+    hs, ctx = args["hidden_states"][recorder.rows], args["encoder_hidden_states"][recorder.rows]
     if attn.norm_cross:
         ctx = attn.norm_encoder_hidden_states(ctx)
     rows, heads = hs.shape[0], attn.heads
