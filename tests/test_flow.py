@@ -49,7 +49,7 @@ class _DiffusersGrid:
     def times(self, count: int, grid_points: int) -> torch.Tensor:
         return self.sigmas[:count] * 1000
 
-    def end(self) -> torch.Tensor:
+    def end(self, count: int = 1) -> torch.Tensor:
         return self.sigmas[-1:] * 1000
 
     levels = FlowPath.levels
@@ -352,3 +352,42 @@ def test_sd35_schnell_and_bf16_variants(tokenizer, tokenizer_2, tokenizer_t5):
         out = editor.edit(inv, [Edit("a red hat", scale=6.0, threshold=0.8)], decode=False)
         assert not torch.allclose(out.latents, inv.source_latents, atol=1e-3) and 0 < out.mask_means.mean() < 1
     assert inv.info.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("steps", [1, 4, 8])
+def test_pipeline_grids_with_terminal_and_empirical_mu_match_diffusers(steps):
+    """Qwen-Image's schedule (pipeline σ grid, dynamic shift, stretched to σ = 0.02) and FLUX.2's
+    (pipeline grid, μ from the token count and the step count): our times are the first N of
+    the scheduler's (N+1)-step run with the sigmas and μ the pipeline passes, the end its last σ."""
+    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+    from leditspp.solvers.flow import empirical_mu
+
+    points = steps + 1
+    sigmas = torch.linspace(1.0, 1 / points, points).tolist()
+    qwen = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9, base_image_seq_len=256, max_image_seq_len=8192,
+        shift_terminal=0.02,
+    )  # fmt: skip
+    path = FlowPath.from_scheduler_config(qwen.config, grid="pipeline").for_tokens(1024)
+    qwen.set_timesteps(sigmas=sigmas, mu=path.mu)
+    table = step_table("dpmsolver++", path, steps, 0.0)
+    assert torch.allclose(table.timesteps, qwen.timesteps[:steps].double(), atol=1e-3)
+    assert torch.allclose(table.end, qwen.timesteps[steps:].double(), atol=1e-3) and abs(float(table.end) - 20) < 1e-6
+    klein = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+    path = FlowPath.from_scheduler_config(klein.config, grid="pipeline", mu_rule="empirical").for_tokens(4096)
+    assert abs(empirical_mu(4096, points) - compute_empirical_mu(4096, points)) < 1e-9
+    assert abs(empirical_mu(5000, points) - compute_empirical_mu(5000, points)) < 1e-9
+    klein.set_timesteps(sigmas=sigmas, mu=compute_empirical_mu(4096, points))
+    table = step_table("ddpm", path, steps, 0.0)
+    assert torch.allclose(table.timesteps, klein.timesteps[:steps].double(), atol=1e-3)
+    assert torch.allclose(table.end, klein.timesteps[steps:].double(), atol=1e-3)
+    assert "empirical-mu tokens 4096 pipeline-grid" in path.describe()
+
+
+def test_a_dynamic_path_without_the_image_size_is_refused_with_the_fix():
+    path = FlowPath.from_scheduler_config(FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True).config)
+    with pytest.raises(LeditsError, match="noise_path"):
+        step_table("dpmsolver++", path, 4, 0.0)
+    with pytest.raises(LeditsError, match="shift_terminal"):
+        FlowPath.from_scheduler_config({"shift_terminal": 1.5})

@@ -255,7 +255,7 @@ def noising_levels(path: NoisePath, table: StepTable, shift: float) -> tuple[tor
     if shift == 0:
         return table.alpha, table.sigma
     t = table.timesteps
-    gap = float(t[0] - (t[1] if len(t) > 1 else path.end()[0]))
+    gap = float(t[0] - (t[1] if len(t) > 1 else table.end[0]))
     shifted = t - math.floor(shift * gap)
     a, s = path.levels(shifted.clamp_min(0))
     clean = shifted <= 0

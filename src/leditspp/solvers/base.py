@@ -58,6 +58,7 @@ class StepTable:
     coef_d: torch.Tensor  # (N,) float64
     coef_2: torch.Tensor  # (N,) float64, 0 where the step is first order
     noise: torch.Tensor  # (N,) float64, σ_j > 0
+    end: torch.Tensor  # (1,) float64, the time the last step goes to (the path's end)
 
     def __len__(self) -> int:
         return len(self.timesteps)
@@ -68,11 +69,11 @@ class StepTable:
         return NoiseLevel(*(v.to(device, torch.float32) for v in (self.timesteps, self.alpha, self.sigma)))
 
 
-def endpoints(path: NoisePath, times: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def endpoints(path: NoisePath, times: torch.Tensor, count: int) -> tuple[torch.Tensor, ...]:
     """``(a_u, s_u, a_v, s_v)`` for the steps ``u = times[j] → v = times[j+1]`` (the last to the
-    path's end), (N,) float64 each."""
+    end of the path's ``count``-step schedule), (N,) float64 each."""
     a_u, s_u = path.levels(times)
-    a_v, s_v = path.levels(torch.cat([times[1:], path.end()]))
+    a_v, s_v = path.levels(torch.cat([times[1:], path.end(count)]))
     return a_u, s_u, a_v, s_v
 
 

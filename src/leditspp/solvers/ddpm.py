@@ -36,7 +36,7 @@ def ddpm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable
     if path.kind == "vp":
         path = dataclasses.replace(path, steps_offset=max(path.steps_offset, 1))
     timesteps = path.times(M, M)[-steps:]
-    a, s, a_next, s_next = endpoints(path, timesteps)
+    a, s, a_next, s_next = endpoints(path, timesteps, M)
     src, dst = a**2, a_next**2
     if path.kind == "flow":  # the flow analogue (issue 14): c = s'·√(1 − (a·s' / (a'·s))²)
         var = s_next**2 * (1 - (a * s_next / (a_next * s)) ** 2)
@@ -52,5 +52,6 @@ def ddpm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable
         coef_d=a_next - k * a / s,
         coef_2=torch.zeros_like(a),
         noise=var.clamp_min(0).sqrt(),
+        end=path.end(M),
     )
     return check_table(table, NAME, steps, skip)

@@ -26,7 +26,7 @@ def dpm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable:
     """Coefficients for N = ``steps`` SDE-DPM-Solver++(2M) steps; all tensors (N,) float64."""
     M = full_schedule_length(steps, skip)
     timesteps = path.times(M, M + 1)[-steps:]
-    a_u, s_u, a_v, s_v = endpoints(path, timesteps)
+    a_u, s_u, a_v, s_v = endpoints(path, timesteps, M)
     lam_u, lam_v = a_u.log() - s_u.log(), a_v.log() - s_v.log()
     h = lam_v - lam_u
     coef_x = s_v / s_u * torch.exp(-h)
@@ -36,5 +36,5 @@ def dpm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable:
     if steps > 1:
         rho = (lam_u[1:] - lam_u[:-1]) / h[1:]
         coef_2[1:] = coef_d[1:] / (2 * rho)
-    table = StepTable(timesteps, a_u, s_u, coef_x, coef_d, coef_2, noise)
+    table = StepTable(timesteps, a_u, s_u, coef_x, coef_d, coef_2, noise, path.end(M))
     return check_table(table, NAME, steps, skip)

@@ -30,7 +30,7 @@ def lcm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable:
         raise LeditsError("the lcm solver is for LCM-distilled DDPM models; use dpmsolver++ or ddpm on a flow model")
     M = full_schedule_length(steps, skip)
     timesteps = path.times(M, M)[-steps:]
-    a, s, a_next, s_next = endpoints(path, timesteps)
+    a, s, a_next, s_next = endpoints(path, timesteps, M)
     tau = timesteps * path.timestep_scaling
     c_skip = SIGMA_DATA**2 / (tau**2 + SIGMA_DATA**2)
     c_out = tau / (tau**2 + SIGMA_DATA**2).sqrt()
@@ -42,5 +42,6 @@ def lcm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable:
         coef_d=a_next * c_out,
         coef_2=torch.zeros_like(a),
         noise=s_next,
+        end=path.end(M),
     )
     return check_table(table, NAME, steps, skip)

@@ -70,8 +70,8 @@ class NoisePath:
         abar = self.alphas_cumprod[t.long()]
         return abar.sqrt(), (1 - abar).sqrt()
 
-    def end(self) -> torch.Tensor:
-        """The time the last step of every schedule goes to: training index 0, (1,) float64."""
+    def end(self, count: int = 1) -> torch.Tensor:
+        """The time the last step of every schedule (any ``count``) goes to: training index 0, (1,) float64."""
         return torch.zeros(1, dtype=torch.float64)
 
     def times(self, count: int, grid_points: int) -> torch.Tensor:
