@@ -96,24 +96,29 @@ class Editor:
         cls,
         pipe: Any,
         *,
-        mask_level: int = defaults.MASK_LEVEL,
+        mask_level: int | None = None,
         spacing: str | None = None,
         recommended: dict[str, Any] | None = None,
+        **options: Any,
     ) -> Editor:
-        """Reuse the components of a loaded diffusers pipeline (SD, SDXL, their few-step
-        distillations, or the LEdits++ port's).
+        """Reuse the components of a loaded diffusers pipeline (any family of
+        :data:`leditspp.models.FAMILIES`, or the LEdits++ port's).
 
-        ``mask_level``: the attention mask's resolution, 1/2^level of the latents (the paper's ¼
-        by default); ``spacing``: the timestep spacing (``leading``, ``trailing``, ``linspace``,
-        ``lcm``; default: what the scheduler config declares — ``trailing`` for Turbo/Lightning,
-        ``lcm`` for an ``LCMScheduler``, else the port's ``leading``); ``recommended``: the model's
-        preferred settings (see ``Editor.recommended``).
+        Family options, each refused by a family that cannot use it: ``mask_level`` (UNets: the
+        attention mask's resolution, 1/2^level of the latents, the paper's ¼ by default);
+        ``spacing`` (DDPM-trained models: ``leading``, ``trailing``, ``linspace``, ``lcm``; default:
+        what the scheduler config declares — ``trailing`` for Turbo/Lightning, ``lcm`` for an
+        ``LCMScheduler``, else the port's ``leading``); ``max_sequence_length`` (flow
+        transformers: text tokens). ``recommended``: the model's preferred settings (see
+        ``Editor.recommended``).
         """
         components = getattr(pipe, "components", pipe)
-        config = getattr(pipe, "config", None) or {}
-        zeros = config.get("force_zeros_for_empty_prompt", True) if hasattr(config, "get") else True
+        config = getattr(pipe, "config", None)
+        given = {"mask_level": mask_level, "spacing": spacing, **options}
         adapter = adapter_from_components(
-            dict(components), force_zeros_for_empty_prompt=zeros, mask_level=mask_level, spacing=spacing
+            dict(components),
+            dict(config) if hasattr(config, "keys") else {},
+            **{k: v for k, v in given.items() if v is not None},
         )
         return cls(adapter, recommended)
 

@@ -16,7 +16,7 @@ What this adapter adds to the shared flow transformer (:class:`~leditspp.models.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,8 +26,9 @@ from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
 from .base import Conditioning, encode_text, warn_if_truncated
 from .capture import capture_layers
+from .families import Part, Parts, refuse
 from .sd import _word_positions
-from .sd3 import TransformerModel
+from .sd3 import TransformerModel, check_sequence_length
 
 #: The guidance input of a guidance-distilled FLUX.1 [dev] (FluxPipeline's default).
 FLUX_GUIDANCE = 3.5
@@ -58,12 +59,32 @@ class Flux(TransformerModel):
     max_sequence_length: int = 512
     guidance: float = FLUX_GUIDANCE
     family: str = "flux"
+    title: ClassVar[str] = "FLUX.1 [dev]/[schnell] (FluxTransformer2DModel, flow matching, CLIP-L + T5)"
     condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
     _ids: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
-    @property
-    def patch_size(self) -> int:
+    @classmethod
+    def patch(cls, parts: Parts) -> int:
         return 2  # the packing; the transformer itself has patch_size 1
+
+    @classmethod
+    def matches(cls, parts: Parts) -> bool:
+        return parts.get("transformer", Part("", {})).kind == "FluxTransformer2DModel"
+
+    @classmethod
+    def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> Flux:
+        if components.get("text_encoder") is None or components.get("text_encoder_2") is None:
+            raise refuse("this FLUX model lacks its text encoders (CLIP text_encoder, T5 text_encoder_2)")
+        return cls(
+            transformer=components["transformer"],
+            vae=components["vae"],
+            path=cls.flow_path(components),
+            text_encoder=components["text_encoder"],
+            text_encoder_2=components["text_encoder_2"],
+            tokenizer=components["tokenizer"],
+            tokenizer_2=components["tokenizer_2"],
+            **check_sequence_length(options),
+        )
 
     @property
     def text_tokens(self) -> int:

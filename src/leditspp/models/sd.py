@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from .base import Conditioning, warn_if_truncated
+from .families import Parts, refuse
 from .unet import UNetModel
 
 
@@ -19,7 +21,28 @@ class StableDiffusion(UNetModel):
     text_encoder: Any
     tokenizer: Any
     family: str = "sd"
+    title: ClassVar[str] = (
+        "Stable Diffusion 1.x/2.x (UNet2DConditionModel + one CLIP text encoder) and their few-step "
+        "distillations (SD-Turbo, LCM, LCM-LoRA)"
+    )
     condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
+
+    @classmethod
+    def matches(cls, parts: Parts) -> bool:
+        unet = parts.get("unet")
+        return unet is not None and unet.config.get("addition_embed_type") is None and "text_encoder_2" not in parts
+
+    @classmethod
+    def from_components(
+        cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any
+    ) -> StableDiffusion:
+        if components.get("text_encoder") is None:
+            raise refuse("the model lacks text_encoder")
+        return cls(
+            **cls.unet_parts(components, **options),
+            text_encoder=components["text_encoder"],
+            tokenizer=components["tokenizer"],
+        )
 
     def components(self) -> dict[str, Any]:
         return {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}

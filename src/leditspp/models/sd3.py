@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from ..attention import AttentionRecorder
+from ..errors import LeditsError
 from ..solvers import FlowPath, NoiseLevel
-from .base import Conditioning, decode_latents, encode_pixels, encode_text, vae_scale_factor, warn_if_truncated
+from .base import Conditioning, decode_latents, encode_pixels, encode_text, warn_if_truncated
 from .capture import capture_layers
+from .families import Part, Parts, parts_of, refuse
 from .sd import _word_positions
 
 #: Peak activation elements of one transformer row per token per channel of its width: an
@@ -49,9 +51,31 @@ class TransformerModel:
     def dtype(self) -> torch.dtype:
         return self.transformer.dtype
 
+    #: What a flow family's ``from_components`` accepts (see :mod:`.families`).
+    options: ClassVar[frozenset[str]] = frozenset({"max_sequence_length"})
+
+    @classmethod
+    def patch(cls, parts: Parts) -> int:
+        """The side of one transformer token in latent cells (the transformer's ``patch_size``)."""
+        return int(parts["transformer"].config.get("patch_size") or 2)
+
+    @classmethod
+    def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
+        """Image sides must be multiples of the VAE's factor times the patch: whole tokens."""
+        return 2 ** (len(parts["vae"].config["block_out_channels"]) - 1) * cls.patch(parts)
+
+    @staticmethod
+    def flow_path(components: dict[str, Any], **kwargs: Any) -> FlowPath:
+        """The flow path of the model's scheduler (``kwargs``: the pipeline's grid and μ rule)."""
+        scheduler = parts_of({"scheduler": components["scheduler"]})["scheduler"]
+        if scheduler.kind != "FlowMatchEulerDiscreteScheduler":
+            network = type(components["transformer"]).__name__
+            raise refuse(f"this {network} model's scheduler is {scheduler.kind}, not a flow-matching one")
+        return FlowPath.from_scheduler_config(scheduler.config, **kwargs)
+
     @property
     def patch_size(self) -> int:
-        return int(getattr(self.transformer.config, "patch_size", None) or 2)
+        return self.patch(parts_of({"transformer": self.transformer}))
 
     @property
     def mask_level(self) -> int:
@@ -60,7 +84,10 @@ class TransformerModel:
 
     @property
     def size_multiple(self) -> int:
-        return vae_scale_factor(self.vae) * self.patch_size
+        return self.size_rule(parts_of(self.components()), {})
+
+    def components(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     def mask_grid(self, height: int, width: int) -> tuple[int, int]:
         return height // self.patch_size, width // self.patch_size
@@ -107,7 +134,33 @@ class StableDiffusion3(TransformerModel):
     tokenizer_3: Any | None
     max_sequence_length: int = 256
     family: str = "sd3"
+    title: ClassVar[str] = "Stable Diffusion 3/3.5 (SD3Transformer2DModel, flow matching; with or without T5)"
     condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
+
+    @classmethod
+    def matches(cls, parts: Parts) -> bool:
+        return parts.get("transformer", Part("", {})).kind == "SD3Transformer2DModel"
+
+    @classmethod
+    def from_components(
+        cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any
+    ) -> StableDiffusion3:
+        """``max_sequence_length``: T5's tokens (the pipeline's default 256; 0 for a model trained
+        without T5, such as the flow demo model)."""
+        if components.get("text_encoder") is None or components.get("text_encoder_2") is None:
+            raise refuse("this SD3 model lacks its CLIP text encoders (text_encoder, text_encoder_2)")
+        return cls(
+            transformer=components["transformer"],
+            vae=components["vae"],
+            path=cls.flow_path(components),
+            text_encoder=components["text_encoder"],
+            text_encoder_2=components["text_encoder_2"],
+            text_encoder_3=components.get("text_encoder_3"),
+            tokenizer=components["tokenizer"],
+            tokenizer_2=components.get("tokenizer_2") or components["tokenizer"],
+            tokenizer_3=components.get("tokenizer_3"),
+            **check_sequence_length(options),
+        )
 
     @property
     def text_tokens(self) -> int:
@@ -174,6 +227,16 @@ class StableDiffusion3(TransformerModel):
         layers = [block.attn for block in self.transformer.transformer_blocks]
         with capture_layers(self.transformer, layers, record_joint) as recorder:
             yield recorder
+
+
+def check_sequence_length(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``max_sequence_length`` (if given) checked: an integer in [0, 512]."""
+    if "max_sequence_length" not in options:
+        return {}
+    value = options["max_sequence_length"]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 512:
+        raise LeditsError(f"max_sequence_length must be an integer in [0, 512] (text tokens); got {value!r}")
+    return {"max_sequence_length": value}
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -13,12 +13,14 @@ and what the UNet is given besides it:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from .base import Conditioning, encode_text, vae_scale_factor, warn_if_truncated
+from .families import Parts, refuse
 from .sd import _word_positions
 from .unet import UNetModel
 
@@ -34,8 +36,32 @@ class StableDiffusionXL(UNetModel):
     force_zeros_for_empty_prompt: bool = True
     crops_coords_top_left: tuple[int, int] = (0, 0)
     family: str = "sdxl"
+    title: ClassVar[str] = (
+        "Stable Diffusion XL base and fine-tunes (two CLIP text encoders, addition_embed_type='text_time') "
+        "and their few-step distillations (SDXL-Turbo, SDXL-Lightning, Hyper-SD, LCM)"
+    )
     condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
     _time_ids: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def matches(cls, parts: Parts) -> bool:
+        unet = parts.get("unet")
+        return unet is not None and unet.config.get("addition_embed_type") == "text_time"
+
+    @classmethod
+    def from_components(
+        cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any
+    ) -> StableDiffusionXL:
+        if components.get("text_encoder") is None or components.get("text_encoder_2") is None:
+            raise refuse("this SDXL-type model has only one text encoder (an SDXL refiner?), which is not supported")
+        return cls(
+            **cls.unet_parts(components, **options),
+            text_encoder=components["text_encoder"],
+            text_encoder_2=components["text_encoder_2"],
+            tokenizer=components["tokenizer"],
+            tokenizer_2=components.get("tokenizer_2") or components["tokenizer"],
+            force_zeros_for_empty_prompt=bool(pipeline_config.get("force_zeros_for_empty_prompt", True)),
+        )
 
     def components(self) -> dict[str, Any]:
         return {

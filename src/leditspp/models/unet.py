@@ -10,9 +10,9 @@ inputs (:meth:`UNetModel.added_inputs`). Nothing outside ``models/`` touches the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -20,7 +20,8 @@ from .. import defaults
 from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import NoiseLevel, NoisePath
-from .base import Conditioning, decode_latents, encode_pixels, vae_scale_factor
+from .base import Conditioning, decode_latents, encode_pixels
+from .families import Parts, parts_of
 from .unet_attention import capture_unet_attention
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -38,6 +39,13 @@ def to_epsilon(output: torch.Tensor, x: torch.Tensor, a: Any, s: Any, prediction
     if prediction == "v_prediction":
         return a * output + s * x
     return (x - a * output) / s  # "sample": the network predicts x0
+
+
+def check_mask_level(level: Any) -> None:
+    if not isinstance(level, int) or isinstance(level, bool) or level < 0:
+        raise LeditsError(
+            f"mask_level must be an integer ≥ 0 (the mask's grid is 1/2^level of the latents); got {level!r}"
+        )
 
 
 def prediction_type(config: Any) -> str:
@@ -67,11 +75,37 @@ class UNetModel:
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
 
+    #: What a UNet family's ``from_components`` accepts (see :mod:`.families`).
+    options: ClassVar[frozenset[str]] = frozenset({"mask_level", "spacing"})
+
+    @classmethod
+    def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
+        """Image sides must be multiples of the VAE's factor times 2^mask_level, so that the
+        attention level's grid is exactly (h/2^level) × (w/2^level)."""
+        level = options.get("mask_level", defaults.MASK_LEVEL)
+        return 2 ** (len(parts["vae"].config["block_out_channels"]) - 1) * 2**level
+
     @property
     def size_multiple(self) -> int:
-        """Image sides must be multiples of this: the VAE's factor times 2^mask_level, so that the
-        attention level's grid is exactly (h/2^level) × (w/2^level)."""
-        return vae_scale_factor(self.vae) * 2**self.mask_level
+        return self.size_rule(parts_of(self.components()), {"mask_level": self.mask_level})
+
+    @staticmethod
+    def unet_parts(
+        components: dict[str, Any], mask_level: int = defaults.MASK_LEVEL, spacing: str | None = None
+    ) -> dict[str, Any]:
+        """The UNet, VAE, noise path and prediction type every UNet family is built from."""
+        check_mask_level(mask_level)
+        config = parts_of({"scheduler": components["scheduler"]})["scheduler"].config
+        return {
+            "unet": components["unet"],
+            "vae": components["vae"],
+            "path": NoisePath.from_scheduler_config(config, spacing),
+            "prediction": prediction_type(config),
+            "mask_level": mask_level,
+        }
+
+    def components(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     def noise_path(self, height: int, width: int) -> NoisePath:
         """The path for a latent grid (the same for every size here)."""
