@@ -8,13 +8,15 @@
   remove, those of ``editing_prompt`` the concepts to add; ``mask`` is a run-length encoding of
   the edited region on the 512 × 512 image (see :func:`decode_rle`).
 
-A broken manifest raises :class:`~leditspp.errors.LeditsError` naming the file, the row or item,
-and the fix; the CLI prints it as one line and exits with code 2.
+Both files are read as UTF-8 (a byte-order mark and any line ends accepted). A broken manifest —
+another encoding, a column twice, a bad cell — raises :class:`~leditspp.errors.LeditsError` naming
+the file, the row or item, and the fix; the CLI prints it as one line and exits with code 2.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -113,17 +115,27 @@ def read_tedbench(folder: str | Path) -> list[EvalItem]:
     return [_tedbench_item(csv_path, folder / TEDBENCH_IMAGES, number, row) for number, row in rows]
 
 
+def _read_text(path: Path, what: str) -> str:
+    """The text of ``path``, UTF-8 (a byte-order mark is dropped), or a LeditsError naming the
+    file, the encoding and the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise LeditsError(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}; saved as Latin-1 or "
+            f"Windows-1252?); {what} is UTF-8 — save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+
+
 def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """The rows of ``path`` with stripped header names and cells, numbered from 1; blank rows skipped."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in TEDBENCH_COLUMNS if c not in header]
-        if missing:
-            raise LeditsError(
-                f"{path}: missing column(s) {', '.join(missing)}; TEdBench++'s header is "
-                f"{', '.join(TEDBENCH_COLUMNS)} — use the published tedbench++.csv or add the column(s)"
-            )
+    """The rows of ``path`` with stripped header names and cells, numbered from 1; blank rows
+    skipped. UTF-8 with or without a byte-order mark, any line ends (LF, CRLF, CR)."""
+    text = _read_text(path, "TEdBench++'s CSV")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = _header(path, next(reader, []))
         rows = []
         for number, cells in enumerate(reader, start=1):
             if not any(c.strip() for c in cells):
@@ -134,7 +146,29 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                     "fix the row (quote texts that contain commas)"
                 )
             rows.append((number, {h: c.strip() for h, c in zip(header, cells, strict=True)}))
+    except csv.Error as e:
+        raise LeditsError(f"{path}, line {reader.line_num}: not valid CSV ({e}); fix the line") from None
+    if not rows:
+        raise LeditsError(f"{path}: no rows after the header; add the benchmark's rows (one edit each)")
     return rows
+
+
+def _header(path: Path, cells: list[str]) -> list[str]:
+    """The stripped column names, checked: every TEdBench++ column present, none twice."""
+    header = [h.strip() for h in cells]
+    missing = [c for c in TEDBENCH_COLUMNS if c not in header]
+    if missing:
+        raise LeditsError(
+            f"{path}: missing column(s) {', '.join(missing)}; TEdBench++'s header is "
+            f"{', '.join(TEDBENCH_COLUMNS)} — use the published tedbench++.csv or add the column(s)"
+        )
+    for k, name in enumerate(header):
+        if name in header[:k]:
+            raise LeditsError(
+                f"{path}: column {name or '(unnamed)'} appears twice in the header (columns "
+                f"{header.index(name) + 1} and {k + 1}); keep one, so no cell is read in place of another"
+            )
+    return header
 
 
 def _tedbench_item(csv_path: Path, images: Path, number: int, row: dict[str, str]) -> EvalItem:
@@ -235,11 +269,13 @@ def read_piebench(folder: str | Path) -> list[EvalItem]:
     fix = "a PIE-Bench folder holds mapping_file.json and annotation_images/"
     json_path = _require_file(folder / PIEBENCH_JSON, fix)
     try:
-        mapping = json.loads(json_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        mapping = json.loads(_read_text(json_path, "PIE-Bench's mapping_file.json"))
+    except json.JSONDecodeError as e:
         raise LeditsError(f"{json_path}: not valid JSON ({e}); use the published mapping_file.json") from None
     if not isinstance(mapping, dict):
         raise LeditsError(f"{json_path}: expected an object keyed by item id; got {type(mapping).__name__}")
+    if not mapping:
+        raise LeditsError(f"{json_path}: no items; use the published mapping_file.json")
     return [_piebench_item(json_path, folder / PIEBENCH_IMAGES, str(k), v) for k, v in mapping.items()]
 
 
