@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from leditspp.cli import main
+from leditspp.edits import Edit
 from leditspp.errors import LeditsError
+from leditspp.evaluation import checks
 from leditspp.evaluation.manifests import read_piebench, read_tedbench
 
 from .conftest import scene
@@ -26,6 +29,11 @@ def _tedbench(folder, rows=(GOOD,), header=HEADER, *, encoding="utf-8", newline=
     text = newline.join([header, *rows]) + newline
     (folder / "tedbench++.csv").write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding))
     return folder
+
+
+def _row(**cells) -> str:
+    values = dict(zip(HEADER.split(","), GOOD.split(","), strict=True)) | cells
+    return ",".join(str(v) for v in values.values())
 
 
 # -- encodings and line ends ---------------------------------------------------------------------
@@ -83,3 +91,103 @@ def test_a_csv_the_csv_module_cannot_read_names_the_line(tmp_path):
     _tedbench(tmp_path, [GOOD, "cat.png," + "x" * 200_000 + ",0.1,0.9,6,42,3"])
     with pytest.raises(LeditsError, match=r"tedbench\+\+\.csv, line 3: not valid CSV \(field larger than"):
         read_tedbench(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        ({"steps": 0}, "column steps: steps must be an integer in [1, 1000]; got 0"),
+        ({"steps": -5}, "column steps: steps must be an integer in [1, 1000]; got -5"),
+        ({"steps": 100000}, "column steps: steps must be an integer in [1, 1000]; got 100000"),
+        ({"skip": 1.5}, "column skip: skip is a fraction in [0, 1); got 1.5"),
+        ({"skip": "nan"}, "column skip: skip is a fraction in [0, 1); got nan"),
+        ({"skip": -0.1}, "column skip: skip is a fraction in [0, 1); got -0.1"),
+        ({"edit_guidance_scale": -1}, "column edit_guidance_scale: edit scale must be a finite number ≥ 0"),
+        ({"edit_guidance_scale": "inf"}, "column edit_guidance_scale: edit scale must be a finite number ≥ 0"),
+        ({"threshold": "nan"}, "column threshold: edit threshold is a quantile in [0, 1); got nan"),
+    ],
+)
+def test_a_row_the_editor_would_refuse_is_refused_naming_file_row_and_column(tmp_path, cells, expected):
+    _tedbench(tmp_path, [GOOD, _row(**cells)])
+    with pytest.raises(LeditsError) as err:
+        read_tedbench(tmp_path)
+    assert "tedbench++.csv, row 2 (cat.png), " + expected in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["original_prompt", "editing_prompt", "image_path"])
+def test_a_null_piebench_text_is_refused_not_read_as_none(tmp_path, key):
+    _piebench(tmp_path, **{key: None})
+    with pytest.raises(LeditsError, match=rf"item 000000000000: {key} must be text; got null — .* or \"\""):
+        read_piebench(tmp_path)
+
+
+def test_an_empty_piebench_original_prompt_is_no_source_prompt(tmp_path):
+    first, _ = read_piebench(_piebench(tmp_path, original_prompt=""))
+    assert first.source_prompt == "" and [(e.prompt, e.remove) for e in first.edits] == [
+        ("blue", False),
+        ("wooden", False),
+    ]
+
+
+# -- flags and sweep values: the same checks, the same rule for the scale -------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "sweep", "recommended", "expected"),
+    [
+        ({"steps": 0}, {}, {}, "--steps: steps must be"),
+        ({"skip": float("nan")}, {}, {}, "--skip: skip is a fraction"),
+        ({}, {"steps": [4, 0]}, {}, "--sweep steps=0: steps must be"),
+        ({}, {"steps": [2.5]}, {}, "--sweep steps=2.5: steps must be an integer"),
+        ({}, {"skip": [0.1, 1.5]}, {}, "--sweep skip=1.5: skip is a fraction in [0, 1); got 1.5"),
+        ({}, {"threshold": [90]}, {}, "did you mean 0.9"),
+        ({}, {}, {"steps": 0}, "the model's recommended steps: steps must be"),
+        ({}, {"steps": [2.0]}, {}, "--sweep steps=2.0: steps must be an integer"),
+    ],
+)
+def test_flags_sweep_values_and_recommended_settings_name_their_origin(flags, sweep, recommended, expected):
+    with pytest.raises(LeditsError) as err:
+        checks.check_given(flags, sweep, recommended)
+    assert expected in str(err.value)
+
+
+def test_a_recommended_setting_that_a_flag_or_the_sweep_replaces_is_not_checked():
+    checks.check_given({"steps": 4}, {"skip": [0.1]}, {"steps": 0, "skip": 7})
+
+
+def test_the_scale_has_no_upper_bound_on_the_command_line_nor_in_a_benchmark(tmp_path):
+    """One rule for both: an absurd but finite scale is a valid Edit, on the command line as in a row."""
+    assert Edit.parse("+hat:1e300").scale == 1e300
+    checks.check_given({"scale": 1e300}, {"scale": [1e300]})
+    (item,) = read_tedbench(_tedbench(tmp_path, [_row(edit_guidance_scale="1e300")]))
+    assert item.edits[0].scale == 1e300
+
+
+# -- through the command line ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("write", "extra", "expected"),
+    [
+        ({"rows": ["cat.png,un café,0.1,0.9,6,42,3"], "encoding": "latin-1"}, [], "not UTF-8 text"),
+        ({"rows": [_row(steps=0)]}, [], "row 1 (cat.png), column steps: steps must be"),
+        ({"rows": [_row(skip="nan")]}, [], "row 1 (cat.png), column skip: skip is a fraction"),
+        ({"rows": [GOOD + ",1"], "header": HEADER + ",steps"}, [], "column steps appears twice"),
+        ({}, ["--sweep", "steps=0,2"], "--sweep steps=0: steps must be"),
+        ({}, ["--skip", "1.5"], "--skip: skip is a fraction"),
+    ],
+)
+def test_eval_refuses_a_bad_benchmark_before_any_model_loads(tmp_path, capsys, monkeypatch, write, extra, expected):
+    monkeypatch.setattr("leditspp.cli._load_editor", lambda *a: pytest.fail("a refused run loads no model"))
+    data = _tedbench(tmp_path / "ted", **write)
+    argv = ["eval", "tedbench", str(data), "-o", str(tmp_path / "out"), "--metrics", "psnr", "--quiet", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1 and "internal error" not in err
+
+
+def test_eval_piebench_null_prompt_is_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("leditspp.cli._load_editor", lambda *a: pytest.fail("a refused run loads no model"))
+    data = _piebench(tmp_path / "pie", original_prompt=None)
+    assert main(["eval", "piebench", str(data), "-o", str(tmp_path / "out"), "--metrics", "psnr"]) == 2
+    assert "original_prompt must be text; got null" in capsys.readouterr().err

@@ -814,8 +814,8 @@ def _plan_shapes(args: argparse.Namespace, sweep: dict[str, list[float]], recomm
     shapes_suite.check_metrics(metrics)
     if args.clip_model or args.dino_model:
         raise LeditsError("--clip-model/--dino-model are for tedbench and piebench; shapes measures by pixels")
+    shapes_suite.check_settings(_eval_settings(args), sweep, recommended)
     params = {k: recommended[k] for k in ("steps", "skip", "scale", "threshold")} | _eval_settings(args)
-    shapes_suite.check_settings(params, sweep)
     scenes = 20 if args.scenes is None else args.scenes
     items = runner.expand_sweep(_limit(shapes_suite.items(scenes, params), args.limit), sweep)
     return _EvalPlan(
@@ -833,7 +833,7 @@ def _plan_benchmark(args: argparse.Namespace, sweep: dict[str, list[float]], rec
 
     if args.scenes is not None:
         raise LeditsError(f"--scenes is for the shapes suite; {args.suite} takes its items from DATA (see --limit)")
-    photo_suite.check_sweep(sweep)
+    photo_suite.check_settings(_eval_settings(args), sweep, {k: recommended[k] for k in ("steps", "skip")})
     names = metric_names.check_metrics(args.metrics) if args.metrics else photo_suite.DEFAULT_METRICS[args.suite]
     entries = manifests.READERS[args.suite](args.data)
     items = runner.expand_sweep(_limit(photo_suite.items(entries, args.suite, _eval_settings(args)), args.limit), sweep)

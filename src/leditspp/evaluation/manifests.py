@@ -8,9 +8,11 @@
   remove, those of ``editing_prompt`` the concepts to add; ``mask`` is a run-length encoding of
   the edited region on the 512 × 512 image (see :func:`decode_rle`).
 
-Both files are read as UTF-8 (a byte-order mark and any line ends accepted). A broken manifest —
-another encoding, a column twice, a bad cell — raises :class:`~leditspp.errors.LeditsError` naming
-the file, the row or item, and the fix; the CLI prints it as one line and exits with code 2.
+Both files are read as UTF-8 (a byte-order mark and any line ends accepted). Every setting a row
+gives goes through the editor's own checks (:func:`.checks.check_setting`) here, before any model
+loads. A broken manifest — another encoding, a column twice, a bad cell, a prompt that is null
+rather than text — raises :class:`~leditspp.errors.LeditsError` naming the file, the row or item,
+the column and the fix; the CLI prints it as one line and exits with code 2.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from ..edits import Edit
 from ..errors import LeditsError, is_int
+from .checks import check_setting
 
 TEDBENCH_CSV = "tedbench++.csv"
 TEDBENCH_IMAGES = "originals"
@@ -35,6 +38,8 @@ TEDBENCH_COLUMNS = ("img_name", "target_text", "skip", "threshold", "edit_guidan
 PIEBENCH_JSON = "mapping_file.json"
 PIEBENCH_IMAGES = "annotation_images"
 PIEBENCH_KEYS = ("image_path", "original_prompt", "editing_prompt", "editing_type_id", "mask")
+#: The PIE-Bench keys that must hold text (null is refused, never read as the word "None").
+_PIEBENCH_TEXTS = ("image_path", "original_prompt", "editing_prompt")
 #: PIE-Bench's masks are drawn on the 512 × 512 images, flattened row-major.
 PIEBENCH_MASK_SHAPE = (512, 512)
 #: ``editing_type_id`` → the edit type's name, as in the PIE-Bench paper (Ju et al. 2024, Tab. 1).
@@ -174,20 +179,17 @@ def _header(path: Path, cells: list[str]) -> list[str]:
 def _tedbench_item(csv_path: Path, images: Path, number: int, row: dict[str, str]) -> EvalItem:
     """One TEdBench++ row as an :class:`EvalItem`; any bad cell names the file, row and column."""
     where = f"{csv_path}, row {number} ({row['img_name'] or 'no image name'})"
-    values = {
-        "skip": _cell(where, row, "skip", float),
-        "threshold": _cell(where, row, "threshold", float),
-        "scale": _cell(where, row, "edit_guidance_scale", float),
-        "seed": _cell(where, row, "seed", parse_seed),
-        "steps": _cell(where, row, "steps", _parse_count),
-    }
     if not row["target_text"]:
         raise LeditsError(f"{where}: target_text is empty; give the concept to add, e.g. 'a sitting dog'")
+    values = {}
+    for column, (key, parse) in _TEDBENCH_SETTINGS.items():
+        values[key] = _cell(where, row, column, parse)
+        try:
+            check_setting(key, values[key], concept=row["target_text"])
+        except LeditsError as e:
+            raise LeditsError(f"{where}, column {column}: {e}") from None
     image = _require_file(images / row["img_name"], f"put the image in {images} or fix img_name", where)
-    try:
-        edit = Edit(row["target_text"], scale=values["scale"], threshold=values["threshold"])
-    except LeditsError as e:
-        raise LeditsError(f"{where}: {e}") from None
+    edit = Edit(row["target_text"], scale=values["scale"], threshold=values["threshold"])
     return EvalItem(
         item_id=f"{number:03d}_{Path(row['img_name']).stem}",
         image_path=image,
@@ -204,6 +206,16 @@ def _parse_count(text: str) -> int:
     if not value.is_integer():
         raise ValueError(f"{text!r} is not a whole number")
     return int(value)
+
+
+#: The TEdBench++ columns that hold settings: the evaluation setting each gives, and how its cell reads.
+_TEDBENCH_SETTINGS = {
+    "steps": ("steps", _parse_count),
+    "skip": ("skip", float),
+    "seed": ("seed", parse_seed),
+    "edit_guidance_scale": ("scale", float),
+    "threshold": ("threshold", float),
+}
 
 
 def _cell(where: str, row: dict[str, str], column: str, parse: Any) -> Any:
@@ -287,7 +299,13 @@ def _piebench_item(json_path: Path, images: Path, item_id: str, entry: Any) -> E
     missing = [k for k in PIEBENCH_KEYS if k not in entry]
     if missing:
         raise LeditsError(f"{where}: missing key(s) {', '.join(missing)}; add them as in the published file")
-    original, editing = str(entry["original_prompt"]), str(entry["editing_prompt"])
+    for key in _PIEBENCH_TEXTS:
+        if not isinstance(entry[key], str):
+            raise LeditsError(
+                f"{where}: {key} must be text; got {json.dumps(entry[key])} — give it as in the published file, "
+                'or "" for an empty prompt (null is refused, not read as the text "None")'
+            )
+    original, editing = entry["original_prompt"], entry["editing_prompt"]
     try:
         mask = decode_rle(entry["mask"])
         edits = piebench_edits(original, editing)
@@ -301,7 +319,7 @@ def _piebench_item(json_path: Path, images: Path, item_id: str, entry: Any) -> E
     type_id = str(entry["editing_type_id"])
     return EvalItem(
         item_id=item_id,
-        image_path=_require_file(images / str(entry["image_path"]), f"put it in {images} or fix image_path", where),
+        image_path=_require_file(images / entry["image_path"], f"put it in {images} or fix image_path", where),
         edits=edits,
         source_prompt=plain_prompt(original),
         target_prompt=plain_prompt(editing),

@@ -23,6 +23,7 @@ from ..edits import Edit
 from ..errors import LeditsError
 from ..io import open_image
 from . import metrics as M
+from .checks import check_given
 from .manifests import EvalItem
 from .runner import Item, Row
 
@@ -53,11 +54,14 @@ def with_pixels(item: Item) -> Item:
     return replace(item, data=replace(item.data, pixels=open_image(item.data.image_path)))
 
 
-def check_sweep(sweep: dict[str, list[float]]) -> None:
-    """Refuse sweep keys the photo suites do not read."""
+def check_settings(flags: dict[str, Any], sweep: dict[str, list[float]], recommended: dict[str, Any]) -> None:
+    """Refuse, before the model loads, sweep keys the photo suites do not read and any steps,
+    skip, scale or threshold (a flag, a sweep value, the model's recommended) every item would
+    fail with; the manifest's own rows are checked as they are read (:mod:`.manifests`)."""
     for key in sweep:
         if key not in SWEEPABLE:
             raise LeditsError(f"the photo suites cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
+    check_given(flags, sweep, recommended)
 
 
 def load_scorers(names: tuple[str, ...], *, clip_model: str | None, dino_model: str | None, device: Any) -> dict:

@@ -35,9 +35,8 @@ from PIL import Image
 
 from .. import shapes
 from ..caching import LRUCache
-from ..edits import Edit
 from ..errors import LeditsError, is_int
-from ..solvers import validate_steps
+from .checks import check_given
 from .runner import Item, Row
 
 SUITE = "shapes"
@@ -54,7 +53,7 @@ EDIT_TYPES = {  # id slug → edit type (the summary's groups)
     "recolour": "recolour",
     "multi": "multi",
 }
-SWEEPABLE = {"scale": float, "threshold": float, "steps": int, "skip": float}
+SWEEPABLE = ("scale", "threshold", "steps", "skip")
 METRICS = (
     "success",
     "add_shape",
@@ -102,19 +101,13 @@ def items(scenes: int, params: dict[str, Any], first_seed: int = 0) -> list[Item
     ]
 
 
-def check_settings(params: dict[str, Any], sweep: dict[str, list[float]]) -> None:
+def check_settings(flags: dict[str, Any], sweep: dict[str, list[float]], recommended: dict[str, Any]) -> None:
     """Refuse, before the model loads, sweep keys the suite does not read and any steps, skip,
-    scale or threshold (given or swept) that every item would fail with."""
-    for key, values in sweep.items():
+    scale or threshold (a flag, a sweep value, the model's recommended) that every item would fail with."""
+    for key in sweep:
         if key not in SWEEPABLE:
             raise LeditsError(f"the shapes suite cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
-        if SWEEPABLE[key] is int and not all(is_int(v) for v in values):
-            raise LeditsError(f"--sweep {key} needs whole numbers; got {', '.join(map(str, values))}")
-    for key in SWEEPABLE:
-        for value in sweep.get(key, [params[key]]):
-            point = {**params, key: value}
-            validate_steps(point["steps"], point["skip"])
-            Edit("check", scale=point["scale"], threshold=point["threshold"])
+    check_given(flags, sweep, {k: recommended[k] for k in SWEEPABLE})
 
 
 def check_metrics(names: list[str] | None) -> None:
