@@ -7,12 +7,18 @@ one-colour image) is a failed item, never a scored row; a run in which every ite
 
 from __future__ import annotations
 
-import pytest
+from types import SimpleNamespace
 
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from leditspp import shapes
 from leditspp.cli import main
 from leditspp.edits import Edit
 from leditspp.errors import LeditsError
-from leditspp.evaluation import checks
+from leditspp.evaluation import checks, shapes_suite
 from leditspp.evaluation.manifests import read_piebench, read_tedbench
 
 from .conftest import scene
@@ -161,6 +167,50 @@ def test_the_scale_has_no_upper_bound_on_the_command_line_nor_in_a_benchmark(tmp
     checks.check_given({"scale": 1e300}, {"scale": [1e300]})
     (item,) = read_tedbench(_tedbench(tmp_path, [_row(edit_guidance_scale="1e300")]))
     assert item.edits[0].scale == 1e300
+
+
+# -- diverged edits ----------------------------------------------------------------------------
+
+
+def _picture(colour=None):
+    if colour is not None:
+        return Image.new("RGB", (8, 8), colour)
+    return Image.fromarray(np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3))
+
+
+@pytest.mark.parametrize(
+    ("bad", "edited", "source", "expected"),
+    [
+        (float("nan"), _picture(), _picture(), "25% of the edited latents are NaN or inf"),
+        (float("inf"), _picture(), _picture(), "NaN or inf"),
+        (None, _picture((0, 0, 0)), _picture(), "one colour (0, 0, 0) everywhere while its input is not"),
+        (None, _picture((255, 0, 0)), _picture(), "one colour (255, 0, 0)"),
+        (None, _picture((0, 0, 0)), _picture((0, 0, 0)), None),  # a one-colour input may stay one colour
+        (None, _picture(), _picture(), None),
+    ],
+)
+def test_a_diverged_edit_is_refused_with_its_reason(bad, edited, source, expected):
+    latents = torch.zeros(1, 4, 2, 2)
+    if bad is not None:
+        latents[0, 0] = bad
+    if expected is None:
+        checks.check_edited(latents, edited, source)
+        return
+    with pytest.raises(checks.DivergedEdit) as err:
+        checks.check_edited(latents, edited, source)
+    assert expected in str(err.value) and "lower the edit scale" in str(err.value)
+
+
+@pytest.mark.parametrize("latent", [float("nan"), 0.0])
+def test_the_shapes_suite_refuses_a_diverged_edit_too(latent):
+    """A black image would read as every object "gone": a removal success."""
+
+    class Diverging:
+        def edit(self, inversion, concepts, **options):
+            return SimpleNamespace(latents=torch.full((1, 4, 8, 8), latent), images=[_picture((0, 0, 0))])
+
+    with pytest.raises(checks.DivergedEdit):
+        shapes_suite._edit(Diverging(), None, shapes.scene(0), ["-red circle:1e300"])
 
 
 # -- through the command line ---------------------------------------------------------------------
