@@ -7,6 +7,8 @@ one-colour image) is a failed item, never a scored row; a run in which every ite
 
 from __future__ import annotations
 
+import csv
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,7 +17,7 @@ import torch
 from PIL import Image
 
 from leditspp import shapes
-from leditspp.cli import main
+from leditspp.cli import _eval_outcome, main
 from leditspp.edits import Edit
 from leditspp.errors import LeditsError
 from leditspp.evaluation import checks, shapes_suite
@@ -213,6 +215,14 @@ def test_the_shapes_suite_refuses_a_diverged_edit_too(latent):
         shapes_suite._edit(Diverging(), None, shapes.scene(0), ["-red circle:1e300"])
 
 
+def test_the_exit_code_is_1_only_when_every_item_failed():
+    errors = [{"item": "001_cat", "error": "DivergedEdit: the edit diverged"}]
+    assert _eval_outcome({"items": 2, "failed": 0, "errors": []}) == (0, "")
+    assert _eval_outcome({"items": 2, "failed": 1, "errors": errors}) == (0, "1 of 2 items failed; see summary.json")
+    code, line = _eval_outcome({"items": 1, "failed": 1, "errors": errors})
+    assert code == 1 and line.startswith("every item failed (1 of 1), so nothing was measured; the first, 001_cat:")
+
+
 # -- through the command line ---------------------------------------------------------------------
 
 
@@ -241,3 +251,15 @@ def test_eval_piebench_null_prompt_is_exit_2(tmp_path, capsys, monkeypatch):
     data = _piebench(tmp_path / "pie", original_prompt=None)
     assert main(["eval", "piebench", str(data), "-o", str(tmp_path / "out"), "--metrics", "psnr"]) == 2
     assert "original_prompt must be text; got null" in capsys.readouterr().err
+
+
+def test_a_diverged_benchmark_edit_is_a_failed_row_and_a_run_of_only_those_exits_1(sd_folder, tmp_path, capsys):
+    data, out = _tedbench(tmp_path / "ted", [_row(edit_guidance_scale="1e300", steps=2)]), tmp_path / "out"
+    argv = ["eval", "tedbench", str(data), "--model", str(sd_folder), "--metrics", "psnr", "--device", "cpu"]
+    assert main([*argv, "-o", str(out), "--quiet"]) == 1
+    with open(out / "metrics.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["error"].startswith("DivergedEdit: the edit diverged") and not row.get("psnr")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] == 1 and summary["per_suite"] == {}
+    assert "leditspp: every item failed (1 of 1), so nothing was measured" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The ``leditspp`` command line: a thin layer over :class:`leditspp.Editor`.
 
-Exit codes: 0 success, 2 bad input (one-line message), 1 internal error.
+Exit codes: 0 success, 2 bad input (one-line message), 1 internal error — or, for ``edit`` with
+several inputs, some input failed; for ``eval``, every item failed (some failing is 0 with a count).
 """
 
 from __future__ import annotations
@@ -783,9 +784,26 @@ def _eval_command(args: argparse.Namespace) -> int:
     title = f"leditspp eval {plan.title} — {model}"
     path = report.write_report(out, rows, summary, title=title, plot=plan.plot, sweep_keys=keys)
     print(f"wrote {out / runner.METRICS_CSV}, {out / runner.SUMMARY_JSON} and {path}")
-    if summary["failed"]:
-        print(f"leditspp: {summary['failed']} of {summary['items']} items failed; see summary.json", file=sys.stderr)
-    return 0
+    code, closing = _eval_outcome(summary)
+    if closing:
+        print(f"leditspp: {closing}", file=sys.stderr)
+    return code
+
+
+def _eval_outcome(summary: dict[str, Any]) -> tuple[int, str]:
+    """The exit code of an ``eval`` run and its closing line: 0 when some items were measured (the
+    line counts any failures), 1 when every item failed — nothing was measured, so no number in
+    the report stands for the benchmark."""
+    failed, total = summary["failed"], summary["items"]
+    if not failed:
+        return 0, ""
+    if failed < total:
+        return 0, f"{failed} of {total} items failed; see summary.json"
+    first = summary["errors"][0]
+    return 1, (
+        f"every item failed ({failed} of {total}), so nothing was measured; the first, {first['item']}: "
+        f"{first['error']} (all errors: summary.json)"
+    )
 
 
 def _eval_on_ray(
