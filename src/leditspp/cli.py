@@ -1,6 +1,7 @@
 """The ``leditspp`` command line: a thin layer over :class:`leditspp.Editor`.
 
-Exit codes: 0 success, 2 bad input (one-line message), 1 internal error.
+Exit codes: 0 success, 2 bad input (one-line message), 1 internal error — or, for ``edit`` with
+several inputs, some input failed; for ``eval``, every item failed (some failing is 0 with a count).
 """
 
 from __future__ import annotations
@@ -783,9 +784,26 @@ def _eval_command(args: argparse.Namespace) -> int:
     title = f"leditspp eval {plan.title} — {model}"
     path = report.write_report(out, rows, summary, title=title, plot=plan.plot, sweep_keys=keys)
     print(f"wrote {out / runner.METRICS_CSV}, {out / runner.SUMMARY_JSON} and {path}")
-    if summary["failed"]:
-        print(f"leditspp: {summary['failed']} of {summary['items']} items failed; see summary.json", file=sys.stderr)
-    return 0
+    code, closing = _eval_outcome(summary)
+    if closing:
+        print(f"leditspp: {closing}", file=sys.stderr)
+    return code
+
+
+def _eval_outcome(summary: dict[str, Any]) -> tuple[int, str]:
+    """The exit code of an ``eval`` run and its closing line: 0 when some items were measured (the
+    line counts any failures), 1 when every item failed — nothing was measured, so no number in
+    the report stands for the benchmark."""
+    failed, total = summary["failed"], summary["items"]
+    if not failed:
+        return 0, ""
+    if failed < total:
+        return 0, f"{failed} of {total} items failed; see summary.json"
+    first = summary["errors"][0]
+    return 1, (
+        f"every item failed ({failed} of {total}), so nothing was measured; the first, {first['item']}: "
+        f"{first['error']} (all errors: summary.json)"
+    )
 
 
 def _eval_on_ray(
@@ -814,8 +832,8 @@ def _plan_shapes(args: argparse.Namespace, sweep: dict[str, list[float]], recomm
     shapes_suite.check_metrics(metrics)
     if args.clip_model or args.dino_model:
         raise LeditsError("--clip-model/--dino-model are for tedbench and piebench; shapes measures by pixels")
+    shapes_suite.check_settings(_eval_settings(args), sweep, recommended)
     params = {k: recommended[k] for k in ("steps", "skip", "scale", "threshold")} | _eval_settings(args)
-    shapes_suite.check_settings(params, sweep)
     scenes = 20 if args.scenes is None else args.scenes
     items = runner.expand_sweep(_limit(shapes_suite.items(scenes, params), args.limit), sweep)
     return _EvalPlan(
@@ -833,7 +851,7 @@ def _plan_benchmark(args: argparse.Namespace, sweep: dict[str, list[float]], rec
 
     if args.scenes is not None:
         raise LeditsError(f"--scenes is for the shapes suite; {args.suite} takes its items from DATA (see --limit)")
-    photo_suite.check_sweep(sweep)
+    photo_suite.check_settings(_eval_settings(args), sweep, {k: recommended[k] for k in ("steps", "skip")})
     names = metric_names.check_metrics(args.metrics) if args.metrics else photo_suite.DEFAULT_METRICS[args.suite]
     entries = manifests.READERS[args.suite](args.data)
     items = runner.expand_sweep(_limit(photo_suite.items(entries, args.suite, _eval_settings(args)), args.limit), sweep)

@@ -8,13 +8,17 @@
   remove, those of ``editing_prompt`` the concepts to add; ``mask`` is a run-length encoding of
   the edited region on the 512 × 512 image (see :func:`decode_rle`).
 
-A broken manifest raises :class:`~leditspp.errors.LeditsError` naming the file, the row or item,
-and the fix; the CLI prints it as one line and exits with code 2.
+Both files are read as UTF-8 (a byte-order mark and any line ends accepted). Every setting a row
+gives goes through the editor's own checks (:func:`.checks.check_setting`) here, before any model
+loads. A broken manifest — another encoding, a column twice, a bad cell, a prompt that is null
+rather than text — raises :class:`~leditspp.errors.LeditsError` naming the file, the row or item,
+the column and the fix; the CLI prints it as one line and exits with code 2.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ import numpy as np
 
 from ..edits import Edit
 from ..errors import LeditsError, is_int
+from .checks import check_setting
 
 TEDBENCH_CSV = "tedbench++.csv"
 TEDBENCH_IMAGES = "originals"
@@ -33,6 +38,8 @@ TEDBENCH_COLUMNS = ("img_name", "target_text", "skip", "threshold", "edit_guidan
 PIEBENCH_JSON = "mapping_file.json"
 PIEBENCH_IMAGES = "annotation_images"
 PIEBENCH_KEYS = ("image_path", "original_prompt", "editing_prompt", "editing_type_id", "mask")
+#: The PIE-Bench keys that must hold text (null is refused, never read as the word "None").
+_PIEBENCH_TEXTS = ("image_path", "original_prompt", "editing_prompt")
 #: PIE-Bench's masks are drawn on the 512 × 512 images, flattened row-major.
 PIEBENCH_MASK_SHAPE = (512, 512)
 #: ``editing_type_id`` → the edit type's name, as in the PIE-Bench paper (Ju et al. 2024, Tab. 1).
@@ -113,17 +120,27 @@ def read_tedbench(folder: str | Path) -> list[EvalItem]:
     return [_tedbench_item(csv_path, folder / TEDBENCH_IMAGES, number, row) for number, row in rows]
 
 
+def _read_text(path: Path, what: str) -> str:
+    """The text of ``path``, UTF-8 (a byte-order mark is dropped), or a LeditsError naming the
+    file, the encoding and the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise LeditsError(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}; saved as Latin-1 or "
+            f"Windows-1252?); {what} is UTF-8 — save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+
+
 def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """The rows of ``path`` with stripped header names and cells, numbered from 1; blank rows skipped."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in TEDBENCH_COLUMNS if c not in header]
-        if missing:
-            raise LeditsError(
-                f"{path}: missing column(s) {', '.join(missing)}; TEdBench++'s header is "
-                f"{', '.join(TEDBENCH_COLUMNS)} — use the published tedbench++.csv or add the column(s)"
-            )
+    """The rows of ``path`` with stripped header names and cells, numbered from 1; blank rows
+    skipped. UTF-8 with or without a byte-order mark, any line ends (LF, CRLF, CR)."""
+    text = _read_text(path, "TEdBench++'s CSV")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = _header(path, next(reader, []))
         rows = []
         for number, cells in enumerate(reader, start=1):
             if not any(c.strip() for c in cells):
@@ -134,26 +151,45 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                     "fix the row (quote texts that contain commas)"
                 )
             rows.append((number, {h: c.strip() for h, c in zip(header, cells, strict=True)}))
+    except csv.Error as e:
+        raise LeditsError(f"{path}, line {reader.line_num}: not valid CSV ({e}); fix the line") from None
+    if not rows:
+        raise LeditsError(f"{path}: no rows after the header; add the benchmark's rows (one edit each)")
     return rows
+
+
+def _header(path: Path, cells: list[str]) -> list[str]:
+    """The stripped column names, checked: every TEdBench++ column present, none twice."""
+    header = [h.strip() for h in cells]
+    missing = [c for c in TEDBENCH_COLUMNS if c not in header]
+    if missing:
+        raise LeditsError(
+            f"{path}: missing column(s) {', '.join(missing)}; TEdBench++'s header is "
+            f"{', '.join(TEDBENCH_COLUMNS)} — use the published tedbench++.csv or add the column(s)"
+        )
+    for k, name in enumerate(header):
+        if name in header[:k]:
+            raise LeditsError(
+                f"{path}: column {name or '(unnamed)'} appears twice in the header (columns "
+                f"{header.index(name) + 1} and {k + 1}); keep one, so no cell is read in place of another"
+            )
+    return header
 
 
 def _tedbench_item(csv_path: Path, images: Path, number: int, row: dict[str, str]) -> EvalItem:
     """One TEdBench++ row as an :class:`EvalItem`; any bad cell names the file, row and column."""
     where = f"{csv_path}, row {number} ({row['img_name'] or 'no image name'})"
-    values = {
-        "skip": _cell(where, row, "skip", float),
-        "threshold": _cell(where, row, "threshold", float),
-        "scale": _cell(where, row, "edit_guidance_scale", float),
-        "seed": _cell(where, row, "seed", parse_seed),
-        "steps": _cell(where, row, "steps", _parse_count),
-    }
     if not row["target_text"]:
         raise LeditsError(f"{where}: target_text is empty; give the concept to add, e.g. 'a sitting dog'")
+    values = {}
+    for column, (key, parse) in _TEDBENCH_SETTINGS.items():
+        values[key] = _cell(where, row, column, parse)
+        try:
+            check_setting(key, values[key], concept=row["target_text"])
+        except LeditsError as e:
+            raise LeditsError(f"{where}, column {column}: {e}") from None
     image = _require_file(images / row["img_name"], f"put the image in {images} or fix img_name", where)
-    try:
-        edit = Edit(row["target_text"], scale=values["scale"], threshold=values["threshold"])
-    except LeditsError as e:
-        raise LeditsError(f"{where}: {e}") from None
+    edit = Edit(row["target_text"], scale=values["scale"], threshold=values["threshold"])
     return EvalItem(
         item_id=f"{number:03d}_{Path(row['img_name']).stem}",
         image_path=image,
@@ -170,6 +206,16 @@ def _parse_count(text: str) -> int:
     if not value.is_integer():
         raise ValueError(f"{text!r} is not a whole number")
     return int(value)
+
+
+#: The TEdBench++ columns that hold settings: the evaluation setting each gives, and how its cell reads.
+_TEDBENCH_SETTINGS = {
+    "steps": ("steps", _parse_count),
+    "skip": ("skip", float),
+    "seed": ("seed", parse_seed),
+    "edit_guidance_scale": ("scale", float),
+    "threshold": ("threshold", float),
+}
 
 
 def _cell(where: str, row: dict[str, str], column: str, parse: Any) -> Any:
@@ -235,11 +281,13 @@ def read_piebench(folder: str | Path) -> list[EvalItem]:
     fix = "a PIE-Bench folder holds mapping_file.json and annotation_images/"
     json_path = _require_file(folder / PIEBENCH_JSON, fix)
     try:
-        mapping = json.loads(json_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        mapping = json.loads(_read_text(json_path, "PIE-Bench's mapping_file.json"))
+    except json.JSONDecodeError as e:
         raise LeditsError(f"{json_path}: not valid JSON ({e}); use the published mapping_file.json") from None
     if not isinstance(mapping, dict):
         raise LeditsError(f"{json_path}: expected an object keyed by item id; got {type(mapping).__name__}")
+    if not mapping:
+        raise LeditsError(f"{json_path}: no items; use the published mapping_file.json")
     return [_piebench_item(json_path, folder / PIEBENCH_IMAGES, str(k), v) for k, v in mapping.items()]
 
 
@@ -251,7 +299,13 @@ def _piebench_item(json_path: Path, images: Path, item_id: str, entry: Any) -> E
     missing = [k for k in PIEBENCH_KEYS if k not in entry]
     if missing:
         raise LeditsError(f"{where}: missing key(s) {', '.join(missing)}; add them as in the published file")
-    original, editing = str(entry["original_prompt"]), str(entry["editing_prompt"])
+    for key in _PIEBENCH_TEXTS:
+        if not isinstance(entry[key], str):
+            raise LeditsError(
+                f"{where}: {key} must be text; got {json.dumps(entry[key])} — give it as in the published file, "
+                'or "" for an empty prompt (null is refused, not read as the text "None")'
+            )
+    original, editing = entry["original_prompt"], entry["editing_prompt"]
     try:
         mask = decode_rle(entry["mask"])
         edits = piebench_edits(original, editing)
@@ -265,7 +319,7 @@ def _piebench_item(json_path: Path, images: Path, item_id: str, entry: Any) -> E
     type_id = str(entry["editing_type_id"])
     return EvalItem(
         item_id=item_id,
-        image_path=_require_file(images / str(entry["image_path"]), f"put it in {images} or fix image_path", where),
+        image_path=_require_file(images / entry["image_path"], f"put it in {images} or fix image_path", where),
         edits=edits,
         source_prompt=plain_prompt(original),
         target_prompt=plain_prompt(editing),

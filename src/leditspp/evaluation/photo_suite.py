@@ -5,7 +5,8 @@ module turns them into runner items and gives the pure ``evaluate_item``: invert
 the item's settings, apply its edits, and score the edited image against the input (resized to
 the processed size) with the chosen :mod:`.metrics`. Where the benchmark gives an edited region
 (PIE-Bench's mask) the fidelity metrics (PSNR, LPIPS, MSE, SSIM, structure distance) look only
-outside it and ``clip_score_edit_region`` inside it, as PIE-Bench's evaluation does.
+outside it and ``clip_score_edit_region`` inside it, as PIE-Bench's evaluation does. An edit that
+diverged (NaN latents, a one-colour image) is a failed item, not a score (:mod:`.checks`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..edits import Edit
 from ..errors import LeditsError
 from ..io import open_image
 from . import metrics as M
+from .checks import check_edited, check_given
 from .manifests import EvalItem
 from .runner import Item, Row
 
@@ -53,11 +55,14 @@ def with_pixels(item: Item) -> Item:
     return replace(item, data=replace(item.data, pixels=open_image(item.data.image_path)))
 
 
-def check_sweep(sweep: dict[str, list[float]]) -> None:
-    """Refuse sweep keys the photo suites do not read."""
+def check_settings(flags: dict[str, Any], sweep: dict[str, list[float]], recommended: dict[str, Any]) -> None:
+    """Refuse, before the model loads, sweep keys the photo suites do not read and any steps,
+    skip, scale or threshold (a flag, a sweep value, the model's recommended) every item would
+    fail with; the manifest's own rows are checked as they are read (:mod:`.manifests`)."""
     for key in sweep:
         if key not in SWEEPABLE:
             raise LeditsError(f"the photo suites cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
+    check_given(flags, sweep, recommended)
 
 
 def load_scorers(names: tuple[str, ...], *, clip_model: str | None, dino_model: str | None, device: Any) -> dict:
@@ -90,8 +95,10 @@ class PhotoEvaluator:
         image = entry.pixels if entry.pixels is not None else open_image(entry.image_path)
         params = {**self.defaults, **item.params}
         edits = [_with_params(e, params) for e in entry.edits]
-        inversion, edited, seconds = self._edit(entry, image, edits, params)
+        inversion, result, seconds = self._edit(entry, image, edits, params)
+        edited = result.images[0]
         source = image.convert("RGB").resize(edited.size, Image.Resampling.BICUBIC)
+        check_edited(result.latents, edited, source)  # a diverged edit is a failed item, never a scored row
         region = _region(entry.mask, edited.size)
         values = self._scores(_tensor(source), _tensor(edited), region, entry)
         if "latent_error" in self.names:
@@ -107,8 +114,8 @@ class PhotoEvaluator:
 
     def _edit(
         self, entry: EvalItem, image: Image.Image, edits: list[Edit], p: dict[str, Any]
-    ) -> tuple[Any, Image.Image, float]:
-        """Invert ``image`` with the settings ``p`` and apply ``edits``: (inversion, edited, seconds)."""
+    ) -> tuple[Any, Any, float]:
+        """Invert ``image`` with the settings ``p`` and apply ``edits``: (inversion, edit result, seconds)."""
         settings = {
             "steps": _whole(p["steps"]),
             "skip": float(p["skip"]),
@@ -124,7 +131,7 @@ class PhotoEvaluator:
         inversion, invert_seconds = self.inversions.get(key, invert)
         start = time.perf_counter()
         result = self.editor.edit(inversion, edits)
-        return inversion, result.images[0], invert_seconds + time.perf_counter() - start
+        return inversion, result, invert_seconds + time.perf_counter() - start
 
     def _scores(self, a: torch.Tensor, b: torch.Tensor, region: np.ndarray | None, entry: EvalItem) -> dict[str, Any]:
         """The chosen metrics of input ``a`` and edited ``b`` (1, 3, H, W): fidelity outside

@@ -19,7 +19,8 @@ palette (:mod:`leditspp.shapes`). Per scene, one item per edit:
     multi           add one object and remove another at once: both succeed
 
 The choices per scene (which colour to add, which object to remove…) are drawn from
-``random.Random(seed)`` in one fixed order, as ``benchmarks/demo_quality.py`` drew them.
+``random.Random(seed)`` in one fixed order, as ``benchmarks/demo_quality.py`` drew them. An edit
+that diverged (NaN latents, a one-colour image: "gone" would read 1.0) is a failed item (:mod:`.checks`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ from PIL import Image
 
 from .. import shapes
 from ..caching import LRUCache
-from ..edits import Edit
 from ..errors import LeditsError, is_int
-from ..solvers import validate_steps
+from .checks import check_edited, check_given
 from .runner import Item, Row
 
 SUITE = "shapes"
@@ -54,7 +54,7 @@ EDIT_TYPES = {  # id slug → edit type (the summary's groups)
     "recolour": "recolour",
     "multi": "multi",
 }
-SWEEPABLE = {"scale": float, "threshold": float, "steps": int, "skip": float}
+SWEEPABLE = ("scale", "threshold", "steps", "skip")
 METRICS = (
     "success",
     "add_shape",
@@ -102,19 +102,13 @@ def items(scenes: int, params: dict[str, Any], first_seed: int = 0) -> list[Item
     ]
 
 
-def check_settings(params: dict[str, Any], sweep: dict[str, list[float]]) -> None:
+def check_settings(flags: dict[str, Any], sweep: dict[str, list[float]], recommended: dict[str, Any]) -> None:
     """Refuse, before the model loads, sweep keys the suite does not read and any steps, skip,
-    scale or threshold (given or swept) that every item would fail with."""
-    for key, values in sweep.items():
+    scale or threshold (a flag, a sweep value, the model's recommended) that every item would fail with."""
+    for key in sweep:
         if key not in SWEEPABLE:
             raise LeditsError(f"the shapes suite cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
-        if SWEEPABLE[key] is int and not all(is_int(v) for v in values):
-            raise LeditsError(f"--sweep {key} needs whole numbers; got {', '.join(map(str, values))}")
-    for key in SWEEPABLE:
-        for value in sweep.get(key, [params[key]]):
-            point = {**params, key: value}
-            validate_steps(point["steps"], point["skip"])
-            Edit("check", scale=point["scale"], threshold=point["threshold"])
+    check_given(flags, sweep, {k: recommended[k] for k in SWEEPABLE})
 
 
 def check_metrics(names: list[str] | None) -> None:
@@ -160,12 +154,19 @@ class ShapesEvaluator:
 # -- one function per edit type: (editor, inversion, scene, plan, params) → Row ----------------------
 
 
+def _edit(editor: Any, inv: Any, scene: shapes.Scene, concepts: list[str], **options: Any) -> Any:
+    """``editor.edit(inv, concepts, **options)``, refused if it diverged (a failed item, never a measured one)."""
+    result = editor.edit(inv, concepts, **options)
+    check_edited(result.latents, result.images[0], scene.image)
+    return result
+
+
 def _concept(sign: str, color: str, shape: str, params: dict[str, Any]) -> str:
     return f"{sign}{color} {shape}:{params['scale']}@{params['threshold']}"
 
 
 def _reconstruction(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: dict[str, Any]) -> Row:
-    same = editor.edit(inv, [])
+    same = _edit(editor, inv, scene, [])
     source = editor.decode(inv.source_latents)[0]
     return Row(
         {
@@ -179,7 +180,7 @@ def _reconstruction(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan,
 
 def _add(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: dict[str, Any]) -> Row:
     color, shape = plan.add
-    result = editor.edit(inv, [_concept("+", color, shape, params)])
+    result = _edit(editor, inv, scene, [_concept("+", color, shape, params)])
     out = result.images[0]
     found = shapes.color_mask(out, scene.background, color)
     success = bool(found.sum() >= MIN_ADDED)
@@ -197,7 +198,7 @@ def _remove_in(mode: str) -> Any:
     def measure(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: dict[str, Any]) -> Row:
         k = plan.remove
         obj, truth = scene.objects[k], scene.masks[k]
-        result = editor.edit(inv, [_concept("-", obj.color, obj.shape, params)], mask_mode=mode)
+        result = _edit(editor, inv, scene, [_concept("-", obj.color, obj.shape, params)], mask_mode=mode)
         out = result.images[0]
         gone = _gone(out, scene, k)
         metrics = {
@@ -218,7 +219,7 @@ def _recolour(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, param
     k = plan.remove
     obj, truth = scene.objects[k], scene.masks[k]
     concepts = [_concept("-", obj.color, obj.shape, params), _concept("+", plan.recolour_to, obj.shape, params)]
-    result = editor.edit(inv, concepts)
+    result = _edit(editor, inv, scene, concepts)
     out = result.images[0]
     recoloured = (shapes.color_mask(out, scene.background, plan.recolour_to) & truth).sum() / truth.sum()
     metrics = {"success": bool(recoloured >= 0.5), "others_kept": others_kept(out, scene, skip=k)}
@@ -230,7 +231,7 @@ def _multi(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: 
     obj = scene.objects[k]
     color, shape = plan.multi_add
     concepts = [_concept("+", color, shape, params), _concept("-", obj.color, obj.shape, params)]
-    result = editor.edit(inv, concepts)
+    result = _edit(editor, inv, scene, concepts)
     out = result.images[0]
     added = shapes.color_mask(out, scene.background, color).sum() >= MIN_ADDED
     gone = _gone(out, scene, k)

@@ -1,0 +1,94 @@
+"""What makes an evaluation's numbers trustworthy: its settings refused early, its diverged edits refused late.
+
+Before any model loads, every setting an item will use — a benchmark row's cell, an ``eval``
+flag, a ``--sweep`` value — goes through the editor's own check (:func:`check_setting`: the
+validators the command line and the API use, no second copy), so a bad value stops the run with
+one line naming where it came from, instead of failing every item after the model has loaded.
+
+After each edit, :func:`check_edited` refuses an output that diverged — latents holding NaN or
+inf, or an image that is one colour everywhere while its input is not — as a failed item with
+its reason, never a scored row: an all-black image still has a PSNR. There is no upper bound on
+the edit scale (an ``Edit`` takes any finite scale ≥ 0, on the command line as in the API); this
+check is what catches an absurd one such as 1e300.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import defaults
+from ..editor import check_seed
+from ..edits import Edit
+from ..errors import LeditsError
+from ..solvers import validate_steps
+
+#: The settings an evaluation item may carry, each checked by :func:`check_setting`.
+SETTINGS = ("steps", "skip", "seed", "scale", "threshold")
+
+
+class DivergedEdit(LeditsError):
+    """An edit whose output is not an image of anything (NaN / inf latents, a single colour)."""
+
+
+def check_setting(key: str, value: Any, concept: str = "every concept") -> None:
+    """Refuse ``value`` for the evaluation setting ``key`` as the editor would (:class:`LeditsError`
+    naming the setting, its range and the value): ``steps`` and ``skip`` with
+    :func:`~leditspp.solvers.validate_steps`, ``seed`` with :func:`~leditspp.editor.check_seed`,
+    ``scale`` and ``threshold`` with :class:`~leditspp.edits.Edit`'s own validation (its message
+    names ``concept``)."""
+    if key == "steps":
+        validate_steps(value, defaults.SKIP)
+    elif key == "skip":
+        validate_steps(defaults.STEPS, value)
+    elif key == "seed":
+        check_seed(value)
+    elif key in ("scale", "threshold"):
+        Edit(concept, **{key: value})
+    else:
+        raise LeditsError(f"unknown evaluation setting {key!r}; known: {', '.join(SETTINGS)}")
+
+
+def check_given(
+    flags: dict[str, Any], sweep: dict[str, list[float]], recommended: dict[str, Any] | None = None
+) -> None:
+    """Check the settings a run starts from, each error naming where the value came from: each
+    flag (``--steps 0`` → ``--steps: steps must be …``), each sweep value (``--sweep steps=0,4`` →
+    ``--sweep steps=0: …``) and the model's ``recommended`` settings that no flag replaces."""
+    unused = {**flags, **sweep}  # recommended settings that a flag or the sweep replaces are not used
+    given = [(f"the model's recommended {key}", key, v) for key, v in (recommended or {}).items() if key not in unused]
+    given += [(f"--{key}", key, value) for key, value in flags.items()]
+    given += [(f"--sweep {key}={value}", key, value) for key, values in sweep.items() for value in values]
+    for origin, key, value in given:
+        try:
+            check_setting(key, value)
+        except LeditsError as exc:
+            raise LeditsError(f"{origin}: {exc}") from None
+
+
+def single_colour(image: Image.Image) -> tuple[int, ...] | None:
+    """The colour of an image that has one colour at every pixel, else None."""
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    first = pixels[0]
+    return tuple(int(v) for v in first) if (pixels == first).all() else None
+
+
+def check_edited(latents: torch.Tensor, edited: Image.Image, source: Image.Image) -> None:
+    """Refuse a diverged edit (:class:`DivergedEdit`): ``latents`` (B, C, h, w) holding NaN or inf,
+    or an ``edited`` image of one colour everywhere while ``source`` (the input) has several."""
+    finite = torch.isfinite(latents)
+    if not bool(finite.all()):
+        share = 1 - float(finite.float().mean())
+        raise DivergedEdit(
+            f"the edit diverged: {share:.0%} of the edited latents are NaN or inf, so no image can be read "
+            "from them; lower the edit scale (or check the model's precision)"
+        )
+    colour = single_colour(edited)
+    if colour is not None and single_colour(source) is None:
+        raise DivergedEdit(
+            f"the edit diverged: the edited image is one colour {colour} everywhere while its input is not; "
+            "lower the edit scale"
+        )
