@@ -25,23 +25,27 @@ for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux):
     register(_family)
 
 
-#: The built-in demo model (a tiny SD-shaped model trained on the shapes world, issue 3).
+#: The built-in demo models, tiny and trained on the shapes world (:mod:`leditspp.shapes`): the
+#: UNet one (SD-shaped, issue 3) and the flow-matching one (SD3-shaped MMDiT, issue 23).
 DEMO_NAME = "demo"
 DEMO_PATH = Path(__file__).resolve().parent.parent / "demo_model"
+DEMO_FLOW_NAME = "demo-flow"
+DEMO_FLOW_PATH = Path(__file__).resolve().parent.parent / "demo_flow_model"
+#: Each demo's training script, named where its weights are missing.
+_DEMO_TRAINING = {DEMO_NAME: "train_demo.py all", DEMO_FLOW_NAME: "train_demo_flow.py all"}
 
 
 def resolve_model(model: str) -> str:
-    """``"demo"`` → the shipped demo model's folder; anything else unchanged (hub id or folder).
-
-    A local folder literally named ``demo`` is reached as ``./demo``.
-    """
-    if model == DEMO_NAME:
-        if not (DEMO_PATH / "model_index.json").exists():
+    """``"demo"`` / ``"demo-flow"`` → the shipped demo model's folder; anything else unchanged
+    (hub id or folder). A local folder literally named ``demo`` is reached as ``./demo``."""
+    if model in _DEMO_TRAINING:
+        path = DEMO_PATH if model == DEMO_NAME else DEMO_FLOW_PATH
+        if not (path / "model_index.json").exists():
             raise LeditsError(
-                f"the built-in demo model is missing from {DEMO_PATH}; reinstall leditspp, or rebuild it "
-                "with `python training/train_demo.py all`"
+                f"the built-in {model} model is missing from {path}; reinstall leditspp, or rebuild it "
+                f"with `python training/{_DEMO_TRAINING[model]}`"
             )
-        return str(DEMO_PATH)
+        return str(path)
     return model
 
 
@@ -165,6 +169,8 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
 
 
 __all__ = [
+    "DEMO_FLOW_NAME",
+    "DEMO_FLOW_PATH",
     "DEMO_NAME",
     "DEMO_PATH",
     "FAMILIES",
