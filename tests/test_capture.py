@@ -87,3 +87,25 @@ def test_per_row_text_columns_select_each_rows_tokens():
     shifted.record(q, k, 0.5, text=torch.tensor([[4, 5], [0, 1]]))
     probs = torch.softmax(q[1, 0] @ k[1, 0].T * 0.5, dim=-1)[:, :2].sum(-1)
     assert torch.allclose(shifted.take((2, 2))[1].flatten(), probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["editor", "xl_editor", "sd3_editor", "flux_editor"])
+def test_a_concepts_token_weights_sit_exactly_on_its_word_tokens(family, request):
+    """Editor level: the weights (E, L) are 1 where the encoded sequence holds the concept's own
+    word tokens (found here from the padded ids) and 0 elsewhere — never on a start token."""
+    from leditspp import Edit
+
+    editor = request.getfixturevalue(family)
+    model = editor.model
+    weights = editor._concepts((Edit("red circle"), Edit("a blue cat")), use_attention=True).token_weights
+    tokenizer, offset, length = model.tokenizer, 0, model.tokenizer.model_max_length
+    if getattr(model, "tokenizer_3", None) is not None:  # SD3: T5's tokens follow CLIP's 77
+        tokenizer, offset, length = model.tokenizer_3, model.tokenizer.model_max_length, model.max_sequence_length
+    elif model.family == "flux":
+        tokenizer, length = model.tokenizer_2, model.max_sequence_length
+    for row, prompt in enumerate(("red circle", "a blue cat")):
+        special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+        words = [t for t in tokenizer(prompt).input_ids if t not in special]
+        padded = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
+        expected = [offset + i for i, t in enumerate(padded) if t in words]
+        assert weights[row].nonzero().flatten().tolist() == expected and len(expected) >= len(words) > 0

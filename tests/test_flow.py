@@ -391,3 +391,41 @@ def test_a_dynamic_path_without_the_image_size_is_refused_with_the_fix():
         step_table("dpmsolver++", path, 4, 0.0)
     with pytest.raises(LeditsError, match="shift_terminal"):
         FlowPath.from_scheduler_config({"shift_terminal": 1.5})
+
+
+def test_sd35_joint_attention_map_applies_the_qk_norms(tokenizer, tokenizer_2, tokenizer_t5):
+    """On an SD3.5-style transformer (qk_norm="rms_norm", norm weights perturbed) the recorder's
+    M¹ equals the direct softmax with the norms applied — and differs from one without them."""
+    from leditspp.models.sd3 import _heads
+
+    pipe = tiny_sd3_pipeline(tokenizer, tokenizer_2, tokenizer_t5, seed=0, qk_norm="rms_norm")
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(1)
+        for block in pipe.transformer.transformer_blocks:
+            for norm in (block.attn.norm_q, block.attn.norm_k, block.attn.norm_added_k):
+                norm.weight.mul_(torch.rand_like(norm.weight) * 3 + 0.2)
+    model = Editor.from_pipe(pipe).model
+    seen: dict[bool, list] = {True: [], False: []}
+
+    class Reference:
+        def __init__(self, inner, positions, maps):
+            self.inner, self.positions, self.maps = inner, positions, maps
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None):
+            hs, ehs = hidden_states, encoder_hidden_states
+            for normed in (True, False):
+                q, k_img, k_txt = (
+                    _heads(f(x), attn.heads) for f, x in ((attn.to_q, hs), (attn.to_k, hs), (attn.add_k_proj, ehs))
+                )
+                if normed:
+                    q, k_img, k_txt = attn.norm_q(q), attn.norm_k(k_img), attn.norm_added_k(k_txt)
+                k = torch.cat([k_img, k_txt], dim=2)[1]
+                probs = torch.softmax(q[1] @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+                seen[normed].append(probs[..., hs.shape[1] :][..., self.positions].sum(-1).mean(0))
+            self.maps.append(seen[True][-1])
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+    got, direct, _ = _recorded_and_direct(model, "a red hat", Reference)
+    assert torch.allclose(got, direct, atol=1e-6)
+    without = torch.stack(seen[False]).mean(0).view(4, 4)
+    assert (got - without).abs().max() > 100 * (got - direct).abs().max() + 1e-5

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from leditspp import Inversion, LeditsError
 from leditspp.cli import main
 from leditspp.files import umask
-from leditspp.inversion import TENSORS
+from leditspp.inversion import TENSORS, InversionInfo
 
 from .conftest import scene
 
@@ -175,3 +175,36 @@ def test_version_1_file_without_hash_still_loads(good, inversion, tmp_path):
     old = tmp_path / "v1.inv.safetensors"
     with_metadata(format_version="1", sha256=None)(good, inversion, old)
     assert torch.equal(Inversion.load(old).noise_maps, inversion.noise_maps)
+
+
+def flip_last_byte_of(name: str) -> Callable[[Path, Inversion, Path], None]:
+    """XOR the lowest byte of the last element of tensor ``name`` (still a finite value)."""
+
+    def probe(src: Path, inv: Inversion, dst: Path) -> None:
+        header, data = split(src)
+        end = header[name]["data_offsets"][1]
+        width = 8 if header[name]["dtype"] in ("F64", "I64") else 4
+        at = end - width  # the element's lowest (little-endian) byte
+        dst.write_bytes(join(header, data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]))
+
+    return probe
+
+
+@pytest.mark.parametrize("name", TENSORS)
+def test_a_changed_byte_in_any_stored_tensor_is_refused(name, good, tmp_path):
+    """The content hash covers every tensor (a hash skipping one would accept a changed input latent)."""
+    bad = tmp_path / f"{name}.inv.safetensors"
+    flip_last_byte_of(name)(good, Inversion.load(good), bad)
+    with pytest.raises(LeditsError, match="changed or corrupted"):
+        Inversion.load(bad)
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(InversionInfo)])
+def test_an_edited_metadata_field_is_refused(field, good, inversion, tmp_path):
+    """Every info field is under the hash: each is changed, keeping its type, and refused."""
+    value = getattr(inversion.info, field)
+    changed = value + "x" if isinstance(value, str) else value + 1
+    bad = tmp_path / f"{field}.inv.safetensors"
+    with_info(**{field: changed})(good, inversion, bad)
+    with pytest.raises(LeditsError, match=r"changed or corrupted|metadata says"):
+        Inversion.load(bad)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from leditspp import Conditioning
 from leditspp.guidance import base_estimate, direction_terms, is_active, rescale
 from leditspp.masking import (
     attention_mask,
@@ -166,3 +167,35 @@ def test_recorded_map_is_the_softmax_on_the_concepts_token_columns(editor):
     assert len(columns["concept"]) == len(layers) > 0
     assert torch.allclose(got, expected, atol=1e-6)
     assert not torch.allclose(got, wrong, atol=1e-3)
+
+
+def test_the_attention_mask_is_smoothed_before_its_quantile():
+    """A lone spike beside a broad 3×3 blob: unsmoothed, the spike is the top cell; smoothed (the
+    port's 3×3 kernel), the blob's centre wins and the spike drops out of the top quantile."""
+    from leditspp.masking import attention_mask
+
+    maps = torch.zeros(1, 8, 8)
+    maps[0, 1, 1] = 1.0  # the spike
+    maps[0, 4:7, 4:7] = 0.8  # the blob
+    q = torch.tensor([0.98])  # the top 2 % of 64 cells: one cell
+    mask = attention_mask(maps, q, (8, 8))[0, 0]
+    assert mask[5, 5] == 1 and mask[1, 1] == 0
+    unsmoothed = (maps[0] >= torch.quantile(maps[0].flatten(), 0.98)).float()
+    assert unsmoothed[1, 1] == 1, "the probe must tell smoothing apart: without it the spike is on top"
+
+
+def test_row_layout_orders_groups_then_images():
+    """RowLayout in milliseconds: group-major stacking, per-row values, split and repeat."""
+    from leditspp.rows import RowLayout
+
+    layout = RowLayout(groups=3, batch=2)
+    x = torch.arange(2.0)[:, None]  # image b has value b
+    assert layout.repeat(x).flatten().tolist() == [0, 1, 0, 1, 0, 1]
+    assert layout.per_row(torch.tensor([10.0, 20.0, 30.0])).tolist() == [10, 10, 20, 20, 30, 30]
+    rows = layout.stack([x + 10 * g for g in range(3)])  # row g·B + b = 10g + b
+    assert rows.flatten().tolist() == [0, 1, 10, 11, 20, 21]
+    split = layout.split(rows)
+    assert split.shape == (3, 2, 1) and split[2, 1, 0] == 21 and split[1, 0, 0] == 10
+    assert layout.from_group(1) == slice(2, None)
+    cond = layout.conditions([Conditioning.of(torch.full((1, 1, 1), float(g))) for g in range(3)])
+    assert cond.embeds.flatten().tolist() == [0, 0, 1, 1, 2, 2]
