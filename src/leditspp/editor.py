@@ -191,10 +191,8 @@ class Editor:
         chunk = inversion_batch or inversion_chunk(self.model, steps, len(base) * x0.shape[0], *x0.shape[-2:])
         noising = noising_levels(path, table, float(noise_shift))
         ys, denoised, zs = invert_latents(
-            self.model, x0, table, base, float(source_guidance), generator, chunk, noising
+            self.model, x0, table, base, float(source_guidance), generator, chunk, noising, progress
         )
-        if progress is not None:
-            progress("inversion", steps, steps)
         info = InversionInfo(
             model=self.fingerprint,
             family=self.model.family,

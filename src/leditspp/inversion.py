@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -280,9 +281,10 @@ def estimate_all(
     base: list[Conditioning],
     source_guidance: float,
     chunk: int,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> torch.Tensor:
     """The data prediction ``D_j`` of the base estimate at every ``y_j``: (N, B, C, h, w) fp32,
-    ``chunk`` steps per call.
+    ``chunk`` steps per call; ``progress("inversion", done, N)`` after each call.
 
     ``base`` is ``[c_∅]`` or ``[c_∅, c_src]`` (B rows each); a call's groups are its steps, then
     the base conditions (:class:`~leditspp.rows.RowLayout`).
@@ -301,6 +303,8 @@ def estimate_all(
         for n, j in enumerate(idx):
             guided = base_estimate(eps[n, 0], eps[n, 1] if k > 1 else None, source_guidance)
             out[j] = model.to_data(guided, ys[j], levels.at(j, batch))
+        if progress is not None:
+            progress("inversion", idx[-1] + 1, steps)
     return out
 
 
@@ -313,13 +317,15 @@ def invert_latents(
     generator: torch.Generator | None,
     chunk: int,
     noising: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The inversion of latents ``x0`` (B, C, h, w): Eq. 6, the estimates, Eq. 7.
 
-    ``noising``: the levels of Eq. 6 (default: the table's; see :func:`noising_levels`).
+    ``noising``: the levels of Eq. 6 (default: the table's; see :func:`noising_levels`);
+    ``progress``: told after each network call (see :func:`estimate_all`).
     Returns ``(y, D, z)``, each (N, B, C, h, w) fp32 — the fields of an :class:`Inversion`.
     """
     noise = draw_auxiliary_noise(tuple(x0.shape), len(table), generator)
     ys = auxiliary_latents(x0, noise, noising or (table.alpha, table.sigma))
-    denoised = estimate_all(model, ys, table, base, source_guidance, chunk)
+    denoised = estimate_all(model, ys, table, base, source_guidance, chunk, progress)
     return ys, denoised, noise_maps(x0, ys, denoised, table)

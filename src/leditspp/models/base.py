@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -172,15 +173,36 @@ def vae_scale_factor(vae: Any) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-_vae_lock = threading.RLock()  # the upcast below changes the VAE in place: one caller at a time
+#: Per-size caches of small device tensors (SDXL's time ids, FLUX's position ids) keep at most
+#: this many sizes; a full cache is emptied before the next entry.
+SIZE_CACHE = 16
+
+
+def bound_cache(cache: dict[Any, Any]) -> None:
+    """Empty ``cache`` when it holds :data:`SIZE_CACHE` entries (call before inserting one)."""
+    if len(cache) >= SIZE_CACHE:
+        cache.clear()
+
+
+_vae_locks: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_vae_locks_guard = threading.Lock()
+
+
+def _vae_lock(vae: Any) -> threading.RLock:
+    """The lock of one VAE: callers of the same VAE wait for each other, other models' VAEs don't."""
+    with _vae_locks_guard:
+        lock = _vae_locks.get(vae)
+        if lock is None:
+            lock = _vae_locks[vae] = threading.RLock()
+        return lock
 
 
 @contextlib.contextmanager
 def _vae_precision(vae: Any) -> Iterator[torch.dtype]:
     """Run the VAE in fp32 when it is fp16 and its config asks for ``force_upcast``; restore after.
 
-    Holds a lock for the whole call, so concurrent callers never see the VAE mid-cast."""
-    with _vae_lock:
+    Holds the VAE's own lock for the whole call, so concurrent callers never see it mid-cast."""
+    with _vae_lock(vae):
         dtype = vae.dtype
         upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
         if upcast:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Conditioning, encode_text, vae_scale_factor, warn_if_truncated
+from .base import Conditioning, bound_cache, encode_text, vae_scale_factor, warn_if_truncated
 from .families import Parts, refuse
 from .sd import _word_positions
 from .unet import UNetModel
@@ -96,9 +96,11 @@ class StableDiffusionXL(UNetModel):
     def time_ids(self, latents: torch.Tensor) -> torch.Tensor:
         """(1, 6): original size, crop top-left, target size — (height, width) of the processed image.
 
-        Built once per latent size and device (no host-to-device copy in the loops)."""
+        Built once per latent size and device (no host-to-device copy in the loops); the cache
+        keeps at most :data:`~leditspp.models.base.SIZE_CACHE` sizes (a long-running service sees many)."""
         key = (*latents.shape[-2:], str(latents.device), self.unet.dtype)
         if key not in self._time_ids:
+            bound_cache(self._time_ids)
             f = vae_scale_factor(self.vae)
             h, w = latents.shape[-2] * f, latents.shape[-1] * f
             top, left = self.crops_coords_top_left
