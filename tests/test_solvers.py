@@ -197,3 +197,21 @@ def test_unsupported_scheduler_settings_are_refused():
         NoisePath.from_scheduler_config({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0})
     with pytest.raises(LeditsError, match="solver"):
         step_table("euler", NoisePath.from_scheduler_config(SD_CONFIG), 10, 0.1)
+
+
+def test_the_one_ddpm_formula_is_ddims_on_a_vp_path():
+    """The flow-posterior form the DDPM table uses equals DDIM's (η = 1) variance and ε weight on
+    a variance-preserving path to rounding (1e-12), so no branch on the path's kind is needed."""
+    from leditspp.solvers import NoisePath, step_table
+
+    path = NoisePath.from_scheduler_config(
+        {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1}
+    )
+    table = step_table("ddpm", path, 50, 0.0)
+    a, s = table.alpha, table.sigma
+    a_next = torch.cat([a[1:], path.levels(table.end)[0]])
+    src, dst = a**2, a_next**2
+    var = (1 - dst) / (1 - src) * (1 - src / dst)
+    k = (1 - dst - var).clamp_min(0).sqrt()
+    assert torch.allclose(table.noise, var.sqrt(), atol=1e-12, rtol=0)
+    assert torch.allclose(table.coef_x, k / s, atol=1e-12, rtol=0)

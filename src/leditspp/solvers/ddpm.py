@@ -8,9 +8,10 @@ spacing with diffusers' ``DDIMScheduler`` convention (leading: ``r' = floor(T/M)
     var = (1−ᾱ')/(1−ᾱ)·(1 − ᾱ/ᾱ'),   μ = √ᾱ'·x̂₀ + √(1−ᾱ'−var)·ε̂,   σ = √var,
 
 rewritten in the shared form with ``ε̂ = (x − a·x̂₀)/s``: ``c_x = k/s``, ``c_d = a' − k·a/s``,
-``k = √(1−ᾱ'−var)``, ``c_2 = 0``. On a flow path (``a = 1 − σ``, ``s = σ``) the same form holds with
-the flow posterior ``μ = a'·x̂₀ + √(s'² − c²)·ε̂``, ``c = s'·√(1 − (a·s' / (a'·s))²)`` (so
-``k = a·s'²/(a'·s)``): Euler at ``c = 0``, a full re-noise at ``c = s'`` (σ = 1). Prediction
+``k = √(1−ᾱ'−var)``, ``c_2 = 0``. Written for any path as the posterior
+``μ = a'·x̂₀ + √(s'² − c²)·ε̂``, ``c = s'·√(1 − (a·s' / (a'·s))²)``, ``k = a·s'²/(a'·s)`` — on a VP
+path (a² + s² = 1) exactly the DDIM expressions above, on a flow path (``a = 1 − σ``, ``s = σ``) the
+flow posterior: Euler at ``c = 0``, a full re-noise at ``c = s'`` (σ = 1). Prediction
 types are handled by the model adapter (it gives x̂₀), so v-prediction models work here too
 (unlike the port, SPEC P18).
 """
@@ -37,13 +38,11 @@ def ddpm_table(path: NoisePath | FlowPath, steps: int, skip: float) -> StepTable
         path = dataclasses.replace(path, steps_offset=max(path.steps_offset, 1))
     timesteps = path.times(M, M)[-steps:]
     a, s, a_next, s_next = endpoints(path, timesteps, M)
-    src, dst = a**2, a_next**2
-    if path.kind == "flow":  # the flow analogue (issue 14): c = s'·√(1 − (a·s' / (a'·s))²)
-        var = s_next**2 * (1 - (a * s_next / (a_next * s)) ** 2)
-        k = a * s_next**2 / (a_next * s)
-    else:
-        var = s_next**2 / s**2 * (1 - src / dst)
-        k = (1 - dst - var).clamp_min(0).sqrt()
+    # One formula for every path: the posterior variance c² = s'²·(1 − (a·s' / (a'·s))²) and
+    # k = a·s'²/(a'·s). On a VP path (a² + s² = 1) they are DDIM's (1−ᾱ')/(1−ᾱ)·(1 − ᾱ/ᾱ') and
+    # √(1 − ᾱ' − var) exactly; on a flow path, the flow posterior (tests/test_solvers.py).
+    var = s_next**2 * (1 - (a * s_next / (a_next * s)) ** 2)
+    k = a * s_next**2 / (a_next * s)
     table = StepTable(
         timesteps=timesteps,
         alpha=a,
