@@ -28,6 +28,7 @@ the folder's ``leditspp.json`` declares): 256 image + 32 text tokens per row.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import time
@@ -296,10 +297,12 @@ def export(work: Path, out: Path) -> None:
     with torch.no_grad():
         for p, e in zip(params, state["ema"], strict=True):
             p.copy_(e)
+    vae = AutoencoderKL.from_pretrained(work / "vae")
+    vae.register_to_config(shift_factor=0.0)  # the UNet demo's latents have none; SD3's pipeline reads it
     pipe = StableDiffusion3Pipeline(
         transformer=transformer.eval(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=SHIFT),
-        vae=AutoencoderKL.from_pretrained(work / "vae"),
+        vae=vae,
         text_encoder=texts[0].eval(),
         tokenizer=tokenizer,
         text_encoder_2=texts[1].eval(),
@@ -308,6 +311,11 @@ def export(work: Path, out: Path) -> None:
         tokenizer_3=None,
     )
     pipe.to(torch.float16).save_pretrained(out)
+    # diffusers writes no entry for the absent components; loading needs them declared as absent
+    index = json.loads((out / "model_index.json").read_text())
+    for name in ("text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor"):
+        index.setdefault(name, [None, None])
+    (out / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     print(f"exported step {state['step']} to {out}")
 
 

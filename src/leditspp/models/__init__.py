@@ -157,7 +157,11 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
 
     kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
     try:
-        if "safety_checker" in DiffusionPipeline.load_config(model):  # SD 1.x/2.x pipelines: leave it out
+        index = DiffusionPipeline.load_config(model)
+        # components the folder declares absent ([null, null], e.g. SD3 saved without T5) are
+        # passed as None: diffusers refuses a folder that lacks a component its class requires
+        kwargs |= {k: None for k, v in index.items() if isinstance(v, (list, tuple)) and list(v) == [None, None]}
+        if "safety_checker" in index:  # SD 1.x/2.x pipelines: leave it out
             kwargs |= {"safety_checker": None, "requires_safety_checker": False}
         return DiffusionPipeline.from_pretrained(model, **kwargs)
     except (OSError, ValueError) as exc:
