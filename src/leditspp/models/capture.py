@@ -12,7 +12,6 @@ their own recorder (thread-local), and the wrappers are installed once while any
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import threading
 from collections.abc import Callable, Iterator
@@ -34,25 +33,20 @@ class _CaptureProcessor:
     recorder, if it has one armed.
 
     diffusers' ``Attention.forward`` passes on only the keyword arguments named in
-    ``inspect.signature(processor.__call__)``, so the wrapper presents the inner processor's
-    signature (``__call__`` as an instance attribute wrapping the inner one): whatever a family's
-    blocks hand their processor (FLUX's rotary embedding, Qwen-Image's text mask, Z-Image's
-    ``freqs_cis``) reaches it as if no wrapper were there.
+    ``inspect.signature(processor.__call__)``, so each wrapper presents its inner processor's
+    signature: :func:`_wrapping` makes, once per processor class, a subclass whose ``__call__``
+    carries that signature. Whatever a family's blocks hand their processor (FLUX's rotary
+    embedding, Qwen-Image's text mask, Z-Image's ``freqs_cis``) reaches it as if no wrapper were
+    there, and a compiled network traces through the wrapper (no graph break).
     """
 
     def __init__(self, inner: Any, slot: threading.local, record: Record) -> None:
         self.inner = inner
         self.slot = slot
         self.record = record
-        self.signature = inspect.signature(inner.__call__)
-
-        def presented(attn: Any, *args: Any, **kwargs: Any) -> Any:
-            return self._call(attn, *args, **kwargs)
-
-        self.__call__ = functools.update_wrapper(presented, inner.__call__)  # what inspect.signature sees
-
-    def __call__(self, attn: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._call(attn, *args, **kwargs)
+        parameters = inspect.signature(inner.__call__).parameters.values()
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        self.positional = tuple(p.name for p in parameters if p.kind in positional)
 
     def _call(self, attn: Any, *args: Any, **kwargs: Any) -> Any:
         recorder = getattr(self.slot, "recorder", None)
@@ -61,18 +55,25 @@ class _CaptureProcessor:
         return self.inner(attn, *args, **kwargs)
 
     def arguments(self, attn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The call's arguments by the inner processor's parameter names (defaults filled in; a
-        ``**kwargs`` catch-all flattened into the same dict)."""
-        bound = self.signature.bind(attn, *args, **kwargs)
-        bound.apply_defaults()
-        named: dict[str, Any] = {}
-        for name, value in bound.arguments.items():
-            kind = self.signature.parameters[name].kind
-            if kind is inspect.Parameter.VAR_KEYWORD:
-                named.update(value)
-            elif kind is not inspect.Parameter.VAR_POSITIONAL:
-                named[name] = value
-        return named
+        """The call's arguments by the inner processor's parameter names (positional ones named,
+        keywords as given; plain dict work, so a compiled network traces through it)."""
+        return dict(zip(self.positional, (attn, *args), strict=False)) | kwargs
+
+
+_wrappers: dict[type, type[_CaptureProcessor]] = {}
+
+
+def _wrapping(inner: Any, slot: threading.local, record: Record) -> _CaptureProcessor:
+    """A capture processor around ``inner`` whose ``__call__`` has the signature of ``inner``'s."""
+    kind = type(inner)
+    if kind not in _wrappers:
+
+        def __call__(self: _CaptureProcessor, attn: Any, *args: Any, **kwargs: Any) -> Any:
+            return self._call(attn, *args, **kwargs)
+
+        __call__.__signature__ = inspect.signature(kind.__call__)  # type: ignore[attr-defined]
+        _wrappers[kind] = type(f"Capturing{kind.__name__}", (_CaptureProcessor,), {"__call__": __call__})
+    return _wrappers[kind](inner, slot, record)
 
 
 @dataclass
@@ -103,7 +104,7 @@ def capture_layers(network: Any, layers: list[Any], record: Record) -> Iterator[
         if inst is None:
             inst = _Installation([(layer, layer.processor) for layer in layers], threading.local())
             for layer, processor in inst.saved:
-                layer.set_processor(_CaptureProcessor(processor, inst.slot, record))
+                layer.set_processor(_wrapping(processor, inst.slot, record))
             _installations[id(network)] = inst
         inst.users += 1
     outer = getattr(inst.slot, "recorder", None)  # a capture nested in the same thread
