@@ -293,3 +293,41 @@ def test_eval_benchmark_metric_model_that_cannot_load_is_exit_2(sd_folder, tmp_p
     argv = ["eval", "tedbench", str(data), "--model", str(sd_folder), "--clip-model", str(tmp_path / "nothing")]
     assert main([*argv, "--metrics", "clip_score", "-o", str(tmp_path / "out")]) == 2
     assert "--clip-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text.replace("\nx1,", "\nx1,extra,cells,", 1) + "x9,1,2,3,4,5,6,7,8,9,10,11,12\n",
+        lambda text: "\n".join(line.split(",")[0] if line.startswith("x1") else line for line in text.split("\n")),
+        lambda text: text.replace("\nx1,", "\n,", 1),
+    ],
+    ids=["long-row", "short-row", "empty-item"],
+)
+def test_a_hand_damaged_metrics_file_is_refused_and_left_as_it_is(damage, tmp_path):
+    runner.run(_items(), Counting(), tmp_path)
+    path = tmp_path / "metrics.csv"
+    path.write_text(damage(path.read_text()))
+    before = path.read_bytes()
+    with pytest.raises(LeditsError, match=r"row \d: the row does not fit the header.*left as it is"):
+        runner.run(_items(), Counting(), tmp_path, resume=True)
+    assert path.read_bytes() == before
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_a_dead_runs_lock_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    from leditspp.files import LOCK_NAME
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(str(other.pid))
+        with pytest.raises(LeditsError, match=rf"another run \(process {other.pid}\) is writing"):
+            runner.run(_items(), Counting(), tmp_path)
+        assert not (tmp_path / "metrics.csv").exists()
+    finally:
+        other.kill()
+        other.wait()
+    runner.run(_items(), Counting(), tmp_path)  # the lock's process is gone: taken over
+    assert len(_csv(tmp_path / "metrics.csv")) == 4 and not (tmp_path / LOCK_NAME).exists()

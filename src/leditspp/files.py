@@ -8,10 +8,11 @@ SIGKILL, power loss) is recognised by its name and removed on the next write of 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TEMP_SUFFIX = ".leditspp-tmp"
@@ -39,6 +40,43 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     finally:
         _writing.discard(name)
     return path
+
+
+LOCK_NAME = ".leditspp-run.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``FOLDER/.leditspp-run.lock`` (created exclusively, holding our pid) for the block.
+
+    A second run writing the same folder is refused while the first one's process lives; a lock
+    left by a process that is gone (SIGKILL, power loss) is taken over. Removed on exit, also on
+    errors and Ctrl-C."""
+    from .errors import LeditsError
+
+    path = Path(folder) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = path.read_text(encoding="utf-8", errors="replace").strip()
+            if owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
+                raise LeditsError(
+                    f"another run (process {owner}) is writing {folder}; wait for it to finish, or choose "
+                    "another output folder"
+                ) from None
+            path.unlink(missing_ok=True)  # left by a process that is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    else:
+        raise LeditsError(f"cannot take the lock {path}; remove it if no run is writing {folder}")
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def remove_stale_temps(path: Path) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import LeditsError
-from ..files import atomic_write
+from ..files import atomic_write, folder_lock
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,20 @@ def run(
     """
     out = Path(out_dir)
     _check_unique(items)
+    with folder_lock(out):
+        return _run(items, evaluate_item, out, resume, progress, sweep_keys, map_items, stats)
+
+
+def _run(
+    items: Sequence[Item],
+    evaluate_item: EvaluateItem | None,
+    out: Path,
+    resume: bool,
+    progress: Progress | None,
+    sweep_keys: Sequence[str],
+    map_items: MapItems | None,
+    stats: RunStats | None,
+) -> dict[str, Any]:
     params = sorted({key for item in items for key in item.params})
     done = _previous_rows(out, resume)
     for item in items:
@@ -360,11 +374,18 @@ def read_rows(path: Path) -> list[dict[str, Value]]:
     """Rows of a ``metrics.csv``, cells parsed back to numbers, booleans, None or text."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            raw = list(csv.DictReader(f))
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
         raise LeditsError(f"cannot read {path} ({exc}); remove it to start the run afresh") from exc
-    if rows and "item" not in rows[0]:
+    if raw and "item" not in raw[0]:
         raise LeditsError(f"{path} has no 'item' column, so it is not a leditspp metrics file; choose another folder")
+    for line, row in enumerate(raw, start=2):  # a short row has None values, a long one a None key
+        if None in row or None in row.values() or not row["item"]:
+            raise LeditsError(
+                f"{path}, row {line - 1}: the row does not fit the header (a hand edit or a damaged file); fix "
+                "that line or remove the file to start the run afresh — it is left as it is"
+            )
+    rows = [{k: _parse(v) for k, v in row.items()} for row in raw]
     for row in rows:
         row["item"] = str(row["item"])
         row["error"] = row.get("error") or ""
