@@ -331,3 +331,46 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_dead_runs_lock_taken_o
         other.wait()
     runner.run(_items(), Counting(), tmp_path)  # the lock's process is gone: taken over
     assert len(_csv(tmp_path / "metrics.csv")) == 4 and not (tmp_path / LOCK_NAME).exists()
+
+
+SLOW_RUN = """
+import sys, time
+from PIL import Image
+from leditspp.evaluation import runner
+from leditspp.evaluation.runner import Item, Row
+
+def slow(item):
+    time.sleep(0.3)
+    return Row({"value": item.data}, {"edited": Image.new("RGB", (4, 4))})
+
+items = [Item(f"x{k}", "toy", "add", {"scale": 1}, data=k) for k in range(40)]
+runner.run(items, slow, sys.argv[1], resume=True)
+"""
+
+
+def test_a_run_killed_mid_item_resumes_without_recomputing_or_half_files(tmp_path):
+    """SIGKILL (no clean-up runs): every file is whole, the dead run's lock is taken over, and the
+    resumed run computes only the items without a row."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from leditspp.files import LOCK_NAME
+
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(tmp_path)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (tmp_path / "metrics.csv").exists() and len(_csv(tmp_path / "metrics.csv")) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [r["item"] for r in _csv(tmp_path / "metrics.csv")]
+    assert 3 <= len(done) < 40 and (tmp_path / LOCK_NAME).exists()
+    assert all(Image.open(tmp_path / r["image_edited"]).size == (4, 4) for r in _csv(tmp_path / "metrics.csv"))
+    rest = Counting()
+    items = [Item(f"x{k}", "toy", "add", {"scale": 1}, data=k) for k in range(40)]
+    runner.run(items, rest, tmp_path, resume=True)
+    assert set(rest.calls) == {i.id for i in items} - set(done) and not set(rest.calls) & set(done)
+    assert len(_csv(tmp_path / "metrics.csv")) == 40 and not list(tmp_path.rglob("*.leditspp-tmp"))
