@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 
 import pytest
 from PIL import Image
@@ -374,3 +375,45 @@ def test_a_run_killed_mid_item_resumes_without_recomputing_or_half_files(tmp_pat
     runner.run(items, rest, tmp_path, resume=True)
     assert set(rest.calls) == {i.id for i in items} - set(done) and not set(rest.calls) & set(done)
     assert len(_csv(tmp_path / "metrics.csv")) == 40 and not list(tmp_path.rglob("*.leditspp-tmp"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    import subprocess
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_a_clear_error_and_earlier_results_stay_whole(small_disk):
+    class Big(Counting):
+        def __call__(self, item):
+            row = super().__call__(item)
+            noise = Image.frombytes("RGB", (96, 96), random.Random(item.data).randbytes(96 * 96 * 3))  # 27 KB
+            return Row(row.metrics, {"edited": noise})
+
+    items = [Item(f"x{k}", "toy", "add", {"scale": 1}, data=k) for k in range(40)]
+    with pytest.raises(LeditsError, match=r"cannot write the images in .*No space left"):
+        runner.run(items, Big(), small_disk)
+    kept = _csv(small_disk / "metrics.csv")
+    assert kept and all(r["item"].startswith("x") for r in kept)  # a whole earlier version
+    assert not list(small_disk.rglob("*.leditspp-tmp"))
+
+
+def test_a_read_only_output_folder_is_a_clear_error_and_nothing_changes(small_disk):
+    import subprocess
+
+    runner.run(_items(2), Counting(), small_disk)
+    before = (small_disk / "metrics.csv").read_bytes()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(LeditsError, match=r"cannot write in .*Read-only file system.*writable output folder"):
+        runner.run(_items(), Counting(), small_disk, resume=True)
+    assert (small_disk / "metrics.csv").read_bytes() == before

@@ -55,9 +55,9 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
     from .errors import LeditsError
 
     path = Path(folder) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             owner = path.read_text(encoding="utf-8", errors="replace").strip()
@@ -68,6 +68,10 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
                 ) from None
             path.unlink(missing_ok=True)  # left by a process that is gone
             continue
+        except OSError as exc:
+            raise LeditsError(
+                f"cannot write in {folder} ({exc.strerror or exc}); choose a writable output folder"
+            ) from exc
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         break

@@ -19,6 +19,7 @@ Outputs under ``OUT``:
 from __future__ import annotations
 
 import csv
+import errno
 import itertools
 import json
 import logging
@@ -254,15 +255,26 @@ def _run(
         rows.append(_record(outcome, out))
         stats.count(str(rows[-1]["error"]), start)
         finished += 1
-        write_rows(out / METRICS_CSV, _in_order(rows, items))
-        write_summary(out / SUMMARY_JSON, summarize(rows, sweep_keys, params))
+        _save(out, _in_order(rows, items), summarize(rows, sweep_keys, params))
         if progress is not None:
             progress(finished, total)
     rows = _in_order(rows, items)
     summary = summarize(rows, sweep_keys, params)
-    write_rows(out / METRICS_CSV, rows)
-    write_summary(out / SUMMARY_JSON, summary)
+    _save(out, rows, summary)
     return summary
+
+
+def _save(out: Path, rows: list[dict[str, Value]], summary: dict[str, Any]) -> None:
+    """``metrics.csv`` and ``summary.json`` (atomic: a failed write leaves the previous ones whole);
+    a full or read-only disk is a :class:`LeditsError` saying so and how to go on."""
+    try:
+        write_rows(out / METRICS_CSV, rows)
+        write_summary(out / SUMMARY_JSON, summary)
+    except OSError as exc:
+        raise LeditsError(
+            f"cannot write the results in {out} ({exc.strerror or exc}); the files written before are intact — "
+            "free space there (or make it writable) and rerun with --resume"
+        ) from exc
 
 
 def pending(items: Sequence[Item], out_dir: str | Path, resume: bool) -> list[Item]:
@@ -284,10 +296,19 @@ def _record(outcome: Outcome, out: Path) -> dict[str, Value]:
         try:
             row.update(_write_images(out, item.id, outcome.row.images))
         except OSError as exc:
+            if exc.errno in _DISK_ERRORS:  # every next item would fail alike: stop the run
+                raise LeditsError(
+                    f"cannot write the images in {out} ({exc.strerror}); the results written before are intact — "
+                    "free space there (or make it writable) and rerun with --resume"
+                ) from exc
             logger.warning("item %s: cannot write its images: %s", item.id, exc)
             row["error"] = f"{type(exc).__name__}: {exc}"
     row["seconds"] = outcome.seconds
     return row
+
+
+#: Write errors of the output folder itself (full, over quota, read-only), not of one item.
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _write_images(out: Path, item_id: str, images: dict[str, Image.Image]) -> dict[str, str]:
