@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from leditspp import LeditsError
 from leditspp.cli import main
 from leditspp.evaluation import runner
 from leditspp.evaluation.runner import Item, Row
@@ -181,7 +182,7 @@ def test_an_item_put_back_is_next_for_its_groups_worker():
 def test_ray_init_options_and_the_version_check():
     from types import SimpleNamespace
 
-    from leditspp import LeditsError, __version__
+    from leditspp import __version__
     from leditspp.distributed import _check_ready, init_options
 
     local = init_options("local")
@@ -206,6 +207,7 @@ def test_ray_init_options_and_the_version_check():
     [
         (["--device", "cuda:1"], "give --device cuda"),
         (["--ray-workers", "0"], "--ray-workers must be"),
+        (["--ray-workers", "-1"], "--ray-workers must be"),
         (["--ray-env", "{dir}/missing.yaml"], "cannot read --ray-env"),
         (["--ray-env", "{dir}/list.yaml"], "must hold a mapping"),
     ],
@@ -217,3 +219,12 @@ def test_bad_ray_options_are_refused_before_any_work(tmp_path, capsys, monkeypat
     extra = [e.replace("{dir}", str(tmp_path)) for e in extra]
     code = main(["edit", "missing.png", "-e", "+a", "-o", str(tmp_path / "out.png"), "--ray", *extra])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_more_workers_than_the_cluster_has_is_refused_instead_of_waiting_forever(ray_runtime, tmp_path):
+    from leditspp.distributed import ray_map
+
+    items = [Item(i, "toy", "t", data=k) for k, i in enumerate("abc")]
+    mapper = ray_map(lambda: None, lambda editor: _flaky(str(tmp_path)), workers=1000, threads=1)
+    with pytest.raises(LeditsError, match=r"--ray-workers 1000 is more than this Ray cluster has .*give at most \d"):
+        runner.run(items, None, tmp_path / "out", map_items=mapper)

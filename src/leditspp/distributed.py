@@ -226,6 +226,9 @@ def _actor_class(ray: Any, workers: int | None, n_items: int) -> tuple[Any, int]
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     slots = gpus or max(1, int(resources.get("CPU", 1)))
+    if workers is not None and workers > slots:  # the extra actors would wait for a slot forever
+        kind = f"{gpus} GPU(s)" if gpus else f"{slots} CPU slot(s) and no GPU"
+        raise LeditsError(f"--ray-workers {workers} is more than this Ray cluster has ({kind}); give at most {slots}")
     count = min(workers or slots, n_items)
     options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
     # no Ray-side restarts or task retries: the driver replaces a dead worker and resubmits its item
