@@ -228,3 +228,31 @@ def test_more_workers_than_the_cluster_has_is_refused_instead_of_waiting_forever
     mapper = ray_map(lambda: None, lambda editor: _flaky(str(tmp_path)), workers=1000, threads=1)
     with pytest.raises(LeditsError, match=r"--ray-workers 1000 is more than this Ray cluster has .*give at most \d"):
         runner.run(items, None, tmp_path / "out", map_items=mapper)
+
+
+def test_a_local_runtime_is_shut_down_even_when_the_run_fails():
+    """No raylet is left behind: a run that fails inside ``ray_backend("local")`` stops its runtime."""
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ray")
+    code = (
+        "import os, sys\n"
+        "from leditspp.distributed import ray_backend\n"
+        "try:\n"
+        "    with ray_backend('local'):\n"
+        "        print(os.getpid(), flush=True)\n"
+        "        raise RuntimeError('the run failed')\n"
+        "except RuntimeError:\n"
+        "    sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr[-2000:]
+    driver = done.stdout.split()[0]  # its runtime's processes name the session folder, which ends in this pid
+    for _ in range(50):
+        left = subprocess.run(["pgrep", "-f", f"raylet.*_{driver}/|gcs_server.*_{driver}/"], capture_output=True)
+        if not left.stdout.strip():
+            break
+        time.sleep(0.2)
+    assert not left.stdout.strip(), f"processes of the failed run's runtime are still running: {left.stdout}"
