@@ -263,3 +263,17 @@ def test_a_diverged_benchmark_edit_is_a_failed_row_and_a_run_of_only_those_exits
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == 1 and summary["per_suite"] == {}
     assert "leditspp: every item failed (1 of 1), so nothing was measured" in capsys.readouterr().err
+
+
+def test_an_empty_csv_file_is_refused(tmp_path):
+    folder = _tedbench(tmp_path / "ted")
+    (folder / "tedbench++.csv").write_bytes(b"")
+    with pytest.raises(LeditsError, match=r"tedbench\+\+\.csv"):
+        read_tedbench(folder)
+
+
+def test_unicode_and_spaces_in_folder_and_image_names_read(tmp_path):
+    folder = _tedbench(tmp_path / "bench marks ünï cødé", [_row(img_name="a cat é.png")])
+    (folder / "originals" / "cat.png").rename(folder / "originals" / "a cat é.png")
+    items = read_tedbench(folder)
+    assert len(items) == 1 and items[0].image_path.name == "a cat é.png" and items[0].image_path.exists()
