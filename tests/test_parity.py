@@ -1,9 +1,11 @@
 """Parity with diffusers' LEditsPPPipelineStableDiffusion on the same components (SPEC A9).
 
 The port is given an exact scheduler (``final_sigmas_type="sigma_min"``) and compared with mask
-mode ``noise`` (port: both mask flags off) or ``none`` (port: threshold 0), no source prompt,
-fp32, B = 1, M ≥ 15. Deliberate differences (not compared here): the port's default intersect
-rule (M¹ alone for t > 800), its token count, its DPM last step, its source-prompt sign.
+mode ``noise`` (port: both mask flags off), ``none`` (port: threshold 0) and ``attention`` (port:
+use_cross_attn_mask, on concepts of exactly 75 word tokens, where its token count is right), no
+source prompt, fp32, B = 1, M ≥ 15. Deliberate differences (not compared here): the port's
+default intersect rule (M¹ alone for t > 800), its token count for shorter concepts, its DPM last
+step, its source-prompt sign.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ def port(editor):
         yield diffusers_port(editor.model, scheduler)
 
 
-def _port_edit(port, image, edits, *, threshold_zero=False, user_mask=None):
+def _port_edit(port, image, edits, *, threshold_zero=False, user_mask=None, cross_attention=False):
     port.invert(image=image, num_inversion_steps=STEPS, skip=SKIP, generator=torch.Generator().manual_seed(0))
     out = port(
         **port_edit_arguments(edits, STEPS, threshold_zero=threshold_zero),
-        use_cross_attn_mask=False,
+        use_cross_attn_mask=cross_attention,
         use_intersect_mask=False,
         user_mask=user_mask,
         output_type="latent",
@@ -75,6 +77,23 @@ def test_edited_latents_match_the_port(editor, port, mode, edits):
     ours = editor.edit(inv, edits, mask_mode=mode, decode=False).latents
     assert (expected - inv.source_latents).abs().max() > 0.05  # the edit did something
     assert (ours - expected).abs().max() <= 1e-4
+
+
+def test_the_attention_mask_matches_the_port_where_the_ports_token_count_is_right(editor, port):
+    """M¹ against the port (use_cross_attn_mask): the port sums the token columns 1 … 75 whatever
+    the prompt (its padded length, SPEC B §6.1.4), which is right for a concept of exactly 75 word
+    tokens — there both masks, smoothing and quantile included, must agree."""
+    long = " ".join(["red hat"] * 37 + ["cat"])  # 75 word tokens
+    assert len(editor.model.token_positions(long)) == 75
+    other = " ".join(["blue cat"] * 37 + ["dog"])
+    edits = [Edit(long, scale=6.0, threshold=0.8), Edit(other, remove=True, scale=4.0, threshold=0.7)]
+    image = scene(64, 64, seed=8)
+    expected = _port_edit(port, image, edits, cross_attention=True)
+    inv = editor.invert(image, steps=STEPS, skip=SKIP, seed=0)
+    ours = editor.edit(inv, edits, mask_mode="attention", decode=False).latents
+    noise_only = editor.edit(inv, edits, mask_mode="noise", decode=False).latents
+    assert (ours - expected).abs().max() <= 1e-4
+    assert (noise_only - expected).abs().max() > 100 * (ours - expected).abs().max() + 1e-4  # masks matter here
 
 
 def test_user_mask_matches_the_port(editor, port):
