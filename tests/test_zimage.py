@@ -182,11 +182,17 @@ def _rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
 
 
-def test_unified_attention_map_equals_a_direct_softmax(zimage_editor):
+def test_unified_attention_map_equals_a_direct_softmax():
     """M¹ of the main layer: the image queries' softmax over every key of [image, caption] (q/k
     RMS norms, freqs_cis rotary, batch padding masked), summed over each row's own word columns,
-    head-averaged — rows whose captions differ in length, so each lays its text out differently."""
-    model = zimage_editor.model
+    head-averaged — rows whose captions differ in length, so each lays its text out differently.
+    The tiny model's attention is sharpened (logits ±50), where a batch-padding key's zero logit
+    weighs nothing; its q/k norms are softened here so that leaving the mask out shows."""
+    model = Editor.from_pipe(tiny_zimage_pipeline(seed=0)).model
+    with torch.no_grad():
+        for layer in model.transformer.layers:
+            layer.attention.norm_q.weight.mul_(0.1)
+            layer.attention.norm_k.weight.mul_(0.1)
     prompts = ["a red hat", LONG]
     cond = model.encode_prompts(["", *prompts])
     weights = torch.zeros(2, cond.embeds.shape[1])
@@ -200,7 +206,7 @@ def test_unified_attention_map_equals_a_direct_softmax(zimage_editor):
         model.estimate(x, level, cond)
         got = recorder.take(model.mask_grid(8, 12))
 
-    maps, masks = [], []
+    maps, unmasked, masks = [], [], []
 
     class Reference:
         def __init__(self, inner):
@@ -213,11 +219,12 @@ def test_unified_attention_map_equals_a_direct_softmax(zimage_editor):
             k = attn.norm_k(attn.to_k(hs).unflatten(-1, (attn.heads, -1)))
             q, k = _rotate(q, freqs_cis[1:]).transpose(1, 2), _rotate(k, freqs_cis[1:]).transpose(1, 2)
             logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # (2, heads, S, S)
-            logits = logits.masked_fill(~attention_mask[1:, None, None, :], float("-inf"))
-            probs = torch.softmax(logits, dim=-1)[:, :, :24]  # the 8/2 × 12/2 image queries
             image = 32  # 24 image tokens padded to 32
-            rows = [probs[r][..., [image + j for j in positions[r]]].sum(-1).mean(0) for r in range(2)]
-            maps.append(torch.stack(rows))
+            for out, mask in ((maps, attention_mask[1:]), (unmasked, torch.ones_like(attention_mask[1:]))):
+                probs = torch.softmax(logits.masked_fill(~mask[:, None, None, :], float("-inf")), dim=-1)
+                probs = probs[:, :, :24]  # the 8/2 × 12/2 image queries
+                rows = [probs[r][..., [image + j for j in positions[r]]].sum(-1).mean(0) for r in range(2)]
+                out.append(torch.stack(rows))
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, freqs_cis)
 
     layers = [layer.attention for layer in model.transformer.layers]
@@ -233,6 +240,7 @@ def test_unified_attention_map_equals_a_direct_softmax(zimage_editor):
     direct = torch.stack(maps).mean(0).view(2, 4, 6)
     assert got.shape == (2, 4, 6) and torch.allclose(got, direct, atol=1e-6)
     assert not torch.allclose(got[0], got[1], atol=1e-3)
+    assert not torch.allclose(got, torch.stack(unmasked).mean(0).view(2, 4, 6), atol=1e-4)  # the mask matters
 
 
 def test_capture_leaves_the_output_bit_identical(zimage_editor):
