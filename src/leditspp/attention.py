@@ -47,8 +47,21 @@ class AttentionRecorder:
         assert self._rows is not None
         return self._rows
 
+    @property
+    def text_width(self) -> int:
+        """L, the token columns of the armed weights (R, L)."""
+        assert self._weights is not None
+        return self._weights.shape[1]
+
     @torch.no_grad()
-    def record(self, q: torch.Tensor, k: torch.Tensor, scale: float, text: slice | torch.Tensor | None = None) -> None:
+    def record(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        scale: float,
+        text: slice | torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> None:
         """Head-mean of the token-summed softmax(QKᵀ·scale) for the armed rows: adds (R, Q).
 
         ``q``: (R, heads, Q, d) image queries; ``k``: (R, heads, K, d) the keys of one layer —
@@ -57,14 +70,19 @@ class AttentionRecorder:
         ``text`` says where the L text columns the token weights (R, L) apply to are: one slice
         for every row, or (R, L) key indices per row (where rows lay their text out differently,
         e.g. captions of different lengths in a single-stream sequence). Computed in chunks of
-        queries, so a joint layer's (Q, K) matrix is never held whole.
+        queries, so a joint layer's (Q, K) matrix is never held whole. ``mask`` (R, K) bool, True
+        on the keys each row attends (SDPA's boolean ``attn_mask``): batch padding of rows whose
+        sequences differ in length is left out of the softmax.
         """
         assert self._weights is not None
         weights = self._weights.to(q.device)[:, None, :, None]  # (R, 1, L, 1)
         k = k.float().transpose(-1, -2)
         maps = []
         for chunk in q.float().split(QUERY_CHUNK, dim=2):
-            probs = torch.softmax(chunk @ k * scale, dim=-1)  # (R, heads, q, K)
+            logits = chunk @ k * scale
+            if mask is not None:
+                logits = logits.masked_fill(~mask.to(logits.device)[:, None, None, :], float("-inf"))
+            probs = torch.softmax(logits, dim=-1)  # (R, heads, q, K)
             if isinstance(text, slice):
                 probs = probs[..., text]
             elif text is not None:

@@ -18,10 +18,11 @@ from .flux import Flux
 from .sd import StableDiffusion
 from .sd3 import StableDiffusion3
 from .sdxl import StableDiffusionXL
+from .zimage import ZImage
 
 # The built-in families, in the order they are tried (models/families.py; a family defined
 # elsewhere joins with families.register).
-for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux):
+for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, ZImage):
     register(_family)
 
 
