@@ -173,7 +173,7 @@ def test_a_saved_inversion_keeps_size_and_steps_and_another_size_is_refused(klei
 
 def test_token_weights_sit_on_the_concepts_own_tokens_in_the_template(klein):
     tokenizer = klein.model.tokenizer
-    for prompt in ("red circle", "a user with a hat"):  # "user" is also the template's role word
+    for prompt in ("red circle", "user", "a user with a hat"):  # "user" is also the template's role word
         ids = tokenizer(klein.model._template(prompt)).input_ids
         positions = klein.model.token_positions(prompt)
         assert positions == list(range(3, 3 + len(positions)))  # after <|im_start|> user \n

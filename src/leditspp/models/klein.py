@@ -149,9 +149,11 @@ class Klein(TransformerModel):
     def token_positions(self, prompt: str) -> list[int]:
         """The prompt's own tokens inside the chat template (the text stream, first in the joint
         sequence): those whose characters lie in the prompt's span of the rendered text."""
-        text = self._template(prompt)
-        start = text.index(prompt, text.index("user")) if prompt else len(text)
-        end = start + len(prompt)
+        text, empty, n = self._template(prompt), self._template(""), len(prompt)
+        # where the template put the prompt: the span whose removal leaves the empty prompt's text
+        # (a word that is also in the template, such as "user", is found at its own place only)
+        start = next(i for i in range(len(text) - n + 1) if text[:i] + text[i + n :] == empty)
+        end = start + n
         enc = self.tokenizer(text, truncation=True, max_length=self.max_sequence_length, return_offsets_mapping=True)
         return [i for i, (a, b) in enumerate(enc.offset_mapping) if b > a and a >= start and b <= end]
 
