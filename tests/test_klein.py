@@ -265,6 +265,8 @@ def test_every_mask_mode_edits(klein, mode):
 
 
 def test_the_cli_edits_with_a_klein_folder(klein_folder, tmp_path):
+    import json
+
     from PIL import Image
 
     from leditspp.cli import main
@@ -272,5 +274,31 @@ def test_the_cli_edits_with_a_klein_folder(klein_folder, tmp_path):
     photo, out = tmp_path / "photo.png", tmp_path / "out.png"
     scene(64, 96).save(photo)
     args = ["edit", str(photo), "-e", "+red circle", "--model", str(klein_folder), "-o", str(out)]
-    assert main([*args, "--device", "cpu", "--quiet", "--steps", "4"]) == 0
-    assert Image.open(out).size == (96, 64)
+    assert main([*args, "--device", "cpu", "--quiet"]) == 0
+    written = Image.open(out)
+    assert written.size == (96, 64)
+    assert json.loads(written.text["leditspp"])["steps"] == 4  # the distilled checkpoint's recommendation
+
+
+# -- 6. recommended settings ------------------------------------------------------------------------------
+
+
+def test_the_distilled_checkpoint_recommends_its_four_steps(klein, klein_folder, tmp_path):
+    """model_index.json's ``is_distilled`` → 4 steps, no skip (the CLI, the web UI and
+    ``Editor.from_pretrained`` read it); [klein] Base keeps the library's defaults."""
+    import json
+    import shutil
+
+    from leditspp import defaults
+    from leditspp.models import model_settings
+
+    assert model_settings(str(klein_folder)) == {"recommended": {"steps": 4, "skip": 0.0}}
+    assert klein.recommended["steps"] == 4 and klein.recommended["skip"] == 0.0
+    assert klein.recommended["solver"] == defaults.SOLVER
+    base = tmp_path / "klein-base"
+    shutil.copytree(klein_folder, base)
+    index = json.loads((base / "model_index.json").read_text())
+    (base / "model_index.json").write_text(json.dumps({**index, "is_distilled": False}))
+    assert model_settings(str(base)) == {}
+    (base / "leditspp.json").write_text(json.dumps({"recommended": {"scale": 5.0}}))
+    assert model_settings(str(base)) == {"recommended": {"scale": 5.0}}
