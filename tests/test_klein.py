@@ -171,13 +171,18 @@ def test_a_saved_inversion_keeps_size_and_steps_and_another_size_is_refused(klei
 # -- 4. masks ----------------------------------------------------------------------------------------------
 
 
-def test_token_weights_sit_on_the_concepts_own_tokens_in_the_template(klein):
+def test_token_weights_sit_on_the_concepts_own_tokens_in_the_template(klein, klein_pipe, caplog):
     tokenizer = klein.model.tokenizer
     for prompt in ("red circle", "user", "a user with a hat"):  # "user" is also the template's role word
         ids = tokenizer(klein.model._template(prompt)).input_ids
         positions = klein.model.token_positions(prompt)
         assert positions == list(range(3, 3 + len(positions)))  # after <|im_start|> user \n
         assert [ids[p] for p in positions] == tokenizer(prompt, add_special_tokens=False).input_ids
+    short = Editor.from_pipe(klein_pipe, max_sequence_length=8)  # the template alone is 12 tokens
+    with caplog.at_level("WARNING", logger="leditspp"):
+        short.model.encode_prompts(["red circle"])
+    assert "prompt 'red circle' is 14 tokens in the chat template" in caplog.text
+    assert short.model.token_positions("red circle") == [3, 4]
     batch = klein._concepts((Edit("red circle"),), use_attention=True)
     assert batch.token_weights.shape == (1, 512)
     assert batch.token_weights[0].nonzero().flatten().tolist() == klein.model.token_positions("red circle")

@@ -34,7 +34,7 @@ import torch
 from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import NoiseLevel
-from .base import Conditioning, _vae_precision, bound_cache, warn_if_truncated
+from .base import Conditioning, _vae_precision, bound_cache, logger
 from .capture import capture_layers
 from .families import Part, Parts, refuse
 from .flux import record_flux
@@ -77,10 +77,8 @@ class Klein(TransformerModel):
     @classmethod
     def matches(cls, parts: Parts) -> bool:
         """A ``Flux2Transformer2DModel`` with a Qwen3 text encoder (FLUX.2 [dev] has Mistral's)."""
-        transformer = parts.get("transformer", Part("", {})).kind
-        return transformer == "Flux2Transformer2DModel" and parts.get("text_encoder", Part("", {})).kind == (
-            "Qwen3ForCausalLM"
-        )
+        kinds = {name: parts.get(name, Part("", {})).kind for name in ("transformer", "text_encoder")}
+        return kinds == {"transformer": "Flux2Transformer2DModel", "text_encoder": "Qwen3ForCausalLM"}
 
     @classmethod
     def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
@@ -128,7 +126,15 @@ class Klein(TransformerModel):
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         """embeds (n, L, 3·D): per token ``[h₉ ‖ h₁₈ ‖ h₂₇]`` of Qwen3, in the transformer's dtype."""
         texts = [self._template(p) for p in prompts]
-        warn_if_truncated(self.tokenizer, texts, self.max_sequence_length)
+        for prompt, text in zip(prompts, texts, strict=True):
+            count = len(self.tokenizer(text, truncation=False, verbose=False).input_ids)
+            if count > self.max_sequence_length:
+                logger.warning(
+                    "prompt %r is %d tokens in the chat template; the text encoder reads the first %d — shorten it",
+                    prompt if len(prompt) <= 60 else prompt[:57] + "…",
+                    count,
+                    self.max_sequence_length,
+                )
         inputs = self.tokenizer(
             texts, padding="max_length", truncation=True, max_length=self.max_sequence_length, return_tensors="pt"
         )
