@@ -15,6 +15,7 @@ from ..solvers.path import declared_spacing
 from .base import Conditioning, ModelAdapter, fingerprint
 from .families import FAMILIES, adapter_from_components, register, registered, size_multiple_of_folder, supported
 from .flux import Flux
+from .klein import Klein
 from .sd import StableDiffusion
 from .sd3 import StableDiffusion3
 from .sdxl import StableDiffusionXL
@@ -22,7 +23,7 @@ from .zimage import ZImage
 
 # The built-in families, in the order they are tried (models/families.py; a family defined
 # elsewhere joins with families.register).
-for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, ZImage):
+for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, Klein, ZImage):
     register(_family)
 
 
@@ -66,10 +67,13 @@ RECOMMENDABLE: dict[str, Any] = {
 
 
 #: What a few-step checkpoint recommends, by the spacing of its scheduler config: the 4 steps
-#: Turbo, Lightning and LCM are distilled for, no skip, and the solver of their kind.
+#: Turbo, Lightning and LCM are distilled for, no skip, and the solver of their kind; and, under
+#: ``distilled``, a pipeline whose model_index.json says ``is_distilled`` (FLUX.2 [klein]): its 4
+#: steps, no skip.
 FEW_STEP_RECOMMENDED: dict[str, dict[str, Any]] = {
     "trailing": {"solver": "ddpm", "steps": 4, "skip": 0.0},
     "lcm": {"solver": "lcm", "steps": 4, "skip": 0.0},
+    "distilled": {"steps": 4, "skip": 0.0},
 }
 
 
@@ -90,7 +94,7 @@ def model_settings(model: str) -> dict[str, Any]:
     ``{}`` for hub ids (nothing is read before loading) and other folders."""
     path = Path(resolve_model(model)) / MODEL_SETTINGS_FILE
     if not path.is_file():
-        few_step = FEW_STEP_RECOMMENDED.get(_folder_spacing(path.parent) or "", {})
+        few_step = _few_step(path.parent, _folder_spacing(path.parent))
         return {"recommended": dict(few_step)} if few_step else {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -108,9 +112,20 @@ def model_settings(model: str) -> dict[str, Any]:
             f"{path}: unknown or mistyped entries {bad}; it may give {options} and recommended settings "
             f"{sorted(RECOMMENDABLE)}"
         )
-    few_step = FEW_STEP_RECOMMENDED.get(data.get("spacing") or _folder_spacing(path.parent), {})
+    few_step = _few_step(path.parent, data.get("spacing") or _folder_spacing(path.parent))
     options = {k: data[k] for k in MODEL_OPTIONS if k in data}
     return {**options, "recommended": few_step | recommended}
+
+
+def _few_step(folder: Path, spacing: str | None) -> dict[str, Any]:
+    """What a local few-step model recommends: by its spacing, else by its pipeline's ``is_distilled``."""
+    if spacing in FEW_STEP_RECOMMENDED:
+        return FEW_STEP_RECOMMENDED[spacing]
+    try:
+        distilled = json.loads((folder / "model_index.json").read_text()).get("is_distilled") is True
+    except (OSError, ValueError, AttributeError):
+        distilled = False
+    return FEW_STEP_RECOMMENDED["distilled"] if distilled else {}
 
 
 def _folder_spacing(folder: Path) -> str | None:
