@@ -48,7 +48,14 @@ class AttentionRecorder:
         return self._rows
 
     @torch.no_grad()
-    def record(self, q: torch.Tensor, k: torch.Tensor, scale: float, text: slice | torch.Tensor | None = None) -> None:
+    def record(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        scale: float,
+        text: slice | torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> None:
         """Head-mean of the token-summed softmax(QKᵀ·scale) for the armed rows: adds (R, Q).
 
         ``q``: (R, heads, Q, d) image queries; ``k``: (R, heads, K, d) the keys of one layer —
@@ -56,15 +63,20 @@ class AttentionRecorder:
         attention (MMDiT, or one unified sequence), where the softmax runs over all of them and
         ``text`` says where the L text columns the token weights (R, L) apply to are: one slice
         for every row, or (R, L) key indices per row (where rows lay their text out differently,
-        e.g. captions of different lengths in a single-stream sequence). Computed in chunks of
-        queries, so a joint layer's (Q, K) matrix is never held whole.
+        e.g. captions of different lengths in a single-stream sequence). ``mask`` (R, K) bool, as
+        SDPA's boolean ``attn_mask``: False keys get no probability (Qwen-Image's padded text).
+        Computed in chunks of queries, so a joint layer's (Q, K) matrix is never held whole.
         """
         assert self._weights is not None
         weights = self._weights.to(q.device)[:, None, :, None]  # (R, 1, L, 1)
         k = k.float().transpose(-1, -2)
         maps = []
+        masked = None if mask is None else ~mask.to(q.device, torch.bool)[:, None, None, :]  # (R, 1, 1, K)
         for chunk in q.float().split(QUERY_CHUNK, dim=2):
-            probs = torch.softmax(chunk @ k * scale, dim=-1)  # (R, heads, q, K)
+            logits = chunk @ k * scale
+            if masked is not None:
+                logits = logits.masked_fill(masked, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)  # (R, heads, q, K)
             if isinstance(text, slice):
                 probs = probs[..., text]
             elif text is not None:

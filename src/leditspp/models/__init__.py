@@ -15,13 +15,14 @@ from ..solvers.path import declared_spacing
 from .base import Conditioning, ModelAdapter, fingerprint
 from .families import FAMILIES, adapter_from_components, register, registered, size_multiple_of_folder, supported
 from .flux import Flux
+from .qwenimage import QwenImage
 from .sd import StableDiffusion
 from .sd3 import StableDiffusion3
 from .sdxl import StableDiffusionXL
 
 # The built-in families, in the order they are tried (models/families.py; a family defined
 # elsewhere joins with families.register).
-for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux):
+for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, QwenImage):
     register(_family)
 
 
