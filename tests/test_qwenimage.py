@@ -59,7 +59,9 @@ def qwen_pipe(qwen_editor, qwen_folder):
 # -- 1. detection and options ------------------------------------------------------------------------
 
 
-def test_detected_through_the_registry_and_options_it_cannot_use_are_refused(qwen_folder, qwen_editor, qwen_pipe):
+def test_detected_through_the_registry_and_options_it_cannot_use_are_refused(
+    qwen_folder, qwen_editor, qwen_pipe, caplog
+):
     from leditspp.models import FAMILIES, size_multiple_hint
     from leditspp.models.families import family_of, parts_of_folder
 
@@ -75,6 +77,11 @@ def test_detected_through_the_registry_and_options_it_cannot_use_are_refused(qwe
             Editor.from_pipe(qwen_pipe, max_sequence_length=bad)
     short = Editor.from_pipe(qwen_pipe, max_sequence_length=24).model
     assert short.encode_prompts(["a red circle"]).embeds.shape == (1, 24, 32) and short.text_tokens == 24
+    long = "a red circle " * 10
+    with caplog.at_level("WARNING", logger="leditspp"):
+        cut = short.encode_prompts([long])
+    assert "reads only the first 24" in caplog.text and bool(cut.get("mask").all())
+    assert short.token_positions(long) == list(range(24))
 
 
 # -- 2. the velocity is the pipeline's ---------------------------------------------------------------
@@ -109,6 +116,38 @@ def test_velocity_equals_what_the_pipeline_gets_from_its_transformer(qwen_editor
         ours = model.estimate(x, level, cond.map(lambda t, n=rows: t[:n]))
         theirs = unpack(call["output"].float(), 8, 8)
         assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), (ours - theirs).abs().max()
+
+
+def test_latents_are_the_img2img_pipelines_and_decode_undoes_them(qwen_editor, monkeypatch):
+    """encode = ``QwenImageImg2ImgPipeline._encode_vae_image`` (posterior mode, per-channel
+    ``(z − mean)·(1/std)``) without the frame axis; decode undoes exactly that normalisation."""
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_img2img as img2img
+
+    model = qwen_editor.model
+    pixels = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    mode = img2img.retrieve_latents
+    monkeypatch.setattr(img2img, "retrieve_latents", lambda out, generator=None: mode(out, sample_mode="argmax"))
+    pipe = img2img.QwenImageImg2ImgPipeline(None, model.vae, model.text_encoder, model.tokenizer, model.transformer)
+    theirs = pipe._encode_vae_image(pixels[:, :, None], generator=None)
+    ours = model.encode(pixels)
+    assert ours.shape == (2, 16, 8, 12) and theirs.shape == (2, 16, 1, 8, 12)
+    assert torch.allclose(ours, theirs[:, :, 0], atol=1e-6, rtol=0)
+    raw = model.vae.encode(pixels[:, :, None]).latent_dist.mode()
+    direct = model.vae.decode(raw).sample[:, :, 0].clamp(-1, 1)
+    assert torch.allclose(model.decode(ours), direct, atol=1e-5, rtol=0)
+
+
+def test_rows_keep_each_prompts_mask(qwen_editor):
+    """Repeated and stacked rows carry their own masks (the pipeline's ``num_images_per_prompt``
+    pairs them with the wrong prompts; ours are repeated key by key), and the padding is zeros."""
+    from leditspp.models.base import Conditioning
+
+    model = qwen_editor.model
+    rows = Conditioning.cat([model.unconditional("", 2), model.encode_prompts(["a red circle", "a blue square"])])
+    rows = rows.repeat_rows(2)
+    mask = rows.get("mask")
+    assert mask.dtype == torch.bool and mask.sum(1).tolist() == [5, 5, 5, 5, 8, 8, 8, 8]
+    assert not rows.embeds[~mask].any() and rows.embeds[mask].abs().amin(-1).gt(0).any()
 
 
 # -- 3. exactness ------------------------------------------------------------------------------------
