@@ -69,19 +69,20 @@ class AttentionRecorder:
         attention (MMDiT, or one unified sequence), where the softmax runs over all of them and
         ``text`` says where the L text columns the token weights (R, L) apply to are: one slice
         for every row, or (R, L) key indices per row (where rows lay their text out differently,
-        e.g. captions of different lengths in a single-stream sequence). Computed in chunks of
-        queries, so a joint layer's (Q, K) matrix is never held whole. ``mask`` (R, K) bool, True
-        on the keys each row attends (SDPA's boolean ``attn_mask``): batch padding of rows whose
-        sequences differ in length is left out of the softmax.
+        e.g. captions of different lengths in a single-stream sequence). ``mask`` (R, K) bool, True
+        on the keys each row attends (SDPA's boolean ``attn_mask``): False keys get no probability
+        (Qwen-Image's padded text, Z-Image's batch padding of captions of different lengths).
+        Computed in chunks of queries, so a joint layer's (Q, K) matrix is never held whole.
         """
         assert self._weights is not None
         weights = self._weights.to(q.device)[:, None, :, None]  # (R, 1, L, 1)
         k = k.float().transpose(-1, -2)
         maps = []
+        masked = None if mask is None else ~mask.to(q.device, torch.bool)[:, None, None, :]  # (R, 1, 1, K)
         for chunk in q.float().split(QUERY_CHUNK, dim=2):
             logits = chunk @ k * scale
-            if mask is not None:
-                logits = logits.masked_fill(~mask.to(logits.device)[:, None, None, :], float("-inf"))
+            if masked is not None:
+                logits = logits.masked_fill(masked, float("-inf"))
             probs = torch.softmax(logits, dim=-1)  # (R, heads, q, K)
             if isinstance(text, slice):
                 probs = probs[..., text]

@@ -16,6 +16,7 @@ from .base import Conditioning, ModelAdapter, fingerprint
 from .families import FAMILIES, adapter_from_components, register, registered, size_multiple_of_folder, supported
 from .flux import Flux
 from .klein import Klein
+from .qwenimage import QwenImage
 from .sd import StableDiffusion
 from .sd3 import StableDiffusion3
 from .sdxl import StableDiffusionXL
@@ -23,7 +24,7 @@ from .zimage import ZImage
 
 # The built-in families, in the order they are tried (models/families.py; a family defined
 # elsewhere joins with families.register).
-for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, Klein, ZImage):
+for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, Klein, ZImage, QwenImage):
     register(_family)
 
 

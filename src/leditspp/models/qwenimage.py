@@ -1,0 +1,250 @@
+"""Qwen-Image: a double-stream MMDiT on packed 16-channel latents and a rectified-flow path.
+
+What this adapter adds to the shared flow transformer (:class:`~leditspp.models.sd3.TransformerModel`):
+
+* conditioning as ``QwenImagePipeline._get_qwen_prompt_embeds`` builds it: the prompt in the
+  pipeline's chat template through Qwen2.5-VL, its last hidden states (final norm applied) with
+  the template's first :data:`DROP` tokens dropped. Prompts have different lengths, and the loops
+  stack conditionings of separate calls (c_∅, the source prompt, the concepts), so every encoding
+  is zero-padded to one length, ``max_sequence_length`` (the pipeline's 512), with its text mask
+  (n, L) bool as the key ``mask``: the transformer gets it as ``encoder_hidden_states_mask``, the
+  padded keys get no attention, and the text RoPE positions of the real tokens do not move, so
+  the image stream is the unpadded pipeline's;
+* latents: ``AutoencoderKLQwenImage`` has a frame axis (B, 16, 1, h, w), squeezed here to
+  (B, 16, h, w), normalised per channel with ``latents_mean``/``latents_std``; 2×2 packing as
+  FLUX (:func:`~leditspp.models.flux.pack`); the time input is σ;
+* the schedule is the pipeline's: ``sigmas = linspace(1, 1/N, N)``, an exponential dynamic shift
+  with μ from the token count and ``shift_terminal`` (0.02) from the scheduler config
+  (``grid="pipeline"``; the N+1 points the inversion uses keep the stretch finite at N = 1,
+  where the pipeline's own divides 0 by 0);
+* the pipeline's true-CFG norm rescale (``comb·‖cond‖/‖comb‖``) is not LEDITS++'s guidance and is
+  not used: the loops combine the velocities as for every family;
+* M¹ from every block's joint attention: image queries against [text; image] keys with the q/k
+  RMS norms and the complex rotary embedding per stream, softmax over all keys with the text mask
+  applied as the processor applies it, on the 2×2 patch grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..attention import AttentionRecorder
+from ..errors import LeditsError
+from ..solvers import NoiseLevel
+from .base import Conditioning, _vae_precision, logger
+from .capture import capture_layers
+from .families import Part, Parts, refuse
+from .flux import pack, unpack
+from .sd3 import TransformerModel
+
+#: ``QwenImagePipeline.prompt_template_encode``: the prompt goes where ``{}`` is.
+TEMPLATE = (
+    "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, spatial "
+    "relationships of the objects and background:<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+)
+#: ``prompt_template_encode_start_idx``: the template tokens before the prompt, dropped.
+DROP = 34
+#: ``tokenizer_max_length``: the tokenizer keeps this many tokens after the dropped ones.
+TOKENIZER_MAX_LENGTH = 1024
+#: ``QwenImagePipeline.__call__``'s ``max_sequence_length``: the text tokens the transformer sees.
+MAX_SEQUENCE_LENGTH = 512
+
+
+@dataclass(kw_only=True)
+class QwenImage(TransformerModel):
+    """Adapter for Qwen-Image components in diffusers format (``QwenImagePipeline``)."""
+
+    text_encoder: Any
+    tokenizer: Any
+    max_sequence_length: int = MAX_SEQUENCE_LENGTH
+    family: str = "qwenimage"
+    title: ClassVar[str] = "Qwen-Image (QwenImageTransformer2DModel, flow matching, Qwen2.5-VL)"
+    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "mask")
+
+    @classmethod
+    def patch(cls, parts: Parts) -> int:
+        return 2  # the pipeline's 2×2 packing
+
+    @classmethod
+    def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
+        """The VAE's factor (2 per temporal-downsample entry, as the pipeline computes it) × 2."""
+        return 2 ** len(parts["vae"].config["temperal_downsample"]) * cls.patch(parts)
+
+    @classmethod
+    def matches(cls, parts: Parts) -> bool:
+        return parts.get("transformer", Part("", {})).kind == "QwenImageTransformer2DModel"
+
+    @classmethod
+    def from_components(
+        cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any
+    ) -> QwenImage:
+        """``max_sequence_length``: text tokens after the template prefix (the pipeline's 512; at most 1024)."""
+        if components.get("text_encoder") is None:
+            raise refuse("this Qwen-Image model lacks its text encoder (text_encoder)")
+        config = components["transformer"].config
+        for flag, what in (("guidance_embeds", "a guidance input"), ("zero_cond_t", "reference-image timesteps")):
+            if config.get(flag):
+                raise refuse(f"this Qwen-Image transformer sets {flag} ({what}), which QwenImagePipeline does not run")
+        return cls(
+            transformer=components["transformer"],
+            vae=components["vae"],
+            path=cls.flow_path(components, grid="pipeline"),
+            text_encoder=components["text_encoder"],
+            tokenizer=components["tokenizer"],
+            **_sequence_length(options),
+        )
+
+    @property
+    def text_tokens(self) -> int:
+        return self.max_sequence_length
+
+    def components(self) -> dict[str, Any]:
+        return {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """embeds (n, L, D) zero-padded to L = ``max_sequence_length``, in the transformer's dtype,
+        and mask (n, L) bool, True on each prompt's tokens after the template prefix."""
+        tokens = self.tokenizer(
+            [TEMPLATE.format(p) for p in prompts],
+            max_length=TOKENIZER_MAX_LENGTH + DROP,
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
+        ).to(self.text_encoder.device)
+        hidden = self.text_encoder(
+            input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True
+        ).hidden_states[-1]
+        length = self.max_sequence_length
+        embeds = hidden.new_zeros(len(prompts), length, hidden.shape[-1])
+        mask = torch.zeros(len(prompts), length, dtype=torch.bool, device=hidden.device)
+        for i, (states, valid) in enumerate(zip(hidden, tokens.attention_mask.bool(), strict=True)):
+            kept = states[valid][DROP:]
+            if kept.shape[0] > length:
+                logger.warning(
+                    "prompt %r has %d tokens in Qwen-Image's template; the transformer reads only the first %d "
+                    "(the rest is ignored) — shorten it",
+                    prompts[i] if len(prompts[i]) <= 60 else prompts[i][:57] + "…",
+                    kept.shape[0],
+                    length,
+                )
+                kept = kept[:length]
+            embeds[i, : kept.shape[0]] = kept
+            mask[i, : kept.shape[0]] = True
+        return Conditioning.of(embeds.to(self.transformer.dtype), mask=mask.to(self.device))
+
+    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
+        """c_∅: the negative prompt ("" by default) through the same template, ``count`` rows."""
+        return self.encode_prompts([negative_prompt]).repeat_rows(count)
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """The prompt's own tokens in the transformer's text sequence: the template's tokens whose
+        characters lie in the prompt, shifted by the :data:`DROP` dropped ones."""
+        text = TEMPLATE.format(prompt)
+        start = TEMPLATE.index("{}")
+        end = start + len(prompt)
+        offsets = self.tokenizer(text, return_offsets_mapping=True).offset_mapping
+        inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
+        return [i - DROP for i in inside if 0 <= i - DROP < self.max_sequence_length]
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The velocity for rows ``latents`` (R, C, h, w) at ``level`` (R,) each, fp32."""
+        rows, _, height, width = latents.shape
+        out = self.transformer(
+            hidden_states=pack(latents).to(self.transformer.dtype),
+            timestep=(level.t / self.path.num_train_timesteps).to(latents.device, torch.float32),
+            encoder_hidden_states=cond.embeds,
+            encoder_hidden_states_mask=cond.get("mask"),
+            img_shapes=[[(1, height // 2, width // 2)]] * rows,
+            return_dict=False,
+        )[0]
+        return unpack(out.float(), height, width)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        """Record every block's joint attention from image queries to the concept's text keys."""
+        layers = [block.attn for block in self.transformer.transformer_blocks]
+        with capture_layers(self.transformer, layers, record_qwen) as recorder:
+            yield recorder
+
+    def _normalisation(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE's per-channel ``latents_mean`` and 1/``latents_std``, (1, C, 1, 1, 1)."""
+        config = self.vae.config
+        mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(device, dtype)
+        inv_std = 1.0 / torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1).to(device, dtype)
+        return mean, inv_std
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → normalised posterior-mode latents (B, 16, H/8, W/8), fp32
+        (``QwenImageImg2ImgPipeline._encode_vae_image``: ``(z − mean)·(1/std)``)."""
+        with _vae_precision(self.vae) as dtype:
+            z = self.vae.encode(pixels[:, :, None].to(self.vae.device, dtype)).latent_dist.mode().float()
+        mean, inv_std = self._normalisation(z.device, z.dtype)
+        return ((z - mean) * inv_std)[:, :, 0].to(self.device)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, 16, h, w) → images (B, 3, H, W) in [−1, 1], fp32 (the pipeline's
+        ``latents / (1/std) + mean``, then the first frame)."""
+        with _vae_precision(self.vae) as dtype:
+            z = latents[:, :, None].to(self.vae.device, torch.float32)
+            mean, inv_std = self._normalisation(z.device, z.dtype)
+            frames = self.vae.decode((z / inv_std + mean).to(dtype)).sample
+            return frames[:, :, 0].float().clamp(-1, 1)
+
+
+def _sequence_length(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``max_sequence_length`` (if given) checked: an integer in [1, 1024] (the pipeline's limit)."""
+    if "max_sequence_length" not in options:
+        return {}
+    value = options["max_sequence_length"]
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= TOKENIZER_MAX_LENGTH:
+        raise LeditsError(
+            f"max_sequence_length must be an integer in [1, {TOKENIZER_MAX_LENGTH}] (Qwen-Image's text tokens); "
+            f"got {value!r}"
+        )
+    return {"max_sequence_length": value}
+
+
+def record_qwen(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
+    """Image queries and [text; image] keys of a Qwen-Image double-stream attention, as
+    ``QwenDoubleStreamAttnProcessor2_0`` computes them (q/k RMS norms, then the complex rotary
+    embedding of each stream); the softmax runs over all keys with the text mask applied
+    (``cat[text mask, ones]``), and the recorder keeps the text columns."""
+    from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
+
+    rows = recorder.rows
+    hs, ctx = args["hidden_states"][rows], args["encoder_hidden_states"][rows]
+    head_dim = attn.inner_dim // attn.heads
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (-1, head_dim))  # (R, n, heads, d)
+
+    q, k_image, k_text = heads(attn.to_q(hs)), heads(attn.to_k(hs)), heads(attn.add_k_proj(ctx))
+    if attn.norm_q is not None:
+        q = attn.norm_q(q)
+    if attn.norm_k is not None:
+        k_image = attn.norm_k(k_image)
+    if attn.norm_added_k is not None:
+        k_text = attn.norm_added_k(k_text)
+    rotary = args.get("image_rotary_emb")
+    if rotary is not None:
+        image_freqs, text_freqs = rotary
+        q = apply_rotary_emb_qwen(q, image_freqs, use_real=False)
+        k_image = apply_rotary_emb_qwen(k_image, image_freqs, use_real=False)
+        k_text = apply_rotary_emb_qwen(k_text, text_freqs, use_real=False)
+    key = torch.cat([k_text, k_image], dim=1)
+    text_mask = args.get("encoder_hidden_states_mask")
+    mask = None
+    if text_mask is not None:
+        image = torch.ones(hs.shape[0], hs.shape[1], dtype=torch.bool, device=hs.device)
+        mask = torch.cat([text_mask[rows].to(torch.bool), image], dim=1)
+    text = slice(0, ctx.shape[1])
+    recorder.record(q.transpose(1, 2), key.transpose(1, 2), head_dim**-0.5, text=text, mask=mask)
