@@ -74,7 +74,7 @@ def test_bf16_on_a_cpu_edits_with_fp32_solver_state(sd3_folder):
     ("settings", "message"),
     [
         ({"max_sequence_length": "long"}, "mistyped entries ['max_sequence_length']"),
-        ({"max_sequence_length": 4096}, "mistyped entries ['max_sequence_length']"),
+        ({"max_sequence_length": 4096}, "max_sequence_length must be an integer in [0, 512] for SD3"),
         ({"recommended": {"steps": "many"}}, "mistyped entries ['steps']"),
         ({"recommended": {"sampler": "euler"}}, "mistyped entries ['sampler']"),
         ({"shift": 3.0}, "unknown or mistyped entries ['shift']"),

@@ -83,7 +83,7 @@ class Flux(TransformerModel):
             text_encoder_2=components["text_encoder_2"],
             tokenizer=components["tokenizer"],
             tokenizer_2=components["tokenizer_2"],
-            **check_sequence_length(options),
+            **check_sequence_length(options, "FLUX.1"),
         )
 
     @property

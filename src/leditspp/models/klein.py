@@ -32,7 +32,6 @@ from typing import Any, ClassVar
 import torch
 
 from ..attention import AttentionRecorder
-from ..errors import LeditsError
 from ..solvers import NoiseLevel
 from .base import Conditioning, _vae_precision, bound_cache, logger
 from .capture import capture_layers
@@ -90,9 +89,7 @@ class Klein(TransformerModel):
         """``max_sequence_length``: text tokens, 1 … 512 (the pipeline's 512 by default)."""
         if components.get("text_encoder") is None or components.get("tokenizer") is None:
             raise refuse("this FLUX.2 [klein] model lacks its Qwen3 text encoder or tokenizer")
-        length = check_sequence_length(options)
-        if length.get("max_sequence_length", 1) < 1:
-            raise LeditsError("max_sequence_length must be an integer in [1, 512] for FLUX.2 [klein]; got 0")
+        length = check_sequence_length(options, "FLUX.2 [klein]", low=1)
         layers = int(components["text_encoder"].config.num_hidden_layers)
         if layers <= max(KLEIN_TEXT_LAYERS):
             raise refuse(f"this [klein] text encoder has {layers} layers; the pipeline reads {KLEIN_TEXT_LAYERS}")

@@ -34,13 +34,12 @@ from typing import Any, ClassVar
 import torch
 
 from ..attention import AttentionRecorder
-from ..errors import LeditsError
 from ..solvers import NoiseLevel
 from .base import Conditioning, _vae_precision, logger
 from .capture import capture_layers
 from .families import Part, Parts, refuse
 from .flux import pack, unpack
-from .sd3 import TransformerModel
+from .sd3 import TransformerModel, check_sequence_length
 
 #: ``QwenImagePipeline.prompt_template_encode``: the prompt goes where ``{}`` is.
 TEMPLATE = (
@@ -96,7 +95,7 @@ class QwenImage(TransformerModel):
             path=cls.flow_path(components, grid="pipeline"),
             text_encoder=components["text_encoder"],
             tokenizer=components["tokenizer"],
-            **_sequence_length(options),
+            **check_sequence_length(options, "Qwen-Image", low=1, high=TOKENIZER_MAX_LENGTH),
         )
 
     @property
@@ -198,19 +197,6 @@ class QwenImage(TransformerModel):
             mean, inv_std = self._normalisation(z.device, z.dtype)
             frames = self.vae.decode((z / inv_std + mean).to(dtype)).sample
             return frames[:, :, 0].float().clamp(-1, 1)
-
-
-def _sequence_length(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``max_sequence_length`` (if given) checked: an integer in [1, 1024] (the pipeline's limit)."""
-    if "max_sequence_length" not in options:
-        return {}
-    value = options["max_sequence_length"]
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= TOKENIZER_MAX_LENGTH:
-        raise LeditsError(
-            f"max_sequence_length must be an integer in [1, {TOKENIZER_MAX_LENGTH}] (Qwen-Image's text tokens); "
-            f"got {value!r}"
-        )
-    return {"max_sequence_length": value}
 
 
 def record_qwen(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:

@@ -159,7 +159,7 @@ class StableDiffusion3(TransformerModel):
             tokenizer=components["tokenizer"],
             tokenizer_2=components.get("tokenizer_2") or components["tokenizer"],
             tokenizer_3=components.get("tokenizer_3"),
-            **check_sequence_length(options),
+            **check_sequence_length(options, "SD3"),
         )
 
     @property
@@ -229,13 +229,16 @@ class StableDiffusion3(TransformerModel):
             yield recorder
 
 
-def check_sequence_length(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``max_sequence_length`` (if given) checked: an integer in [0, 512]."""
+def check_sequence_length(options: Mapping[str, Any], family: str, low: int = 0, high: int = 512) -> dict[str, Any]:
+    """``max_sequence_length`` (if given) checked: an integer in [low, high], the text tokens
+    ``family``'s pipeline can take (0 where the family runs without that encoder: SD3 without T5)."""
     if "max_sequence_length" not in options:
         return {}
     value = options["max_sequence_length"]
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 512:
-        raise LeditsError(f"max_sequence_length must be an integer in [0, 512] (text tokens); got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise LeditsError(
+            f"max_sequence_length must be an integer in [{low}, {high}] for {family} (text tokens); got {value!r}"
+        )
     return {"max_sequence_length": value}
 
 

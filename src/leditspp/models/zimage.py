@@ -84,9 +84,7 @@ class ZImage(TransformerModel):
         """``max_sequence_length``: caption tokens (template included) read, the pipeline's 512."""
         if components.get("text_encoder") is None:
             raise refuse("this Z-Image model lacks its Qwen3 text encoder (text_encoder)")
-        length = check_sequence_length(options)
-        if length.get("max_sequence_length", 1) < 1:
-            raise LeditsError("max_sequence_length must be ≥ 1 for Z-Image (its caption is never empty); got 0")
+        length = check_sequence_length(options, "Z-Image", low=1)  # its caption is never empty
         return cls(
             transformer=components["transformer"],
             vae=components["vae"],
