@@ -20,6 +20,8 @@ compared on equal terms (``leditspp eval shapes --model demo-flow``):
 
     python training/train_demo_flow.py all --steps 3000 --ground 0.02 0.01 --ground-absent 1
     python training/train_demo_flow.py flow --steps 3000 --stop-after 500   # resumable in pieces
+    python training/train_demo_flow.py flow --init src/leditspp/demo_flow_model --steps 1500 --work /tmp/w
+                                                        # continue the shipped weights elsewhere
 
 Captions are padded to 32 CLIP tokens and the model has no T5 (``max_sequence_length`` 0, which
 the folder's ``leditspp.json`` declares): 256 image + 32 text tokens per row.
@@ -128,6 +130,19 @@ class GroundingJointProcessor:
         return attn.to_out[1](attn.to_out[0](image)), context
 
 
+def load_init(folder: Path):
+    """The transformer and both text encoders of an exported ``demo-flow`` folder, in fp32."""
+    from diffusers import SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection
+
+    transformer = SD3Transformer2DModel.from_pretrained(folder / "transformer", torch_dtype=torch.float32)
+    texts = [
+        CLIPTextModelWithProjection.from_pretrained(folder / name, dtype=torch.float32).float()
+        for name in ("text_encoder", "text_encoder_2")
+    ]
+    return transformer.float(), texts
+
+
 def mixed_absent_captions(
     entries: list[dict], masks: torch.Tensor, rng: random.Random, colour_ids: dict[str, int], tokenizer
 ):
@@ -177,14 +192,16 @@ def train_flow(
     ground: tuple[float, float],
     ground_absent: float,
     device: str,
+    init: Path | None = None,
 ) -> None:
-    """``steps`` sets the schedule; ``stop_after`` ends the run early (checkpoint kept, resumable)."""
+    """``steps`` sets the schedule; ``stop_after`` ends the run early (checkpoint kept, resumable);
+    ``init`` continues from an exported model folder (the shipped weights) on another machine."""
     tokenizer = tokenizer_at(work)
     colour_ids = unet_demo.colour_token_ids(tokenizer)
     data = torch.load(work / "latents.pt")
     latents, entries, object_area = data["latents"], data["scenes"], data["masks"]
     torch.manual_seed(seed)
-    transformer, texts = transformer_model(), text_models(work)
+    transformer, texts = load_init(init) if init else (transformer_model(), text_models(work))
     transformer.to(device), [t.to(device) for t in texts]
     maps: list[torch.Tensor] = []
     if any(ground):
@@ -334,6 +351,7 @@ def main() -> None:
     parser.add_argument("--ground", type=float, nargs=2, default=(0.02, 0.01), metavar=("TOKEN", "PIXEL"))
     parser.add_argument("--ground-absent", type=float, default=1.0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--init", type=Path, help="continue from an exported model folder (e.g. the shipped one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -351,6 +369,7 @@ def main() -> None:
             tuple(args.ground),
             args.ground_absent,
             args.device,
+            args.init,
         )
     if args.stage in ("export", "all"):
         export(args.work, args.out)
