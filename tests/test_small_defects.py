@@ -47,3 +47,12 @@ def test_per_size_caches_stay_bounded(xl_editor):
     again = model.time_ids(torch.zeros(1, 4, 5, 5))
     side = 5 * base.vae_scale_factor(model.vae)
     assert again.tolist() == [[side, side, 0, 0, side, side]]
+
+
+def test_flux_position_ids_cache_stays_bounded(flux_editor):
+    model = flux_editor.model
+    model._ids.clear()
+    for side in range(2, 2 + 3 * base.SIZE_CACHE * 2, 2):
+        model._image_ids(side, side, torch.device("cpu"))
+        assert len(model._ids) <= base.SIZE_CACHE
+    assert model._image_ids(4, 6, torch.device("cpu")).tolist() == [[0, r, c] for r in range(2) for c in range(3)]

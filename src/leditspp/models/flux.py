@@ -24,7 +24,7 @@ import torch
 
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
-from .base import Conditioning, encode_text, warn_if_truncated
+from .base import Conditioning, bound_cache, encode_text, warn_if_truncated
 from .capture import capture_layers
 from .families import Part, Parts, refuse
 from .sd import _word_positions
@@ -121,6 +121,7 @@ class Flux(TransformerModel):
         """(h/2·w/2, 3) position ids [0, row, column] of the packed tokens, built once per size."""
         key = (height, width, str(device))
         if key not in self._ids:
+            bound_cache(self._ids)  # a long-running service sees many sizes
             rows = torch.arange(height // 2)[:, None].expand(-1, width // 2)
             cols = torch.arange(width // 2)[None, :].expand(height // 2, -1)
             ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
