@@ -48,7 +48,14 @@ class AttentionRecorder:
         return self._rows
 
     @torch.no_grad()
-    def record(self, q: torch.Tensor, k: torch.Tensor, scale: float, text: slice | torch.Tensor | None = None) -> None:
+    def record(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        scale: float,
+        text: slice | torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> None:
         """Head-mean of the token-summed softmax(QKᵀ·scale) for the armed rows: adds (R, Q).
 
         ``q``: (R, heads, Q, d) image queries; ``k``: (R, heads, K, d) the keys of one layer —
@@ -57,14 +64,20 @@ class AttentionRecorder:
         ``text`` says where the L text columns the token weights (R, L) apply to are: one slice
         for every row, or (R, L) key indices per row (where rows lay their text out differently,
         e.g. captions of different lengths in a single-stream sequence). Computed in chunks of
-        queries, so a joint layer's (Q, K) matrix is never held whole.
+        queries, so a joint layer's (Q, K) matrix is never held whole. ``bias``: an additive logit
+        bias broadcastable to (R, heads, Q, K) — the layer's attention mask as SDPA applies it.
         """
         assert self._weights is not None
         weights = self._weights.to(q.device)[:, None, :, None]  # (R, 1, L, 1)
         k = k.float().transpose(-1, -2)
+        chunks = q.float().split(QUERY_CHUNK, dim=2)
+        biases: list[torch.Tensor | None] = [None] * len(chunks)
+        if bias is not None:
+            biases = list(bias.to(q.device, torch.float32).expand(*q.shape[:3], k.shape[-1]).split(QUERY_CHUNK, dim=2))
         maps = []
-        for chunk in q.float().split(QUERY_CHUNK, dim=2):
-            probs = torch.softmax(chunk @ k * scale, dim=-1)  # (R, heads, q, K)
+        for chunk, shift in zip(chunks, biases, strict=True):
+            logits = chunk @ k * scale
+            probs = torch.softmax(logits if shift is None else logits + shift, dim=-1)  # (R, heads, q, K)
             if isinstance(text, slice):
                 probs = probs[..., text]
             elif text is not None:

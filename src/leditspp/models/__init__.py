@@ -13,6 +13,7 @@ from ..errors import LeditsError
 from ..solvers import SPACINGS
 from ..solvers.path import declared_spacing
 from .base import Conditioning, ModelAdapter, fingerprint
+from .chroma import Chroma
 from .families import FAMILIES, adapter_from_components, register, registered, size_multiple_of_folder, supported
 from .flux import Flux
 from .sd import StableDiffusion
@@ -21,7 +22,7 @@ from .sdxl import StableDiffusionXL
 
 # The built-in families, in the order they are tried (models/families.py; a family defined
 # elsewhere joins with families.register).
-for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux):
+for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, Chroma):
     register(_family)
 
 
