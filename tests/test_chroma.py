@@ -18,7 +18,7 @@ from PIL import Image
 
 from leditspp import Conditioning, Edit, Editor, LeditsError
 from leditspp.masking import MASK_MODES
-from leditspp.models import supported
+from leditspp.models import model_settings, supported
 from leditspp.models.families import adapter_from_components, family_of, parts_of_folder
 from leditspp.models.flux import pack, unpack
 from leditspp.solvers import NoiseLevel
@@ -69,6 +69,8 @@ def test_chroma_is_detected_by_the_registry_and_refuses_what_it_cannot_use(chrom
     assert chroma.model.family == "chroma" and chroma.size_multiple == 16  # VAE 8 × the 2×2 packing
     assert chroma.model.condition_keys == ("embeds", "mask")
     assert "Chroma (ChromaTransformer2DModel" in supported()
+    # A true-CFG model on FLUX.1-dev's scheduler config: no few-step recommendation, the defaults hold.
+    assert model_settings(str(chroma_folder)) == {}
     for option in ("mask_level", "spacing"):
         with pytest.raises(LeditsError, match=f"chroma models do not take {option}"):
             Editor.from_pipe(pipe, **{option: 1 if option == "mask_level" else "trailing"})
