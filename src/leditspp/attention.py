@@ -69,20 +69,22 @@ class AttentionRecorder:
         attention (MMDiT, or one unified sequence), where the softmax runs over all of them and
         ``text`` says where the L text columns the token weights (R, L) apply to are: one slice
         for every row, or (R, L) key indices per row (where rows lay their text out differently,
-        e.g. captions of different lengths in a single-stream sequence). ``mask`` (R, K) bool, True
-        on the keys each row attends (SDPA's boolean ``attn_mask``): False keys get no probability
-        (Qwen-Image's padded text, Z-Image's batch padding of captions of different lengths).
-        Computed in chunks of queries, so a joint layer's (Q, K) matrix is never held whole.
+        e.g. captions of different lengths in a single-stream sequence). ``mask`` is the layer's
+        attention mask as SDPA's ``attn_mask`` applies it: bool (R, K), True on the keys each row
+        attends, False keys get no probability (Qwen-Image's padded text, Z-Image's batch padding);
+        or a float bias added to the logits, broadcastable to (R, heads, Q, K) (Chroma's 0/1 mask,
+        which SDPA adds). Computed in chunks of queries, so a joint layer's (Q, K) matrix is never
+        held whole.
         """
         assert self._weights is not None
         weights = self._weights.to(q.device)[:, None, :, None]  # (R, 1, L, 1)
         k = k.float().transpose(-1, -2)
         maps = []
-        masked = None if mask is None else ~mask.to(q.device, torch.bool)[:, None, None, :]  # (R, 1, 1, K)
-        for chunk in q.float().split(QUERY_CHUNK, dim=2):
+        bias = _logit_bias(mask, q.device)
+        for i, chunk in enumerate(q.float().split(QUERY_CHUNK, dim=2)):
             logits = chunk @ k * scale
-            if masked is not None:
-                logits = logits.masked_fill(masked, float("-inf"))
+            if bias is not None:
+                logits = logits + (bias if bias.shape[2] == 1 else bias[:, :, i * QUERY_CHUNK : (i + 1) * QUERY_CHUNK])
             probs = torch.softmax(logits, dim=-1)  # (R, heads, q, K)
             if isinstance(text, slice):
                 probs = probs[..., text]
@@ -102,3 +104,15 @@ class AttentionRecorder:
         out = (self._sum / self._count).view(-1, *size)
         self._sum, self._count = None, 0
         return out
+
+
+def _logit_bias(mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """SDPA's ``attn_mask`` as an additive fp32 bias (R, 1 or heads, 1 or Q, K): a bool mask's
+    False keys get −inf, a float mask is added as it is."""
+    if mask is None:
+        return None
+    mask = mask.to(device)
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, device=device).masked_fill(~mask, float("-inf"))
+    mask = mask.float()
+    return mask[:, None, None, :] if mask.dim() == 2 else mask

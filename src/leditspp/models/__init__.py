@@ -13,6 +13,7 @@ from ..errors import LeditsError
 from ..solvers import SPACINGS
 from ..solvers.path import declared_spacing
 from .base import Conditioning, ModelAdapter, fingerprint
+from .chroma import Chroma
 from .families import FAMILIES, adapter_from_components, register, registered, size_multiple_of_folder, supported
 from .flux import Flux
 from .klein import Klein
@@ -24,7 +25,7 @@ from .zimage import ZImage
 
 # The built-in families, in the order they are tried (models/families.py; a family defined
 # elsewhere joins with families.register).
-for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, Klein, ZImage, QwenImage):
+for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, Chroma, Klein, ZImage, QwenImage):
     register(_family)
 
 

@@ -9,8 +9,11 @@ What this adapter adds to the shared flow transformer (:class:`~leditspp.models.
   and unpacked after the call; the time input is σ (diffusers' ``t/1000``);
 * a guidance-distilled checkpoint ([dev]) gets the same ``guidance`` input on every row, so
   LEDITS++'s differences ``v(c_e) − v(c_∅)`` compare like with like;
-* M¹ from the double-stream blocks' joint attention (text first, rotary positions applied), on
-  the 2×2 patch grid.
+* M¹ from the double-stream blocks' joint attention (text first, rotary positions applied, and
+  the layer's attention mask where one is passed), on the 2×2 patch grid.
+
+:class:`PackedTransformer` holds what FLUX.1-shaped transformers share (Chroma's adapter, in
+:mod:`.chroma`, is one too); :class:`Flux` adds CLIP-L + T5 and the guidance input.
 """
 
 from __future__ import annotations
@@ -49,23 +52,81 @@ def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 @dataclass(kw_only=True)
-class Flux(TransformerModel):
+class PackedTransformer(TransformerModel):
+    """What FLUX.1-shaped transformers share (FLUX.1, Chroma): latents packed into 2×2 patches with
+    (0, row, column) position ids, text first in the joint sequence with zero ids, σ as the time
+    input, c_∅ from the negative prompt, and M¹ from the double-stream blocks. A family adds its
+    text encoding and the transformer inputs its conditioning gives (:meth:`conditioning_inputs`)."""
+
+    max_sequence_length: int = 512
+    _ids: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def patch(cls, parts: Parts) -> int:
+        return 2  # the packing; the transformer itself has patch_size 1
+
+    @property
+    def text_tokens(self) -> int:
+        return self.max_sequence_length
+
+    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
+        """c_∅: the encoded negative prompt ("" by default), ``count`` rows."""
+        return self.encode_prompts([negative_prompt]).repeat_rows(count)
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        raise NotImplementedError
+
+    def conditioning_inputs(self, cond: Conditioning, latents: torch.Tensor) -> dict[str, Any]:
+        """The transformer's inputs besides the latents, the time, the text sequence and the ids."""
+        raise NotImplementedError
+
+    def _image_ids(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """(h/2·w/2, 3) position ids [0, row, column] of the packed tokens, built once per size."""
+        key = (height, width, str(device))
+        if key not in self._ids:
+            bound_cache(self._ids)  # a long-running service sees many sizes
+            rows = torch.arange(height // 2)[:, None].expand(-1, width // 2)
+            cols = torch.arange(width // 2)[None, :].expand(height // 2, -1)
+            ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
+            self._ids[key] = ids.to(device, self.transformer.dtype)
+        return self._ids[key]
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The velocity for rows ``latents`` (R, C, h, w) at ``level`` (R,) each, fp32."""
+        _, _, height, width = latents.shape
+        device, dtype = latents.device, self.transformer.dtype
+        out = self.transformer(
+            hidden_states=pack(latents).to(dtype),
+            timestep=(level.t / self.path.num_train_timesteps).to(device),
+            encoder_hidden_states=cond.embeds,
+            txt_ids=torch.zeros(cond.embeds.shape[1], 3, device=device, dtype=dtype),
+            img_ids=self._image_ids(height, width, device),
+            return_dict=False,
+            **self.conditioning_inputs(cond, latents),
+        )[0]
+        return unpack(out.float(), height, width)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        """Record the double-stream blocks' attention from image queries to the concept's T5 keys."""
+        layers = [block.attn for block in self.transformer.transformer_blocks]
+        with capture_layers(self.transformer, layers, record_flux) as recorder:
+            yield recorder
+
+
+@dataclass(kw_only=True)
+class Flux(PackedTransformer):
     """Adapter for FLUX.1 components in diffusers format ([dev], [schnell] and fine-tunes)."""
 
     text_encoder: Any
     text_encoder_2: Any
     tokenizer: Any
     tokenizer_2: Any
-    max_sequence_length: int = 512
     guidance: float = FLUX_GUIDANCE
     family: str = "flux"
     title: ClassVar[str] = "FLUX.1 [dev]/[schnell] (FluxTransformer2DModel, flow matching, CLIP-L + T5)"
     condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
-    _ids: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def patch(cls, parts: Parts) -> int:
-        return 2  # the packing; the transformer itself has patch_size 1
 
     @classmethod
     def matches(cls, parts: Parts) -> bool:
@@ -86,10 +147,6 @@ class Flux(TransformerModel):
             **check_sequence_length(options, "FLUX.1"),
         )
 
-    @property
-    def text_tokens(self) -> int:
-        return self.max_sequence_length
-
     def components(self) -> dict[str, Any]:
         return {
             "transformer": self.transformer,
@@ -109,51 +166,17 @@ class Flux(TransformerModel):
         dtype = self.transformer.dtype
         return Conditioning.of(embeds.to(dtype), pooled.to(dtype))
 
-    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
-        """c_∅: the encoded negative prompt ("" by default), ``count`` rows."""
-        return self.encode_prompts([negative_prompt]).repeat_rows(count)
-
     def token_positions(self, prompt: str) -> list[int]:
         """The prompt's word tokens in T5's sequence (the text part of the joint attention)."""
         return _word_positions(self.tokenizer_2, prompt, self.max_sequence_length)
 
-    def _image_ids(self, height: int, width: int, device: torch.device) -> torch.Tensor:
-        """(h/2·w/2, 3) position ids [0, row, column] of the packed tokens, built once per size."""
-        key = (height, width, str(device))
-        if key not in self._ids:
-            bound_cache(self._ids)  # a long-running service sees many sizes
-            rows = torch.arange(height // 2)[:, None].expand(-1, width // 2)
-            cols = torch.arange(width // 2)[None, :].expand(height // 2, -1)
-            ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
-            self._ids[key] = ids.to(device, self.transformer.dtype)
-        return self._ids[key]
-
-    @torch.no_grad()
-    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
-        """The velocity for rows ``latents`` (R, C, h, w) at ``level`` (R,) each, fp32."""
-        rows, _, height, width = latents.shape
-        device, dtype = latents.device, self.transformer.dtype
+    def conditioning_inputs(self, cond: Conditioning, latents: torch.Tensor) -> dict[str, Any]:
+        """CLIP's pooled vector; a guidance-distilled checkpoint ([dev]) gets the same ``guidance``
+        on every row."""
         guidance = None
         if getattr(self.transformer.config, "guidance_embeds", False):
-            guidance = torch.full((rows,), self.guidance, device=device, dtype=torch.float32)
-        out = self.transformer(
-            hidden_states=pack(latents).to(dtype),
-            timestep=(level.t / self.path.num_train_timesteps).to(device),
-            guidance=guidance,
-            pooled_projections=cond.pooled,
-            encoder_hidden_states=cond.embeds,
-            txt_ids=torch.zeros(cond.embeds.shape[1], 3, device=device, dtype=dtype),
-            img_ids=self._image_ids(height, width, device),
-            return_dict=False,
-        )[0]
-        return unpack(out.float(), height, width)
-
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record the double-stream blocks' attention from image queries to the concept's T5 keys."""
-        layers = [block.attn for block in self.transformer.transformer_blocks]
-        with capture_layers(self.transformer, layers, record_flux) as recorder:
-            yield recorder
+            guidance = torch.full((latents.shape[0],), self.guidance, device=latents.device, dtype=torch.float32)
+        return {"guidance": guidance, "pooled_projections": cond.pooled}
 
 
 def record_flux(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
@@ -174,4 +197,17 @@ def record_flux(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) ->
         key = apply_rotary_emb(key, rotary, sequence_dim=1)
     text = ctx.shape[1]
     q_image = query[:, text:].transpose(1, 2)
-    recorder.record(q_image, key.transpose(1, 2), attn.head_dim**-0.5, text=slice(0, text))
+    recorder.record(
+        q_image,
+        key.transpose(1, 2),
+        attn.head_dim**-0.5,
+        text=slice(0, text),
+        mask=_image_rows_mask(args, recorder, text),
+    )
+
+
+def _image_rows_mask(args: dict[str, Any], recorder: AttentionRecorder, text: int) -> torch.Tensor | None:
+    """The image queries' rows (R, 1, Q, K) of the layer's ``attention_mask`` (Chroma's blocks pass
+    one, (B, 1, S, S)); the recorder applies it as SDPA does (float: added, bool: masks)."""
+    mask = args.get("attention_mask")
+    return None if mask is None else mask[recorder.rows][..., text:, :]

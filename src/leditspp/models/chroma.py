@@ -1,0 +1,93 @@
+"""Chroma: a FLUX.1 [schnell]-derived MMDiT conditioned on T5 alone, with a text attention mask.
+
+Chroma runs FLUX.1's transformer interface (:class:`~leditspp.models.flux.PackedTransformer`: 2×2
+packed latents, (0, row, column) ids, text first, σ as the time, M¹ from the double-stream blocks'
+``FluxAttnProcessor`` attention) and FLUX.1's VAE scaling and shift. What this adapter adds, as
+``ChromaPipeline`` (diffusers 0.42) builds it:
+
+* T5's last hidden states, encoded *with* the tokenizer's attention mask; no pooled text and no
+  guidance input; c_∅ encodes the negative prompt ("" by default) — true CFG rows;
+* a text mask per row (``Conditioning`` key ``mask``, (n, L)): 1 on the prompt's tokens, its
+  ``</s>`` and the first pad, 0 after; the transformer gets ``[mask ‖ 1 … 1]`` over the joint
+  sequence, and each block forms ``m mᵀ``.
+
+The mask, as the pipeline passes it, is **float** 0/1, which SDPA *adds* to the logits
+(huggingface/diffusers#12116): pairs of attended tokens get +1 and pairs with a later pad +0. So
+the pads are down-weighted by e⁻¹, not removed. We pass the pipeline's mask unchanged, because an
+edit must run the network the pipeline runs (a generation with ``ChromaPipeline`` and our estimate
+agree), and M¹ applies it the same way (:func:`~leditspp.models.flux.record_flux` adds the layer's
+mask to the logits). A bool mask would be the intended masking, but another network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from .base import Conditioning, warn_if_truncated
+from .families import Part, Parts, refuse
+from .flux import PackedTransformer
+from .sd import _word_positions
+from .sd3 import check_sequence_length
+
+
+@dataclass(kw_only=True)
+class Chroma(PackedTransformer):
+    """Adapter for Chroma components in diffusers format (``ChromaTransformer2DModel`` + T5)."""
+
+    text_encoder: Any  # T5
+    tokenizer: Any
+    family: str = "chroma"
+    title: ClassVar[str] = "Chroma (ChromaTransformer2DModel, flow matching, T5 with a text mask)"
+    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "mask")
+
+    @classmethod
+    def matches(cls, parts: Parts) -> bool:
+        return parts.get("transformer", Part("", {})).kind == "ChromaTransformer2DModel"
+
+    @classmethod
+    def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> Chroma:
+        """``max_sequence_length``: T5's tokens (the pipeline's default 512)."""
+        if components.get("text_encoder") is None:
+            raise refuse("this Chroma model lacks its T5 text_encoder")
+        return cls(
+            transformer=components["transformer"],
+            vae=components["vae"],
+            path=cls.flow_path(components),
+            text_encoder=components["text_encoder"],
+            tokenizer=components["tokenizer"],
+            **check_sequence_length(options),
+        )
+
+    def components(self) -> dict[str, Any]:
+        return {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """embeds (n, L, D): T5 run with the tokenizer's mask; mask (n, L): 1 up to and including the
+        first pad (``ChromaPipeline._get_t5_prompt_embeds``); both in the transformer's dtype."""
+        warn_if_truncated(self.tokenizer, prompts, self.max_sequence_length)
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=self.max_sequence_length, truncation=True, return_tensors="pt"
+        )
+        device = self.text_encoder.device
+        attended = tokens.attention_mask.to(device)
+        embeds = self.text_encoder(tokens.input_ids.to(device), attention_mask=attended, output_hidden_states=False)[0]
+        positions = torch.arange(attended.shape[1], device=device)[None, :]
+        mask = positions <= attended.sum(dim=1, keepdim=True)  # the first pad stays attended
+        dtype = self.transformer.dtype
+        return Conditioning.of(embeds.to(dtype), mask=mask.to(dtype))
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """The prompt's word tokens in T5's sequence (the text part of the joint attention)."""
+        return _word_positions(self.tokenizer, prompt, self.max_sequence_length)
+
+    def conditioning_inputs(self, cond: Conditioning, latents: torch.Tensor) -> dict[str, Any]:
+        """The pipeline's ``attention_mask`` (R, L + h/2·w/2): each row's text mask, then 1 on every
+        image token (``ChromaPipeline._prepare_attention_mask``), float as the pipeline makes it."""
+        text = cond.tensors["mask"]
+        image = text.new_ones(text.shape[0], (latents.shape[-2] // 2) * (latents.shape[-1] // 2))
+        return {"attention_mask": torch.cat([text, image], dim=1).to(latents.device, self.transformer.dtype)}
