@@ -59,7 +59,7 @@ class Chroma(PackedTransformer):
             path=cls.flow_path(components),
             text_encoder=components["text_encoder"],
             tokenizer=components["tokenizer"],
-            **check_sequence_length(options),
+            **check_sequence_length(options, "Chroma", low=1),
         )
 
     def components(self) -> dict[str, Any]:
