@@ -1,7 +1,7 @@
 """Every front end on a tiny folder of each 2026 family (issue 21): the web UI, recipes through the
 CLI, a saved inversion, `leditspp eval shapes`, and bf16 with fp32 solver state.
 
-The families' own files (``test_klein.py``, ``test_zimage.py``, ``test_qwenimage.py``) check
+The families' own files (``test_chroma.py``, ``test_klein.py``, ``test_zimage.py``, ``test_qwenimage.py``) check
 exactness, the velocity against each pipeline and M¹ against a direct softmax; this one checks
 that nothing outside the adapter needs to know which family it is.
 """
@@ -21,7 +21,7 @@ from leditspp.testing.tiny2026 import TINY_2026_PIPELINES
 
 from .conftest import scene
 
-FAMILIES = ["klein", "zimage", "qwenimage"]
+FAMILIES = ["chroma", "klein", "zimage", "qwenimage"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
