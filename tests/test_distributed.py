@@ -256,3 +256,13 @@ def test_a_local_runtime_is_shut_down_even_when_the_run_fails():
             break
         time.sleep(0.2)
     assert not left.stdout.strip(), f"processes of the failed run's runtime are still running: {left.stdout}"
+
+
+@pytest.mark.parametrize("address", ["foo:bar:baz", "127.0.0.1"])
+def test_a_bad_ray_address_is_one_line_naming_the_forms(address, tmp_path, capsys):
+    pytest.importorskip("ray")
+    args = ["eval", "shapes", "--scenes", "1", "--steps", "2", "-o", str(tmp_path / "out"), "--ray", address]
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot start or join Ray at --ray {address!r}" in err and "ray://HOST:PORT" in err
+    assert len(err.splitlines()) == 1
