@@ -114,6 +114,35 @@ def log(work: Path, **values) -> None:
         f.write(line + "\n")
 
 
+# --- shared by the demo trainers (this one and train_demo_flow.py) -------------------------------
+
+
+def warmup_cosine(steps: int):
+    """LambdaLR factor: linear warm-up over min(300, steps/20) steps, then cosine down to 0.1."""
+    warmup = min(300, steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return lr_at
+
+
+@torch.no_grad()
+def ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], step: int) -> None:
+    """EMA of the weights with the warm-up decay min(0.999, (1 + step)/(10 + step))."""
+    decay = min(0.999, (1 + step) / (10 + step))
+    for e, p in zip(ema, params, strict=True):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``torch.save`` to a temp beside ``path``, then rename: a killed run leaves the last whole one."""
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
 # --- stage 1: autoencoder ---------------------------------------------------------------------
 
 
@@ -372,14 +401,7 @@ def train_unet(
     params = list(unet.parameters()) + list(text.parameters())
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    warmup = min(300, steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     start, ckpt = 0, work / "unet_checkpoint.pt"
     if ckpt.exists():
         state = torch.load(ckpt)
@@ -436,10 +458,7 @@ def train_unet(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema, params, strict=True):
-                e.lerp_(p.detach(), 1 - decay)
+        ema_update(ema, params, step)
         if step % 50 == 0 or step == steps - 1:
             log(
                 work,
@@ -462,8 +481,7 @@ def train_unet(
                 "step": step + 1,
                 "torch_rng": torch.get_rng_state(),
             }
-            torch.save(state, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            save_checkpoint(ckpt, state)
 
 
 # --- stage 4: export -----------------------------------------------------------------------

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -209,14 +208,7 @@ def train_flow(
     params = list(transformer.parameters()) + [p for t in texts for p in t.parameters()]
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    warmup = min(300, steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, unet_demo.warmup_cosine(steps))
     start, ckpt = 0, work / "flow_checkpoint.pt"
     if ckpt.exists():
         state = torch.load(ckpt)
@@ -274,10 +266,7 @@ def train_flow(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema, params, strict=True):
-                e.lerp_(p.detach(), 1 - decay)
+        unet_demo.ema_update(ema, params, step)
         if step % 25 == 0 or step == steps - 1:
             unet_demo.log(
                 work,
@@ -300,8 +289,7 @@ def train_flow(
                 "step": step + 1,
                 "torch_rng": torch.get_rng_state(),
             }
-            torch.save(state, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            unet_demo.save_checkpoint(ckpt, state)
 
 
 def export(work: Path, out: Path) -> None:
