@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,6 +65,7 @@ def ray_backend(address: str = "local", runtime_env: dict[str, Any] | None = Non
     ``env_vars``, …: what nodes without leditspp or the model need). A runtime already started in
     this process is used as it is. Shut down on exit if started here."""
     ray = import_ray()
+    check_address(address)
     if ray.is_initialized():
         yield ray
         return
@@ -85,6 +87,18 @@ def ray_backend(address: str = "local", runtime_env: dict[str, Any] | None = Non
         yield ray
     finally:
         ray.shutdown()
+
+
+_ADDRESS = re.compile(r"(local|auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+)")
+
+
+def check_address(address: str) -> None:
+    """Refuse an address of none of the forms Ray accepts, whether or not a runtime is running."""
+    if not _ADDRESS.fullmatch(address):
+        raise LeditsError(
+            f"cannot start or join Ray at --ray {address!r} (not an address); give 'local', 'auto' "
+            "(a cluster started with `ray start`), HOST:PORT or ray://HOST:PORT"
+        )
 
 
 def init_options(address: str, runtime_env: dict[str, Any] | None = None) -> dict[str, Any]:
