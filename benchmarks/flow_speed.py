@@ -1,10 +1,14 @@
-"""Speed, memory and transformer rows of LEDITS++ on the flow transformers (SD3-, FLUX-shaped).
+"""Speed, memory and transformer rows of LEDITS++ on the flow transformers (SD3, FLUX.1, FLUX.2
+[klein], Z-Image, Qwen-Image).
 
 No other LEDITS++ implementation runs these models, so there is no reference to compare with:
 the table gives leditspp's own time and peak memory for invert + edit (N + N steps,
-SDE-DPM-Solver++(2M), skip 0.15, mask ``intersect``) with 1 and 3 concepts, and the transformer
-rows it evaluated next to the floor N + N·(1 + E) (one row per step for the inversion, the base
-row and one per active concept per edit step). Random weights: the compute is that of real ones.
+SDE-DPM-Solver++(2M), skip 0.15 — 0 for the few-step checkpoints —, mask ``intersect``) with 1
+and 3 concepts, and the transformer rows it evaluated next to the floor N + N·(1 + E) (one row per
+step for the inversion, the base row and one per active concept per edit step). Random weights
+at the published configs' shapes: the compute and the memory are those of the real checkpoints
+(text encoders with their real vocabularies; Qwen2.5-VL's vision tower, which text prompts never
+run, is a token one).
 
 Presets (``--preset``):
   cpu-sd3    SD3-shaped at a reduced width (6 joint blocks, 6 × 64 heads; small text encoders),
@@ -12,8 +16,17 @@ Presets (``--preset``):
   cpu-flux   FLUX-shaped at a reduced width (2 double + 4 single blocks, 4 × 64 heads), 256², fp32
   gpu-sd3    the SD3.5-medium transformer (24 blocks, 24 × 64), CLIP-L/G and T5-XXL, 1024², bf16
   gpu-flux   the FLUX.1-dev transformer (19 + 38 blocks, 24 × 128), CLIP-L and T5-XXL, 1024², bf16
+  gpu-klein  FLUX.2 [klein] 4B, distilled (5 + 20 blocks, 24 × 128) and Qwen3-4B, 1024², bf16,
+             4 + 4 steps, skip 0 (its recommended settings)
+  gpu-zimage Z-Image-Turbo (S3-DiT, 30 + 2 + 2 layers, 3840 wide) and Qwen3-4B, 1024², bf16, 8 + 8
+             steps, skip 0
+  gpu-qwen   Qwen-Image (60 MMDiT blocks, 24 × 128; 20 B) and Qwen2.5-VL-7B, 1024², bf16, 50 + 50
+             steps (≈ 10 minutes with --repeats 3 on an H100-class GPU: run it with --repeats 1)
+  cpu-klein, cpu-zimage, cpu-qwen   the same builders at a reduced width, 256², fp32 (minutes)
   smoke-sd3  the tests' tiny SD3, 64², 4 + 4 steps (checks this script; seconds)
   smoke-flux the tests' tiny FLUX, 64², 4 + 4 steps
+  smoke-klein, smoke-zimage, smoke-qwen   the tests' tiny pipelines (leditspp.testing.tiny2026), 64²,
+             bf16 (the GPU presets' precision), 4 + 4 steps
 
 Run: ``.venv/bin/python benchmarks/flow_speed.py --preset cpu-sd3`` (``--repeats k``: fastest of k).
 """
@@ -21,9 +34,10 @@ Run: ``.venv/bin/python benchmarks/flow_speed.py --preset cpu-sd3`` (``--repeats
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +54,17 @@ from leditspp.testing import (
     tiny_flux_pipeline,
     tiny_sd3_pipeline,
 )
+from leditspp.testing.tiny2026 import (
+    KLEIN_SCHEDULE,
+    QWENIMAGE_SCHEDULE,
+    ZIMAGE_SCHEDULE,
+    qwen3_text_encoder,
+    qwen25vl_text_encoder,
+    qwen_tokenizer,
+    tiny_klein_pipeline,
+    tiny_qwenimage_pipeline,
+    tiny_zimage_pipeline,
+)
 
 SKIP = 0.15
 CONCEPTS = (Edit("a red hat", scale=4.0), Edit("sunglasses", scale=4.0), Edit("a cat", scale=3.0, remove=True))
@@ -52,6 +77,7 @@ class Preset:
     steps: int
     dtype: torch.dtype
     device: str
+    skip: float = SKIP
 
 
 def _tokenizers() -> tuple[Any, Any, Any]:
@@ -129,29 +155,141 @@ def flux(double: int, single: int, heads: int, head_dim: int, t5: tuple[int, int
     )  # fmt: skip
 
 
+def klein(double: int, single: int, heads: int, head_dim: int, text: dict[str, Any], vae: tuple[int, ...]) -> Any:
+    """A distilled FLUX.2 [klein] pipeline: ``double`` + ``single`` blocks of ``heads`` × ``head_dim``
+    reading three stacked Qwen3 layers (``joint_attention_dim`` 3 × the text width); Qwen3 of
+    :func:`qwen3_text_encoder`'s ``text``; FLUX.2's VAE of widths ``vae`` (32 channels)."""
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+
+    tokenizer = qwen_tokenizer("qwen3")
+    torch.manual_seed(0)
+    transformer = Flux2Transformer2DModel(
+        num_layers=double, num_single_layers=single, num_attention_heads=heads, attention_head_dim=head_dim,
+        joint_attention_dim=3 * text["hidden"], axes_dims_rope=(head_dim // 4,) * 4, guidance_embeds=False,
+    )  # fmt: skip
+    return Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**KLEIN_SCHEDULE),
+        vae=AutoencoderKLFlux2(block_out_channels=vae, norm_num_groups=min(32, vae[0])).eval(),
+        text_encoder=qwen3_text_encoder(tokenizer, **text),
+        tokenizer=tokenizer,
+        transformer=transformer.eval(),
+        is_distilled=True,
+    )
+
+
+def zimage(width: int, layers: int, refiners: int, heads: int, text: dict[str, Any], vae: tuple[int, ...]) -> Any:
+    """A Z-Image(-Turbo) pipeline: the single-stream S3-DiT of ``width`` with ``layers`` main and
+    ``refiners`` noise- and context-refiner layers of ``heads`` heads; Qwen3 ``text``; FLUX.1's VAE."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+
+    tokenizer = qwen_tokenizer("qwen3")
+    torch.manual_seed(0)
+    head = width // heads
+    transformer = ZImageTransformer2DModel(
+        dim=width, n_layers=layers, n_refiner_layers=refiners, n_heads=heads, n_kv_heads=heads,
+        cap_feat_dim=text["hidden"], axes_dims=[head // 4, 3 * head // 8, 3 * head // 8],
+    )  # fmt: skip
+    return ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**ZIMAGE_SCHEDULE),
+        vae=flow_vae(vae, shift_factor=0.1159, scaling_factor=0.3611),
+        text_encoder=qwen3_text_encoder(tokenizer, **text),
+        tokenizer=tokenizer,
+        transformer=transformer.eval(),
+    )
+
+
+def qwenimage(layers: int, heads: int, head_dim: int, text: dict[str, Any], vae_width: int) -> Any:
+    """A Qwen-Image pipeline: ``layers`` MMDiT blocks of ``heads`` × ``head_dim``; Qwen2.5-VL ``text``
+    (:func:`qwen25vl_text_encoder`); Qwen-Image's VAE of base width ``vae_width``."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+
+    tokenizer = qwen_tokenizer("qwen2.5-vl")
+    torch.manual_seed(0)
+    rope = (head_dim // 8, 7 * head_dim // 16, 7 * head_dim // 16)
+    transformer = QwenImageTransformer2DModel(
+        num_layers=layers, num_attention_heads=heads, attention_head_dim=head_dim,
+        joint_attention_dim=text["hidden"], axes_dims_rope=rope,
+    )  # fmt: skip
+    return QwenImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**QWENIMAGE_SCHEDULE),
+        vae=AutoencoderKLQwenImage(base_dim=vae_width).eval(),
+        text_encoder=qwen25vl_text_encoder(tokenizer, **text),
+        tokenizer=tokenizer,
+        transformer=transformer.eval(),
+    )
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build in ``dtype``: a 20 B transformer initialised in fp32 would need 80 GB before its cast."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 T5_XXL = (4096, 24, 10240)
 FULL_VAE = (128, 256, 512, 512)
+SMALL_VAE = (32, 64, 128, 128)
+#: Qwen3-4B (klein 4B's and Z-Image's text encoder) and Qwen2.5-VL-7B's language model (Qwen-Image's).
+QWEN3_4B = {"hidden": 2560, "layers": 36, "heads": 32, "kv_heads": 8, "head_dim": 128, "intermediate": 9728}
+QWEN25VL_7B = {"hidden": 3584, "layers": 28, "heads": 28, "kv_heads": 4, "intermediate": 18944}
+QWEN3_SMALL = {"hidden": 256, "layers": 28, "heads": 4, "kv_heads": 2, "head_dim": 64, "intermediate": 512}
+QWEN25VL_SMALL = {"hidden": 256, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 512}
 PRESETS = {
     "cpu-sd3": Preset(lambda: sd3(6, 6, (128, 192), (320, 2, 640), (32, 64, 128, 128)), 256, 10, torch.float32, "cpu"),
     "cpu-flux": Preset(lambda: flux(2, 4, 4, 64, (256, 2, 512), (32, 64, 128, 128)), 256, 10, torch.float32, "cpu"),
     "gpu-sd3": Preset(lambda: sd3(24, 24, (768, 1280), T5_XXL, FULL_VAE), 1024, 28, torch.bfloat16, "cuda"),
     "gpu-flux": Preset(lambda: flux(19, 38, 24, 128, T5_XXL, FULL_VAE), 1024, 28, torch.bfloat16, "cuda"),
+    "gpu-klein": Preset(
+        lambda: klein(5, 20, 24, 128, {**QWEN3_4B, "vocab": 151936}, FULL_VAE), 1024, 4, torch.bfloat16, "cuda", 0.0
+    ),
+    "gpu-zimage": Preset(
+        lambda: zimage(3840, 30, 2, 30, {**QWEN3_4B, "vocab": 151936}, FULL_VAE), 1024, 8, torch.bfloat16, "cuda", 0.0
+    ),
+    "gpu-qwen": Preset(
+        lambda: qwenimage(60, 24, 128, {**QWEN25VL_7B, "mrope_section": (16, 24, 24), "vocab": 152064}, 96),
+        1024,
+        50,
+        torch.bfloat16,
+        "cuda",
+    ),
+    "cpu-klein": Preset(lambda: klein(1, 2, 4, 64, QWEN3_SMALL, SMALL_VAE), 256, 4, torch.float32, "cpu", 0.0),
+    "cpu-zimage": Preset(lambda: zimage(256, 2, 1, 4, QWEN3_SMALL, SMALL_VAE), 256, 8, torch.float32, "cpu", 0.0),
+    "cpu-qwen": Preset(
+        lambda: qwenimage(2, 4, 64, {**QWEN25VL_SMALL, "mrope_section": (8, 12, 12)}, 32), 256, 10, torch.float32, "cpu"
+    ),
     "smoke-sd3": Preset(lambda: tiny_sd3_pipeline(*_tokenizers()), 64, 4, torch.float32, "cpu"),
     "smoke-flux": Preset(
         lambda: tiny_flux_pipeline(*_tokenizers()[::2], guidance_embeds=True), 64, 4, torch.float32, "cpu"
     ),
+    "smoke-klein": Preset(tiny_klein_pipeline, 64, 4, torch.bfloat16, "cpu", 0.0),
+    "smoke-zimage": Preset(tiny_zimage_pipeline, 64, 4, torch.bfloat16, "cpu", 0.0),
+    "smoke-qwen": Preset(tiny_qwenimage_pipeline, 64, 4, torch.bfloat16, "cpu"),
 }
 
 
 def run(preset: Preset, repeats: int) -> list[dict[str, Any]]:
     device = torch.device(preset.device)
-    with device:
+    with device, default_dtype(preset.dtype):
         pipe = preset.build()
     editor = Editor.from_pipe(pipe.to(device, preset.dtype))
     image = torch.rand(3, preset.size, preset.size, generator=torch.Generator().manual_seed(0))
 
     def job(edits: tuple[Edit, ...]) -> None:
-        inversion = editor.invert(image, steps=preset.steps, skip=SKIP, seed=0)
+        inversion = editor.invert(image, steps=preset.steps, skip=preset.skip, seed=0)
         editor.edit(inversion, list(edits), mask_mode="intersect")
 
     job(CONCEPTS[:1])  # lazy initialisation is not what we measure
@@ -172,8 +310,9 @@ def report(name: str, preset: Preset, rows: list[dict[str, Any]], repeats: int) 
     n = preset.steps
     machine = torch.cuda.get_device_name() if preset.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     lines = [
-        f"preset {name}: {preset.size}², {str(preset.dtype).removeprefix('torch.')}, {n} + {n} steps, skip {SKIP}, "
-        f"mask intersect; {datetime.date.today()}, {machine}; torch {torch.__version__}; best of {repeats}",
+        f"preset {name}: {preset.size}², {str(preset.dtype).removeprefix('torch.')}, {n} + {n} steps, "
+        f"skip {preset.skip}, mask intersect; {datetime.date.today()}, {machine}; torch {torch.__version__}; "
+        f"best of {repeats}",
         "",
         "| concepts E | time (s) | peak memory (MiB) | transformer rows | floor N + N·(1+E) |",
         "| --- | --- | --- | --- | --- |",

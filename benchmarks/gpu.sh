@@ -6,8 +6,11 @@
 #   on the device:     benchmarks/gpu.sh run          # carry .whl; results land in $OUT (or benchmarks/)
 #
 # PRESETS (default "gpu-sd15 gpu-sdxl"), FLOW_PRESETS (benchmarks/flow_speed.py; default
-# "gpu-sd3 gpu-flux", "" skips them), REPEATS (3) and EXTRA (e.g. "--compile") adjust the run;
-# PYTHON (python3) picks the interpreter. leditspp itself comes from src/ (no install needed).
+# "gpu-klein gpu-zimage gpu-sd3 gpu-flux gpu-qwen", "" skips them), REPEATS (3; gpu-qwen, 20 B at
+# 50 + 50 steps, takes QWEN_REPEATS, 1) and EXTRA (e.g. "--compile") adjust the run; PYTHON
+# (python3) picks the interpreter. leditspp itself comes from src/ (no install needed).
+# Short runs, one command each, e.g.
+#   PRESETS= FLOW_PRESETS="gpu-klein gpu-zimage" benchmarks/gpu.sh run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -33,8 +36,10 @@ case "${1:-}" in
       # shellcheck disable=SC2086
       "$PYTHON" benchmarks/speed.py --preset "$preset" --repeats "${REPEATS:-3}" ${EXTRA:-} | tee "$out/$preset.md"
     done
-    for preset in ${FLOW_PRESETS-gpu-sd3 gpu-flux}; do
-      "$PYTHON" benchmarks/flow_speed.py --preset "$preset" --repeats "${REPEATS:-3}" | tee "$out/$preset.md"
+    for preset in ${FLOW_PRESETS-gpu-klein gpu-zimage gpu-sd3 gpu-flux gpu-qwen}; do
+      repeats=${REPEATS:-3}
+      [ "$preset" = gpu-qwen ] && repeats=${QWEN_REPEATS:-1}
+      "$PYTHON" benchmarks/flow_speed.py --preset "$preset" --repeats "$repeats" | tee "$out/$preset.md"
     done
     ;;
   *)

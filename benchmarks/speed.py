@@ -255,10 +255,12 @@ def measure(device: torch.device, memory: bool = True) -> Iterator[Measure]:
 @contextlib.contextmanager
 def count_rows(unet: Any, m: Measure, keyword: str = "sample") -> Iterator[None]:
     """Add the batch rows of every call of the network inside the block to ``m.rows`` (its first
-    input, positional or by the name ``keyword``)."""
+    input, positional or by the name ``keyword``: a batched tensor, or a list of one tensor per
+    row as Z-Image's transformer takes)."""
 
     def hook(module: Any, args: tuple, kwargs: dict) -> None:
-        m.rows += (args[0] if args else kwargs[keyword]).shape[0]
+        first = args[0] if args else kwargs[keyword]
+        m.rows += len(first) if isinstance(first, list) else first.shape[0]
 
     handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
     try:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from leditspp import Conditioning, Edit, Editor, LeditsError
+from leditspp import Conditioning, Edit, Editor, LeditsError, defaults
 from leditspp.masking import MASK_MODES
 from leditspp.models import model_settings, supported
 from leditspp.models.families import adapter_from_components, family_of, parts_of_folder
@@ -69,8 +69,9 @@ def test_chroma_is_detected_by_the_registry_and_refuses_what_it_cannot_use(chrom
     assert chroma.model.family == "chroma" and chroma.size_multiple == 16  # VAE 8 × the 2×2 packing
     assert chroma.model.condition_keys == ("embeds", "mask")
     assert "Chroma (ChromaTransformer2DModel" in supported()
-    # A true-CFG model on FLUX.1-dev's scheduler config: no few-step recommendation, the defaults hold.
-    assert model_settings(str(chroma_folder)) == {}
+    # A true-CFG model on FLUX.1-dev's scheduler config: its pipeline's 35 steps, no few-step settings.
+    assert model_settings(str(chroma_folder)) == {"recommended": {"steps": 35}}
+    assert chroma.recommended["steps"] == 35 and chroma.recommended["skip"] == defaults.SKIP
     for option in ("mask_level", "spacing"):
         with pytest.raises(LeditsError, match=f"chroma models do not take {option}"):
             Editor.from_pipe(pipe, **{option: 1 if option == "mask_level" else "trailing"})

@@ -289,21 +289,26 @@ def test_the_cli_edits_with_a_klein_folder(klein_folder, tmp_path):
 
 
 def test_the_distilled_checkpoint_recommends_its_four_steps(klein, klein_folder, tmp_path):
-    """model_index.json's ``is_distilled`` → 4 steps, no skip (the CLI, the web UI and
-    ``Editor.from_pretrained`` read it); [klein] Base keeps the library's defaults."""
+    """model_index.json's ``is_distilled`` → 4 steps, no skip, no source guidance (the CLI, the
+    web UI and ``Editor.from_pretrained`` read it; ``from_pipe`` reads the loaded pipeline's
+    config); [klein] Base gets its pipeline's 50 steps."""
     import json
     import shutil
 
     from leditspp import defaults
     from leditspp.models import model_settings
 
-    assert model_settings(str(klein_folder)) == {"recommended": {"steps": 4, "skip": 0.0}}
-    assert klein.recommended["steps"] == 4 and klein.recommended["skip"] == 0.0
+    distilled = {"steps": 4, "skip": 0.0, "source_guidance": 0.0}
+    assert model_settings(str(klein_folder)) == {"recommended": distilled}
+    assert {k: klein.recommended[k] for k in distilled} == distilled
     assert klein.recommended["solver"] == defaults.SOLVER
+    from leditspp.testing.tiny2026 import tiny_klein_pipeline
+
+    assert Editor.from_pipe(tiny_klein_pipeline(distilled=False)).recommended["steps"] == 50
     base = tmp_path / "klein-base"
     shutil.copytree(klein_folder, base)
     index = json.loads((base / "model_index.json").read_text())
     (base / "model_index.json").write_text(json.dumps({**index, "is_distilled": False}))
-    assert model_settings(str(base)) == {}
-    (base / "leditspp.json").write_text(json.dumps({"recommended": {"scale": 5.0}}))
-    assert model_settings(str(base)) == {"recommended": {"scale": 5.0}}
+    assert model_settings(str(base)) == {"recommended": {"steps": 50}}
+    (base / "leditspp.json").write_text(json.dumps({"recommended": {"scale": 5.0, "steps": 28}}))
+    assert model_settings(str(base)) == {"recommended": {"steps": 28, "scale": 5.0}}

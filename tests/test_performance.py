@@ -210,7 +210,7 @@ def test_speed_benchmark_runs_and_reports_ratios(preset):
     assert "time ratio (ours / port)" in out
 
 
-@pytest.mark.parametrize("preset", ["smoke-sd3", "smoke-flux"])
+@pytest.mark.parametrize("preset", ["smoke-sd3", "smoke-flux", "smoke-klein", "smoke-zimage", "smoke-qwen"])
 def test_flow_benchmark_runs_with_transformer_rows_at_the_floor(preset):
     """The flow transformers' benchmark: every case evaluates exactly N + N·(1+E) transformer rows."""
     out = subprocess.run(

@@ -62,12 +62,14 @@ def qwen_pipe(qwen_editor, qwen_folder):
 def test_detected_through_the_registry_and_options_it_cannot_use_are_refused(
     qwen_folder, qwen_editor, qwen_pipe, caplog
 ):
-    from leditspp.models import FAMILIES, size_multiple_hint
+    from leditspp.models import FAMILIES, model_settings, size_multiple_hint
     from leditspp.models.families import family_of, parts_of_folder
 
     assert QwenImage in FAMILIES and family_of(parts_of_folder(qwen_folder)) is QwenImage
     assert size_multiple_hint(str(qwen_folder)) == 16  # VAE factor 8 (3 temporal entries) × the 2×2 packing
     assert qwen_editor.model.family == "qwenimage" and qwen_editor.size_multiple == 16
+    assert model_settings(str(qwen_folder)) == {"recommended": {"steps": 50}}  # its pipeline's step count
+    assert qwen_editor.recommended["steps"] == 50
     assert qwen_editor.model.noise_path(8, 8).describe() == "flow mu 0.487903 pipeline-grid terminal 0.02"
     for option in ({"mask_level": 2}, {"spacing": "trailing"}):
         with pytest.raises(LeditsError, match="qwenimage models do not take"):

@@ -272,14 +272,41 @@ def test_the_cli_edits_with_a_zimage_folder(zimage_folder, tmp_path):
 
 def test_a_turbo_folder_recommends_its_settings_through_leditspp_json(zimage_folder, tmp_path):
     """Z-Image and Z-Image-Turbo ship the same scheduler config, so nothing in the configs says
-    "few-step"; a Turbo folder declares its 8 steps and no source guidance in ``leditspp.json``."""
+    "few-step": a Z-Image folder gets its pipeline's 50 steps, a Turbo folder declares its 8 steps
+    and no source guidance in ``leditspp.json``."""
     from leditspp.models import model_settings
 
     turbo = tmp_path / "turbo"
     shutil.copytree(zimage_folder, turbo)
     recommended = {"steps": 8, "skip": 0.0, "source_guidance": 0.0}
     (turbo / "leditspp.json").write_text(json.dumps({"recommended": recommended}))
-    assert model_settings(str(zimage_folder)) == {}
+    assert model_settings(str(zimage_folder)) == {"recommended": {"steps": 50}}
     assert model_settings(str(turbo)) == {"recommended": recommended}
     editor = Editor.from_pretrained(str(turbo), device="cpu")
     assert {k: editor.recommended[k] for k in recommended} == recommended
+
+
+def test_z_image_turbo_is_known_by_its_hub_id_and_its_cache_folder(zimage_folder, tmp_path, monkeypatch):
+    """Without a ``leditspp.json``: the hub id (not downloaded: known by name) and a snapshot in the
+    Hugging Face cache (read offline, its folder names the checkpoint) both recommend Turbo's 8 steps."""
+    from leditspp.models import CHECKPOINT_RECOMMENDED, model_settings
+
+    turbo = CHECKPOINT_RECOMMENDED["Tongyi-MAI/Z-Image-Turbo"]
+    assert turbo == {"steps": 8, "skip": 0.0, "source_guidance": 0.0}
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert model_settings("Tongyi-MAI/Z-Image-Turbo") == {"recommended": turbo}
+    assert model_settings("tongyi-mai/z-image-turbo") == {"recommended": turbo}
+    assert model_settings("Tongyi-MAI/Z-Image") == {}  # not cached, no name rule: nothing known before loading
+    repo = tmp_path / "hub" / "models--Tongyi-MAI--Z-Image-Turbo"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(zimage_folder, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    assert model_settings("Tongyi-MAI/Z-Image-Turbo") == {"recommended": turbo}  # read from the cache
+    assert model_settings(str(snapshot)) == {"recommended": turbo}  # the folder, by its cache name
+    base = tmp_path / "hub" / "models--Tongyi-MAI--Z-Image"
+    shutil.copytree(zimage_folder, base / "snapshots" / ("1" * 40))
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text("1" * 40)
+    assert model_settings("Tongyi-MAI/Z-Image") == {"recommended": {"steps": 50}}  # its configs, from the cache

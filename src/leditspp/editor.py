@@ -32,6 +32,7 @@ from .models import (
     load_pipeline,
     model_settings,
 )
+from .models.families import parts_of, recommended_of
 from .solvers import StepTable, check_solver, step_table
 
 
@@ -58,8 +59,9 @@ class Editor:
     def __init__(self, model: ModelAdapter, recommended: dict[str, Any] | None = None) -> None:
         self.model = model
         self.fingerprint = fingerprint(model.components())
-        #: The settings this model recommends (its folder's ``leditspp.json``), the project's
-        #: defaults where it names none: what the CLI and the web UI default to for it.
+        #: The settings this model recommends (``recommended``: its folder's ``leditspp.json``,
+        #: its checkpoint's and its family's, see :func:`~leditspp.models.model_settings`), the
+        #: project's defaults where it names none: what the CLI and the web UI default to for it.
         #: A few-step model (trailing or LCM spacing) recommends 4 steps, no skip and its solver.
         few_step = FEW_STEP_RECOMMENDED.get(model.path.spacing, {})
         self.recommended = {**RECOMMENDABLE, **few_step, **(recommended or {})}
@@ -115,12 +117,12 @@ class Editor:
         components = getattr(pipe, "components", pipe)
         config = getattr(pipe, "config", None)
         given = {"mask_level": mask_level, "spacing": spacing, **options}
+        pipeline_config = dict(config) if hasattr(config, "keys") else {}
         adapter = adapter_from_components(
-            dict(components),
-            dict(config) if hasattr(config, "keys") else {},
-            **{k: v for k, v in given.items() if v is not None},
+            dict(components), pipeline_config, **{k: v for k, v in given.items() if v is not None}
         )
-        return cls(adapter, recommended)
+        implied = recommended_of(parts_of(dict(components)), pipeline_config)  # e.g. a distilled [klein]'s
+        return cls(adapter, implied | (recommended or {}))
 
     def compile(self, **options: Any) -> Editor:
         """Opt in to ``torch.compile`` of the UNet (in place; ``options`` go to ``torch.compile``,

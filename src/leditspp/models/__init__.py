@@ -14,7 +14,17 @@ from ..solvers import SPACINGS
 from ..solvers.path import declared_spacing
 from .base import Conditioning, ModelAdapter, fingerprint
 from .chroma import Chroma
-from .families import FAMILIES, adapter_from_components, register, registered, size_multiple_of_folder, supported
+from .families import (
+    FAMILIES,
+    adapter_from_components,
+    parts_of_folder,
+    pipeline_config_of_folder,
+    recommended_of,
+    register,
+    registered,
+    size_multiple_of_folder,
+    supported,
+)
 from .flux import Flux
 from .klein import Klein
 from .qwenimage import QwenImage
@@ -68,14 +78,21 @@ RECOMMENDABLE: dict[str, Any] = {
 }
 
 
-#: What a few-step checkpoint recommends, by the spacing of its scheduler config: the 4 steps
-#: Turbo, Lightning and LCM are distilled for, no skip, and the solver of their kind; and, under
-#: ``distilled``, a pipeline whose model_index.json says ``is_distilled`` (FLUX.2 [klein]): its 4
-#: steps, no skip.
+#: What a few-step DDPM checkpoint recommends, by the spacing of its scheduler config: the 4 steps
+#: Turbo, Lightning and LCM are distilled for, no skip, and the solver of their kind.
 FEW_STEP_RECOMMENDED: dict[str, dict[str, Any]] = {
     "trailing": {"solver": "ddpm", "steps": 4, "skip": 0.0},
     "lcm": {"solver": "lcm", "steps": 4, "skip": 0.0},
-    "distilled": {"steps": 4, "skip": 0.0},
+}
+
+#: Checkpoints whose configs do not say what they are made for, by hub id: Z-Image-Turbo ships
+#: Z-Image's configs, and a hub id not yet downloaded has no configs to read ([klein]'s
+#: ``is_distilled``). Matched against the model named (case aside) and a Hugging Face cache
+#: folder's name (``models--Tongyi-MAI--Z-Image-Turbo``); over the family's own rule.
+CHECKPOINT_RECOMMENDED: dict[str, dict[str, Any]] = {
+    "Tongyi-MAI/Z-Image-Turbo": {"steps": 8, "skip": 0.0, "source_guidance": 0.0},
+    "black-forest-labs/FLUX.2-klein-4B": {"steps": 4, "skip": 0.0, "source_guidance": 0.0},
+    "black-forest-labs/FLUX.2-klein-9B": {"steps": 4, "skip": 0.0, "source_guidance": 0.0},
 }
 
 
@@ -89,15 +106,28 @@ MODEL_OPTIONS: dict[str, tuple[str, Any]] = {
 
 
 def model_settings(model: str) -> dict[str, Any]:
-    """What a local model folder declares in ``leditspp.json``: family options (``mask_level``,
-    ``spacing``, ``max_sequence_length``: see :data:`MODEL_OPTIONS`) and ``recommended``
-    settings (keys of :data:`RECOMMENDABLE`: defaults the CLI and the web UI use for this model),
-    over what its scheduler config implies (:data:`FEW_STEP_RECOMMENDED` for a few-step model).
-    ``{}`` for hub ids (nothing is read before loading) and other folders."""
-    path = Path(resolve_model(model)) / MODEL_SETTINGS_FILE
-    if not path.is_file():
-        few_step = _few_step(path.parent, _folder_spacing(path.parent))
-        return {"recommended": dict(few_step)} if few_step else {}
+    """What a model declares for leditspp, read without loading it: family options
+    (``mask_level``, ``spacing``, ``max_sequence_length``: see :data:`MODEL_OPTIONS`) from its
+    folder's ``leditspp.json``, and ``recommended`` settings (keys of :data:`RECOMMENDABLE`:
+    the defaults the CLI and the web UI use for this model) — the folder's own over
+    :data:`CHECKPOINT_RECOMMENDED` over its family's rule (``recommended``, from the configs)
+    over :data:`FEW_STEP_RECOMMENDED`. A hub id is read from the Hugging Face cache where it is
+    there (nothing is downloaded), else known by name only. ``{}`` where nothing is declared."""
+    folder = _local_folder(model)
+    path = folder / MODEL_SETTINGS_FILE if folder else None
+    declared = _read_settings_file(path) if path and path.is_file() else {}
+    spacing = declared.get("spacing") or (_folder_spacing(folder) if folder else None)
+    implied = dict(FEW_STEP_RECOMMENDED.get(spacing or "", {}))
+    if folder and (parts := parts_of_folder(folder)):
+        implied |= recommended_of(parts, pipeline_config_of_folder(folder))
+    implied |= _checkpoint_recommended(model, folder)
+    recommended = implied | declared.get("recommended", {})
+    options = {k: declared[k] for k in MODEL_OPTIONS if k in declared}
+    return {**options, "recommended": recommended} if recommended or declared else options
+
+
+def _read_settings_file(path: Path) -> dict[str, Any]:
+    """A ``leditspp.json``, checked: its options and recommended settings must be known and typed."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -114,20 +144,35 @@ def model_settings(model: str) -> dict[str, Any]:
             f"{path}: unknown or mistyped entries {bad}; it may give {options} and recommended settings "
             f"{sorted(RECOMMENDABLE)}"
         )
-    few_step = _few_step(path.parent, data.get("spacing") or _folder_spacing(path.parent))
-    options = {k: data[k] for k in MODEL_OPTIONS if k in data}
-    return {**options, "recommended": few_step | recommended}
+    return data
 
 
-def _few_step(folder: Path, spacing: str | None) -> dict[str, Any]:
-    """What a local few-step model recommends: by its spacing, else by its pipeline's ``is_distilled``."""
-    if spacing in FEW_STEP_RECOMMENDED:
-        return FEW_STEP_RECOMMENDED[spacing]
+def _local_folder(model: str) -> Path | None:
+    """The folder ``model`` is on this machine: itself, a demo's, or a hub id's snapshot in the
+    Hugging Face cache (looked up offline); None where there is none."""
+    folder = Path(resolve_model(model))
+    if folder.is_dir():
+        return folder
+    if model.count("/") != 1:
+        return None
     try:
-        distilled = json.loads((folder / "model_index.json").read_text()).get("is_distilled") is True
-    except (OSError, ValueError, AttributeError):
-        distilled = False
-    return FEW_STEP_RECOMMENDED["distilled"] if distilled else {}
+        from huggingface_hub import try_to_load_from_cache
+
+        index = try_to_load_from_cache(model, "model_index.json")
+    except (ValueError, OSError):  # a malformed id (HFValidationError) or cache: nothing is known
+        return None
+    return Path(index).parent if isinstance(index, str) else None
+
+
+def _checkpoint_recommended(model: str, folder: Path | None) -> dict[str, Any]:
+    """:data:`CHECKPOINT_RECOMMENDED` for the checkpoint ``model`` names, by hub id or cache folder."""
+    names = {model.lower()}
+    if folder:
+        names |= {p.name.removeprefix("models--").replace("--", "/").lower() for p in folder.parents}
+    for hub_id, recommended in CHECKPOINT_RECOMMENDED.items():
+        if hub_id.lower() in names:
+            return dict(recommended)
+    return {}
 
 
 def _folder_spacing(folder: Path) -> str | None:
@@ -191,6 +236,7 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
 
 
 __all__ = [
+    "CHECKPOINT_RECOMMENDED",
     "DEMO_FLOW_NAME",
     "DEMO_FLOW_PATH",
     "DEMO_NAME",

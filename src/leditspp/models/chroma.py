@@ -45,6 +45,11 @@ class Chroma(PackedTransformer):
     condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "mask")
 
     @classmethod
+    def recommended(cls, parts: Parts, pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
+        """Chroma's pipeline samples in 35 steps."""
+        return {"steps": 35}
+
+    @classmethod
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "ChromaTransformer2DModel"
 

@@ -12,7 +12,11 @@ class defined outside the package) that declares, as class attributes and class 
   and the ``config.json`` files) both give, so the family is known before a model loads;
 * ``size_rule(parts, options)``: the multiple image sides must have (declared once: the loaded
   adapter's ``size_multiple`` and the command line's check before loading both use it);
-* ``from_components(components, pipeline_config, **options)``: the adapter.
+* ``from_components(components, pipeline_config, **options)``: the adapter;
+* optionally ``recommended(parts, pipeline_config)``: the edit settings the family's checkpoints
+  are made for (keys of ``models.RECOMMENDABLE``: the 4 steps of a distilled [klein], a base
+  model's usual step count), what the command line, the web UI and ``Editor.recommended``
+  default to where the model's ``leditspp.json`` says nothing else.
 
 Families are tried in registration order; the first whose ``matches`` is true builds the adapter.
 """
@@ -128,8 +132,27 @@ def parts_of_folder(folder: str | Path) -> Parts | None:
     return parts
 
 
+def pipeline_config_of_folder(folder: str | Path) -> dict[str, Any]:
+    """The pipeline's own settings in a folder's ``model_index.json`` (e.g. [klein]'s
+    ``is_distilled``): its entries that are neither components nor ``_``-prefixed."""
+    try:
+        index = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(index, dict):
+        return {}
+    return {k: v for k, v in index.items() if not k.startswith("_") and not isinstance(v, list)}
+
+
 def family_of(parts: Parts) -> type[Family] | None:
     return next((f for f in FAMILIES if f.matches(parts)), None)
+
+
+def recommended_of(parts: Parts, pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the family of ``parts`` recommends for this checkpoint (its optional ``recommended``
+    rule); ``{}`` where it has none or the model is of no family."""
+    rule = getattr(family_of(parts), "recommended", None)
+    return dict(rule(parts, pipeline_config)) if rule else {}
 
 
 def check_options(family: type[Family], options: Mapping[str, Any]) -> None:

@@ -85,6 +85,14 @@ class Klein(TransformerModel):
         return 2 ** (len(parts["vae"].config["block_out_channels"]) - 1) * 2 * cls.patch(parts)
 
     @classmethod
+    def recommended(cls, parts: Parts, pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
+        """The distilled checkpoint (``is_distilled``): its 4 steps, no skip, no source guidance
+        (it samples CFG-free); [klein] Base: its pipeline's 50 steps."""
+        if pipeline_config.get("is_distilled") is True:
+            return {"steps": 4, "skip": 0.0, "source_guidance": 0.0}
+        return {"steps": 50}
+
+    @classmethod
     def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> Klein:
         """``max_sequence_length``: text tokens, 1 … 512 (the pipeline's 512 by default)."""
         if components.get("text_encoder") is None or components.get("tokenizer") is None:

@@ -75,6 +75,11 @@ class QwenImage(TransformerModel):
         return 2 ** len(parts["vae"].config["temperal_downsample"]) * cls.patch(parts)
 
     @classmethod
+    def recommended(cls, parts: Parts, pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
+        """Qwen-Image's pipeline samples in 50 steps."""
+        return {"steps": 50}
+
+    @classmethod
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "QwenImageTransformer2DModel"
 

@@ -68,6 +68,12 @@ class ZImage(TransformerModel):
     _grid: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     @classmethod
+    def recommended(cls, parts: Parts, pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
+        """Z-Image's pipeline samples in 50 steps. Z-Image-Turbo ships the same configs, so its
+        8 steps come from its name (``models.CHECKPOINT_RECOMMENDED``) or its ``leditspp.json``."""
+        return {"steps": 50}
+
+    @classmethod
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "ZImageTransformer2DModel"
 

@@ -269,13 +269,16 @@ def qwen3_text_encoder(
     head_dim: int = 8,
     intermediate: int = 64,
     init: float = 0.2,
+    vocab: int | None = None,
 ) -> Qwen3ForCausalLM:
     """A randomly initialised ``Qwen3ForCausalLM`` for ``tokenizer`` (grouped-query attention with
-    q/k RMS norms, as Qwen3), weights N(0, ``init``²), token embeddings N(0, 1). Call it seeded."""
+    q/k RMS norms, as Qwen3), weights N(0, ``init``²), token embeddings N(0, 1). ``vocab``: the
+    embedding rows (default: the tokenizer's, rounded up; a real checkpoint's for its memory).
+    Call it seeded."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     config = Qwen3Config(
-        vocab_size=text_encoder_vocab_size(tokenizer),
+        vocab_size=vocab or text_encoder_vocab_size(tokenizer),
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=layers,
@@ -302,12 +305,14 @@ def qwen25vl_text_encoder(
     intermediate: int = 64,
     mrope_section: tuple[int, int, int] = (2, 3, 3),
     init: float = 0.2,
+    vocab: int | None = None,
 ) -> Qwen2_5_VLForConditionalGeneration:
     """A randomly initialised ``Qwen2_5_VLForConditionalGeneration`` for ``tokenizer``: a text
     model of width ``hidden`` (head dim ``hidden / heads``, multimodal RoPE whose
     ``mrope_section`` sums to half the head dim) and a one-block vision tower of width 16
     (patch 14, merge 2) projecting to ``hidden``; its image/video/vision-start/end token ids are
-    the tokenizer's. Weights N(0, ``init``²), token embeddings N(0, 1). Call it seeded."""
+    the tokenizer's. Weights N(0, ``init``²), token embeddings N(0, 1); ``vocab`` as for
+    :func:`qwen3_text_encoder`. Call it seeded."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     if 2 * sum(mrope_section) != hidden // heads:
@@ -315,7 +320,7 @@ def qwen25vl_text_encoder(
     ids = dict(zip(QWEN_SPECIAL_TOKENS, tokenizer.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS)), strict=True))
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": text_encoder_vocab_size(tokenizer),
+            "vocab_size": vocab or text_encoder_vocab_size(tokenizer),
             "hidden_size": hidden,
             "intermediate_size": intermediate,
             "num_hidden_layers": layers,
