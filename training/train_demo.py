@@ -307,6 +307,33 @@ def grounding_targets(
     return positions, targets, valid
 
 
+def empty_region(masks: torch.Tensor, rng: random.Random, tries: int = 20) -> torch.Tensor:
+    """Where an added object could go: an object-sized square (7–12 latent cells at 32², as
+    :func:`shapes.random_objects` draws 28–48 px at 128) in the scene's empty space.
+
+    ``masks`` (K, h, w) the present objects' area fractions. The square overlapping them least
+    of ``tries`` random placements, with the objects cut out; the whole background when none
+    leaves any empty cell. A random place per sample teaches an absent concept's attention to
+    gather in one object-sized spot of the background (what an add needs) instead of spreading
+    over all of it. Returns (h, w).
+    """
+    h, w = masks.shape[1:]
+    background = (1 - masks.sum(0)).clamp(0, 1)
+    best, best_mass = background, -1.0
+    for _ in range(tries):
+        side = rng.randint(h * 7 // 32, h * 3 // 8)
+        y, x = rng.randint(0, h - side), rng.randint(0, w - side)
+        square = torch.zeros(h, w)
+        square[y : y + side, x : x + side] = 1
+        region = square * background
+        mass = region.sum().item() / side**2
+        if mass > best_mass:
+            best, best_mass = region, mass
+        if mass == 1.0:
+            break
+    return best if best.sum() > 0 else background
+
+
 def absent_targets(
     entries: list[dict], masks: torch.Tensor, rng: random.Random, colour_ids: dict[str, int], tokenizer
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

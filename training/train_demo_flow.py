@@ -143,12 +143,18 @@ def load_init(folder: Path):
 
 
 def mixed_absent_captions(
-    entries: list[dict], masks: torch.Tensor, rng: random.Random, colour_ids: dict[str, int], tokenizer
+    entries: list[dict],
+    masks: torch.Tensor,
+    rng: random.Random,
+    colour_ids: dict[str, int],
+    tokenizer,
+    region: str = "background",
 ):
     """Captions naming a random subset of each scene's objects (maybe none) and one concept it
     lacks, in random order ("green circle and red square" for a scene with only a red square),
     with grounding targets: present objects' colour/shape tokens in their masks, the absent
-    concept's in the background. Returns ``ids`` (B, L) and ``positions`` (B, T), ``targets``
+    concept's in the background (``region="background"``) or in an object-sized empty spot
+    (``"object"``, :func:`train_demo.empty_region`). Returns ``ids`` (B, L) and ``positions`` (B, T), ``targets``
     (B, T, h, w), ``valid`` (B, T) as :func:`train_demo.grounding_targets`, T = 2·(K + 1)."""
     k = masks.shape[1]
     captions, groundings = [], []
@@ -158,7 +164,8 @@ def mixed_absent_captions(
         named = present[: rng.randint(0, len(present))]
         colour = rng.choice([c for c in shapes.COLORS if c not in {c for c, _ in entry["objects"]}])
         background = (1 - masks[row].sum(0)).clamp(0, 1)
-        named.insert(rng.randint(0, len(named)), (colour, rng.choice(shapes.SHAPES), background))
+        target = unet_demo.empty_region(masks[row], rng) if region == "object" else background
+        named.insert(rng.randint(0, len(named)), (colour, rng.choice(shapes.SHAPES), target))
         captions.append(" and ".join(f"{c} {s}" for c, s, _ in named))
         groundings.append(named)
     ids = tokenizer(captions, padding="max_length", max_length=TEXT_TOKENS, truncation=True, return_tensors="pt")
@@ -192,6 +199,7 @@ def train_flow(
     ground_absent: float,
     device: str,
     init: Path | None = None,
+    absent_region: str = "background",
 ) -> None:
     """``steps`` sets the schedule; ``stop_after`` ends the run early (checkpoint kept, resumable);
     ``init`` continues from an exported model folder (the shipped weights) on another machine."""
@@ -253,7 +261,7 @@ def train_flow(
         if ground_absent:
             half = batch // 2
             mixed = mixed_absent_captions(
-                chosen[:half], object_area[idx[:half]].float() / 255, rng, colour_ids, tokenizer
+                chosen[:half], object_area[idx[:half]].float() / 255, rng, colour_ids, tokenizer, absent_region
             )
             maps.clear()
             with autocast:
@@ -338,6 +346,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ground", type=float, nargs=2, default=(0.02, 0.01), metavar=("TOKEN", "PIXEL"))
     parser.add_argument("--ground-absent", type=float, default=1.0)
+    parser.add_argument(
+        "--absent-region",
+        choices=["background", "object"],
+        default="background",
+        help="where the absent concept is grounded: all background, or an object-sized empty spot",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--init", type=Path, help="continue from an exported model folder (e.g. the shipped one)")
     args = parser.parse_args()
@@ -358,6 +372,7 @@ def main() -> None:
             args.ground_absent,
             args.device,
             args.init,
+            args.absent_region,
         )
     if args.stage in ("export", "all"):
         export(args.work, args.out)
