@@ -212,7 +212,7 @@ def test_the_shapes_suite_refuses_a_diverged_edit_too(latent):
             return SimpleNamespace(latents=torch.full((1, 4, 8, 8), latent), images=[_picture((0, 0, 0))])
 
     with pytest.raises(checks.DivergedEdit):
-        shapes_suite._edit(Diverging(), None, shapes.scene(0), ["-red circle:1e300"])
+        shapes_suite._edit(Diverging(), None, shapes.scene(0), ["-red circle:1e300"], {})
 
 
 def test_the_exit_code_is_1_only_when_every_item_failed():

@@ -245,7 +245,7 @@ def test_the_running_app_answers_bad_requests_with_our_message(sd_folder, tmp_pa
             rows = {**table, "data": [["hat", direction, 5, 0.9, 0, None]]}
             with pytest.raises(AppError, match=message):
                 client.predict(
-                    editor_value, rows, 5, 0.15, "dpmsolver++", seed, "", 3.5, "intersect", api_name="/on_run"
+                    editor_value, rows, 5, 0.15, "dpmsolver++", seed, "", 3.5, "intersect", "off", api_name="/on_run"
                 )
         assert service._editor is None
     finally:

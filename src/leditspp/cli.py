@@ -184,6 +184,12 @@ def _add_edit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     g.add_argument("--mask-mode", choices=MASK_MODES, help=f"[{defaults.MASK_MODE}]")
     g.add_argument("--user-mask", help="mask image (white = may change), any size")
     g.add_argument("--guidance-rescale", type=float, help=f"[{defaults.GUIDANCE_RESCALE}]")
+    g.add_argument(
+        "--preserve",
+        type=int,
+        metavar="K",
+        help="keep the input outside the concepts' masks, grown by K latent cells (0 … 64; try 1) [off]",
+    )
 
 
 def _add_serve(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -232,6 +238,7 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     g.add_argument("--skip", type=float, help=f"[{defaults.SKIP}]")
     g.add_argument("--scale", type=float, help=f"edit scale [{defaults.EDIT_SCALE}]")
     g.add_argument("--threshold", type=float, help=f"mask threshold λ [{defaults.EDIT_THRESHOLD}]")
+    g.add_argument("--preserve", type=int, metavar="K", help="keep the source outside the masks grown by K cells [off]")
     g.add_argument("--scenes", type=int, help="shapes suite: number of scenes [20]")
 
 
@@ -602,6 +609,7 @@ def _edit_job(editor: Any, args: argparse.Namespace, job: _Job, bar: Any) -> tup
         mask_mode=job.settings["mask_mode"],
         user_mask=args.user_mask,
         guidance_rescale=job.settings["guidance_rescale"],
+        preserve=job.settings["preserve"],
         progress=bar,
     )
     return inversion, result
@@ -821,8 +829,9 @@ def _eval_on_ray(
 
 
 def _eval_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The edit settings given as flags (steps, skip, scale, threshold)."""
-    return {k: getattr(args, k) for k in ("steps", "skip", "scale", "threshold") if getattr(args, k) is not None}
+    """The edit settings given as flags (steps, skip, scale, threshold, preserve)."""
+    keys = ("steps", "skip", "scale", "threshold", "preserve")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
 def _plan_shapes(args: argparse.Namespace, sweep: dict[str, list[float]], recommended: dict[str, Any]) -> _EvalPlan:

@@ -11,6 +11,11 @@ inversion, with the stored noise map ``z_j``.
 With no active concept a step replays the inversion (γ = 0), so the loop begins at the first
 step where some concept acts, from the stored ``y_j`` and ``D_{j−1}``; when none ever acts, the
 result is the input latent ``x0`` itself.
+
+``preserve = k`` (opt-in): after each step, outside the region R (the running union of every
+step's concept masks, dilated by k cells: :func:`~leditspp.masking.edit_region`) the latents and
+the solver history are set back to the source trajectory's, ``y_{j+1}`` and ``D_j`` (``x0``
+after the last step) — so the unmasked background ends exactly at the input latent.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from .attention import AttentionRecorder
 from .edits import Edit
 from .guidance import base_estimate, direction_terms, is_active, rescale
 from .inversion import Inversion
-from .masking import implicit_masks
+from .masking import edit_region, implicit_masks, keep_outside
 from .models.base import Conditioning, ModelAdapter
 from .rows import RowLayout
 from .solvers import StepTable, add_noise_map, step_mean
@@ -59,21 +64,24 @@ def edit_loop(
     guidance_rescale: float,
     recorder: AttentionRecorder | None,
     progress: Progress | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    preserve: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Run the edit steps on ``inversion`` (on the model's device) with the solver ``table``.
 
     ``base``: ``[c_∅]`` or ``[c_∅, c_src]``, B rows each. Returns the final latents (B, C, h, w),
     the last mask of every concept and each concept's mask averaged over the steps it acted,
-    both (E, B, h, w) (zeros for a concept that never acted).
+    both (E, B, h, w) (zeros for a concept that never acted), and with ``preserve`` the region R
+    (B, 1, h, w) outside which the source was kept (None without).
     """
     batch, _, h, w = inversion.source_latents.shape
     device = inversion.source_latents.device
     masks = torch.zeros(len(concepts.edits), batch, h, w, device=device)
     mask_sums = torch.zeros_like(masks)
+    region = None if preserve is None else torch.zeros(batch, 1, h, w, device=device)
     plan = [tuple(concepts.active(j)) for j in range(len(table))]
     first = next((j for j, active in enumerate(plan) if active), None)
     if first is None:
-        return inversion.source_latents.clone(), masks, mask_sums
+        return inversion.source_latents.clone(), masks, mask_sums, region
     k = len(base)
     calls = {active: _call_inputs(concepts, base, active, batch) for active in set(plan)}
     levels = table.levels(device)
@@ -94,15 +102,29 @@ def edit_loop(
             guided = rescale(guided + (m * psi).sum(dim=0), eps[k:].mean(dim=0), guidance_rescale)
             masks.index_copy_(0, call.index, m[:, :, 0])
             mask_sums.index_add_(0, call.index, m[:, :, 0])
+            if region is not None:
+                region = torch.maximum(region, edit_region(m, preserve))
         if recorder is not None:
             recorder.disarm()
         x0 = model.to_data(guided, x, levels.at(j, batch))
         mean, prev_x0 = step_mean(x, x0, prev_x0, table, j)
         x = add_noise_map(mean, inversion.noise_maps[j], table, j)
+        if region is not None:
+            x, prev_x0 = _keep_source(region, x, prev_x0, inversion, j)
         if progress is not None:
             progress("edit", j + 1, len(table))
     acted = torch.tensor([sum(i in active for active in plan) for i in range(len(concepts.edits))], device=device)
-    return x, masks, mask_sums / acted.clamp(min=1)[:, None, None, None]
+    return x, masks, mask_sums / acted.clamp(min=1)[:, None, None, None], region
+
+
+def _keep_source(
+    region: torch.Tensor, x: torch.Tensor, prev_x0: torch.Tensor, inversion: Inversion, j: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outside ``region``, step ``j``'s result and solver history become the source
+    trajectory's: ``y_{j+1}`` (``x0`` after the last step) and ``D_j``."""
+    last = j + 1 == inversion.noisy_latents.shape[0]
+    target = inversion.source_latents if last else inversion.noisy_latents[j + 1]
+    return keep_outside(region, x, target), keep_outside(region, prev_x0, inversion.denoised[j])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .edits import Edit, as_edits, check_warmup
 from .errors import LeditsError, is_int, is_number
 from .inversion import Inversion, InversionInfo, invert_latents, noising_levels
 from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
-from .masking import MASK_MODES, needs_attention, resize_user_mask
+from .masking import MASK_MODES, check_preserve, keep_outside, needs_attention, resize_user_mask
 from .memory import inversion_chunk
 from .models import (
     FEW_STEP_RECOMMENDED,
@@ -43,7 +43,8 @@ class EditResult:
     ``images``: edited PIL images (empty with ``decode=False``); ``latents``: (B, C, h, w) fp32
     before decoding; ``masks``: (E, B, h, w) the last mask each concept used; ``mask_means``:
     (E, B, h, w) each concept's mask averaged over the steps it acted (where it edited, and how
-    often).
+    often); ``region``: with ``preserve``, (B, 1, h, w) the cells the edit could change (outside
+    them the latents and the image's pixels are the source's), else None.
     """
 
     images: list[Image.Image]
@@ -51,6 +52,7 @@ class EditResult:
     masks: torch.Tensor
     edits: tuple[Edit, ...]
     mask_means: torch.Tensor
+    region: torch.Tensor | None = None
 
 
 class Editor:
@@ -224,6 +226,7 @@ class Editor:
         mask_mode: str = defaults.MASK_MODE,
         user_mask: Any = None,
         guidance_rescale: float = defaults.GUIDANCE_RESCALE,
+        preserve: int | None = None,
         decode: bool = True,
         progress: Progress | None = None,
     ) -> EditResult:
@@ -231,6 +234,10 @@ class Editor:
 
         ``mask_mode``: ``intersect`` (M¹⊙M², default), ``attention`` (M¹), ``noise`` (M²) or
         ``none``. ``user_mask``: any size, 1 where edits may act; resized to the latent grid.
+        ``preserve=k`` (opt-in; None: off): keep the source outside the region R the concepts'
+        masks covered at any step, dilated by ``k`` latent cells — the latents follow the source
+        trajectory there after every step, and the decoded image takes the decoded input's pixels
+        there (``EditResult.region`` is R). It pays where masks are good; see the README.
         """
         if not isinstance(inversion, Inversion):
             raise LeditsError(
@@ -241,6 +248,10 @@ class Editor:
             raise LeditsError(f"mask_mode must be one of {MASK_MODES}; got {mask_mode!r}")
         if not (isinstance(guidance_rescale, (int, float)) and 0.0 <= guidance_rescale <= 1.0):
             raise LeditsError(f"guidance_rescale must be in [0, 1]; got {guidance_rescale!r}")
+        try:
+            check_preserve(preserve, mask_mode)
+        except ValueError as exc:
+            raise LeditsError(str(exc)) from None
         table = self._check_inversion(inversion)
         check_warmup(edits, len(table))
         inv = inversion.to(self.device)
@@ -256,7 +267,7 @@ class Editor:
                 raise LeditsError(f"user_mask has {mask.shape[0]} masks for {batch} images; give 1 or {batch}")
         capture = self.model.capture_attention() if use_attention else contextlib.nullcontext()
         with capture as recorder:
-            latents, masks, mask_means = edit_loop(
+            latents, masks, mask_means, region = edit_loop(
                 self.model,
                 inv,
                 table,
@@ -268,9 +279,14 @@ class Editor:
                 float(guidance_rescale),
                 recorder,
                 progress,
+                preserve,
             )
-        images = self.decode(latents) if decode else []
-        return EditResult(images, latents, masks, edits, mask_means)
+        images: list[Image.Image] = []
+        if decode and region is None:
+            images = self.decode(latents)
+        elif decode:  # the decoder mixes cells: outside R, the decoded input's pixels
+            images = to_pil(keep_outside(region, self.model.decode(latents), self.model.decode(inv.source_latents)))
+        return EditResult(images, latents, masks, edits, mask_means, region)
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (B, C, h, w) → PIL images through the VAE."""

@@ -7,6 +7,9 @@ latent grid and ``h' × w'`` for the cross-attention level at a quarter of it.
   thresholded at the per-image λ-quantile, nearest-upsampled to ``h × w``.
 * ``M²`` (Eq. 14): the channel-summed ``|ψ|`` thresholded at its per-image λ-quantile.
 * Mask modes: ``intersect`` = M¹⊙M², ``attention`` = M¹, ``noise`` = M², ``none`` = 1.
+* ``preserve`` (opt-in, not in the paper): the region R where the edit may change the image —
+  the running union over steps of every concept's mask, dilated by ``k`` cells. Outside R the
+  edit loop keeps the source trajectory and the decoded image keeps the decoded input.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 MASK_MODES: Final = ("intersect", "attention", "noise", "none")
+#: The largest ``preserve`` dilation taken, in latent cells (beyond it R covers any image).
+MAX_PRESERVE: Final = 64
 
 
 def needs_attention(mode: str) -> bool:
@@ -102,6 +107,38 @@ def implicit_masks(
     if mode == "attention":
         return m1
     return m1 * noise_mask(guidance, q)
+
+
+def check_preserve(preserve: object, mask_mode: str) -> None:
+    """``preserve``: None (off) or a whole number of cells 0 … :data:`MAX_PRESERVE`, with a mask
+    mode that has masks (with ``none`` every cell may change, so it would do nothing)."""
+    if preserve is None:
+        return
+    if isinstance(preserve, bool) or not isinstance(preserve, int) or not 0 <= preserve <= MAX_PRESERVE:
+        raise ValueError(
+            f"preserve must be a whole number of latent cells from 0 to {MAX_PRESERVE} (or None: off); got {preserve!r}"
+        )
+    if mask_mode == "none":
+        raise ValueError(
+            "preserve keeps the source outside the edit masks, and mask_mode 'none' has none; "
+            "use intersect, attention or noise, or leave preserve out"
+        )
+
+
+def edit_region(masks: torch.Tensor, cells: int) -> torch.Tensor:
+    """One step's part of the region R for ``preserve``: the union over concepts of ``masks``
+    (A, B, 1, h, w), dilated by ``cells`` latent cells (a (2k+1)² max filter) → (B, 1, h, w)."""
+    union = masks.amax(dim=0)
+    return F.max_pool2d(union, 2 * cells + 1, stride=1, padding=cells) if cells else union
+
+
+def keep_outside(region: torch.Tensor, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``edited`` inside ``region`` (B, 1, h, w) and ``source`` elsewhere, exactly (no blending
+    arithmetic: a cell is one or the other). ``region`` is nearest-resized to the tensors' grid,
+    so one latent-grid R serves latents and decoded images (B, C, H, W) alike."""
+    if tuple(region.shape[-2:]) != tuple(edited.shape[-2:]):
+        region = F.interpolate(region, size=tuple(edited.shape[-2:]), mode="nearest")
+    return torch.where(region > 0, edited, source)
 
 
 def resize_user_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -37,6 +37,7 @@ SETTINGS: dict[str, Any] = {
     "width": None,
     "mask_mode": defaults.MASK_MODE,
     "guidance_rescale": defaults.GUIDANCE_RESCALE,
+    "preserve": None,  # off; k: keep the source outside the masks' region dilated by k cells
 }
 #: The settings an inversion is made with (and a saved one fixes); the rest act on the edit.
 INVERSION_SETTINGS = (
@@ -165,7 +166,7 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
     """Check that every key is in :data:`SETTINGS` and every value present has its type and range
     (None means "the default")."""
     from .editor import check_seed
-    from .masking import MASK_MODES
+    from .masking import MASK_MODES, MAX_PRESERVE
     from .solvers import SOLVERS
 
     def need(ok: bool, key: str, what: str) -> None:
@@ -192,3 +193,6 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
             need(isinstance(value, str) and value in SOLVERS, key, f"one of {', '.join(SOLVERS)}")
         elif key == "mask_mode":
             need(isinstance(value, str) and value in MASK_MODES, key, f"one of {', '.join(MASK_MODES)}")
+        elif key == "preserve":
+            what = f"a whole number of cells 0 … {MAX_PRESERVE}, or null"
+            need(is_int(value) and 0 <= value <= MAX_PRESERVE, key, what)

@@ -36,6 +36,9 @@ from .solvers import SOLVERS, validate_steps
 #: The example images the app offers, shipped inside the package (a wheel install has no repository).
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 CONCEPT_COLUMNS = ["concept", "direction", "scale", "threshold", "warm-up", "cool-down"]
+#: The settings panel's preserve menu: off, or the dilation in latent cells.
+PRESERVE_OFF = "off"
+PRESERVE_CHOICES = (0, 1, 2, 3, 4)
 #: The direction cell (any case, spaces around): True removes the concept; empty means add.
 DIRECTIONS = {"": False, "+": False, "add": False, "-": True, "−": True, "remove": True}
 
@@ -174,12 +177,30 @@ def _whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53 else value
 
 
+def _preserve_choice(value: Any) -> Any:
+    """The preserve menu's choice: ``"off"`` (or absent) → None, ``"1"`` → 1; anything else is
+    left for the settings check to refuse."""
+    if value in (None, PRESERVE_OFF):
+        return None
+    try:
+        return _whole(float(value))
+    except (TypeError, ValueError):
+        return value
+
+
 def read_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings panel's values (keys of :data:`~leditspp.recipes.SETTINGS`) with steps and seed
     as ints (Gradio's number fields send floats), all checked before the model loads."""
     steps, seed = _whole(settings["steps"]), _whole(settings["seed"])
     validate_steps(steps, settings["skip"])
-    settings = {**settings, "steps": steps, "seed": check_seed(seed), "source_prompt": settings["source_prompt"] or ""}
+    preserve = _preserve_choice(settings.get("preserve"))
+    settings = {
+        **settings,
+        "steps": steps,
+        "seed": check_seed(seed),
+        "source_prompt": settings["source_prompt"] or "",
+        "preserve": preserve,
+    }
     check_settings(settings, "settings")
     return settings
 
@@ -215,7 +236,14 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
     cached = service.hits > hits
     t1 = time.perf_counter()
     mask = user_mask_from(editor_value)
-    result = service.editor.edit(inversion, edits, mask_mode=settings["mask_mode"], user_mask=mask, progress=report)
+    result = service.editor.edit(
+        inversion,
+        edits,
+        mask_mode=settings["mask_mode"],
+        user_mask=mask,
+        preserve=settings["preserve"],
+        progress=report,
+    )
     t2 = time.perf_counter()
     edited = result.images[0]
     recipe = {
@@ -225,6 +253,7 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
         "height": inversion.info.height,
         "width": inversion.info.width,
         "mask_mode": settings["mask_mode"],
+        "preserve": settings["preserve"],
         "fingerprint": inversion.info.model,
         "edits": [e.to_dict() for e in edits],
     }
@@ -312,6 +341,11 @@ def _input_panel(gr: Any, service: EditorService, examples_dir: Path) -> list[An
             gr.Textbox(label="source prompt (describes the input; optional)"),
             gr.Slider(0.0, 15.0, value=rec["source_guidance"], label="source guidance"),
             gr.Radio(list(MASK_MODES), value=rec["mask_mode"], label="mask mode"),
+            gr.Dropdown(
+                [PRESERVE_OFF, *map(str, PRESERVE_CHOICES)],
+                value=PRESERVE_OFF,
+                label="preserve: keep the input outside the masks grown by this many latent cells",
+            ),
         ]
     return [image, concepts, *settings]
 
@@ -344,6 +378,7 @@ def _on_run(gr: Any, service: EditorService) -> Callable[..., Any]:
         source_prompt,
         source_guidance,
         mask_mode,
+        preserve,
         progress=gr.Progress(),  # noqa: B008 — Gradio's way to ask for a progress tracker
     ):
         settings = {
@@ -354,6 +389,7 @@ def _on_run(gr: Any, service: EditorService) -> Callable[..., Any]:
             "source_prompt": source_prompt,
             "source_guidance": source_guidance,
             "mask_mode": mask_mode,
+            "preserve": preserve,
         }
         try:
             return run_edit(service, editor_value, rows, settings, progress)

@@ -24,10 +24,11 @@ from .. import defaults
 from ..editor import check_seed
 from ..edits import Edit
 from ..errors import LeditsError
+from ..masking import check_preserve
 from ..solvers import validate_steps
 
 #: The settings an evaluation item may carry, each checked by :func:`check_setting`.
-SETTINGS = ("steps", "skip", "seed", "scale", "threshold")
+SETTINGS = ("steps", "skip", "seed", "scale", "threshold", "preserve")
 
 
 class DivergedEdit(LeditsError):
@@ -39,8 +40,13 @@ def check_setting(key: str, value: Any, concept: str = "every concept") -> None:
     naming the setting, its range and the value): ``steps`` and ``skip`` with
     :func:`~leditspp.solvers.validate_steps`, ``seed`` with :func:`~leditspp.editor.check_seed`,
     ``scale`` and ``threshold`` with :class:`~leditspp.edits.Edit`'s own validation (its message
-    names ``concept``)."""
-    if key == "steps":
+    names ``concept``); ``preserve`` with :func:`~leditspp.masking.check_preserve`."""
+    if key == "preserve":
+        try:
+            check_preserve(preserve_of({key: value}), defaults.MASK_MODE)
+        except ValueError as exc:
+            raise LeditsError(str(exc)) from None
+    elif key == "steps":
         validate_steps(value, defaults.SKIP)
     elif key == "skip":
         validate_steps(defaults.STEPS, value)
@@ -50,6 +56,13 @@ def check_setting(key: str, value: Any, concept: str = "every concept") -> None:
         Edit(concept, **{key: value})
     else:
         raise LeditsError(f"unknown evaluation setting {key!r}; known: {', '.join(SETTINGS)}")
+
+
+def preserve_of(params: dict[str, Any]) -> Any:
+    """An item's ``preserve`` for :meth:`Editor.edit`: None where it has none, a whole float (a
+    ``--sweep`` value) as an int; anything else as it is, for the check to refuse."""
+    value = params.get("preserve")
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def check_given(

@@ -24,7 +24,7 @@ from ..edits import Edit
 from ..errors import LeditsError
 from ..io import open_image
 from . import metrics as M
-from .checks import check_edited, check_given
+from .checks import check_edited, check_given, preserve_of
 from .manifests import EvalItem
 from .runner import Item, Row
 
@@ -35,7 +35,7 @@ DEFAULT_METRICS = {
 }
 CLIP_MODEL = "openai/clip-vit-large-patch14"  # --clip-model default
 DINO_MODEL = "facebook/dino-vitb8"  # --dino-model default, as PIE-Bench
-SWEEPABLE = ("scale", "threshold", "steps", "skip")
+SWEEPABLE = ("scale", "threshold", "steps", "skip", "preserve")
 PLOT = ("lpips", "clip_score")  # the paper's Fig. 5: CLIP score against LPIPS over the scales
 
 
@@ -130,7 +130,7 @@ class PhotoEvaluator:
         key = (image_key(image), tuple(sorted(settings.items())))
         inversion, invert_seconds = self.inversions.get(key, invert)
         start = time.perf_counter()
-        result = self.editor.edit(inversion, edits)
+        result = self.editor.edit(inversion, edits, preserve=preserve_of(p))
         return inversion, result, invert_seconds + time.perf_counter() - start
 
     def _scores(self, a: torch.Tensor, b: torch.Tensor, region: np.ndarray | None, entry: EvalItem) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from PIL import Image
 from .. import shapes
 from ..caching import LRUCache
 from ..errors import LeditsError, is_int
-from .checks import check_edited, check_given
+from .checks import check_edited, check_given, preserve_of
 from .runner import Item, Row
 
 SUITE = "shapes"
@@ -54,7 +54,7 @@ EDIT_TYPES = {  # id slug → edit type (the summary's groups)
     "recolour": "recolour",
     "multi": "multi",
 }
-SWEEPABLE = ("scale", "threshold", "steps", "skip")
+SWEEPABLE = ("scale", "threshold", "steps", "skip", "preserve")
 METRICS = (
     "success",
     "add_shape",
@@ -108,7 +108,7 @@ def check_settings(flags: dict[str, Any], sweep: dict[str, list[float]], recomme
     for key in sweep:
         if key not in SWEEPABLE:
             raise LeditsError(f"the shapes suite cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
-    check_given(flags, sweep, {k: recommended[k] for k in SWEEPABLE})
+    check_given(flags, sweep, {k: recommended[k] for k in SWEEPABLE if k in recommended})
 
 
 def check_metrics(names: list[str] | None) -> None:
@@ -154,9 +154,12 @@ class ShapesEvaluator:
 # -- one function per edit type: (editor, inversion, scene, plan, params) → Row ----------------------
 
 
-def _edit(editor: Any, inv: Any, scene: shapes.Scene, concepts: list[str], **options: Any) -> Any:
-    """``editor.edit(inv, concepts, **options)``, refused if it diverged (a failed item, never a measured one)."""
-    result = editor.edit(inv, concepts, **options)
+def _edit(
+    editor: Any, inv: Any, scene: shapes.Scene, concepts: list[str], params: dict[str, Any], **options: Any
+) -> Any:
+    """``editor.edit(inv, concepts, **options)`` with the item's ``preserve``, refused if it
+    diverged (a failed item, never a measured one)."""
+    result = editor.edit(inv, concepts, preserve=preserve_of(params), **options)
     check_edited(result.latents, result.images[0], scene.image)
     return result
 
@@ -166,7 +169,7 @@ def _concept(sign: str, color: str, shape: str, params: dict[str, Any]) -> str:
 
 
 def _reconstruction(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: dict[str, Any]) -> Row:
-    same = _edit(editor, inv, scene, [])
+    same = _edit(editor, inv, scene, [], params)
     source = editor.decode(inv.source_latents)[0]
     return Row(
         {
@@ -180,7 +183,7 @@ def _reconstruction(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan,
 
 def _add(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: dict[str, Any]) -> Row:
     color, shape = plan.add
-    result = _edit(editor, inv, scene, [_concept("+", color, shape, params)])
+    result = _edit(editor, inv, scene, [_concept("+", color, shape, params)], params)
     out = result.images[0]
     found = shapes.color_mask(out, scene.background, color)
     success = bool(found.sum() >= MIN_ADDED)
@@ -198,7 +201,7 @@ def _remove_in(mode: str) -> Any:
     def measure(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: dict[str, Any]) -> Row:
         k = plan.remove
         obj, truth = scene.objects[k], scene.masks[k]
-        result = _edit(editor, inv, scene, [_concept("-", obj.color, obj.shape, params)], mask_mode=mode)
+        result = _edit(editor, inv, scene, [_concept("-", obj.color, obj.shape, params)], params, mask_mode=mode)
         out = result.images[0]
         gone = _gone(out, scene, k)
         metrics = {
@@ -219,7 +222,7 @@ def _recolour(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, param
     k = plan.remove
     obj, truth = scene.objects[k], scene.masks[k]
     concepts = [_concept("-", obj.color, obj.shape, params), _concept("+", plan.recolour_to, obj.shape, params)]
-    result = _edit(editor, inv, scene, concepts)
+    result = _edit(editor, inv, scene, concepts, params)
     out = result.images[0]
     recoloured = (shapes.color_mask(out, scene.background, plan.recolour_to) & truth).sum() / truth.sum()
     metrics = {"success": bool(recoloured >= 0.5), "others_kept": others_kept(out, scene, skip=k)}
@@ -231,7 +234,7 @@ def _multi(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: 
     obj = scene.objects[k]
     color, shape = plan.multi_add
     concepts = [_concept("+", color, shape, params), _concept("-", obj.color, obj.shape, params)]
-    result = _edit(editor, inv, scene, concepts)
+    result = _edit(editor, inv, scene, concepts, params)
     out = result.images[0]
     added = shapes.color_mask(out, scene.background, color).sum() >= MIN_ADDED
     gone = _gone(out, scene, k)
