@@ -34,7 +34,7 @@ from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings
 from .solvers import SOLVERS, validate_steps
 
 #: The example images the app offers, shipped inside the package (a wheel install has no repository).
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "demo" / "examples"
 CONCEPT_COLUMNS = ["concept", "direction", "scale", "threshold", "warm-up", "cool-down"]
 #: The settings panel's preserve menu: off, or the dilation in latent cells.
 PRESERVE_OFF = "off"
