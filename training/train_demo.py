@@ -41,8 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leditspp.demo import shapes
-from leditspp.testing import SD_SCHEDULE, write_clip_tokenizer_files
+from leditspp.demo import SD_SCHEDULE, shapes
+from leditspp.testing import write_clip_tokenizer_files
 
 TRAIN_SEED0 = 1_000_000  # training scenes use seeds ≥ this; evaluation seeds stay below
 MAX_OBJECTS = 3  # objects per scene at most (shapes.scene)
