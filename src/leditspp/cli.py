@@ -26,7 +26,8 @@ from .editor import Editor, check_device
 from .edits import Edit, check_warmup
 from .errors import LeditsError
 from .evaluation.runner import Item, MapItems, Outcome, RunStats, serial_map
-from .inversion import Inversion, read_metadata
+from .inversion import Inversion
+from .inversion_file import read_metadata
 from .io import PNG_KEY, check_pixels, load_mask, mask_overlays, open_image, save_image
 from .masking import MASK_MODES
 from .models import RECOMMENDABLE, model_settings, quiet_loading, size_multiple_hint

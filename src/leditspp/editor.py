@@ -18,7 +18,8 @@ from . import __version__, defaults
 from .editing import ConceptBatch, Progress, edit_loop
 from .edits import Edit, as_edits, check_warmup
 from .errors import LeditsError, is_int, is_number
-from .inversion import Inversion, InversionInfo, invert_latents, noising_levels
+from .inversion import Inversion, invert_latents, noising_levels
+from .inversion_file import InversionInfo
 from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
 from .masking import MASK_MODES, check_preserve, keep_outside, needs_attention, resize_user_mask
 from .memory import inversion_chunk
