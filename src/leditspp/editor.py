@@ -110,7 +110,8 @@ class Editor:
         :data:`leditspp.models.FAMILIES`, or the LEdits++ port's).
 
         Family options, each refused by a family that cannot use it: ``mask_level`` (UNets: the
-        attention mask's resolution, 1/2^level of the latents, the paper's ¼ by default);
+        cross-attention level M¹ is read at, 1/2^level of the latents, the paper's ¼ by default;
+        flow transformers read it on their patch grid and refuse the option);
         ``spacing`` (DDPM-trained models: ``leading``, ``trailing``, ``linspace``, ``lcm``; default:
         what the scheduler config declares — ``trailing`` for Turbo/Lightning, ``lcm`` for an
         ``LCMScheduler``, else the port's ``leading``); ``max_sequence_length`` (flow
@@ -128,8 +129,8 @@ class Editor:
         return cls(adapter, implied | (recommended or {}))
 
     def compile(self, **options: Any) -> Editor:
-        """Opt in to ``torch.compile`` of the UNet (in place; ``options`` go to ``torch.compile``,
-        e.g. ``mode="max-autotune"``). Returns the editor.
+        """Opt in to ``torch.compile`` of the denoising network, UNet or transformer (in place;
+        ``options`` go to ``torch.compile``, e.g. ``mode="max-autotune"``). Returns the editor.
 
         Timesteps enter the network as tensors and every step of an edit has the same rows, so
         a graph is compiled per distinct call shape (inversion chunk, number of active
