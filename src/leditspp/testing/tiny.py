@@ -250,6 +250,21 @@ FLUX_SCHEDULE = {
 }
 
 
+#: The tiny FLUX.1-shaped transformer (also Chroma's in :mod:`.tiny2026`): 1 double- and 1
+#: single-stream block, 2 heads × 16 = 32 wide, RoPE axes (4, 6, 6) over (index, row, column),
+#: ``in_channels`` 64 = 16 latent channels packed 2 × 2, T5 states of width 64.
+TINY_FLUX1_TRANSFORMER = {
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 64,
+    "axes_dims_rope": (4, 6, 6),
+}
+
+
 def tiny_sd3_components(
     tokenizer: Any, tokenizer_2: Any, tokenizer_3: Any, *, seed: int = 0, qk_norm: str | None = None
 ) -> dict[str, Any]:
@@ -330,16 +345,7 @@ def tiny_flux_components(
 
     with seeded(seed):
         transformer = FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=64,
-            num_layers=1,
-            num_single_layers=1,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=64,
-            pooled_projection_dim=32,
-            guidance_embeds=guidance_embeds,
-            axes_dims_rope=(4, 6, 6),
+            **TINY_FLUX1_TRANSFORMER, pooled_projection_dim=32, guidance_embeds=guidance_embeds
         )
     vae = tiny_flow_vae(seed + 1, **FLUX_VAE_FACTORS)
     with seeded(seed + 2):

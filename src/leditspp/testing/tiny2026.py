@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from .tiny import FLUX_SCHEDULE, FLUX_VAE_FACTORS, eval_mode, seeded, t5_text_encoder, tiny_flow_vae
+from .tiny import (
+    FLUX_SCHEDULE,
+    FLUX_VAE_FACTORS,
+    TINY_FLUX1_TRANSFORMER,
+    eval_mode,
+    seeded,
+    t5_text_encoder,
+    tiny_flow_vae,
+)
 from .tokenizers import t5_corpus, t5_tokenizer
 
 if TYPE_CHECKING:
@@ -607,14 +615,7 @@ def tiny_chroma_components(*, seed: int = 0) -> dict[str, Any]:
         tokenizer = t5_tokenizer(folder)
     with seeded(seed):
         transformer = ChromaTransformer2DModel(
-            patch_size=1,
-            in_channels=64,
-            num_layers=1,
-            num_single_layers=1,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=64,
-            axes_dims_rope=(4, 6, 6),
+            **TINY_FLUX1_TRANSFORMER,
             approximator_num_channels=32,
             approximator_hidden_dim=32,
             approximator_layers=1,
