@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leditspp import Editor, shapes
+from leditspp import Editor
+from leditspp.demo import shapes
 from leditspp.evaluation import runner, shapes_suite
 
 

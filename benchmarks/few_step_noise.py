@@ -18,7 +18,8 @@ import tempfile
 
 import torch
 
-from leditspp import Editor, shapes
+from leditspp import Editor
+from leditspp.demo import shapes
 from leditspp.testing import clip_tokenizer, few_step_scheduler, tiny_sd_pipeline
 
 IMAGES = 8

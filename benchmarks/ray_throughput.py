@@ -80,7 +80,7 @@ def main() -> None:
         tmp / "eval-serial"
     ) == metrics(tmp / "eval-ray")
 
-    from leditspp import shapes
+    from leditspp.demo import shapes
 
     folder = tmp / "in"
     folder.mkdir()

@@ -13,8 +13,9 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from leditspp import Edit, Editor
+from leditspp.demo import SD_SCHEDULE
 from leditspp.io import to_pil
-from leditspp.testing import SD_SCHEDULE, clip_tokenizer, diffusers_port, keep_attention_processors, tiny_sd_pipeline
+from leditspp.testing import clip_tokenizer, diffusers_port, keep_attention_processors, tiny_sd_pipeline
 
 warnings.filterwarnings("ignore")
 

@@ -48,9 +48,9 @@ from typing import Any
 import torch
 
 from leditspp import Edit, Editor
+from leditspp.demo import SD_SCHEDULE
 from leditspp.io import to_pil
 from leditspp.testing import (
-    SD_SCHEDULE,
     clip_text_encoder,
     clip_tokenizer,
     diffusers_port,

@@ -1,6 +1,6 @@
 """The built-in demo model (issue 3): offline loading, exact reconstruction, and semantic edits.
 
-The scenes are rendered by :mod:`leditspp.shapes` from held-out seeds and read back by pixel
+The scenes are rendered by :mod:`leditspp.demo.shapes` from held-out seeds and read back by pixel
 analysis, so "an added concept appears" is measured, not looked at.
 """
 
@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from leditspp import Edit, Editor, LeditsError, shapes
+from leditspp import Edit, Editor, LeditsError
 from leditspp.cli import main
+from leditspp.demo import shapes
 from leditspp.models import DEMO_PATH
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shapes.png"
@@ -36,9 +37,9 @@ def test_the_demo_model_ships_small_and_loads_offline(demo):
 
 
 def test_the_missing_demo_model_is_a_clear_error(monkeypatch, tmp_path):
-    import leditspp.models
+    import leditspp.models.loading
 
-    monkeypatch.setattr(leditspp.models, "DEMO_PATH", tmp_path)
+    monkeypatch.setattr(leditspp.models.loading, "DEMO_PATH", tmp_path)
     with pytest.raises(LeditsError, match=r"demo model is missing.*train_demo\.py"):
         Editor.from_pretrained("demo")
 

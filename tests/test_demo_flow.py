@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from leditspp import Edit, Editor, LeditsError, shapes
+from leditspp import Edit, Editor, LeditsError
 from leditspp.cli import main
+from leditspp.demo import shapes
 from leditspp.models import DEMO_FLOW_PATH
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shapes.png"
@@ -46,9 +47,9 @@ def test_the_flow_demo_ships_small_and_loads_offline(demo):
 
 
 def test_the_missing_flow_demo_is_a_clear_error(monkeypatch, tmp_path):
-    import leditspp.models
+    import leditspp.models.loading
 
-    monkeypatch.setattr(leditspp.models, "DEMO_FLOW_PATH", tmp_path)
+    monkeypatch.setattr(leditspp.models.loading, "DEMO_FLOW_PATH", tmp_path)
     with pytest.raises(LeditsError, match=r"demo-flow model is missing.*train_demo_flow\.py"):
         Editor.from_pretrained("demo-flow")
 

@@ -74,7 +74,7 @@ def test_a_photo_benchmark_on_ray_ships_its_images_and_gives_the_serial_numbers(
 
 
 def test_edit_on_ray_writes_the_serial_runs_files_byte_for_byte_and_resumes(ray_runtime, tmp_path):
-    from leditspp import shapes
+    from leditspp.demo import shapes
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from leditspp import shapes
 from leditspp.cli import _eval_outcome, main
+from leditspp.demo import shapes
 from leditspp.edits import Edit
 from leditspp.errors import LeditsError
 from leditspp.evaluation import checks, shapes_suite

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from leditspp import Inversion, LeditsError
 from leditspp.cli import main
 from leditspp.files import umask
-from leditspp.inversion import TENSORS, InversionInfo
+from leditspp.inversion_file import TENSORS, InversionInfo
 
 from .conftest import scene
 

@@ -15,8 +15,8 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from leditspp import Edit
+from leditspp.demo import SD_SCHEDULE
 from leditspp.testing import (
-    SD_SCHEDULE,
     diffusers_port,
     exact_port_scheduler,
     keep_attention_processors,

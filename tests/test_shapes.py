@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import ImageDraw
 
-from leditspp import shapes
+from leditspp.demo import shapes
 
 
 def test_scene_is_a_pure_function_of_the_seed():

@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 
+from leditspp.demo import SD_SCHEDULE
 from leditspp.errors import LeditsError
 from leditspp.models.unet import to_epsilon
 from leditspp.solvers import NoisePath, add_noise_map, extract_noise, step_mean, step_table
-from leditspp.testing import SD_SCHEDULE
 
 SD_CONFIG = SD_SCHEDULE
 

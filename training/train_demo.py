@@ -19,10 +19,10 @@ Stages, each resumable from ``--work`` (default ``training/work``, git-ignored):
                  mass inside the object's mask (token loss) and their max-normalised map should
                  match the mask (pixel BCE). ``--init FOLDER`` fine-tunes an exported model.
 4. ``export``  — the EMA weights as a diffusers ``StableDiffusionPipeline`` folder
-                 (``src/leditspp/demo_model`` by default; a ``leditspp.json`` already there stays).
+                 (``src/leditspp/demo/demo_model`` by default; a ``leditspp.json`` already there stays).
 
     python training/train_demo.py all                       # from scratch, resuming where it stopped
-    python training/train_demo.py all --init src/leditspp/demo_model --ground 0.02 0.01 \
+    python training/train_demo.py all --init src/leditspp/demo/demo_model --ground 0.02 0.01 \
         --steps 1800 --lr 3e-4 --out /tmp/grounded            # the shipped model's fine-tune
 
 See the README, "The demo model", for the runs behind the shipped weights and their times.
@@ -41,8 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leditspp import shapes
-from leditspp.testing import SD_SCHEDULE, write_clip_tokenizer_files
+from leditspp.demo import SD_SCHEDULE, shapes
+from leditspp.testing import write_clip_tokenizer_files
 
 TRAIN_SEED0 = 1_000_000  # training scenes use seeds ≥ this; evaluation seeds stay below
 MAX_OBJECTS = 3  # objects per scene at most (shapes.scene)
@@ -542,7 +542,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["vae", "latents", "unet", "export", "all"])
     parser.add_argument("--work", type=Path, default=ROOT / "training" / "work")
-    parser.add_argument("--out", type=Path, default=ROOT / "src" / "leditspp" / "demo_model")
+    parser.add_argument("--out", type=Path, default=ROOT / "src" / "leditspp" / "demo" / "demo_model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--scenes", type=int, default=30_000)

@@ -16,11 +16,11 @@ compared on equal terms (``leditspp eval shapes --model demo-flow``):
    "+green circle" on a picture with a red square): present tokens grounded in their masks, the
    absent concept in the background; no denoising loss on that call.
 3. ``export``  — the EMA weights as a ``StableDiffusion3Pipeline`` folder (fp16, no T5;
-   ``src/leditspp/demo_flow_model`` by default; a ``leditspp.json`` already there stays).
+   ``src/leditspp/demo/demo_flow_model`` by default; a ``leditspp.json`` already there stays).
 
     python training/train_demo_flow.py all --steps 3000 --ground 0.02 0.01 --ground-absent 1
     python training/train_demo_flow.py flow --steps 3000 --stop-after 500   # resumable in pieces
-    python training/train_demo_flow.py flow --init src/leditspp/demo_flow_model --steps 1500 --work /tmp/w
+    python training/train_demo_flow.py flow --init src/leditspp/demo/demo_flow_model --steps 1500 --work /tmp/w
                                                         # continue the shipped weights elsewhere
 
 Captions are padded to 32 CLIP tokens and the model has no T5 (``max_sequence_length`` 0, which
@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 import train_demo as unet_demo
 
-from leditspp import shapes
+from leditspp.demo import shapes
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "src" / "leditspp" / "demo_model"
+DEMO = ROOT / "src" / "leditspp" / "demo" / "demo_model"
 TEXT_TOKENS = 32  # CLIP positions a caption is padded to (the shapes captions need < 20)
 SHIFT = 1.0  # the scheduler's static shift: 256 tokens need none (FLUX's μ(256) ≈ 0.5 → 1.65)
 
@@ -336,7 +336,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["latents", "flow", "export", "all"])
     parser.add_argument("--work", type=Path, default=ROOT / "training" / "work_flow")
-    parser.add_argument("--out", type=Path, default=ROOT / "src" / "leditspp" / "demo_flow_model")
+    parser.add_argument("--out", type=Path, default=ROOT / "src" / "leditspp" / "demo" / "demo_flow_model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=20_000)
     parser.add_argument("--steps", type=int, default=3000)

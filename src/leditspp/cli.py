@@ -22,16 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, defaults
-from .editor import Editor, check_device
+from .editor import Editor
 from .edits import Edit, check_warmup
 from .errors import LeditsError
 from .evaluation.runner import Item, MapItems, Outcome, RunStats, serial_map
-from .inversion import Inversion, read_metadata
+from .inversion import Inversion
+from .inversion_file import read_metadata
 from .io import PNG_KEY, check_pixels, load_mask, mask_overlays, open_image, save_image
 from .masking import MASK_MODES
 from .models import RECOMMENDABLE, model_settings, quiet_loading, size_multiple_hint
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from .solvers import SOLVERS, validate_steps
+from .validation import check_device
 
 EXAMPLES = """examples:
   leditspp edit examples/shapes.png -e "+red circle:8" -e "-blue square:4" -o out.png   # built-in demo model

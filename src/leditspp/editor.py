@@ -7,7 +7,6 @@ many images; inversions and results are plain values.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +16,9 @@ from PIL import Image
 from . import __version__, defaults
 from .editing import ConceptBatch, Progress, edit_loop
 from .edits import Edit, as_edits, check_warmup
-from .errors import LeditsError, is_int, is_number
-from .inversion import Inversion, InversionInfo, invert_latents, noising_levels
+from .errors import LeditsError
+from .inversion import Inversion, invert_latents, noising_levels
+from .inversion_file import InversionInfo
 from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
 from .masking import MASK_MODES, check_preserve, keep_outside, needs_attention, resize_user_mask
 from .memory import inversion_chunk
@@ -34,6 +34,7 @@ from .models import (
 )
 from .models.families import parts_of, recommended_of
 from .solvers import StepTable, check_solver, step_table
+from .validation import check_device, check_invert_arguments, check_seed
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ class Editor:
         :data:`leditspp.models.FAMILIES`, or the LEdits++ port's).
 
         Family options, each refused by a family that cannot use it: ``mask_level`` (UNets: the
-        attention mask's resolution, 1/2^level of the latents, the paper's ¼ by default);
+        cross-attention level M¹ is read at, 1/2^level of the latents, the paper's ¼ by default;
+        flow transformers read it on their patch grid and refuse the option);
         ``spacing`` (DDPM-trained models: ``leading``, ``trailing``, ``linspace``, ``lcm``; default:
         what the scheduler config declares — ``trailing`` for Turbo/Lightning, ``lcm`` for an
         ``LCMScheduler``, else the port's ``leading``); ``max_sequence_length`` (flow
@@ -127,8 +129,8 @@ class Editor:
         return cls(adapter, implied | (recommended or {}))
 
     def compile(self, **options: Any) -> Editor:
-        """Opt in to ``torch.compile`` of the UNet (in place; ``options`` go to ``torch.compile``,
-        e.g. ``mode="max-autotune"``). Returns the editor.
+        """Opt in to ``torch.compile`` of the denoising network, UNet or transformer (in place;
+        ``options`` go to ``torch.compile``, e.g. ``mode="max-autotune"``). Returns the editor.
 
         Timesteps enter the network as tensors and every step of an edit has the same rows, so
         a graph is compiled per distinct call shape (inversion chunk, number of active
@@ -184,7 +186,7 @@ class Editor:
         noises at ``t_j − δ·(t_0 − t_1)`` (see :func:`leditspp.inversion.noising_levels`).
         """
         generator = _generator(seed, generator)
-        _check_invert_arguments(inversion_batch, source_prompt, negative_prompt, source_guidance, noise_shift)
+        check_invert_arguments(inversion_batch, source_prompt, negative_prompt, source_guidance, noise_shift)
         check_solver(solver, steps, skip)  # before the VAE runs; the table needs the latent size
         pixels = as_pixel_batch(images)
         size = target_size(pixels, height, width, self.size_multiple, max_pixels)
@@ -390,50 +392,3 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
     if generator is not None:
         return generator
     return torch.Generator("cpu").manual_seed(check_seed(defaults.SEED if seed is None else seed))
-
-
-def _check_invert_arguments(
-    inversion_batch: Any, source_prompt: Any, negative_prompt: Any, source_guidance: Any, noise_shift: Any
-) -> None:
-    if inversion_batch is not None and (not is_int(inversion_batch) or inversion_batch < 1):
-        raise LeditsError(f"inversion_batch must be an integer ≥ 1 (steps per network call); got {inversion_batch!r}")
-    if not isinstance(source_prompt, str) or not isinstance(negative_prompt, str):
-        raise LeditsError("source_prompt and negative_prompt must be strings")
-    if not (isinstance(source_guidance, (int, float)) and math.isfinite(source_guidance) and source_guidance >= 0):
-        raise LeditsError(f"source_guidance must be a finite number ≥ 0; got {source_guidance!r}")
-    if not (is_number(noise_shift) and 0.0 <= noise_shift <= 1.0):
-        raise LeditsError(f"noise_shift is a fraction of a step in [0, 1] (TurboEdit uses 1); got {noise_shift!r}")
-
-
-#: Seeds torch's generators accept: 0 ≤ seed < 2**64.
-SEED_LIMIT = 2**64
-
-
-def check_seed(seed: Any) -> int:
-    """A seed as an int in [0, 2**64), or a :class:`LeditsError` naming the range."""
-    if not is_int(seed) or not 0 <= seed < SEED_LIMIT:
-        raise LeditsError(f"seed must be an integer in [0, 2**64); got {seed!r}")
-    return int(seed)
-
-
-def check_device(device: str | torch.device | None) -> torch.device:
-    """The device to run on (default: CUDA if available, else CPU), checked to exist in this build."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise LeditsError(f"unknown device {device!r}; use cpu, cuda, cuda:1, mps …") from exc
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }.get(dev.type, True)
-    if not available:
-        raise LeditsError(
-            f"device {str(device)!r} is not available in this PyTorch build ({torch.__version__}); "
-            "use --device cpu, or install a PyTorch build for that device"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise LeditsError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev

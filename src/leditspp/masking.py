@@ -1,7 +1,8 @@
 """Implicit masks (paper Eqs. 12–14; SPEC A3, B §6): pure functions on tensors.
 
 Shapes use ``R`` for rows (active concepts × images, flattened concept-major), ``h × w`` for the
-latent grid and ``h' × w'`` for the cross-attention level at a quarter of it.
+latent grid and ``h' × w'`` for the attention grid the adapter reads M¹ on (``model.mask_grid``: a
+UNet's cross-attention level, ¼ of the latents by default; a flow transformer's patch grid).
 
 * ``M¹`` (Eq. 13): cross-attention of the concept's tokens at ``h' × w'``, 3×3 smoothed,
   thresholded at the per-image λ-quantile, nearest-upsampled to ``h × w``.
@@ -79,7 +80,7 @@ def smooth(maps: torch.Tensor) -> torch.Tensor:
 def attention_mask(maps: torch.Tensor, q: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """M¹ (Eq. 13): token-summed attention (R, h', w') → (R, 1, h, w) binary mask.
 
-    Smoothed, thresholded at the ¼-resolution, then nearest-upsampled to ``size = (h, w)``.
+    Smoothed, thresholded on the attention grid ``h' × w'``, then nearest-upsampled to ``size = (h, w)``.
     """
     m = threshold(smooth(maps), q)
     return F.interpolate(m[:, None], size=size, mode="nearest")
@@ -94,7 +95,7 @@ def implicit_masks(
     """The mask ``M`` of each row for ``mode``: (R, 1, h, w) fp32.
 
     ``guidance``: the scaled, user-masked ψ of each row (R, C, h, w); ``q``: λ per row (R,);
-    ``attention_maps``: token-summed ¼-resolution maps (R, h', w'), needed by attention modes.
+    ``attention_maps``: token-summed maps on the attention grid (R, h', w'), needed by attention modes.
     """
     size = tuple(guidance.shape[-2:])
     if mode == "none":

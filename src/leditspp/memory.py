@@ -1,7 +1,7 @@
 """How many inversion steps go into one network call, chosen from the memory that is free.
 
 The N inversion calls are independent (SPEC B §4.1), so they run in chunks of steps. A chunk is
-as large as fits a fraction of the device's free memory, by an estimate of one UNet row's
+as large as fits a fraction of the device's free memory, by an estimate of one network row's
 activation memory, and on the CPU no larger than the point where batching stops paying.
 
 ``steps_per_call`` is the pure rule; ``free_bytes`` reads the machine and the adapter's

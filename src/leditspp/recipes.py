@@ -19,6 +19,7 @@ from . import defaults
 from .edits import Edit
 from .errors import LeditsError, is_int, is_number
 from .io import PNG_KEY
+from .validation import check_seed
 
 #: The settings schema: every setting a recipe may give (besides ``edits`` and ``images``), with
 #: its default. The CLI's flags, the web UI's settings panel and recipe files all read it; a model's
@@ -165,7 +166,6 @@ def for_image(recipe: dict[str, Any], image: str | os.PathLike[str]) -> dict[str
 def check_settings(settings: dict[str, Any], where: str) -> None:
     """Check that every key is in :data:`SETTINGS` and every value present has its type and range
     (None means "the default")."""
-    from .editor import check_seed
     from .masking import MASK_MODES, MAX_PRESERVE
     from .solvers import SOLVERS
 

@@ -25,16 +25,16 @@ from PIL import Image
 
 from . import __version__, defaults
 from .caching import LRUCache, image_key
-from .editor import check_seed
 from .edits import Edit
 from .errors import LeditsError
 from .io import check_pixels, mask_overlays, open_image, save_image, to_rgb
 from .masking import MASK_MODES
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings
 from .solvers import SOLVERS, validate_steps
+from .validation import check_seed
 
 #: The example images the app offers, shipped inside the package (a wheel install has no repository).
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "demo" / "examples"
 CONCEPT_COLUMNS = ["concept", "direction", "scale", "threshold", "warm-up", "cool-down"]
 #: The settings panel's preserve menu: off, or the dilation in latent cells.
 PRESERVE_OFF = "off"

@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 
 from .. import defaults
-from ..editor import check_seed
 from ..edits import Edit
 from ..errors import LeditsError
 from ..masking import check_preserve
 from ..solvers import validate_steps
+from ..validation import check_seed
 
 #: The settings an evaluation item may carry, each checked by :func:`check_setting`.
 SETTINGS = ("steps", "skip", "seed", "scale", "threshold", "preserve")

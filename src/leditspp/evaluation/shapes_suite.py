@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .. import shapes
 from ..caching import LRUCache
+from ..demo import shapes
 from ..errors import LeditsError, is_int
 from .checks import check_edited, check_given, preserve_of
 from .runner import Item, Row

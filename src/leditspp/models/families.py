@@ -14,7 +14,7 @@ class defined outside the package) that declares, as class attributes and class 
   adapter's ``size_multiple`` and the command line's check before loading both use it);
 * ``from_components(components, pipeline_config, **options)``: the adapter;
 * optionally ``recommended(parts, pipeline_config)``: the edit settings the family's checkpoints
-  are made for (keys of ``models.RECOMMENDABLE``: the 4 steps of a distilled [klein], a base
+  are made for (keys of ``models.settings.RECOMMENDABLE``: the 4 steps of a distilled [klein], a base
   model's usual step count), what the command line, the web UI and ``Editor.recommended``
   default to where the model's ``leditspp.json`` says nothing else.
 

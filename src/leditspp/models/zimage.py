@@ -70,7 +70,7 @@ class ZImage(TransformerModel):
     @classmethod
     def recommended(cls, parts: Parts, pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
         """Z-Image's pipeline samples in 50 steps. Z-Image-Turbo ships the same configs, so its
-        8 steps come from its name (``models.CHECKPOINT_RECOMMENDED``) or its ``leditspp.json``."""
+        8 steps come from its name (``models.settings.CHECKPOINT_RECOMMENDED``) or its ``leditspp.json``."""
         return {"steps": 50}
 
     @classmethod

@@ -47,8 +47,9 @@ class StepTable:
     """Per-step coefficients of one run of ``N`` solver steps (index ``j = 0 … N−1``).
 
     ``timesteps[j]`` is the network's time input at step ``j``; ``alpha``/``sigma`` are ``a, s``
-    at that time. The step moves to the next entry, and the last one to the path's end (training
-    index 0: never a zero noise level, so every ``noise[j] > 0`` and every noise map is determined).
+    at that time. The step moves to the next entry, and the last one to the path's end (``path.end``: training
+    index 0 on a VP path, the smallest σ on a flow path — never a zero noise level, so every
+    ``noise[j] > 0`` and every noise map is determined).
     """
 
     timesteps: torch.Tensor  # (N,) float64, descending

@@ -3,7 +3,7 @@
 This is the edit-friendly DDPM inversion of Huberman-Spiegelglas et al. Times follow the path's
 spacing with diffusers' ``DDIMScheduler`` convention (leading: ``r' = floor(T/M)``,
 ``t_k = (M−1−k)·r' + offset``), last N kept. Step ``j`` goes from ``ᾱ = a_u²`` to ``ᾱ' = a_v²``
-(the last to training index 0):
+(the last to the path's end: training index 0 on a VP path, the smallest σ on a flow path):
 
     var = (1−ᾱ')/(1−ᾱ)·(1 − ᾱ/ᾱ'),   μ = √ᾱ'·x̂₀ + √(1−ᾱ'−var)·ε̂,   σ = √var,
 

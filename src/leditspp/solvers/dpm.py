@@ -2,7 +2,8 @@
 
 Times follow the path's spacing with diffusers' ``DPMSolverMultistepScheduler`` convention
 (leading: ``M = floor(N·(1+skip))``, ``r = floor(T/(M+1))``, ``t_k = (M−k)·r + offset``), last N
-kept (SPEC A2). Step ``j`` goes from ``u = t_j`` to ``v = t_{j+1}`` (the last to training index 0):
+kept (SPEC A2). Step ``j`` goes from ``u = t_j`` to ``v = t_{j+1}`` (the last to
+the path's end: training index 0 on a VP path, the smallest σ on a flow path):
 
     h = λ_v − λ_u,   c_x = (s_v/s_u)·e^{−h},   c_d = a_v·(1 − e^{−2h}),   σ = s_v·√(1 − e^{−2h}),
     c_2 = c_d / (2ρ) with ρ = (λ_u − λ_{t_{j−1}})/h  (second order, midpoint form), 0 at j = 0.

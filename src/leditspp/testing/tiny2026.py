@@ -9,7 +9,7 @@ round-trip ``save_pretrained`` / ``DiffusionPipeline.from_pretrained``.
 The Qwen text encoders need a Qwen tokenizer: :func:`qwen_tokenizer` trains a byte-level BPE on a
 few hundred English words (the same pre-tokeniser, normaliser, special tokens and chat templates as
 Qwen3 and Qwen2.5-VL) and wraps it as ``Qwen2TokenizerFast``. Chroma's T5 tokenizer is
-:func:`leditspp.testing.t5_tokenizer`.
+:func:`leditspp.testing.tokenizers.t5_tokenizer`.
 
 Every builder seeds inside ``torch.random.fork_rng()``: the caller's global RNG is left as it was.
 So that prompts steer these random models measurably (two prompts' latents differ by 2–20 % of
@@ -19,16 +19,23 @@ q/k norms a gain of :data:`QK_GAIN` (:func:`sharpen_attention`; klein's gates al
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import tempfile
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from leditspp.testing import FLUX_SCHEDULE, FLUX_VAE_FACTORS, t5_corpus, t5_text_encoder, t5_tokenizer, tiny_flow_vae
+from .tiny import (
+    FLUX_SCHEDULE,
+    FLUX_VAE_FACTORS,
+    TINY_FLUX1_TRANSFORMER,
+    eval_mode,
+    seeded,
+    t5_text_encoder,
+    tiny_flow_vae,
+)
+from .tokenizers import t5_corpus, t5_tokenizer
 
 if TYPE_CHECKING:
     from diffusers import ChromaPipeline, Flux2KleinPipeline, QwenImagePipeline, ZImagePipeline
@@ -117,7 +124,7 @@ QWEN25VL_CHAT_TEMPLATE = (
 QWEN_CHAT_TEMPLATES: dict[str, str] = {"qwen3": QWEN3_CHAT_TEMPLATE, "qwen2.5-vl": QWEN25VL_CHAT_TEMPLATE}
 
 #: Common English words the tiny Qwen tokenizer keeps whole (plain, capitalised, with and without
-#: the leading space), besides the words of :func:`leditspp.testing.t5_corpus` (the shapes world:
+#: the leading space), besides the words of :func:`leditspp.testing.tokenizers.t5_corpus` (the shapes world:
 #: colours, shapes, cat, dog, sunglasses, hat …).
 _QWEN_WORDS_TEXT = """
 the be to of and a in that have i it for not on with he as you do at this but his by from they we
@@ -240,14 +247,6 @@ def text_encoder_vocab_size(tokenizer: Any, multiple: int = 64) -> int:
 
 
 # --- Shared helpers ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed torch's CPU RNG with ``seed`` inside the block; the caller's RNG state is restored after."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def widen_text_init(model: Any, std: float = 1.0) -> Any:
@@ -378,13 +377,6 @@ def sharpen_attention(transformer: torch.nn.Module, gain: float = QK_GAIN) -> to
     return transformer
 
 
-def _eval(components: dict[str, Any]) -> dict[str, Any]:
-    for value in components.values():
-        if isinstance(value, torch.nn.Module):
-            value.eval()
-    return components
-
-
 # --- FLUX.2 [klein] ---------------------------------------------------------------------------------
 
 #: FLUX.2's scheduler config: dynamic exponential shift; the pipeline passes its own sigmas
@@ -452,7 +444,7 @@ def tiny_klein_components(*, seed: int = 0, text_layers: int = 28) -> dict[str, 
         vae.bn.running_var.copy_(torch.empty(channels).uniform_(0.25, 4.0))
     with seeded(seed + 2):
         text_encoder = qwen3_text_encoder(tokenizer, hidden=32, layers=text_layers)
-    return _eval(
+    return eval_mode(
         {
             "scheduler": FlowMatchEulerDiscreteScheduler(**KLEIN_SCHEDULE),
             "vae": vae,
@@ -516,7 +508,7 @@ def tiny_zimage_components(*, seed: int = 0, shift: float = 3.0) -> dict[str, An
         vae = tiny_flow_vae(seed + 1, **FLUX_VAE_FACTORS)  # seeds the global RNG: keep it inside
     with seeded(seed + 2):
         text_encoder = qwen3_text_encoder(tokenizer, hidden=32, layers=2)
-    return _eval(
+    return eval_mode(
         {
             "scheduler": FlowMatchEulerDiscreteScheduler(**{**ZIMAGE_SCHEDULE, "shift": shift}),
             "vae": vae,
@@ -584,7 +576,7 @@ def tiny_qwenimage_components(*, seed: int = 0) -> dict[str, Any]:
         )
     with seeded(seed + 2):
         text_encoder = qwen25vl_text_encoder(tokenizer, hidden=32, layers=2)
-    return _eval(
+    return eval_mode(
         {
             "scheduler": FlowMatchEulerDiscreteScheduler(**QWENIMAGE_SCHEDULE),
             "vae": vae,
@@ -623,14 +615,7 @@ def tiny_chroma_components(*, seed: int = 0) -> dict[str, Any]:
         tokenizer = t5_tokenizer(folder)
     with seeded(seed):
         transformer = ChromaTransformer2DModel(
-            patch_size=1,
-            in_channels=64,
-            num_layers=1,
-            num_single_layers=1,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=64,
-            axes_dims_rope=(4, 6, 6),
+            **TINY_FLUX1_TRANSFORMER,
             approximator_num_channels=32,
             approximator_hidden_dim=32,
             approximator_layers=1,
@@ -640,7 +625,7 @@ def tiny_chroma_components(*, seed: int = 0) -> dict[str, Any]:
         vae = tiny_flow_vae(seed + 1, **FLUX_VAE_FACTORS)  # seeds the global RNG: keep it inside
     with seeded(seed + 2):
         text_encoder = t5_text_encoder(tokenizer, 64, layers=2, heads=4, head_dim=8, ff=128)
-    return _eval(
+    return eval_mode(
         {
             "scheduler": FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULE),
             "vae": vae,

@@ -1,0 +1,69 @@
+"""Loading a model: the built-in demos' names resolved to their folders, diffusers pipelines
+loaded from the hub or disk, and the libraries' loading chatter silenced where the CLI asks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import LeditsError
+
+#: The built-in demo models, tiny and trained on the shapes world (:mod:`leditspp.demo.shapes`): the
+#: UNet one (SD-shaped, issue 3) and the flow-matching one (SD3-shaped MMDiT, issue 23).
+DEMO_NAME = "demo"
+DEMO_PATH = Path(__file__).resolve().parent.parent / "demo" / "demo_model"
+DEMO_FLOW_NAME = "demo-flow"
+DEMO_FLOW_PATH = Path(__file__).resolve().parent.parent / "demo" / "demo_flow_model"
+#: Each demo's training script, named where its weights are missing.
+_DEMO_TRAINING = {DEMO_NAME: "train_demo.py all", DEMO_FLOW_NAME: "train_demo_flow.py all"}
+
+
+def resolve_model(model: str) -> str:
+    """``"demo"`` / ``"demo-flow"`` → the shipped demo model's folder; anything else unchanged
+    (hub id or folder). A local folder literally named ``demo`` is reached as ``./demo``."""
+    if model in _DEMO_TRAINING:
+        path = DEMO_PATH if model == DEMO_NAME else DEMO_FLOW_PATH
+        if not (path / "model_index.json").exists():
+            raise LeditsError(
+                f"the built-in {model} model is missing from {path}; reinstall leditspp, or rebuild it "
+                f"with `python training/{_DEMO_TRAINING[model]}`"
+            )
+        return str(path)
+    return model
+
+
+def quiet_loading() -> None:
+    """No loading bars or warnings from diffusers and transformers in this process: the command
+    line's output (and a Ray worker's, which Ray forwards) is leditspp's own bars, lines and errors.
+    The library API leaves them as the user configured them."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
+def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
+    """Load a diffusers pipeline from ``"demo"``, a hub id or a local folder, without a safety checker."""
+    from diffusers import DiffusionPipeline
+
+    model = resolve_model(model)
+
+    kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
+    try:
+        index = DiffusionPipeline.load_config(model)
+        # components the folder declares absent ([null, null], e.g. SD3 saved without T5) are
+        # passed as None: diffusers refuses a folder that lacks a component its class requires
+        kwargs |= {k: None for k, v in index.items() if isinstance(v, (list, tuple)) and list(v) == [None, None]}
+        if "safety_checker" in index:  # SD 1.x/2.x pipelines: leave it out
+            kwargs |= {"safety_checker": None, "requires_safety_checker": False}
+        return DiffusionPipeline.from_pretrained(model, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise LeditsError(
+            f"cannot load model {model!r}: {str(exc).splitlines()[0]} — pass a Hugging Face hub id "
+            "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or a local folder in diffusers format "
+            "(with model_index.json)"
+        ) from exc
