@@ -243,7 +243,7 @@ def test_a_ray_address_that_does_not_answer_is_a_clear_error(tmp_path, capsys):
 
 def test_the_item_bar_shows_failed_retried_and_the_rate(capsys):
     from leditspp.cli import _item_progress
-    from leditspp.evaluation.runner import RunStats
+    from leditspp.jobs import RunStats
 
     stats = RunStats(total=3, done=1, failed=1, retried=2, seconds=30.0)
     bar = _item_progress(False, "edit", stats)

@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, defaults
-from .editor import Editor, check_device
+from .editor import check_device
 from .edits import Edit, check_warmup
 from .errors import LeditsError
-from .evaluation.runner import Item, MapItems, Outcome, RunStats, serial_map
 from .inversion import Inversion, read_metadata
 from .io import PNG_KEY, check_pixels, load_mask, mask_overlays, open_image, save_image
+from .jobs import EditorSpec, Item, MapItems, Outcome, RunStats, serial_map
 from .masking import MASK_MODES
-from .models import RECOMMENDABLE, model_settings, quiet_loading, size_multiple_hint
+from .models import RECOMMENDABLE, model_settings, size_multiple_hint
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from .solvers import SOLVERS, validate_steps
 
@@ -717,15 +717,7 @@ def _invert(editor: Any, image: Any, settings: dict[str, Any], bar: Any, max_pix
 
 
 def _load_editor(args: argparse.Namespace, model: str) -> Any:
-    import torch
-
-    quiet_loading()
-    if args.quiet:
-        logging.getLogger("leditspp").setLevel(logging.ERROR)
-
-    dtype = getattr(torch, args.dtype) if args.dtype else None
-    editor = Editor.from_pretrained(model, torch_dtype=dtype, device=args.device)
-    return editor.compile() if args.compile else editor
+    return EditorSpec(model, args.device, args.dtype, args.compile, args.quiet).load()
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> None:

@@ -2,7 +2,7 @@
 
 One :class:`Worker` actor per GPU (``num_gpus=1``; one per CPU where the cluster has no GPU)
 loads the editor once and computes items with the same pure ``item → Row`` function the serial
-path uses (:func:`leditspp.evaluation.runner.compute`), so the numbers and images are the serial
+path uses (:func:`leditspp.jobs.compute`), so the numbers and images are the serial
 run's for the same seeds. Results travel back to the driver, which does all the writing through
 the runner: every output is written once, atomically, in one process.
 
@@ -40,7 +40,7 @@ from typing import Any
 
 from . import __version__
 from .errors import LeditsError
-from .evaluation.runner import EvaluateItem, Item, MapItems, Outcome, RunStats, compute
+from .jobs import ComputeItem, Item, MapItems, Outcome, RunStats, compute
 from .models import quiet_loading
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Worker:
     """One editor, loaded once in its own process; computes items one at a time.
 
     ``load_editor()`` builds the editor (it runs in the worker, so the model is read there, on the
-    worker's device); ``make_evaluate(editor)`` gives the suite's ``item → Row`` function. Both
+    worker's device); ``make_evaluate(editor)`` gives the ``item → row`` function (a suite's, a batch edit's). Both
     travel pickled (cloudpickle: closures are fine). ``threads``: torch's CPU threads in this
     worker (Ray sets one per CPU slot); the driver passes its own count, because a float sum split
     over another number of threads rounds differently and the outputs would no longer be the serial
@@ -125,7 +125,7 @@ class Worker:
     """
 
     def __init__(
-        self, load_editor: Callable[[], Any], make_evaluate: Callable[[Any], EvaluateItem], threads: int | None = None
+        self, load_editor: Callable[[], Any], make_evaluate: Callable[[Any], ComputeItem], threads: int | None = None
     ) -> None:
         if threads is not None:
             import torch
@@ -190,7 +190,7 @@ class GroupQueue:
 
 def ray_map(
     load_editor: Callable[[], Any],
-    make_evaluate: Callable[[Any], EvaluateItem],
+    make_evaluate: Callable[[Any], ComputeItem],
     *,
     workers: int | None = None,
     retries: int = 1,
@@ -198,8 +198,9 @@ def ray_map(
     stats: RunStats | None = None,
     prepare: Callable[[Item], Item] | None = None,
 ) -> MapItems:
-    """A ``map_items`` for :func:`leditspp.evaluation.runner.run` that computes on Ray (which must
-    be started, see :func:`ray_backend`): outcomes are yielded as workers finish them.
+    """A ``map_items`` (:mod:`leditspp.jobs`: for :func:`leditspp.evaluation.runner.run` or a batch edit)
+    that computes on Ray (which must be started, see :func:`ray_backend`): outcomes are yielded as
+    workers finish them.
 
     ``workers``: how many actors (default: one per GPU of the cluster, else one per CPU, never
     more than the items); ``retries``: how often an item whose worker died is handed out again;

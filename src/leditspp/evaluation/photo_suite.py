@@ -23,10 +23,11 @@ from ..caching import LRUCache, image_key
 from ..edits import Edit
 from ..errors import LeditsError
 from ..io import open_image
+from ..jobs import Item
 from . import metrics as M
 from .checks import check_edited, check_given, preserve_of
 from .manifests import EvalItem
-from .runner import Item, Row
+from .runner import Row
 
 #: The metrics a run computes without --metrics: the paper's pair for TEdBench++, PIE-Bench's set.
 DEFAULT_METRICS = {

@@ -37,8 +37,9 @@ from PIL import Image
 from .. import shapes
 from ..caching import LRUCache
 from ..errors import LeditsError, is_int
+from ..jobs import Item
 from .checks import check_edited, check_given, preserve_of
-from .runner import Item, Row
+from .runner import Row
 
 SUITE = "shapes"
 DILATE = 6  # px around an object's box that still count as "inside" for change_ratio
