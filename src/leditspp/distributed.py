@@ -36,6 +36,8 @@ import re
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -55,6 +57,49 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise LeditsError(f"--ray needs Ray, which is not installed; install it with: {INSTALL}") from exc
     return ray
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide a run scales out, as plain values (``--ray``, ``--ray-workers``,
+    ``--ray-env``): ``address`` as :func:`ray_backend` takes it; ``workers`` (None: one per GPU,
+    else per CPU); ``runtime_env``: Ray's runtime_env for the workers, a mapping or a JSON/YAML
+    file holding one."""
+
+    address: str = "local"
+    workers: int | None = None
+    runtime_env: dict[str, Any] | str | Path | None = None
+
+    def check(self, device: str | None) -> None:
+        """Ray installed, a device workers can each take, a worker count and a runtime_env that make
+        sense — refused before any work."""
+        import_ray()
+        if device and device.startswith("cuda:"):
+            raise LeditsError(f"with --ray each worker gets a GPU of its own; give --device cuda, not {device!r}")
+        if self.workers is not None and self.workers < 1:
+            raise LeditsError(f"--ray-workers must be ≥ 1; got {self.workers}")
+        self.env()
+
+    def env(self) -> dict[str, Any] | None:
+        """The runtime_env mapping (a file read as YAML: JSON is YAML)."""
+        env = self.runtime_env
+        if not env:
+            return None
+        if isinstance(env, (str, Path)):
+            import yaml
+
+            try:
+                env = yaml.safe_load(Path(env).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                raise LeditsError(
+                    f"cannot read --ray-env {str(self.runtime_env)!r} ({exc}); give a JSON or YAML file"
+                ) from exc
+        if not isinstance(env, dict):
+            raise LeditsError(
+                f'--ray-env {str(self.runtime_env)!r} must hold a mapping such as {{"pip": ["leditspp[ray]"]}}; '
+                f"got {type(env).__name__}"
+            )
+        return env or None
 
 
 @contextmanager
