@@ -227,7 +227,7 @@ def test_a_batch_records_a_bad_input_goes_on_and_resume_redoes_only_what_is_miss
     assert sorted(now) == images
     assert [n for n in images if now[n] != mtimes.get(n)] == ["s1.mask-1.png", "s1.png"]  # only s1 redone
 
-    monkeypatch.setattr("leditspp.cli._load_editor", lambda *a: pytest.fail("nothing to do, no model to load"))
+    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("nothing to do, no model to load"))
     assert main([*args, "-o", str(out), "--resume"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == now
 
@@ -242,15 +242,15 @@ def test_a_ray_address_that_does_not_answer_is_a_clear_error(tmp_path, capsys):
 
 
 def test_the_item_bar_shows_failed_retried_and_the_rate(capsys):
-    from leditspp.cli import _item_progress
-    from leditspp.evaluation.runner import RunStats
+    from leditspp.cli.progress import item_progress
+    from leditspp.jobs import RunStats
 
     stats = RunStats(total=3, done=1, failed=1, retried=2, seconds=30.0)
-    bar = _item_progress(False, "edit", stats)
+    bar = item_progress(False, "edit", stats)
     bar(2, 3)
     bar(3, 3)
     assert "1 failed, 2 retried, 4.0/min" in capsys.readouterr().err
-    assert _item_progress(True, "edit", stats) is None  # --quiet
+    assert item_progress(True, "edit", stats) is None  # --quiet
 
 
 @pytest.mark.parametrize(

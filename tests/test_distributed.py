@@ -16,7 +16,8 @@ from PIL import Image
 from leditspp import LeditsError
 from leditspp.cli import main
 from leditspp.evaluation import runner
-from leditspp.evaluation.runner import Item, Row
+from leditspp.evaluation.runner import Row
+from leditspp.jobs import Item, RunStats
 
 from .test_eval_data import clip_folder  # noqa: F401  (a tiny random CLIP saved with save_pretrained)
 
@@ -124,7 +125,7 @@ def test_a_dead_worker_has_its_item_retried_and_failures_are_recorded(ray_runtim
 
     ids = ["a", "dies-once", "b", "raises", "dies", "c"]
     items = [Item(i, "toy", "t", data=k) for k, i in enumerate(ids)]
-    stats = runner.RunStats()
+    stats = RunStats()
     mapper = ray_map(lambda: None, lambda editor: _flaky(str(tmp_path)), workers=2, retries=1, threads=1, stats=stats)
     summary = runner.run(items, None, tmp_path / "out", map_items=mapper, stats=stats)
     rows = runner.read_rows(tmp_path / "out" / runner.METRICS_CSV)

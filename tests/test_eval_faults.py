@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from leditspp.cli import _eval_outcome, main
+from leditspp.cli import main
+from leditspp.cli.eval import eval_outcome
 from leditspp.demo import shapes
 from leditspp.edits import Edit
 from leditspp.errors import LeditsError
@@ -217,9 +218,9 @@ def test_the_shapes_suite_refuses_a_diverged_edit_too(latent):
 
 def test_the_exit_code_is_1_only_when_every_item_failed():
     errors = [{"item": "001_cat", "error": "DivergedEdit: the edit diverged"}]
-    assert _eval_outcome({"items": 2, "failed": 0, "errors": []}) == (0, "")
-    assert _eval_outcome({"items": 2, "failed": 1, "errors": errors}) == (0, "1 of 2 items failed; see summary.json")
-    code, line = _eval_outcome({"items": 1, "failed": 1, "errors": errors})
+    assert eval_outcome({"items": 2, "failed": 0, "errors": []}) == (0, "")
+    assert eval_outcome({"items": 2, "failed": 1, "errors": errors}) == (0, "1 of 2 items failed; see summary.json")
+    code, line = eval_outcome({"items": 1, "failed": 1, "errors": errors})
     assert code == 1 and line.startswith("every item failed (1 of 1), so nothing was measured; the first, 001_cat:")
 
 
@@ -238,7 +239,7 @@ def test_the_exit_code_is_1_only_when_every_item_failed():
     ],
 )
 def test_eval_refuses_a_bad_benchmark_before_any_model_loads(tmp_path, capsys, monkeypatch, write, extra, expected):
-    monkeypatch.setattr("leditspp.cli._load_editor", lambda *a: pytest.fail("a refused run loads no model"))
+    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("a refused run loads no model"))
     data = _tedbench(tmp_path / "ted", **write)
     argv = ["eval", "tedbench", str(data), "-o", str(tmp_path / "out"), "--metrics", "psnr", "--quiet", *extra]
     assert main(argv) == 2
@@ -247,7 +248,7 @@ def test_eval_refuses_a_bad_benchmark_before_any_model_loads(tmp_path, capsys, m
 
 
 def test_eval_piebench_null_prompt_is_exit_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("leditspp.cli._load_editor", lambda *a: pytest.fail("a refused run loads no model"))
+    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("a refused run loads no model"))
     data = _piebench(tmp_path / "pie", original_prompt=None)
     assert main(["eval", "piebench", str(data), "-o", str(tmp_path / "out"), "--metrics", "psnr"]) == 2
     assert "original_prompt must be text; got null" in capsys.readouterr().err

@@ -13,7 +13,8 @@ from PIL import Image
 from leditspp import LeditsError
 from leditspp.cli import main
 from leditspp.evaluation import report, runner
-from leditspp.evaluation.runner import Item, Row
+from leditspp.evaluation.runner import Row
+from leditspp.jobs import Item, RunStats
 
 from .conftest import scene
 from .test_eval_data import clip_folder  # noqa: F401  (a tiny random CLIP saved with save_pretrained)
@@ -105,13 +106,13 @@ def test_a_groups_items_are_computed_together_and_written_in_order(tmp_path):
     cached inversion serves them all) and the CSV keeps the items' order. The stats count as they go."""
     base = [Item(f"s{k}.{e}", "toy", "t", {"scale": 1}, data=k, group=f"s{k}") for k in range(2) for e in "ab"]
     items = runner.expand_sweep(base, {"scale": [1, 2]})
-    counting, stats = Counting(fail={"s1.a.scale=2"}), runner.RunStats()
+    counting, stats = Counting(fail={"s1.a.scale=2"}), RunStats()
     runner.run(items, counting, tmp_path, stats=stats)
     assert counting.calls == [i.id for i in items if i.group == "s0"] + [i.id for i in items if i.group == "s1"]
     assert [r["item"] for r in _csv(tmp_path / "metrics.csv")] == [i.id for i in items]
     assert (stats.total, stats.done, stats.failed, stats.skipped) == (8, 7, 1, 0)
     assert stats.per_minute > 0 and "7 done, 1 failed, 0 retried" in stats.line()
-    again = runner.RunStats()
+    again = RunStats()
     runner.run(items, Counting(), tmp_path, resume=True, stats=again)
     assert (again.done, again.skipped) == (1, 7) and "7 already done" in again.line()
 
@@ -197,7 +198,7 @@ def test_eval_shapes_end_to_end(tmp_path, capsys, monkeypatch):
     page = (out / "report.html").read_text()
     assert "Trade-off" in page and page.count("data:image/png;base64,") > 10
     before = (out / "metrics.csv").read_text()
-    monkeypatch.setattr("leditspp.cli._load_editor", lambda *a: pytest.fail("a finished run loads no model"))
+    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("a finished run loads no model"))
     assert main([*args, "--resume"]) == 0
     assert (out / "metrics.csv").read_text() == before
 
@@ -338,7 +339,8 @@ SLOW_RUN = """
 import sys, time
 from PIL import Image
 from leditspp.evaluation import runner
-from leditspp.evaluation.runner import Item, Row
+from leditspp.evaluation.runner import Row
+from leditspp.jobs import Item
 
 def slow(item):
     time.sleep(0.3)

@@ -2,7 +2,7 @@
 
 One :class:`Worker` actor per GPU (``num_gpus=1``; one per CPU where the cluster has no GPU)
 loads the editor once and computes items with the same pure ``item → Row`` function the serial
-path uses (:func:`leditspp.evaluation.runner.compute`), so the numbers and images are the serial
+path uses (:func:`leditspp.jobs.compute`), so the numbers and images are the serial
 run's for the same seeds. Results travel back to the driver, which does all the writing through
 the runner: every output is written once, atomically, in one process.
 
@@ -36,11 +36,13 @@ import re
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .errors import LeditsError
-from .evaluation.runner import EvaluateItem, Item, MapItems, Outcome, RunStats, compute
+from .jobs import ComputeItem, Item, MapItems, Outcome, RunStats, compute
 from .models import quiet_loading
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,49 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise LeditsError(f"--ray needs Ray, which is not installed; install it with: {INSTALL}") from exc
     return ray
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide a run scales out, as plain values (``--ray``, ``--ray-workers``,
+    ``--ray-env``): ``address`` as :func:`ray_backend` takes it; ``workers`` (None: one per GPU,
+    else per CPU); ``runtime_env``: Ray's runtime_env for the workers, a mapping or a JSON/YAML
+    file holding one."""
+
+    address: str = "local"
+    workers: int | None = None
+    runtime_env: dict[str, Any] | str | Path | None = None
+
+    def check(self, device: str | None) -> None:
+        """Ray installed, a device workers can each take, a worker count and a runtime_env that make
+        sense — refused before any work."""
+        import_ray()
+        if device and device.startswith("cuda:"):
+            raise LeditsError(f"with --ray each worker gets a GPU of its own; give --device cuda, not {device!r}")
+        if self.workers is not None and self.workers < 1:
+            raise LeditsError(f"--ray-workers must be ≥ 1; got {self.workers}")
+        self.env()
+
+    def env(self) -> dict[str, Any] | None:
+        """The runtime_env mapping (a file read as YAML: JSON is YAML)."""
+        env = self.runtime_env
+        if not env:
+            return None
+        if isinstance(env, (str, Path)):
+            import yaml
+
+            try:
+                env = yaml.safe_load(Path(env).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                raise LeditsError(
+                    f"cannot read --ray-env {str(self.runtime_env)!r} ({exc}); give a JSON or YAML file"
+                ) from exc
+        if not isinstance(env, dict):
+            raise LeditsError(
+                f'--ray-env {str(self.runtime_env)!r} must hold a mapping such as {{"pip": ["leditspp[ray]"]}}; '
+                f"got {type(env).__name__}"
+            )
+        return env or None
 
 
 @contextmanager
@@ -117,7 +162,7 @@ class Worker:
     """One editor, loaded once in its own process; computes items one at a time.
 
     ``load_editor()`` builds the editor (it runs in the worker, so the model is read there, on the
-    worker's device); ``make_evaluate(editor)`` gives the suite's ``item → Row`` function. Both
+    worker's device); ``make_evaluate(editor)`` gives the ``item → row`` function (a suite's, a batch edit's). Both
     travel pickled (cloudpickle: closures are fine). ``threads``: torch's CPU threads in this
     worker (Ray sets one per CPU slot); the driver passes its own count, because a float sum split
     over another number of threads rounds differently and the outputs would no longer be the serial
@@ -125,7 +170,7 @@ class Worker:
     """
 
     def __init__(
-        self, load_editor: Callable[[], Any], make_evaluate: Callable[[Any], EvaluateItem], threads: int | None = None
+        self, load_editor: Callable[[], Any], make_evaluate: Callable[[Any], ComputeItem], threads: int | None = None
     ) -> None:
         if threads is not None:
             import torch
@@ -190,7 +235,7 @@ class GroupQueue:
 
 def ray_map(
     load_editor: Callable[[], Any],
-    make_evaluate: Callable[[Any], EvaluateItem],
+    make_evaluate: Callable[[Any], ComputeItem],
     *,
     workers: int | None = None,
     retries: int = 1,
@@ -198,8 +243,9 @@ def ray_map(
     stats: RunStats | None = None,
     prepare: Callable[[Item], Item] | None = None,
 ) -> MapItems:
-    """A ``map_items`` for :func:`leditspp.evaluation.runner.run` that computes on Ray (which must
-    be started, see :func:`ray_backend`): outcomes are yielded as workers finish them.
+    """A ``map_items`` (:mod:`leditspp.jobs`: for :func:`leditspp.evaluation.runner.run` or a batch edit)
+    that computes on Ray (which must be started, see :func:`ray_backend`): outcomes are yielded as
+    workers finish them.
 
     ``workers``: how many actors (default: one per GPU of the cluster, else one per CPU, never
     more than the items); ``retries``: how often an item whose worker died is handed out again;

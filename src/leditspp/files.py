@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+"""Atomic file writes: a reader sees the old file or the new one, never half of one; and the
+checks, before any work, that an output can be written where it is asked for.
 
 The data goes to a temp file beside the target, ``.NAME.<pid>.<random>.leditspp-tmp``, which is
 renamed over the target. The result gets the mode a plain ``open()`` would give a new file
@@ -14,6 +15,8 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from .errors import LeditsError
 
 TEMP_SUFFIX = ".leditspp-tmp"
 _writing: set[str] = set()  # this process's temps in flight (threads may write at once)
@@ -118,3 +121,27 @@ def umask() -> int:
     old = os.umask(0o022)  # elsewhere: set and restore (briefly visible to other threads)
     os.umask(old)
     return old
+
+
+def check_output(path: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse, before any work, an output with the wrong suffix or in a folder we cannot write to."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise LeditsError(f"output {path!r} must end in one of {', '.join(suffixes)}")
+    if p.is_dir():
+        raise LeditsError(f"output {path!r} is a folder; give a file name inside it")
+    check_writable_folder(p.parent, f"output {path!r}")
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Probe ``folder`` by creating (and removing) a file in it: permissions, read-only mounts and
+    pseudo file systems all answer truthfully only to an attempt."""
+    if not folder.exists():
+        raise LeditsError(f"the folder of {what} does not exist; create it first")
+    if not folder.is_dir():
+        raise LeditsError(f"{what}: {str(folder)!r} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".leditspp-probe-"):
+            pass
+    except OSError as exc:
+        raise LeditsError(f"{what}: cannot write in {str(folder)!r} ({exc.strerror}); choose another place") from exc

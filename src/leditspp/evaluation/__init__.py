@@ -1,5 +1,13 @@
-"""Evaluation: benchmark manifests (TEdBench++, PIE-Bench), metrics and the ``leditspp eval`` runner.
+"""Evaluation: benchmark suites (the demo world's ``shapes``, TEdBench++, PIE-Bench), their metrics,
+the resumable runner and the report; :func:`evaluate` runs one from Python (``leditspp eval``).
 
-Submodules are imported where they are used, so ``import leditspp`` does not load metric models
-or plotting libraries: ``manifests`` (parsing), ``metrics`` (image metrics, CLIP and LPIPS).
+``suites`` (the protocol a suite follows), ``shapes_suite`` and ``photo_suite`` (the suites),
+``manifests`` (parsing the benchmarks' folders), ``metrics`` (image metrics, CLIP and LPIPS),
+``runner`` (items → ``metrics.csv``, ``summary.json``), ``report`` (``report.html``), ``session``
+(:func:`evaluate`). ``import leditspp`` does not import this package.
 """
+
+from .session import SUITES, Evaluation, evaluate
+from .suites import Suite
+
+__all__ = ["SUITES", "Evaluation", "Suite", "evaluate"]

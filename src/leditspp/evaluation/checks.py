@@ -38,7 +38,7 @@ class DivergedEdit(LeditsError):
 def check_setting(key: str, value: Any, concept: str = "every concept") -> None:
     """Refuse ``value`` for the evaluation setting ``key`` as the editor would (:class:`LeditsError`
     naming the setting, its range and the value): ``steps`` and ``skip`` with
-    :func:`~leditspp.solvers.validate_steps`, ``seed`` with :func:`~leditspp.editor.check_seed`,
+    :func:`~leditspp.solvers.validate_steps`, ``seed`` with :func:`~leditspp.validation.check_seed`,
     ``scale`` and ``threshold`` with :class:`~leditspp.edits.Edit`'s own validation (its message
     names ``concept``); ``preserve`` with :func:`~leditspp.masking.check_preserve`."""
     if key == "preserve":

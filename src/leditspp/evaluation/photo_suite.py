@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .. import defaults
 from ..caching import LRUCache, image_key
 from ..edits import Edit
 from ..errors import LeditsError
 from ..io import open_image
+from ..jobs import Item
 from . import metrics as M
 from .checks import check_edited, check_given, preserve_of
-from .manifests import EvalItem
-from .runner import Item, Row
+from .manifests import READERS, EvalItem
+from .runner import Row, expand_sweep
+from .suites import Plan, Request, first
 
 #: The metrics a run computes without --metrics: the paper's pair for TEdBench++, PIE-Bench's set.
 DEFAULT_METRICS = {
@@ -37,6 +41,43 @@ CLIP_MODEL = "openai/clip-vit-large-patch14"  # --clip-model default
 DINO_MODEL = "facebook/dino-vitb8"  # --dino-model default, as PIE-Bench
 SWEEPABLE = ("scale", "threshold", "steps", "skip", "preserve")
 PLOT = ("lpips", "clip_score")  # the paper's Fig. 5: CLIP score against LPIPS over the scales
+
+
+class PhotoSuite:
+    """A photo benchmark as :class:`~.suites.Suite`: its manifest read from DATA and checked, the
+    metric models loaded, all before the editor loads."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def check_data(self, data: str | None) -> None:
+        if not data:
+            raise LeditsError(
+                f"the {self.name} suite needs DATA, the benchmark's folder: leditspp eval {self.name} DIR -o OUT"
+            )
+        if not Path(data).is_dir():
+            raise LeditsError(f"DATA {data!r} is not a folder; give the {self.name} benchmark's folder")
+
+    def plan(self, request: Request, recommended: dict[str, Any]) -> Plan:
+        """The manifest's items with the settings given over its own, checked; the metric models loaded."""
+        if request.scenes is not None:
+            raise LeditsError(f"--scenes is for the shapes suite; {self.name} takes its items from DATA (see --limit)")
+        given, sweep = request.settings or {}, request.sweep or {}
+        check_settings(given, sweep, {k: recommended[k] for k in ("steps", "skip")})
+        names = M.check_metrics(request.metrics) if request.metrics else DEFAULT_METRICS[self.name]
+        entries = READERS[self.name](request.data)
+        todo = expand_sweep(first(items(entries, self.name, given), request.limit), sweep)
+        scorers = load_scorers(
+            names, clip_model=request.clip_model, dino_model=request.dino_model, device=request.device
+        )
+        fallback = {"steps": recommended["steps"], "skip": recommended["skip"], "seed": defaults.SEED}
+        return Plan(
+            todo,
+            lambda editor: PhotoEvaluator(editor, names, scorers, fallback),
+            f"{self.name} ({request.data})",
+            PLOT,
+            with_pixels,
+        )
 
 
 def items(entries: list[EvalItem], suite: str, overrides: dict[str, Any]) -> list[Item]:

@@ -19,7 +19,8 @@ from PIL import Image
 
 from ..errors import LeditsError
 from ..files import atomic_write
-from .runner import IMAGE_PREFIX, Value
+from ..jobs import Value
+from .runner import IMAGE_PREFIX
 
 REPORT_HTML = "report.html"
 THUMB = 112  # px, the longer side of a grid thumbnail

@@ -1,12 +1,12 @@
 """The evaluation runner: items in, ``metrics.csv`` and ``summary.json`` out, resumable.
 
-A suite turns its data into :class:`Item` values and gives a pure function ``evaluate_item(item)
+A suite turns its data into :class:`~leditspp.jobs.Item` values and gives a pure function ``evaluate_item(item)
 -> Row``. The runner owns everything else: the order, ``--sweep`` expansion (items × values),
 resume (an item whose row is already in ``OUT/metrics.csv`` is not computed again), atomic writes
 of the CSV, the images and the summary after every item, and failures (an item that raises gets a
 row with its error; the run goes on). Because ``evaluate_item`` only maps a value to a value, the
 computing can be handed to a worker pool: ``run(..., map_items=...)`` takes any function that
-turns the items to do into :class:`Outcome` values (in any order; :mod:`leditspp.distributed`
+turns the items to do into :class:`~leditspp.jobs.Outcome` values (in any order; :mod:`leditspp.distributed`
 does it on Ray), and this module still does all the ordering, resuming and writing.
 
 Outputs under ``OUT``:
@@ -35,6 +35,7 @@ from PIL import Image
 
 from ..errors import LeditsError
 from ..files import atomic_write, folder_lock
+from ..jobs import Item, MapItems, Outcome, RunStats, Value, by_group, serial_map
 
 logger = logging.getLogger(__name__)
 
@@ -45,31 +46,7 @@ FIXED_COLUMNS = ("item", "suite", "edit_type")
 TAIL_COLUMNS = ("seconds", "error")
 IMAGE_PREFIX = "image_"
 
-Value = float | int | bool | str | None
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Item:
-    """One unit of work: an edit of one input with its parameters (picklable, so it can travel).
-
-    ``id`` is unique within a run (it names the CSV row and the image files); ``params`` are the
-    settings the edit uses, sweep values included, written to the CSV; ``data`` is whatever else
-    the suite's ``evaluate_item`` needs (a scene seed, a file path) and is not written. Items with
-    the same ``group`` (their input: a scene, an image file) share work such as an inversion, so
-    they are computed one after another, by one worker (empty: an item of its own).
-    """
-
-    id: str
-    suite: str
-    edit_type: str
-    params: dict[str, Value] = field(default_factory=dict)
-    data: Any = None
-    group: str = ""
-
-    @property
-    def group_key(self) -> str:
-        return self.group or f"item:{self.id}"
 
 
 @dataclass(frozen=True)
@@ -81,80 +58,6 @@ class Row:
 
 
 EvaluateItem = Callable[[Item], Row]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What computing one item gave, before anything is written: its row (whatever the function
-    returned: a :class:`Row` in an evaluation), or the error that stopped it (``"Type: message"``),
-    and the seconds it took. Picklable, so a worker can send it back to the process that writes."""
-
-    item: Item
-    row: Any
-    error: str
-    seconds: float
-
-
-MapItems = Callable[[Sequence[Item]], Iterable[Outcome]]
-
-
-@dataclass
-class RunStats:
-    """What a run did, counted as it goes, for the progress bar and the closing line: items done,
-    failed, skipped (finished by an earlier run), retried (handed out again after their worker
-    died), the workers computing them and the seconds since computing began."""
-
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    skipped: int = 0
-    retried: int = 0
-    workers: int = 1
-    seconds: float = 0.0
-
-    def count(self, error: str, start: float) -> None:
-        """One more outcome (failed if it has an ``error``), ``start`` being when computing began."""
-        self.failed += bool(error)
-        self.done += not error
-        self.seconds = time.perf_counter() - start
-
-    @property
-    def per_minute(self) -> float:
-        """Items computed (done or failed) per minute so far."""
-        return 60 * (self.done + self.failed) / self.seconds if self.seconds > 0 else 0.0
-
-    def line(self) -> str:
-        workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
-        skipped = f", {self.skipped} already done" if self.skipped else ""
-        return (
-            f"{self.done} done, {self.failed} failed, {self.retried} retried{skipped}; "
-            f"{self.per_minute:.1f} items/min on {workers}"
-        )
-
-
-def by_group(items: Sequence[Item]) -> list[Item]:
-    """``items`` with each group's together, groups in order of first appearance (a stable sort),
-    so a worker's cache of a group's shared work (an inversion) is used by all its items."""
-    groups: dict[str, list[Item]] = {}
-    for item in items:
-        groups.setdefault(item.group_key, []).append(item)
-    return [item for group in groups.values() for item in group]
-
-
-def compute(item: Item, evaluate_item: EvaluateItem) -> Outcome:
-    """``evaluate_item(item)`` timed, an exception caught and kept as the outcome's error (one
-    failing item must not stop the run)."""
-    start = time.perf_counter()
-    try:
-        row, error = evaluate_item(item), ""
-    except Exception as exc:  # said where the outcome is recorded (once, in the process that writes)
-        row, error = None, f"{type(exc).__name__}: {exc}"
-    return Outcome(item, row, error, round(time.perf_counter() - start, 4))
-
-
-def serial_map(evaluate_item: EvaluateItem) -> MapItems:
-    """The in-process ``map_items``: items computed one after another, in order."""
-    return lambda items: (compute(item, evaluate_item) for item in items)
 
 
 def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:

@@ -1,8 +1,8 @@
 """The ``shapes`` suite: LEDITS++ on the demo world's scenes, measured against exact ground truth.
 
-No data is needed: scene ``k`` is :func:`leditspp.shapes.scene` of seed ``k`` (held out: the demo
+No data is needed: scene ``k`` is :func:`leditspp.demo.shapes.scene` of seed ``k`` (held out: the demo
 model trained on seeds ≥ 1,000,000). Every edited image is read back by pixel analysis against the
-palette (:mod:`leditspp.shapes`). Per scene, one item per edit:
+palette (:mod:`leditspp.demo.shapes`). Per scene, one item per edit:
 
     reconstruction  no edits: max |Δ| of the latents and of the decoded pixels, and the VAE's own
                     round trip (mean |Δ| of the decoded input from the rendered scene)
@@ -26,6 +26,7 @@ that diverged (NaN latents, a one-colour image: "gone" would read 1.0) is a fail
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +38,13 @@ from PIL import Image
 from ..caching import LRUCache
 from ..demo import shapes
 from ..errors import LeditsError, is_int
+from ..jobs import Item
 from .checks import check_edited, check_given, preserve_of
-from .runner import Item, Row
+from .runner import Row, expand_sweep
+from .suites import Plan, Request, first
 
 SUITE = "shapes"
+SCENES = 20  # scenes of a run that gives no number
 DILATE = 6  # px around an object's box that still count as "inside" for change_ratio
 MIN_ADDED = 60  # px of a colour that count as an added object
 REMOVED = 0.8  # fraction of an object's pixels that must be gone
@@ -116,6 +120,41 @@ def check_metrics(names: list[str] | None) -> None:
     unknown = [n for n in names or [] if n not in METRICS]
     if unknown:
         raise LeditsError(f"the shapes suite has no metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+
+
+class ShapesSuite:
+    """The suite as :class:`~.suites.Suite`: built in (no DATA), measured by pixels (no metric models)."""
+
+    name = SUITE
+
+    def check_data(self, data: str | None) -> None:
+        if data:
+            raise LeditsError(f"the shapes suite is built in and takes no DATA; drop {data!r}")
+
+    def plan(self, request: Request, recommended: dict[str, Any]) -> Plan:
+        """The scenes' items with the settings given over the model's ``recommended``, checked."""
+        metrics = _metric_names(request.metrics)
+        check_metrics(metrics)
+        if request.clip_model or request.dino_model:
+            raise LeditsError("--clip-model/--dino-model are for tedbench and piebench; shapes measures by pixels")
+        given, sweep = request.settings or {}, request.sweep or {}
+        check_settings(given, sweep, recommended)
+        params = {k: recommended[k] for k in ("steps", "skip", "scale", "threshold")} | given
+        scenes = SCENES if request.scenes is None else request.scenes
+        return Plan(
+            expand_sweep(first(items(scenes, params), request.limit), sweep),
+            lambda editor: ShapesEvaluator(editor, metrics),
+            f"shapes, {scenes} scenes",
+            PLOT,
+        )
+
+
+def _metric_names(metrics: str | Sequence[str] | None) -> list[str] | None:
+    """Metric names from a comma-separated text or a sequence (None, or none given: all)."""
+    if not metrics:
+        return None
+    names = metrics.split(",") if isinstance(metrics, str) else metrics
+    return [m.strip() for m in names if m.strip()]
 
 
 class ShapesEvaluator:

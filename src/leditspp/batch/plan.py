@@ -1,0 +1,242 @@
+"""A batch edit as a plain value (:class:`BatchEdit`), and its plan: every check that needs no
+model (recipe, inputs, outputs, settings, edits, sizes), one :class:`Job` per input."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .. import defaults
+from ..distributed import RayOptions
+from ..edits import Edit, check_warmup
+from ..errors import LeditsError
+from ..files import check_output, check_writable_folder
+from ..inversion import Inversion
+from ..io import check_pixels, load_mask, open_image
+from ..jobs import EditorSpec
+from ..models import RECOMMENDABLE, model_settings, size_multiple_hint
+from ..recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
+from ..solvers import validate_steps
+from .outputs import OUTPUT_SUFFIXES, job_paths
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class BatchEdit:
+    """What ``leditspp edit`` takes, flag for flag, as a value (picklable: Ray workers get it).
+
+    ``images``: files, folders or globs (or ``inversion``: a saved inversion); ``output``: a file
+    for one input, a folder for several; ``edits``: ``"+concept:scale@threshold"`` texts (none:
+    the recipe's); ``settings``: any of :data:`leditspp.recipes.SETTINGS` but ``model`` (None or
+    absent: the recipe's, else the model's recommended, else the default); ``scale``,
+    ``threshold``: of concepts that give none; ``user_mask``: a mask file or image.
+    """
+
+    images: tuple[str, ...] = ()
+    output: str = ""
+    edits: tuple[str, ...] = ()
+    recipe: str | None = None
+    inversion: str | None = None
+    save_inversion: str | None = None
+    masks: bool = False
+    resume: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    scale: float | None = None
+    threshold: float | None = None
+    warmup: int = defaults.WARMUP_STEPS
+    cooldown: int | None = defaults.COOLDOWN_STEPS
+    user_mask: Any = None
+    max_pixels: int | None = defaults.MAX_PIXELS
+    model: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    compile: bool = False
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input of a batch edit, planned and checked before the model loads."""
+
+    path: str | None  # the image file; None: the saved inversion of ``BatchEdit.inversion``
+    out: Path
+    settings: dict[str, Any]
+    edits: list[Edit]  # none: the exact reconstruction
+    source: Any  # the loaded Inversion, the image (one input) or its path (several: read in turn)
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """What a batch edit will do: the batch (its user mask read), the editor, the jobs to run, the
+    inputs ``resume`` found finished and those refused by their checks (several inputs: each
+    refused one is recorded, the others run), and where it computes (``ray``; None: here)."""
+
+    batch: BatchEdit
+    editor: EditorSpec
+    jobs: list[Job]
+    finished: int
+    refused: list[tuple[str, str]]  # (input, error)
+    several: bool  # a folder of outputs (and its edit-log.csv)
+    ray: RayOptions | None = None
+
+
+def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
+    """The editor to load and one checked job per input: recipe, inputs, outputs, settings, edits.
+
+    One input: any problem is a :class:`~leditspp.LeditsError`. Several: an input that fails its
+    checks is in ``refused`` and the others are planned."""
+    if ray is not None:
+        ray.check(batch.device)
+        if batch.save_inversion:
+            raise LeditsError("--save-inversion is for one IMAGE in this process; drop --ray (or --save-inversion)")
+    recipe = read_recipe(batch.recipe) if batch.recipe else {}
+    model = batch.model or recipe.get("model") or defaults.MODEL
+    recommended = model_settings(model).get("recommended", {})
+    edit_defaults = _edit_defaults(batch, recommended)
+    if batch.recipe:  # again, so that its concepts without a scale or threshold get the model's
+        recipe = read_recipe(batch.recipe, edit_defaults)
+    inputs, batch = _inputs(batch)
+    outputs = _outputs(inputs, batch.output)
+    overrides = {**edit_defaults, "warmup_steps": batch.warmup, "cooldown_steps": batch.cooldown}
+    flag_edits = [Edit.parse(text, **overrides) for text in batch.edits]
+    jobs, finished, refused = [], 0, []
+    for path, out in zip(inputs, outputs, strict=True):
+        entry = for_image(recipe, path) if path else recipe
+        edits = flag_edits or entry.get("edits", [])
+        if batch.resume and all(f.exists() for f in job_paths(out, len(edits), batch.masks)):
+            finished += 1
+            continue
+        try:
+            settings = resolve_settings(given({"model": batch.model, **batch.settings}), entry, recommended)
+            validate_steps(settings["steps"], settings["skip"])
+            source = _source(batch, model, path, settings, edits, keep_pixels=len(inputs) == 1)
+        except LeditsError as exc:
+            if len(inputs) == 1:
+                raise
+            refused.append((str(path), str(exc)))
+            continue
+        jobs.append(Job(path, out, settings, edits, source))
+    editor = EditorSpec(model, batch.device, batch.dtype, batch.compile, batch.quiet)
+    return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray)
+
+
+def given(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings among ``values`` that are given (not None), in :data:`~leditspp.recipes.SETTINGS` order."""
+    return {key: values[key] for key in SETTINGS if values.get(key) is not None}
+
+
+def resolve_settings(
+    flags: dict[str, Any], recipe: dict[str, Any], recommended: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Explicit ``flags`` over the recipe over the model's recommended settings over the defaults."""
+    check_settings(flags, "command line")
+    base = {**SETTINGS, **{k: v for k, v in (recommended or {}).items() if k in SETTINGS}}
+    return {key: flags.get(key, recipe.get(key, default)) for key, default in base.items()}
+
+
+def preflight(model: str, image: Any, settings: dict[str, Any], max_pixels: int | None) -> None:
+    """Checks that need the image but not the model: the pixel limit and the minimum size."""
+    width, height = image.size
+    size = (settings["width"] or width, settings["height"] or height)
+    check_pixels(size, max_pixels)
+    multiple = size_multiple_hint(model)
+    if multiple is not None and min(size) < multiple:
+        raise LeditsError(
+            f"the image is {width}×{height}; this model needs at least {multiple} pixels per side "
+            "(upscale it, or pass --height/--width)"
+        )
+
+
+def _edit_defaults(batch: BatchEdit, recommended: dict[str, Any]) -> dict[str, Any]:
+    """Scale and threshold of concepts that give none: the batch's, else the model's, else the default."""
+    rec = {**RECOMMENDABLE, **recommended}
+    return {key: rec[key] if getattr(batch, key) is None else getattr(batch, key) for key in ("scale", "threshold")}
+
+
+def _inputs(batch: BatchEdit) -> tuple[list[str | None], BatchEdit]:
+    """The image paths to edit, or ``[None]`` for a saved inversion, the options that depend on
+    them checked; and the batch with its user mask read (so workers elsewhere need not see the file)."""
+    unknown = [k for k in batch.settings if k not in SETTINGS or k == "model"]
+    if unknown:
+        raise LeditsError(f"unknown setting(s) {', '.join(unknown)}; give any of {', '.join(SETTINGS)} but model")
+    if bool(batch.images) == bool(batch.inversion):
+        raise LeditsError("give IMAGE(s) to edit or --inversion FILE, not both")
+    inputs = expand_inputs(batch.images) if batch.images else [None]
+    if batch.save_inversion and (len(inputs) != 1 or batch.inversion):
+        raise LeditsError("--save-inversion needs exactly one IMAGE to invert (not --inversion, not several)")
+    if batch.save_inversion:
+        check_output(batch.save_inversion, (".safetensors",))
+    if batch.inversion:
+        _check_inversion_settings(batch.settings)
+    if batch.user_mask is not None:
+        batch = replace(batch, user_mask=load_mask(batch.user_mask))  # fails before the model loads
+    return inputs, batch
+
+
+def _check_inversion_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse settings that would change what a saved inversion fixes."""
+    fixed = [k for k in INVERSION_SETTINGS if settings.get(k) is not None]
+    if fixed:
+        names = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        raise LeditsError(
+            f"{names} cannot change a saved inversion (it fixes them); drop {names}, or invert the image "
+            "again with them"
+        )
+
+
+def expand_inputs(items: tuple[str, ...] | list[str]) -> list[str]:
+    """Files, folders (their images, sorted) and globs → image paths, in order, without repeats."""
+    import glob
+
+    paths: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise LeditsError(f"folder {item!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        elif any(ch in item for ch in "*?["):
+            found = sorted(glob.glob(item))
+            if not found:
+                raise LeditsError(f"no file matches {item!r}")
+        else:
+            found = [item]
+        paths += [f for f in found if f not in paths]
+    return paths
+
+
+def _outputs(inputs: list[str | None], output: str) -> list[Path]:
+    """One output file for one input; for several, ``output`` is a folder of ``<stem>.png``."""
+    if len(inputs) == 1:
+        check_output(output, OUTPUT_SUFFIXES)
+        return [Path(output)]
+    folder = Path(output)
+    if folder.suffix.lower() in OUTPUT_SUFFIXES:
+        raise LeditsError(f"{len(inputs)} images need a folder for -o, not the file {output!r}")
+    stems = [Path(p).stem for p in inputs if p]
+    if len(set(stems)) != len(stems):
+        raise LeditsError("two inputs share a file name; their outputs would collide — edit them separately")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LeditsError(f"cannot create the output folder {output!r} ({exc.strerror}); choose another place") from exc
+    check_writable_folder(folder, f"output folder {output!r}")
+    return [folder / f"{stem}.png" for stem in stems]
+
+
+def _source(
+    batch: BatchEdit, model: str, path: str | None, settings: dict[str, Any], edits: list[Edit], keep_pixels: bool
+) -> Any:
+    """The saved inversion, or the image at ``path`` read now to fail early (its pixels kept only
+    with ``keep_pixels``, else its path)."""
+    if path is None:
+        inversion = Inversion.load(batch.inversion)
+        check_warmup(edits, inversion.info.steps)
+        return inversion
+    image = open_image(path)
+    preflight(model, image, settings, batch.max_pixels)
+    check_warmup(edits, settings["steps"])
+    return image if keep_pixels else path

@@ -1,0 +1,258 @@
+"""The ``leditspp`` command line: the parser and ``main``; each command turns its flags into the
+library's values and calls it (:mod:`.edit` → :mod:`leditspp.batch`, :mod:`.eval` →
+:func:`leditspp.evaluation.evaluate`, :mod:`.invert`, :mod:`.info`, :mod:`.serve`).
+
+Exit codes: 0 success, 2 bad input (one-line message), 1 internal error — or, for ``edit`` with
+several inputs, some input failed; for ``eval``, every item failed (some failing is 0 with a count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .. import __version__, defaults
+from ..errors import LeditsError
+from ..evaluation import SUITES
+from ..masking import MASK_MODES
+from ..solvers import SOLVERS
+from ..validation import check_device
+from .edit import edit_command
+from .eval import eval_command
+from .info import info_command
+from .invert import invert_command
+from .serve import serve_command
+
+EXAMPLES = """examples:
+  leditspp edit examples/shapes.png -e "+red circle:8" -e "-blue square:4" -o out.png   # built-in demo model
+  leditspp edit photo.png -e "+sunglasses" -e "-beard:7" --model stable-diffusion-v1-5/stable-diffusion-v1-5 -o out.png
+  leditspp edit photos/ "more/*.jpg" -e "+snow:6" --model ./my-sd-folder -o edited/ --masks
+  leditspp edit photos/ --recipe recipe.yaml -o edited/      # per-image edits from a recipe file
+  leditspp edit photo.png --recipe out.png -o again.png      # re-run the recipe embedded in out.png
+  leditspp invert photo.png --model ./my-sd-folder -o photo.inv.safetensors
+  leditspp edit --inversion photo.inv.safetensors -e "+cherry blossoms:7@0.75" --model ./my-sd-folder -o out.png
+  leditspp info out.png                                      # the recipe of an output, or an inversion's metadata
+  leditspp serve                                             # the web UI on http://127.0.0.1:7860
+  leditspp eval shapes -o eval/ --sweep scale=4,8,12         # measure edits on the demo world, write a report
+
+edit syntax: [+|-]concept[:scale][@threshold]   ('-' removes the concept)
+recipe (JSON/YAML): {"steps": 30, "edits": ["+hat"], "images": {"a.png": {"edits": ["-beard"]}}}
+"""
+EVAL_EXAMPLES = """examples:
+  leditspp eval shapes -o eval/                              # the demo world (no data), 20 scenes
+  leditspp eval shapes -o eval/ --scenes 200 --sweep scale=4,8,12 --resume
+  leditspp eval tedbench ./tedbench -o eval-ted/ --model stable-diffusion-v1-5/stable-diffusion-v1-5
+
+OUT gets metrics.csv (a row per edited image), summary.json (means per suite, edit type and sweep
+value), report.html (self-contained: tables, the trade-off plot, thumbnails) and images/.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    """``leditspp invert | edit | serve | info | eval``; the model and inversion options are shared."""
+    p = argparse.ArgumentParser(
+        prog="leditspp",
+        description="Exact LEDITS++ image editing with diffusion models.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"leditspp {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    model, inversion, ray = _model_options(), _inversion_options(), _ray_options()
+    _add_invert(sub, [model, inversion])
+    _add_edit(sub, [model, inversion, ray])
+    _add_serve(sub, [model])
+    _add_info(sub)
+    _add_eval(sub, [model, ray])
+    return p
+
+
+def _model_options() -> argparse.ArgumentParser:
+    """Which model to load, and how (every command that loads one)."""
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        help="'demo' (the built-in model, default), a hub id or a local diffusers folder (SD 1.x/2.x, SDXL "
+        "and their few-step distillations, SD3/3.5, FLUX.1, FLUX.2 [klein], Z-Image, Qwen-Image, Chroma)",
+    )
+    g.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
+    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="network precision")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet: each call shape compiles once (slow), later calls run faster on a GPU",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars, no library warnings")
+    g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    return options
+
+
+def _ray_options() -> argparse.ArgumentParser:
+    """Scale-out on Ray (``edit`` and ``eval``)."""
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("scale-out on Ray (pip install 'leditspp[ray]')")
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="compute on Ray workers, one editor each (a GPU each where there are GPUs): no ADDRESS or 'local' "
+        "starts Ray on this machine, 'auto' or ray://HOST:PORT joins a cluster",
+    )
+    g.add_argument("--ray-workers", type=int, metavar="N", help="how many workers [one per GPU, else per CPU]")
+    g.add_argument(
+        "--ray-env",
+        metavar="FILE",
+        help="Ray runtime_env for the workers as JSON/YAML (pip, py_modules, env_vars …), for nodes without leditspp",
+    )
+    return options
+
+
+def _inversion_options() -> argparse.ArgumentParser:
+    """The settings an inversion is made with (``invert`` and ``edit``); None: recipe, model, default."""
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("inversion (defaults in brackets)")
+    g.add_argument("--steps", type=int, help=f"inversion/edit steps N [{defaults.STEPS}]")
+    g.add_argument("--skip", type=float, help=f"skipped fraction of the schedule [{defaults.SKIP}]")
+    g.add_argument("--solver", choices=tuple(SOLVERS), help=f"[{defaults.SOLVER}]")
+    g.add_argument("--seed", type=int, help=f"seed of the auxiliary noise [{defaults.SEED}]")
+    g.add_argument("--source-prompt", help="describes the input; guides the inversion")
+    g.add_argument("--source-guidance", type=float, help=f"[{defaults.SOURCE_GUIDANCE}]")
+    g.add_argument("--negative-prompt")
+    g.add_argument("--height", type=int, help="processing height [image height rounded down]")
+    g.add_argument("--width", type=int, help="processing width [image width rounded down]")
+    g.add_argument(
+        "--max-pixels",
+        type=int,
+        default=defaults.MAX_PIXELS,
+        help="refuse images whose processing size (height × width) exceeds this [%(default)s]",
+    )
+    return options
+
+
+def _add_invert(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    pi = sub.add_parser(
+        "invert",
+        parents=parents,
+        help="invert an image and save the inversion for later edits",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pi.add_argument("image", help="image file to invert")
+    pi.add_argument("-o", "--output", required=True, help="inversion file to write (.safetensors)")
+
+
+def _add_edit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    pe = sub.add_parser(
+        "edit",
+        parents=parents,
+        help="edit images (files, folders, globs) or a saved inversion with text concepts",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pe.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders or globs (or use --inversion)")
+    pe.add_argument(
+        "-e", "--edit", action="append", default=[], metavar="CONCEPT", help="e.g. '+sunglasses', '-beard:7@0.8'"
+    )
+    pe.add_argument("-o", "--output", required=True, help="edited image (.png) for one input; a folder for several")
+    pe.add_argument("--recipe", help="JSON/YAML recipe, or a PNG written by leditspp, giving settings and edits")
+    pe.add_argument("--masks", action="store_true", help="also write each concept's mask overlay: OUT.mask-K.png")
+    pe.add_argument("--inversion", help="re-use a saved inversion instead of inverting IMAGE")
+    pe.add_argument("--save-inversion", help="also save the inversion made from IMAGE to this file")
+    pe.add_argument("--resume", action="store_true", help="skip inputs whose output files all exist already")
+    g = pe.add_argument_group("edit (defaults for every -e concept)")
+    g.add_argument("--scale", type=float, help=f"edit scale [the model's recommended, else {defaults.EDIT_SCALE}]")
+    g.add_argument(
+        "--threshold", type=float, help=f"mask threshold λ [the model's recommended, else {defaults.EDIT_THRESHOLD}]"
+    )
+    g.add_argument("--warmup", type=int, default=defaults.WARMUP_STEPS, help="warm-up steps [%(default)s]")
+    g.add_argument("--cooldown", type=int, default=defaults.COOLDOWN_STEPS, help="cool-down step [none]")
+    g.add_argument("--mask-mode", choices=MASK_MODES, help=f"[{defaults.MASK_MODE}]")
+    g.add_argument("--user-mask", help="mask image (white = may change), any size")
+    g.add_argument("--guidance-rescale", type=float, help=f"[{defaults.GUIDANCE_RESCALE}]")
+    g.add_argument(
+        "--preserve",
+        type=int,
+        metavar="K",
+        help="keep the input outside the concepts' masks, grown by K latent cells (0 … 64; try 1) [off]",
+    )
+
+
+def _add_serve(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    ps = sub.add_parser("serve", help="start the web UI (Gradio) on this machine", parents=parents)
+    ps.add_argument("--host", default="127.0.0.1", help="interface to listen on [%(default)s]")
+    ps.add_argument("--port", type=int, default=7860, help="[%(default)s]")
+    ps.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload [%(default)s MB]")
+
+
+def _add_info(sub: Any) -> None:
+    pinfo = sub.add_parser("info", help="print the recipe embedded in a PNG, or an inversion file's metadata")
+    pinfo.add_argument("file", help="a PNG written by leditspp, or an inversion (.safetensors)")
+    pinfo.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+
+def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    pv = sub.add_parser(
+        "eval",
+        parents=parents,
+        help="measure edits on a benchmark suite: metrics.csv, summary.json, report.html",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pv.add_argument("suite", metavar="SUITE", help=f"one of {', '.join(SUITES)}")
+    pv.add_argument("data", nargs="?", metavar="DATA", help="the benchmark's folder (tedbench, piebench)")
+    pv.add_argument("-o", "--output", required=True, help="folder for metrics.csv, summary.json, report.html, images/")
+    pv.add_argument(
+        "--metrics",
+        help="comma-separated metrics (tedbench/piebench: clip_score, clip_score_edit_region, clip_image, lpips, "
+        "psnr, ssim, mse, structure_distance, latent_error, time) [shapes: all; tedbench: clip_score,lpips,time; "
+        "piebench: PIE-Bench's]",
+    )
+    pv.add_argument("--clip-model", metavar="ID|DIR", help="CLIP for the clip metrics [openai/clip-vit-large-patch14]")
+    pv.add_argument("--dino-model", metavar="ID|DIR", help="DINO ViT for structure_distance [facebook/dino-vitb8]")
+    pv.add_argument("--limit", type=int, help="evaluate only the first N items")
+    pv.add_argument("--resume", action="store_true", help="continue a run in OUT: finished items are not redone")
+    pv.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,…",
+        help="repeat every item for each value (several --sweep: every combination), e.g. scale=5,10,15",
+    )
+    g = pv.add_argument_group("edit settings (defaults: the model's recommended, else the library's)")
+    g.add_argument("--steps", type=int, help=f"[{defaults.STEPS}]")
+    g.add_argument("--skip", type=float, help=f"[{defaults.SKIP}]")
+    g.add_argument("--scale", type=float, help=f"edit scale [{defaults.EDIT_SCALE}]")
+    g.add_argument("--threshold", type=float, help=f"mask threshold λ [{defaults.EDIT_THRESHOLD}]")
+    g.add_argument("--preserve", type=int, metavar="K", help="keep the source outside the masks grown by K cells [off]")
+    g.add_argument("--scenes", type=int, help="shapes suite: number of scenes [20]")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="leditspp: %(message)s")
+    try:
+        return _run(args)
+    except LeditsError as exc:
+        print(f"leditspp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("leditspp: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"leditspp: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "info":
+        return info_command(args.file)
+    check_device(args.device)  # before reading images or loading anything
+    commands = {"serve": serve_command, "invert": invert_command, "eval": eval_command, "edit": edit_command}
+    return commands[args.command](args)

@@ -1,0 +1,65 @@
+"""``leditspp eval``: the flags read and handed to :func:`leditspp.evaluation.evaluate`; this
+module only says what happened (the bar, the closing lines, the exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..evaluation import evaluate, runner
+from ..evaluation.suites import SETTINGS
+from ..jobs import RunStats
+from .options import ray_options
+from .progress import item_progress
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """Check the suite, its data, settings and metric models, load the model, run every item,
+    write the report."""
+    stats = RunStats()
+    result = evaluate(
+        args.suite,
+        args.data,
+        args.output,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
+        quiet=args.quiet,
+        settings={key: getattr(args, key) for key in SETTINGS},
+        sweep=args.sweep,
+        metrics=args.metrics,
+        limit=args.limit,
+        scenes=args.scenes,
+        clip_model=args.clip_model,
+        dino_model=args.dino_model,
+        resume=args.resume,
+        ray=ray_options(args),
+        progress=item_progress(args.quiet, args.suite, stats),
+        stats=stats,
+    )
+    if not args.quiet:
+        print(f"eval: {stats.line()}", file=sys.stderr)
+    out = result.out
+    print(f"wrote {out / runner.METRICS_CSV}, {out / runner.SUMMARY_JSON} and {result.report}")
+    code, closing = eval_outcome(result.summary)
+    if closing:
+        print(f"leditspp: {closing}", file=sys.stderr)
+    return code
+
+
+def eval_outcome(summary: dict[str, Any]) -> tuple[int, str]:
+    """The exit code of an ``eval`` run and its closing line: 0 when some items were measured (the
+    line counts any failures), 1 when every item failed — nothing was measured, so no number in
+    the report stands for the benchmark."""
+    failed, total = summary["failed"], summary["items"]
+    if not failed:
+        return 0, ""
+    if failed < total:
+        return 0, f"{failed} of {total} items failed; see summary.json"
+    first = summary["errors"][0]
+    return 1, (
+        f"every item failed ({failed} of {total}), so nothing was measured; the first, {first['item']}: "
+        f"{first['error']} (all errors: summary.json)"
+    )

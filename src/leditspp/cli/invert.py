@@ -1,0 +1,28 @@
+"""``leditspp invert``: one image inverted with the given settings, saved for later edits."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import defaults
+from ..batch.plan import given, preflight, resolve_settings
+from ..batch.run import invert
+from ..files import check_output
+from ..io import open_image
+from ..jobs import EditorSpec
+from ..models import model_settings
+from ..solvers import validate_steps
+from .progress import step_progress
+
+
+def invert_command(args: argparse.Namespace) -> int:
+    recommended = model_settings(args.model or defaults.MODEL).get("recommended", {})
+    settings = resolve_settings(given(vars(args)), {}, recommended)
+    validate_steps(settings["steps"], settings["skip"])
+    check_output(args.output, (".safetensors",))
+    image = open_image(args.image)
+    preflight(settings["model"], image, settings, args.max_pixels)
+    editor = EditorSpec(settings["model"], args.device, args.dtype, args.compile, args.quiet).load()
+    invert(editor, image, settings, step_progress(args.quiet), args.max_pixels).save(args.output)
+    print(f"wrote {args.output}")
+    return 0
