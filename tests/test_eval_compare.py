@@ -30,3 +30,19 @@ def test_markdown_and_html_are_written_with_every_run(tmp_path):
     md, page = write_comparison(tmp_path, summaries, "shapes: demo vs demo-flow")
     assert md.read_text().startswith("# shapes: demo vs demo-flow") and "<td>1.000</td>" in page.read_text()
     assert "demo-flow/report.html" in page.read_text()
+
+
+def test_eval_runs_both_demo_models_side_by_side(tmp_path):
+    import json
+
+    from leditspp.cli import main
+
+    out = tmp_path / "both"
+    args = ["eval", "shapes", "--model", "demo,demo-flow", "--device", "cpu", "--scenes", "1", "--steps", "4"]
+    assert main([*args, "--quiet", "-o", str(out)]) == 0
+    for model in ("demo", "demo-flow"):
+        assert json.loads((out / model / "summary.json").read_text())["items"] == 7
+    table = (out / "comparison.md").read_text()
+    assert "| edit type | metric | demo | demo-flow |" in table and "| remove (attention mask) | mask_iou |" in table
+    assert "demo-flow/report.html" in (out / "comparison.html").read_text()
+    assert main([*args, "--quiet", "-o", str(tmp_path / "same"), "--model", "demo,demo"]) == 2

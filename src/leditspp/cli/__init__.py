@@ -77,7 +77,8 @@ def _model_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--model",
         help="'demo' (the built-in model, default), a hub id or a local diffusers folder (SD 1.x/2.x, SDXL "
-        "and their few-step distillations, SD3/3.5, FLUX.1, FLUX.2 [klein], Z-Image, Qwen-Image, Chroma)",
+        "and their few-step distillations, SD3/3.5, FLUX.1, FLUX.2 [klein], Z-Image, Qwen-Image, Chroma); "
+        "eval: several, comma-separated, side by side (demo,demo-flow)",
     )
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="network precision")

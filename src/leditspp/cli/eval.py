@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..evaluation import evaluate, runner
+from ..evaluation import evaluate, evaluate_models, runner
 from ..evaluation.suites import SETTINGS
 from ..jobs import RunStats
 from .options import ray_options
@@ -18,27 +18,10 @@ def eval_command(args: argparse.Namespace) -> int:
     """Check the suite, its data, settings and metric models, load the model, run every item,
     write the report."""
     stats = RunStats()
-    result = evaluate(
-        args.suite,
-        args.data,
-        args.output,
-        model=args.model,
-        device=args.device,
-        dtype=args.dtype,
-        compile=args.compile,
-        quiet=args.quiet,
-        settings={key: getattr(args, key) for key in SETTINGS},
-        sweep=args.sweep,
-        metrics=args.metrics,
-        limit=args.limit,
-        scenes=args.scenes,
-        clip_model=args.clip_model,
-        dino_model=args.dino_model,
-        resume=args.resume,
-        ray=ray_options(args),
-        progress=item_progress(args.quiet, args.suite, stats),
-        stats=stats,
-    )
+    models = [m.strip() for m in args.model.split(",")] if args.model and "," in args.model else []
+    if models:
+        return _compare_command(args, models, stats)
+    result = evaluate(args.suite, args.data, args.output, model=args.model, **_options(args, stats))
     if not args.quiet:
         print(f"eval: {stats.line()}", file=sys.stderr)
     out = result.out
@@ -47,6 +30,44 @@ def eval_command(args: argparse.Namespace) -> int:
     if closing:
         print(f"leditspp: {closing}", file=sys.stderr)
     return code
+
+
+def _options(args: argparse.Namespace, stats: RunStats) -> dict[str, Any]:
+    """:func:`~leditspp.evaluation.evaluate`'s options from the flags (all but the model)."""
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "quiet": args.quiet,
+        "settings": {key: getattr(args, key) for key in SETTINGS},
+        "sweep": args.sweep,
+        "metrics": args.metrics,
+        "limit": args.limit,
+        "scenes": args.scenes,
+        "clip_model": args.clip_model,
+        "dino_model": args.dino_model,
+        "resume": args.resume,
+        "ray": ray_options(args),
+        "progress": item_progress(args.quiet, args.suite, stats),
+        "stats": stats,
+    }
+
+
+def _compare_command(args: argparse.Namespace, models: list[str], stats: RunStats) -> int:
+    """``--model A,B``: each model into ``OUT/<model>/``, then ``OUT/comparison.{md,html}``; the
+    exit code is 1 only when every item of every model failed."""
+    options = _options(args, stats)
+    results = evaluate_models(args.suite, args.data, args.output, models, **options)
+    if not args.quiet:
+        print(f"eval: {stats.line()}", file=sys.stderr)
+    for model, result in results.items():
+        print(f"{model}: wrote {result.out / runner.SUMMARY_JSON} and {result.report}")
+    print(f"wrote {args.output}/comparison.md and comparison.html")
+    outcomes = [eval_outcome(r.summary) for r in results.values()]
+    for (_, closing), model in zip(outcomes, results, strict=True):
+        if closing:
+            print(f"leditspp: {model}: {closing}", file=sys.stderr)
+    return 1 if all(code == 1 for code, _ in outcomes) else 0
 
 
 def eval_outcome(summary: dict[str, Any]) -> tuple[int, str]:

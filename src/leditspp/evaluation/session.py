@@ -5,7 +5,8 @@ workers), every item run through :mod:`.runner`, and the report written.
     result = evaluate("shapes", None, "out/", model="demo", scenes=2)
     result.summary["per_edit_type"]["remove"]["success"]
 
-``leditspp eval`` is this function behind flags.
+``leditspp eval`` is this function behind flags; :func:`evaluate_models` runs several models on
+one suite and writes them side by side (``leditspp eval shapes --model demo,demo-flow``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..files import check_writable_folder
 from ..jobs import EditorSpec, RunStats
 from ..models import RECOMMENDABLE, model_settings
 from . import report, runner
+from .compare import write_comparison
 from .photo_suite import PhotoSuite
 from .shapes_suite import ShapesSuite
 from .suites import SETTINGS, Plan, Request, Suite
@@ -93,6 +95,20 @@ def evaluate(
     title = f"leditspp eval {plan.title} — {model}"
     path = report.write_report(folder, rows, summary, title=title, plot=plan.plot, sweep_keys=list(sweep))
     return Evaluation(folder, summary, path, stats)
+
+
+def evaluate_models(
+    suite: str, data: str | None, out: str | Path, models: Sequence[str], **options: Any
+) -> dict[str, Evaluation]:
+    """:func:`evaluate` each of ``models`` into ``out/<model>/`` (``/`` in a hub id becomes
+    ``--``), with the same ``options``, then ``out/comparison.md`` and ``out/comparison.html``:
+    every edit type's means, a column per model (:mod:`.compare`). Returns the runs by model."""
+    if len(models) < 2 or len(set(models)) != len(models):
+        raise LeditsError(f"give two or more different models to compare, separated by commas; got {list(models)}")
+    folders = {model: model.strip("/").replace("/", "--") for model in models}
+    results = {model: evaluate(suite, data, Path(out) / folders[model], model=model, **options) for model in models}
+    write_comparison(out, {folders[m]: r.summary for m, r in results.items()}, f"leditspp eval {suite}: side by side")
+    return results
 
 
 def _suite(name: str) -> Suite:
