@@ -297,3 +297,31 @@ def test_two_threads_editing_on_one_editor_match_the_serial_results(editor):
         assert torch.equal(got.masks, want.masks)
         assert torch.allclose(got.latents, want.latents, atol=1e-5)
     assert [layer.processor for layer in layers] == before
+
+
+def test_tokenizing_from_two_threads_keeps_each_calls_padding(editor):
+    """Hugging Face tokenizers hold padding/truncation on the shared backend during a call: two
+    threads tokenizing at once got each other's (a 77-token caption came back with 5 tokens, 7 in
+    3,000 calls here); every family tokenizes through one lock."""
+    from leditspp.models.base import tokenize, warn_if_truncated
+
+    tokenizer, lengths = editor.model.tokenizer, []
+    barrier = threading.Barrier(2)
+
+    def padded() -> None:
+        barrier.wait()
+        for _ in range(1500):
+            ids = tokenize(tokenizer, ["a red hat"], padding="max_length", max_length=77, truncation=True).input_ids
+            lengths.append(len(ids[0]))
+
+    def unpadded() -> None:
+        barrier.wait()
+        for _ in range(1500):
+            warn_if_truncated(tokenizer, ["a cat on a mat"])
+
+    threads = [threading.Thread(target=padded), threading.Thread(target=unpadded)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(lengths) == {77}

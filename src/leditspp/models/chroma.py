@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Conditioning, warn_if_truncated
+from .base import Conditioning, tokenize, warn_if_truncated
 from .families import Part, Parts, refuse
 from .flux import PackedTransformer
 from .sd import _word_positions
@@ -75,8 +75,13 @@ class Chroma(PackedTransformer):
         """embeds (n, L, D): T5 run with the tokenizer's mask; mask (n, L): 1 up to and including the
         first pad (``ChromaPipeline._get_t5_prompt_embeds``); both in the transformer's dtype."""
         warn_if_truncated(self.tokenizer, prompts, self.max_sequence_length)
-        tokens = self.tokenizer(
-            prompts, padding="max_length", max_length=self.max_sequence_length, truncation=True, return_tensors="pt"
+        tokens = tokenize(
+            self.tokenizer,
+            prompts,
+            padding="max_length",
+            max_length=self.max_sequence_length,
+            truncation=True,
+            return_tensors="pt",
         )
         device = self.text_encoder.device
         attended = tokens.attention_mask.to(device)

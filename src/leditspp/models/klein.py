@@ -33,7 +33,7 @@ import torch
 
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
-from .base import Conditioning, _vae_precision, bound_cache, logger
+from .base import Conditioning, _vae_precision, bound_cache, logger, tokenize
 from .capture import capture_layers
 from .families import Part, Parts, refuse
 from .flux import record_flux
@@ -132,7 +132,7 @@ class Klein(TransformerModel):
         """embeds (n, L, 3·D): per token ``[h₉ ‖ h₁₈ ‖ h₂₇]`` of Qwen3, in the transformer's dtype."""
         texts = [self._template(p) for p in prompts]
         for prompt, text in zip(prompts, texts, strict=True):
-            count = len(self.tokenizer(text, truncation=False, verbose=False).input_ids)
+            count = len(tokenize(self.tokenizer, text, truncation=False, verbose=False).input_ids)
             if count > self.max_sequence_length:
                 logger.warning(
                     "prompt %r is %d tokens in the chat template; the text encoder reads the first %d — shorten it",
@@ -140,8 +140,13 @@ class Klein(TransformerModel):
                     count,
                     self.max_sequence_length,
                 )
-        inputs = self.tokenizer(
-            texts, padding="max_length", truncation=True, max_length=self.max_sequence_length, return_tensors="pt"
+        inputs = tokenize(
+            self.tokenizer,
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_sequence_length,
+            return_tensors="pt",
         )
         device = self.text_encoder.device
         out = self.text_encoder(
@@ -165,7 +170,9 @@ class Klein(TransformerModel):
         # (a word that is also in the template, such as "user", is found at its own place only)
         start = next(i for i in range(len(text) - n + 1) if text[:i] + text[i + n :] == empty)
         end = start + n
-        enc = self.tokenizer(text, truncation=True, max_length=self.max_sequence_length, return_offsets_mapping=True)
+        enc = tokenize(
+            self.tokenizer, text, truncation=True, max_length=self.max_sequence_length, return_offsets_mapping=True
+        )
         return [i for i, (a, b) in enumerate(enc.offset_mapping) if b > a and a >= start and b <= end]
 
     # -- the network -----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import torch
 
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
-from .base import Conditioning, _vae_precision, logger
+from .base import Conditioning, _vae_precision, logger, tokenize
 from .capture import capture_layers
 from .families import Part, Parts, refuse
 from .flux import pack, unpack
@@ -114,7 +114,8 @@ class QwenImage(TransformerModel):
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         """embeds (n, L, D) zero-padded to L = ``max_sequence_length``, in the transformer's dtype,
         and mask (n, L) bool, True on each prompt's tokens after the template prefix."""
-        tokens = self.tokenizer(
+        tokens = tokenize(
+            self.tokenizer,
             [TEMPLATE.format(p) for p in prompts],
             max_length=TOKENIZER_MAX_LENGTH + DROP,
             padding=True,
@@ -152,7 +153,7 @@ class QwenImage(TransformerModel):
         text = TEMPLATE.format(prompt)
         start = TEMPLATE.index("{}")
         end = start + len(prompt)
-        offsets = self.tokenizer(text, return_offsets_mapping=True).offset_mapping
+        offsets = tokenize(self.tokenizer, text, return_offsets_mapping=True).offset_mapping
         inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
         return [i - DROP for i in inside if 0 <= i - DROP < self.max_sequence_length]
 

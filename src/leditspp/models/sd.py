@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Conditioning, warn_if_truncated
+from .base import Conditioning, tokenize, warn_if_truncated
 from .families import Parts, refuse
 from .unet import UNetModel
 
@@ -51,7 +51,8 @@ class StableDiffusion(UNetModel):
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         """CLIP last hidden states for ``prompts``: embeds (n, L, D) in the UNet's dtype."""
         warn_if_truncated(self.tokenizer, prompts)
-        tokens = self.tokenizer(
+        tokens = tokenize(
+            self.tokenizer,
             prompts,
             padding="max_length",
             max_length=self.tokenizer.model_max_length,
@@ -81,6 +82,6 @@ class StableDiffusion(UNetModel):
 def _word_positions(tokenizer: Any, prompt: str, max_length: int | None = None) -> list[int]:
     """Positions of everything but the start/end tokens of the un-padded tokenization — a "!" the
     user typed counts even where "!" is also the pad token (SD 2.x, SDXL's second tokenizer)."""
-    ids = tokenizer(prompt, truncation=True, max_length=max_length or tokenizer.model_max_length).input_ids
+    ids = tokenize(tokenizer, prompt, truncation=True, max_length=max_length or tokenizer.model_max_length).input_ids
     ends = {tokenizer.bos_token_id, tokenizer.eos_token_id}
     return [i for i, t in enumerate(ids) if t not in ends]

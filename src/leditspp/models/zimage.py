@@ -34,7 +34,7 @@ import torch
 from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import NoiseLevel
-from .base import Conditioning, vae_scale_factor, warn_if_truncated
+from .base import Conditioning, tokenize, vae_scale_factor, warn_if_truncated
 from .capture import capture_layers
 from .families import Part, Parts, refuse
 from .sd3 import TRANSFORMER_ACTIVATION_ELEMENTS, TransformerModel, check_sequence_length
@@ -123,8 +123,13 @@ class ZImage(TransformerModel):
         real tokens; mask (n, L) bool, True on them (L = ``max_sequence_length``)."""
         texts = [chat_text(self.tokenizer, p) for p in prompts]  # new strings: the pipeline's list is not touched
         warn_if_truncated(self.tokenizer, texts, self.max_sequence_length)
-        inputs = self.tokenizer(
-            texts, padding="longest", max_length=self.max_sequence_length, truncation=True, return_tensors="pt"
+        inputs = tokenize(
+            self.tokenizer,
+            texts,
+            padding="longest",
+            max_length=self.max_sequence_length,
+            truncation=True,
+            return_tensors="pt",
         )
         device = self.text_encoder.device
         mask = inputs.attention_mask.to(device).bool()
@@ -147,8 +152,8 @@ class ZImage(TransformerModel):
         prefix = chat_text(self.tokenizer, "")
         start = text.index(prompt, prefix.index("\n") + 1) if prompt else 0
         end = start + len(prompt)
-        offsets = self.tokenizer(
-            text, truncation=True, max_length=self.max_sequence_length, return_offsets_mapping=True
+        offsets = tokenize(
+            self.tokenizer, text, truncation=True, max_length=self.max_sequence_length, return_offsets_mapping=True
         ).offset_mapping
         return [j for j, (a, b) in enumerate(offsets) if prompt and b > a and a >= start and b <= end]
 
