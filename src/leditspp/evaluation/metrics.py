@@ -17,14 +17,16 @@ fixes it — never a silent zero.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from ..errors import LeditsError
+
+T = TypeVar("T")
 
 #: Metric name → what it measures. ``--metrics`` takes a comma-separated subset.
 METRICS: dict[str, str] = {
@@ -143,6 +145,14 @@ def latent_error(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
 # --- CLIP -------------------------------------------------------------------------------------
 
 
+def _loaded(load: Callable[[], T], what: str, fix: str) -> T:
+    """``load()`` of a metric model, or a :class:`LeditsError`: "cannot load ``what`` (why); ``fix``"."""
+    try:
+        return load()
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise LeditsError(f"cannot load {what} ({_first_line(e)}); {fix}") from None
+
+
 class ClipScorer:
     """CLIP text-image and image-image similarity with transformers' ``CLIPModel``.
 
@@ -163,17 +173,16 @@ class ClipScorer:
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
         name = str(name_or_path)
-        try:
-            model = CLIPModel.from_pretrained(name).to(device, dtype)
-            tokenizer = AutoTokenizer.from_pretrained(name)
-            image_processor = AutoImageProcessor.from_pretrained(name)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise LeditsError(
-                f"cannot load the CLIP model {name!r} for the CLIP metrics ({_first_line(e)}); pass --clip-model "
-                "with a hub id (e.g. openai/clip-vit-large-patch14) or a local folder holding a CLIPModel with "
-                "its tokenizer and preprocessor_config.json, or leave the clip metrics out of --metrics"
-            ) from None
-        return cls(model, tokenizer, image_processor)
+        return _loaded(
+            lambda: cls(
+                CLIPModel.from_pretrained(name).to(device, dtype),
+                AutoTokenizer.from_pretrained(name),
+                AutoImageProcessor.from_pretrained(name),
+            ),
+            f"the CLIP model {name!r} for the CLIP metrics",
+            "pass --clip-model with a hub id (e.g. openai/clip-vit-large-patch14) or a local folder holding a "
+            "CLIPModel with its tokenizer and preprocessor_config.json, or leave the clip metrics out of --metrics",
+        )
 
     @property
     def device(self) -> torch.device:
@@ -323,15 +332,12 @@ class StructureScorer:
         from transformers import ViTModel
 
         name = str(name_or_path)
-        try:
-            model = ViTModel.from_pretrained(name, add_pooling_layer=False).to(device, dtype)
-            return cls(model)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise LeditsError(
-                f"cannot load the DINO ViT {name!r} for the structure distance ({_first_line(e)}); pass "
-                "--dino-model with a hub id (facebook/dino-vitb8, as PIE-Bench) or a local folder holding a "
-                "ViTModel, or leave structure_distance out of --metrics"
-            ) from None
+        return _loaded(
+            lambda: cls(ViTModel.from_pretrained(name, add_pooling_layer=False).to(device, dtype)),
+            f"the DINO ViT {name!r} for the structure distance",
+            "pass --dino-model with a hub id (facebook/dino-vitb8, as PIE-Bench) or a local folder holding a "
+            "ViTModel, or leave structure_distance out of --metrics",
+        )
 
     @torch.no_grad()
     def self_similarity(self, image: torch.Tensor) -> torch.Tensor:
