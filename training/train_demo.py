@@ -334,6 +334,48 @@ def empty_region(masks: torch.Tensor, rng: random.Random, tries: int = 20) -> to
     return best if best.sum() > 0 else background
 
 
+def mixed_absent_captions(
+    entries: list[dict],
+    masks: torch.Tensor,
+    rng: random.Random,
+    colour_ids: dict[str, int],
+    tokenizer,
+    region: str = "background",
+    length: int = 77,
+):
+    """Captions naming a random subset of each scene's objects (maybe none) and one concept it
+    lacks, in random order ("green circle and red square" for a scene with only a red square),
+    with grounding targets: present objects' colour/shape tokens in their masks, the absent
+    concept's in the background (``region="background"``) or in an object-sized empty spot
+    (``"object"``, :func:`empty_region`); captions padded to ``length`` tokens. Returns ``ids``
+    (B, L) and ``positions`` (B, T), ``targets`` (B, T, h, w), ``valid`` (B, T) as
+    :func:`grounding_targets`, T = 2·(K + 1)."""
+    k = masks.shape[1]
+    captions, groundings = [], []
+    for row, entry in enumerate(entries):
+        present = [(c, s, masks[row, j]) for j, (c, s) in enumerate(entry["objects"])]
+        rng.shuffle(present)
+        named = present[: rng.randint(0, len(present))]
+        colour = rng.choice([c for c in shapes.COLORS if c not in {c for c, _ in entry["objects"]}])
+        background = (1 - masks[row].sum(0)).clamp(0, 1)
+        target = empty_region(masks[row], rng) if region == "object" else background
+        named.insert(rng.randint(0, len(named)), (colour, rng.choice(shapes.SHAPES), target))
+        captions.append(" and ".join(f"{c} {s}" for c, s, _ in named))
+        groundings.append(named)
+    ids = tokenizer(captions, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    ids = ids.input_ids
+    positions = torch.zeros(len(entries), 2 * (k + 1), dtype=torch.long)
+    targets = torch.zeros(len(entries), 2 * (k + 1), *masks.shape[2:])
+    valid = torch.zeros(len(entries), 2 * (k + 1), dtype=torch.bool)
+    for row, named in enumerate(groundings):
+        for slot, (colour, _, target) in enumerate(named):
+            at = (ids[row] == colour_ids[colour]).nonzero()[0, 0]
+            positions[row, 2 * slot : 2 * slot + 2] = torch.stack([at, at + 1])
+            targets[row, 2 * slot : 2 * slot + 2] = target
+            valid[row, 2 * slot : 2 * slot + 2] = True
+    return ids, positions, targets, valid
+
+
 def absent_targets(
     entries: list[dict], masks: torch.Tensor, rng: random.Random, colour_ids: dict[str, int], tokenizer
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -397,13 +439,17 @@ def train_unet(
     ground: tuple[float, float] = (0.0, 0.0),
     device: str = "cpu",
     ground_absent: float = 0.0,
+    absent_captions: str = "alone",
 ) -> None:
     """``steps`` sets the schedule; ``stop_after`` ends the run early (checkpoint kept, resumable).
 
     ``init`` fine-tunes an exported model instead of starting from scratch; ``ground`` weighs the
     token and pixel grounding losses on every cross-attention layer (0 = off); ``ground_absent``
-    weighs the same losses for a concept half the batch lacks, grounded in the background (an
-    extra network call on half the batch, no denoising loss).
+    weighs the same losses for a concept half the batch lacks (an extra network call on half the
+    batch, no denoising loss): ``absent_captions="alone"`` the concept alone, grounded in the
+    background; ``"mixed"`` it beside some of the present objects in one caption
+    (:func:`mixed_absent_captions`), grounded in an object-sized empty spot, the present ones in
+    their masks.
     """
     from diffusers import DDPMScheduler
 
@@ -474,7 +520,11 @@ def train_unet(
         token_abs = torch.zeros((), device=device)
         if ground_absent:
             half = batch // 2
-            absent = absent_targets(chosen[:half], object_area[idx[:half]].float() / 255, rng, colour_ids, tokenizer)
+            area = object_area[idx[:half]].float() / 255
+            if absent_captions == "mixed":
+                absent = mixed_absent_captions(chosen[:half], area, rng, colour_ids, tokenizer, "object")
+            else:
+                absent = absent_targets(chosen[:half], area, rng, colour_ids, tokenizer)
             maps.clear()
             with autocast:
                 unet(xt[:half], t[:half].to(device), text(absent[0].to(device)).last_hidden_state)
@@ -566,6 +616,13 @@ def main() -> None:
         default=0.0,
         help="weight (relative to --ground) of grounding a concept the scene lacks in its background",
     )
+    parser.add_argument(
+        "--absent-captions",
+        choices=["alone", "mixed"],
+        default="alone",
+        help="the absent concept alone (grounded in the background) or among present objects in one caption "
+        "(grounded in an object-sized empty spot)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -586,6 +643,7 @@ def main() -> None:
             tuple(args.ground),
             args.device,
             args.ground_absent,
+            args.absent_captions,
         )
     if args.stage in ("export", "all"):
         export(args.work, args.out)

@@ -142,46 +142,6 @@ def load_init(folder: Path):
     return transformer.float(), texts
 
 
-def mixed_absent_captions(
-    entries: list[dict],
-    masks: torch.Tensor,
-    rng: random.Random,
-    colour_ids: dict[str, int],
-    tokenizer,
-    region: str = "background",
-):
-    """Captions naming a random subset of each scene's objects (maybe none) and one concept it
-    lacks, in random order ("green circle and red square" for a scene with only a red square),
-    with grounding targets: present objects' colour/shape tokens in their masks, the absent
-    concept's in the background (``region="background"``) or in an object-sized empty spot
-    (``"object"``, :func:`train_demo.empty_region`). Returns ``ids`` (B, L) and ``positions`` (B, T), ``targets``
-    (B, T, h, w), ``valid`` (B, T) as :func:`train_demo.grounding_targets`, T = 2·(K + 1)."""
-    k = masks.shape[1]
-    captions, groundings = [], []
-    for row, entry in enumerate(entries):
-        present = [(c, s, masks[row, j]) for j, (c, s) in enumerate(entry["objects"])]
-        rng.shuffle(present)
-        named = present[: rng.randint(0, len(present))]
-        colour = rng.choice([c for c in shapes.COLORS if c not in {c for c, _ in entry["objects"]}])
-        background = (1 - masks[row].sum(0)).clamp(0, 1)
-        target = unet_demo.empty_region(masks[row], rng) if region == "object" else background
-        named.insert(rng.randint(0, len(named)), (colour, rng.choice(shapes.SHAPES), target))
-        captions.append(" and ".join(f"{c} {s}" for c, s, _ in named))
-        groundings.append(named)
-    ids = tokenizer(captions, padding="max_length", max_length=TEXT_TOKENS, truncation=True, return_tensors="pt")
-    ids = ids.input_ids
-    positions = torch.zeros(len(entries), 2 * (k + 1), dtype=torch.long)
-    targets = torch.zeros(len(entries), 2 * (k + 1), *masks.shape[2:])
-    valid = torch.zeros(len(entries), 2 * (k + 1), dtype=torch.bool)
-    for row, named in enumerate(groundings):
-        for slot, (colour, _, target) in enumerate(named):
-            at = (ids[row] == colour_ids[colour]).nonzero()[0, 0]
-            positions[row, 2 * slot : 2 * slot + 2] = torch.stack([at, at + 1])
-            targets[row, 2 * slot : 2 * slot + 2] = target
-            valid[row, 2 * slot : 2 * slot + 2] = True
-    return ids, positions, targets, valid
-
-
 def sample_sigmas(batch: int) -> torch.Tensor:
     """σ ∈ (0, 1): logit-normal(0, 1) (SD3's "rf/lognorm"), shifted as the scheduler shifts."""
     u = torch.sigmoid(torch.randn(batch))
@@ -260,8 +220,9 @@ def train_flow(
         total = loss + ground[0] * token_loss + ground[1] * pixel_loss
         if ground_absent:
             half = batch // 2
-            mixed = mixed_absent_captions(
-                chosen[:half], object_area[idx[:half]].float() / 255, rng, colour_ids, tokenizer, absent_region
+            area = object_area[idx[:half]].float() / 255
+            mixed = unet_demo.mixed_absent_captions(
+                chosen[:half], area, rng, colour_ids, tokenizer, absent_region, TEXT_TOKENS
             )
             maps.clear()
             with autocast:
