@@ -50,9 +50,10 @@ MAX_PIXELS: Final = 2048 * 2048
 #: refused before decoding, whatever --height/--width say.
 MAX_DECODE_PIXELS: Final = 8192 * 8192
 
-#: Fraction of the free device memory (host RAM on the CPU) that one batched inversion call
-#: may fill with activations (issue 5; ``Editor.invert(inversion_batch=k)`` overrides).
-INVERSION_MEMORY_FRACTION: Final = 0.5
+#: Fraction of the free device memory (host RAM on the CPU) that one batched network call — an
+#: inversion chunk (issue 5; ``Editor.invert(inversion_batch=k)`` overrides) or an edit step's rows
+#: (issue 25) — may fill with activations.
+CALL_MEMORY_FRACTION: Final = 0.5
 #: Peak activation elements of one UNet row per latent cell per first-level channel, with fused
 #: attention: measured 26–29 on SD-1.5-shaped UNets (CPU, fp32, 16² and 32² latents); 32 is the
 #: estimate's margin.

@@ -21,7 +21,7 @@ from .inversion import Inversion, invert_latents, noising_levels
 from .inversion_file import InversionInfo
 from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
 from .masking import MASK_MODES, check_preserve, keep_outside, needs_attention, resize_user_mask
-from .memory import inversion_chunk
+from .memory import edit_groups, inversion_chunk
 from .models import (
     FEW_STEP_RECOMMENDED,
     RECOMMENDABLE,
@@ -282,6 +282,7 @@ class Editor:
                 recorder,
                 progress,
                 preserve,
+                edit_groups(self.model, batch, h, w),
             )
         images: list[Image.Image] = []
         if decode and region is None:
