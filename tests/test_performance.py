@@ -1,4 +1,5 @@
 """Issue 5's levers, checked for what they do (never for how fast): chunked inversion by memory,
+edit steps split by memory (issue 25),
 UNet rows at the floor, no per-step host syncs, a compile path that does not recompile per step,
 and the speed benchmark itself (its smoke presets)."""
 
@@ -91,6 +92,41 @@ def test_unet_rows_are_the_floor_and_inactive_concepts_cost_nothing(editor):
     with unet_calls(editor.model.unet) as calls:
         editor.edit(inversion, late, decode=False)
     assert calls == [2, 2, 3, 3, 2]  # steps 0–2 replay the inversion; each step has its active rows
+
+
+# -- an edit step's rows in chunks by memory -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("batch", "row_bytes", "budget", "expected"),
+    [(1, 100, 10_000, 100), (2, 100, 850, 4), (4, 100, 100, 1), (1, 0, 10, 10)],
+)
+def test_groups_per_call_fit_the_budget(batch, row_bytes, budget, expected):
+    assert memory.groups_per_call(batch, row_bytes, budget) == expected
+
+
+@pytest.mark.parametrize(("total", "fit", "expected"), [(5, 2, 2), (5, 3, 3), (4, 4, 4), (9, 8, 5), (3, 0, 1)])
+def test_even_chunk_splits_into_the_fewest_even_calls(total, fit, expected):
+    assert memory.even_chunk(total, fit) == expected
+
+
+@pytest.mark.parametrize(("fit", "calls"), [(2, [4, 4, 2]), (3, [6, 4])])
+def test_an_edit_step_splits_into_calls_that_fit_and_agrees(editor, monkeypatch, fit, calls):
+    """Two images, a source prompt and three concepts: 5 groups of 2 rows, split at group bounds."""
+    inversion = editor.invert([scene(seed=14), scene(seed=15)], steps=3, seed=0, source_prompt="a photo")
+    edits = ["+a hat", Edit("a cat", remove=True), "+a tree"]
+    with unet_calls(editor.model.unet) as seen:
+        whole = editor.edit(inversion, edits, decode=False)
+    assert seen == [10] * 3  # everything fits: one call a step
+    row = editor.model.row_bytes(8, 8)
+    monkeypatch.setattr(memory, "free_bytes", lambda device: int(fit * 2 * row / defaults.CALL_MEMORY_FRACTION))
+    with unet_calls(editor.model.unet) as seen:
+        split = editor.edit(inversion, edits, decode=False)
+    assert seen == calls * 3
+    scale = whole.latents.abs().max()
+    assert torch.allclose(split.latents, whole.latents, atol=1e-4 * scale)
+    assert torch.allclose(split.mask_means, whole.mask_means, atol=1e-4)
+    assert torch.equal(editor.edit(inversion, decode=False).latents, inversion.source_latents)
 
 
 # -- no per-step host syncs -------------------------------------------------------------------------

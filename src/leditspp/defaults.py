@@ -50,9 +50,15 @@ MAX_PIXELS: Final = 2048 * 2048
 #: refused before decoding, whatever --height/--width say.
 MAX_DECODE_PIXELS: Final = 8192 * 8192
 
-#: Fraction of the free device memory (host RAM on the CPU) that one batched inversion call
-#: may fill with activations (issue 5; ``Editor.invert(inversion_batch=k)`` overrides).
-INVERSION_MEMORY_FRACTION: Final = 0.5
+#: Fraction of the free device memory (host RAM on the CPU) that one batched network call — an
+#: inversion chunk (issue 5; ``Editor.invert(inversion_batch=k)`` overrides) or an edit step's rows
+#: (issue 25) — may fill with activations.
+CALL_MEMORY_FRACTION: Final = 0.5
+#: The memory plan (issue 25, :mod:`leditspp.offload`): ``auto`` picks the lightest plan whose
+#: resident weights fit ``PLAN_WEIGHT_FRACTION`` of the device's free memory, leaving the rest to
+#: activations (each call sizes itself to what is then free).
+OFFLOAD: Final = "auto"
+PLAN_WEIGHT_FRACTION: Final = 0.8
 #: Peak activation elements of one UNet row per latent cell per first-level channel, with fused
 #: attention: measured 26–29 on SD-1.5-shaped UNets (CPU, fp32, 16² and 32² latents); 32 is the
 #: estimate's margin.

@@ -30,9 +30,10 @@ from .edits import Edit
 from .guidance import base_estimate, direction_terms, is_active, rescale
 from .inversion import Inversion
 from .masking import edit_region, implicit_masks, keep_outside
+from .memory import even_chunk
 from .models.base import Conditioning, ModelAdapter
 from .rows import RowLayout
-from .solvers import StepTable, add_noise_map, step_mean
+from .solvers import NoiseLevel, StepTable, add_noise_map, step_mean
 
 Progress = Callable[[str, int, int], None]
 
@@ -65,13 +66,16 @@ def edit_loop(
     recorder: AttentionRecorder | None,
     progress: Progress | None = None,
     preserve: int | None = None,
+    groups_per_call: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Run the edit steps on ``inversion`` (on the model's device) with the solver ``table``.
 
     ``base``: ``[c_∅]`` or ``[c_∅, c_src]``, B rows each. Returns the final latents (B, C, h, w),
     the last mask of every concept and each concept's mask averaged over the steps it acted,
     both (E, B, h, w) (zeros for a concept that never acted), and with ``preserve`` the region R
-    (B, 1, h, w) outside which the source was kept (None without).
+    (B, 1, h, w) outside which the source was kept (None without). ``groups_per_call``: the most
+    groups of B rows one network call takes (:func:`~leditspp.memory.edit_groups`; None: all of a
+    step's rows in one call).
     """
     batch, _, h, w = inversion.source_latents.shape
     device = inversion.source_latents.device
@@ -91,21 +95,16 @@ def edit_loop(
     for j in range(first, len(table)):
         call = calls[plan[j]]
         layout = RowLayout(k + len(plan[j]), batch)
-        if recorder is not None and plan[j]:
-            recorder.arm(layout.from_group(k), call.token_weights)
-        eps = layout.split(model.estimate(layout.repeat(x), levels.at(j, layout.rows), call.cond))
+        eps, attn = estimate_in_chunks(model, x, levels, j, layout, call, k, recorder, grid, groups_per_call)
         guided = base_estimate(eps[0], eps[1] if k > 1 else None, source_guidance)
         if plan[j]:
             psi = direction_terms(eps[k:], eps[0], call.directions, call.scales, user_mask)  # (A, B, C, h, w)
-            attn = recorder.take(grid) if recorder is not None else None
             m = implicit_masks(mask_mode, psi.flatten(0, 1), call.thresholds, attn).view(-1, batch, 1, h, w)
             guided = rescale(guided + (m * psi).sum(dim=0), eps[k:].mean(dim=0), guidance_rescale)
             masks.index_copy_(0, call.index, m[:, :, 0])
             mask_sums.index_add_(0, call.index, m[:, :, 0])
             if region is not None:
                 region = torch.maximum(region, edit_region(m, preserve))
-        if recorder is not None:
-            recorder.disarm()
         x0 = model.to_data(guided, x, levels.at(j, batch))
         mean, prev_x0 = step_mean(x, x0, prev_x0, table, j)
         x = add_noise_map(mean, inversion.noise_maps[j], table, j)
@@ -115,6 +114,44 @@ def edit_loop(
             progress("edit", j + 1, len(table))
     acted = torch.tensor([sum(i in active for active in plan) for i in range(len(concepts.edits))], device=device)
     return x, masks, mask_sums / acted.clamp(min=1)[:, None, None, None], region
+
+
+def estimate_in_chunks(
+    model: ModelAdapter,
+    x: torch.Tensor,
+    levels: NoiseLevel,
+    j: int,
+    layout: RowLayout,
+    call: _CallInputs,
+    k: int,
+    recorder: AttentionRecorder | None,
+    grid: tuple[int, int],
+    groups_per_call: int | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Step ``j``'s estimates (G, B, C, h, w) for the latents ``x`` (B, C, h, w) under every group of
+    ``layout`` (the ``k`` base conditions, then the active concepts), and with a ``recorder`` the
+    concept rows' attention (A·B, h', w') on ``grid``.
+
+    The groups go through the network ``groups_per_call`` at a time (evened out; one call when they
+    fit, as every step does when memory is ample); rows are independent, so the split changes the
+    estimates by float rounding only.
+    """
+    per_call = even_chunk(layout.groups, groups_per_call or layout.groups)
+    outs, maps = [], []
+    for start in range(0, layout.groups, per_call):
+        part = RowLayout(min(per_call, layout.groups - start), layout.batch)
+        rows = slice(start * layout.batch, (start + part.groups) * layout.batch)
+        concepts = max(k, start) - start  # the first concept group of this call, counted in the call
+        armed = recorder is not None and concepts < part.groups
+        if armed:
+            first_row = (start + concepts - k) * layout.batch
+            recorder.arm(part.from_group(concepts), call.token_weights[first_row : rows.stop - k * layout.batch])
+        outs.append(model.estimate(part.repeat(x), levels.at(j, part.rows), call.cond.map(lambda t, r=rows: t[r])))
+        if armed:
+            maps.append(recorder.take(grid))
+            recorder.disarm()
+    eps = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return layout.split(eps), (torch.cat(maps) if maps else None)
 
 
 def _keep_source(

@@ -21,7 +21,7 @@ from .inversion import Inversion, invert_latents, noising_levels
 from .inversion_file import InversionInfo
 from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
 from .masking import MASK_MODES, check_preserve, keep_outside, needs_attention, resize_user_mask
-from .memory import inversion_chunk
+from .memory import edit_groups, inversion_chunk
 from .models import (
     FEW_STEP_RECOMMENDED,
     RECOMMENDABLE,
@@ -33,6 +33,7 @@ from .models import (
     model_settings,
 )
 from .models.families import parts_of, recommended_of
+from .offload import MemoryPlan, apply_plan, as_plan, encoders_leave, resolve
 from .solvers import StepTable, check_solver, step_table
 from .validation import check_device, check_invert_arguments, check_seed
 
@@ -59,8 +60,13 @@ class EditResult:
 class Editor:
     """LEDITS++ on a diffusers model: ``invert`` once, then ``edit`` as often as you like."""
 
-    def __init__(self, model: ModelAdapter, recommended: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model: ModelAdapter, recommended: dict[str, Any] | None = None, plan: MemoryPlan | None = None
+    ) -> None:
         self.model = model
+        #: The memory plan the components were placed by (``offload=`` of :meth:`from_pretrained`
+        #: and :meth:`from_pipe`, ``auto`` resolved; see :mod:`leditspp.offload`).
+        self.plan = plan or MemoryPlan("none")
         self.fingerprint = fingerprint(model.components())
         #: The settings this model recommends (``recommended``: its folder's ``leditspp.json``,
         #: its checkpoint's and its family's, see :func:`~leditspp.models.model_settings`), the
@@ -79,22 +85,26 @@ class Editor:
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         spacing: str | None = None,
+        offload: str | MemoryPlan = defaults.OFFLOAD,
     ) -> Editor:
         """Load ``"demo"`` (the built-in shapes-world model, offline), a hub id or a local diffusers folder.
 
         ``device`` defaults to CUDA when available, else CPU; ``torch_dtype`` to fp16 on CUDA and
         fp32 on the CPU. Solver arithmetic and stored inversions are fp32 regardless (SPEC A5).
-        ``spacing``: see :meth:`from_pipe`.
+        ``spacing``: see :meth:`from_pipe`. ``offload``: the memory plan, ``"none"``, ``"model"``,
+        ``"group"`` or ``"auto"`` (default: the lightest that fits the device's free memory), or a
+        :class:`~leditspp.offload.MemoryPlan` with extras (fp8 weights, VAE tiling); see
+        :mod:`leditspp.offload`. ``Editor.plan`` reports the plan applied.
         """
         device = check_device(device)
+        plan = as_plan(offload)  # refused before anything loads
         if torch_dtype is None:
             torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
         settings = model_settings(model)
         if spacing is not None:
             settings["spacing"] = spacing
         pipe = load_pipeline(model, torch_dtype)
-        pipe.to(device)
-        return cls.from_pipe(pipe, **settings)
+        return cls.from_pipe(pipe, offload=plan, device=device, **settings)
 
     @classmethod
     def from_pipe(
@@ -104,6 +114,8 @@ class Editor:
         mask_level: int | None = None,
         spacing: str | None = None,
         recommended: dict[str, Any] | None = None,
+        offload: str | MemoryPlan = defaults.OFFLOAD,
+        device: str | torch.device | None = None,
         **options: Any,
     ) -> Editor:
         """Reuse the components of a loaded diffusers pipeline (any family of
@@ -117,16 +129,24 @@ class Editor:
         ``LCMScheduler``, else the port's ``leading``); ``max_sequence_length`` (flow
         transformers: text tokens). ``recommended``: the model's preferred settings (see
         ``Editor.recommended``).
+
+        ``offload``: the memory plan (see :meth:`from_pretrained`), applied in place to the pipeline's
+        components with ``device`` the execution device (default: where the denoiser runs now, so
+        ``auto`` keeps a pipeline on the CPU there). Components that carry their own offload hooks
+        (``pipe.enable_model_cpu_offload()``) are kept as they are under ``auto`` and ``none``.
         """
-        components = getattr(pipe, "components", pipe)
+        components = dict(getattr(pipe, "components", pipe))
         config = getattr(pipe, "config", None)
         given = {"mask_level": mask_level, "spacing": spacing, **options}
         pipeline_config = dict(config) if hasattr(config, "keys") else {}
         adapter = adapter_from_components(
-            dict(components), pipeline_config, **{k: v for k, v in given.items() if v is not None}
+            components, pipeline_config, **{k: v for k, v in given.items() if v is not None}
         )
-        implied = recommended_of(parts_of(dict(components)), pipeline_config)  # e.g. a distilled [klein]'s
-        return cls(adapter, implied | (recommended or {}))
+        device = adapter.device if device is None else check_device(device)
+        plan = resolve(as_plan(offload), components, device)
+        apply_plan(plan, components, device)
+        implied = recommended_of(parts_of(components), pipeline_config)  # e.g. a distilled [klein]'s
+        return cls(adapter, implied | (recommended or {}), plan)
 
     def compile(self, **options: Any) -> Editor:
         """Opt in to ``torch.compile`` of the denoising network, UNet or transformer (in place;
@@ -193,7 +213,8 @@ class Editor:
         x0 = self.model.encode(resize_pixels(pixels, size) * 2 - 1)
         path = self.model.noise_path(*x0.shape[-2:])
         table = step_table(solver, path, steps, skip)
-        base = self._base_conditions(source_prompt, negative_prompt, x0.shape[0])
+        with self._text_encoding():
+            base = self._base_conditions(source_prompt, negative_prompt, x0.shape[0])
         chunk = inversion_batch or inversion_chunk(self.model, steps, len(base) * x0.shape[0], *x0.shape[-2:])
         noising = noising_levels(path, table, float(noise_shift))
         ys, denoised, zs = invert_latents(
@@ -259,9 +280,10 @@ class Editor:
         inv = inversion.to(self.device)
         info = inv.info
         batch, _, h, w = inv.latents.shape
-        base = self._base_conditions(info.source_prompt, info.negative_prompt, batch)
         use_attention = bool(edits) and needs_attention(mask_mode)
-        concepts = self._concepts(edits, use_attention)
+        with self._text_encoding():
+            base = self._base_conditions(info.source_prompt, info.negative_prompt, batch)
+            concepts = self._concepts(edits, use_attention)
         mask = None
         if user_mask is not None:
             mask = resize_user_mask(load_mask(user_mask), (h, w)).to(self.device)
@@ -282,6 +304,7 @@ class Editor:
                 recorder,
                 progress,
                 preserve,
+                edit_groups(self.model, batch, h, w),
             )
         images: list[Image.Image] = []
         if decode and region is None:
@@ -300,17 +323,25 @@ class Editor:
     def _dtype_name(self) -> str:
         return str(self.model.dtype).removeprefix("torch.")
 
+    def _text_encoding(self) -> contextlib.AbstractContextManager[None]:
+        """The block text is encoded in: encoders that visited the device for it leave at its end."""
+        return encoders_leave(self.model.components())
+
+    def _on_device(self, cond: Conditioning) -> Conditioning:
+        """Embeddings where the denoiser runs (an encoder may run elsewhere under a memory plan)."""
+        return cond.map(lambda t: t.to(self.device))
+
     def _base_conditions(self, source_prompt: str, negative_prompt: str, batch: int) -> list[Conditioning]:
         """``[c_∅]`` or ``[c_∅, c_src]``, ``batch`` rows each: the same in inversion and editing."""
-        base = [self.model.unconditional(negative_prompt, batch)]
+        base = [self._on_device(self.model.unconditional(negative_prompt, batch))]
         if source_prompt:
-            base.append(self.model.encode_prompts([source_prompt]).repeat_rows(batch))
+            base.append(self._on_device(self.model.encode_prompts([source_prompt])).repeat_rows(batch))
         return base
 
     def _concepts(self, edits: tuple[Edit, ...], use_attention: bool) -> ConceptBatch:
         device = self.device
         texts = [e.prompt for e in edits if e.conditioning is None]
-        encoded = self.model.encode_prompts(texts) if texts else None
+        encoded = self._on_device(self.model.encode_prompts(texts)) if texts else None
         rows, j = [], 0
         for e in edits:
             if e.conditioning is None:

@@ -132,6 +132,7 @@ class EditorSpec:
     dtype: str | None = None
     compile: bool = False
     quiet: bool = False
+    offload: str = "auto"  # the memory plan (leditspp.offload)
 
     def load(self) -> Any:
         """The :class:`~leditspp.Editor` (compiled with ``compile``), its loading messages hushed."""
@@ -144,5 +145,5 @@ class EditorSpec:
         if self.quiet:
             logging.getLogger("leditspp").setLevel(logging.ERROR)
         dtype = getattr(torch, self.dtype) if self.dtype else None
-        editor = Editor.from_pretrained(self.model, torch_dtype=dtype, device=self.device)
+        editor = Editor.from_pretrained(self.model, torch_dtype=dtype, device=self.device, offload=self.offload)
         return editor.compile() if self.compile else editor

@@ -1,11 +1,14 @@
-"""How many inversion steps go into one network call, chosen from the memory that is free.
+"""How many rows go into one network call, chosen from the memory that is free.
 
 The N inversion calls are independent (SPEC B §4.1), so they run in chunks of steps. A chunk is
 as large as fits a fraction of the device's free memory, by an estimate of one network row's
 activation memory, and on the CPU no larger than the point where batching stops paying.
+An edit step's rows (the base conditions and the active concepts, B images each) are one call
+when they fit the same budget, else a few calls of whole groups of B rows (issue 25).
 
-``steps_per_call`` is the pure rule; ``free_bytes`` reads the machine and the adapter's
-``row_bytes`` the model. ``Editor.invert(inversion_batch=k)`` overrides the whole choice.
+``steps_per_call`` and ``groups_per_call`` are the pure rules; ``free_bytes`` reads the machine
+and the adapter's ``row_bytes`` the model. ``Editor.invert(inversion_batch=k)`` overrides the
+inversion's choice.
 """
 
 from __future__ import annotations
@@ -50,14 +53,44 @@ def steps_per_call(steps: int, rows_per_step: int, bytes_per_row: int, budget: i
     fit = budget // max(1, rows_per_step * bytes_per_row)
     if cap is not None:
         fit = min(fit, cap // max(1, rows_per_step))
-    fit = max(1, min(steps, fit))
-    calls = math.ceil(steps / fit)
-    return math.ceil(steps / calls)
+    return even_chunk(steps, fit)
+
+
+def even_chunk(total: int, fit: int) -> int:
+    """The chunk size that splits ``total`` items into the fewest calls of at most ``fit`` (≥ 1)
+    items, evened out: every call but the last takes this many.
+
+    >>> even_chunk(10, 4)  # 3 calls: 4, 4, 2
+    4
+    >>> even_chunk(9, 8)  # 2 calls: 5, 4
+    5
+    """
+    fit = max(1, min(total, fit))
+    return math.ceil(total / math.ceil(total / fit))
+
+
+def groups_per_call(batch: int, bytes_per_row: int, budget: int) -> int:
+    """The most groups of ``batch`` rows one call can take within ``budget`` bytes, ≥ 1.
+
+    >>> groups_per_call(2, 100, 850)  # 4 groups of 2 rows = 800 bytes
+    4
+    """
+    return max(1, budget // max(1, batch * bytes_per_row))
 
 
 def inversion_chunk(model: ModelAdapter, steps: int, rows_per_step: int, height: int, width: int) -> int:
     """:func:`steps_per_call` for ``model`` on its device (its own estimate of a row's bytes,
     ``model.row_bytes``), with the budget of ``defaults``."""
-    device = model.device
-    budget = int(free_bytes(device) * defaults.INVERSION_MEMORY_FRACTION)
-    return steps_per_call(steps, rows_per_step, model.row_bytes(height, width), budget, max_rows(device))
+    budget = call_budget(model)
+    return steps_per_call(steps, rows_per_step, model.row_bytes(height, width), budget, max_rows(model.device))
+
+
+def call_budget(model: ModelAdapter) -> int:
+    """The bytes one call's activations may take now: ``defaults.CALL_MEMORY_FRACTION`` of the free
+    memory of the device ``model`` runs on."""
+    return int(free_bytes(model.device) * defaults.CALL_MEMORY_FRACTION)
+
+
+def edit_groups(model: ModelAdapter, batch: int, height: int, width: int) -> int:
+    """:func:`groups_per_call` for ``model``'s edit calls on an ``height × width`` latent grid."""
+    return groups_per_call(batch, model.row_bytes(height, width), call_budget(model))

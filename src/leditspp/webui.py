@@ -49,6 +49,7 @@ class EditorService:
 
     model: str = defaults.MODEL
     device: str | None = None
+    offload: str = defaults.OFFLOAD  # the memory plan (Editor.from_pretrained's offload=)
     compile: bool = False  # torch.compile the UNet once loaded (Editor.compile)
     cache_size: int = 8
     max_pixels: int = defaults.MAX_PIXELS
@@ -73,7 +74,7 @@ class EditorService:
             if self._editor is None:
                 from .editor import Editor
 
-                self._editor = Editor.from_pretrained(self.model, device=self.device)
+                self._editor = Editor.from_pretrained(self.model, device=self.device, offload=self.offload)
                 if self.compile:
                     self._editor.compile()
             return self._editor
@@ -407,10 +408,12 @@ def serve(
     device: str | None = None,
     block: bool = True,
     compile: bool = False,
+    offload: str = "auto",
 ) -> Any:
     """Start the app; ``block=False`` returns the running app (for tests and notebooks).
-    ``compile``: ``torch.compile`` the UNet (worth it for a long-running server on a GPU)."""
-    app = build_app(EditorService(model=model, device=device, compile=compile))
+    ``compile``: ``torch.compile`` the UNet (worth it for a long-running server on a GPU);
+    ``offload``: the memory plan (:mod:`leditspp.offload`)."""
+    app = build_app(EditorService(model=model, device=device, compile=compile, offload=offload))
     app.queue(default_concurrency_limit=1)
     app.launch(
         server_name=host,

@@ -55,6 +55,7 @@ class BatchEdit:
     dtype: str | None = None
     compile: bool = False
     quiet: bool = False
+    offload: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
             refused.append((str(path), str(exc)))
             continue
         jobs.append(Job(path, out, settings, edits, source))
-    editor = EditorSpec(model, batch.device, batch.dtype, batch.compile, batch.quiet)
+    editor = EditorSpec(model, batch.device, batch.dtype, batch.compile, batch.quiet, batch.offload)
     return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray)
 
 

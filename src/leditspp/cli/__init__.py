@@ -18,6 +18,7 @@ from .. import __version__, defaults
 from ..errors import LeditsError
 from ..evaluation import SUITES
 from ..masking import MASK_MODES
+from ..offload import CHOICES as OFFLOADS
 from ..solvers import SOLVERS
 from ..validation import check_device
 from .edit import edit_command
@@ -82,6 +83,13 @@ def _model_options() -> argparse.ArgumentParser:
     )
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="network precision")
+    g.add_argument(
+        "--offload",
+        choices=OFFLOADS,
+        default="auto",
+        help="memory plan: text encoders off the GPU between calls (model), the denoiser group-offloaded too "
+        "(group), everything resident (none), or the lightest that fits the free memory [auto]",
+    )
     g.add_argument(
         "--compile",
         action="store_true",

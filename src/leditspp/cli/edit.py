@@ -60,6 +60,7 @@ def _batch(args: argparse.Namespace) -> BatchEdit:
         dtype=args.dtype,
         compile=args.compile,
         quiet=args.quiet,
+        offload=args.offload,
     )
 
 

@@ -39,6 +39,7 @@ def _options(args: argparse.Namespace, stats: RunStats) -> dict[str, Any]:
         "dtype": args.dtype,
         "compile": args.compile,
         "quiet": args.quiet,
+        "offload": args.offload,
         "settings": {key: getattr(args, key) for key in SETTINGS},
         "sweep": args.sweep,
         "metrics": args.metrics,

@@ -22,7 +22,7 @@ def invert_command(args: argparse.Namespace) -> int:
     check_output(args.output, (".safetensors",))
     image = open_image(args.image)
     preflight(settings["model"], image, settings, args.max_pixels)
-    editor = EditorSpec(settings["model"], args.device, args.dtype, args.compile, args.quiet).load()
+    editor = EditorSpec(settings["model"], args.device, args.dtype, args.compile, args.quiet, args.offload).load()
     invert(editor, image, settings, step_progress(args.quiet), args.max_pixels).save(args.output)
     print(f"wrote {args.output}")
     return 0

@@ -15,5 +15,6 @@ def serve_command(args: argparse.Namespace) -> int:
     from ..webui import serve
 
     print(f"leditspp web UI on http://{args.host}:{args.port} (model: {args.model or defaults.MODEL}); Ctrl-C stops it")
-    serve(args.model or defaults.MODEL, args.host, args.port, args.max_upload_mb, args.device, compile=args.compile)
+    model = args.model or defaults.MODEL
+    serve(model, args.host, args.port, args.max_upload_mb, args.device, compile=args.compile, offload=args.offload)
     return 0

@@ -57,6 +57,7 @@ def evaluate(
     dtype: str | None = None,
     compile: bool = False,
     quiet: bool = False,
+    offload: str = "auto",
     settings: Mapping[str, Any] | None = None,
     sweep: Mapping[str, Sequence[float]] | Sequence[str] = (),
     metrics: str | Sequence[str] | None = None,
@@ -90,7 +91,7 @@ def evaluate(
     folder = _output(str(out), resume)
     stats = stats if stats is not None else RunStats()
     options = {"resume": resume, "progress": progress, "sweep_keys": list(sweep), "stats": stats}
-    summary = _run(plan, EditorSpec(model, device, dtype, compile, quiet), folder, ray, options)
+    summary = _run(plan, EditorSpec(model, device, dtype, compile, quiet, offload), folder, ray, options)
     rows = runner.read_rows(folder / runner.METRICS_CSV)
     title = f"leditspp eval {plan.title} — {model}"
     path = report.write_report(folder, rows, summary, title=title, plot=plan.plot, sweep_keys=list(sweep))

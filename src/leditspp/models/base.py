@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -100,7 +101,9 @@ class ModelAdapter(Protocol):
         """The path for an ``height × width`` latent grid (FLUX's shift depends on the size)."""
 
     @property
-    def device(self) -> torch.device: ...
+    def device(self) -> torch.device:
+        """The execution device: where the denoiser runs and the loops' tensors live (under a memory
+        plan its parameters may wait elsewhere, see :mod:`leditspp.offload`)."""
 
     @property
     def dtype(self) -> torch.dtype: ...
@@ -149,6 +152,20 @@ def tokenize(tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
         return tokenizer(*args, **kwargs)
 
 
+def runs_on(module: Any) -> torch.device:
+    """The device ``module`` computes on. Under a memory plan its parameters wait elsewhere: diffusers'
+    group offloading names its onload device, accelerate's offload hooks (``enable_model_cpu_offload``,
+    ``cpu_offload_with_hook``) their execution device; otherwise it is where its parameters are."""
+    from diffusers.hooks.group_offloading import _get_group_onload_device  # what ModelMixin.device reads
+
+    with contextlib.suppress(ValueError):
+        return torch.device(_get_group_onload_device(module))
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if device is not None:
+        return torch.device(device)
+    return next(itertools.chain(module.parameters(), module.buffers())).device
+
+
 def warn_if_truncated(tokenizer: Any, prompts: list[str], limit: int | None = None) -> None:
     """Log a warning for each prompt longer than the text encoder's window (``limit``, default
     the tokenizer's ``model_max_length``): it is cut there."""
@@ -180,7 +197,7 @@ def encode_text(
         truncation=True,
         return_tensors="pt",
     ).input_ids
-    return encoder(ids.to(encoder.device), output_hidden_states=all_layers)
+    return encoder(ids.to(runs_on(encoder)), output_hidden_states=all_layers)
 
 
 def vae_scale_factor(vae: Any) -> int:
@@ -232,7 +249,7 @@ def _vae_precision(vae: Any) -> Iterator[torch.dtype]:
 def encode_pixels(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
     """Images (B, 3, H, W) in [−1, 1] → scaled posterior-mean latents (B, C, H/f, W/f), fp32."""
     with _vae_precision(vae) as dtype:
-        dist = vae.encode(pixels.to(vae.device, dtype)).latent_dist
+        dist = vae.encode(pixels.to(runs_on(vae), dtype)).latent_dist
         latents = dist.mode().float()
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return (latents - shift) * vae.config.scaling_factor
@@ -243,7 +260,7 @@ def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents (B, C, h, w) → images (B, 3, H, W) in [−1, 1], fp32."""
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     with _vae_precision(vae) as dtype:
-        z = (latents / vae.config.scaling_factor + shift).to(vae.device, dtype)
+        z = (latents / vae.config.scaling_factor + shift).to(runs_on(vae), dtype)
         return vae.decode(z).sample.float().clamp(-1, 1)
 
 

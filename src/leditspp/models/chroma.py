@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Conditioning, tokenize, warn_if_truncated
+from .base import Conditioning, runs_on, tokenize, warn_if_truncated
 from .families import Part, Parts, refuse
 from .flux import PackedTransformer
 from .sd import _word_positions
@@ -83,7 +83,7 @@ class Chroma(PackedTransformer):
             truncation=True,
             return_tensors="pt",
         )
-        device = self.text_encoder.device
+        device = runs_on(self.text_encoder)
         attended = tokens.attention_mask.to(device)
         embeds = self.text_encoder(tokens.input_ids.to(device), attention_mask=attended, output_hidden_states=False)[0]
         positions = torch.arange(attended.shape[1], device=device)[None, :]

@@ -33,7 +33,7 @@ import torch
 
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
-from .base import Conditioning, _vae_precision, bound_cache, logger, tokenize
+from .base import Conditioning, _vae_precision, bound_cache, logger, runs_on, tokenize
 from .capture import capture_layers
 from .families import Part, Parts, refuse
 from .flux import record_flux
@@ -148,7 +148,7 @@ class Klein(TransformerModel):
             max_length=self.max_sequence_length,
             return_tensors="pt",
         )
-        device = self.text_encoder.device
+        device = runs_on(self.text_encoder)
         out = self.text_encoder(
             input_ids=inputs.input_ids.to(device),
             attention_mask=inputs.attention_mask.to(device),
@@ -226,7 +226,7 @@ class Klein(TransformerModel):
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [−1, 1] → normalised patchified latents (B, 128, H/16, W/16), fp32."""
         with _vae_precision(self.vae) as dtype:
-            z = self.vae.encode(pixels.to(self.vae.device, dtype)).latent_dist.mode().float()
+            z = self.vae.encode(pixels.to(runs_on(self.vae), dtype)).latent_dist.mode().float()
         z = patchify(z)
         mean, std = self._bn(z)
         return ((z - mean) / std).to(self.device)
@@ -238,7 +238,7 @@ class Klein(TransformerModel):
         mean, std = self._bn(latents)
         z = unpatchify(latents * std + mean)
         with _vae_precision(self.vae) as dtype:
-            return self.vae.decode(z.to(self.vae.device, dtype)).sample.float().clamp(-1, 1)
+            return self.vae.decode(z.to(runs_on(self.vae), dtype)).sample.float().clamp(-1, 1)
 
 
 def record_klein(recorder: AttentionRecorder, attn: Any, args: dict[str, Any], *, text: int) -> None:

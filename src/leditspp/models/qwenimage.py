@@ -35,7 +35,7 @@ import torch
 
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
-from .base import Conditioning, _vae_precision, logger, tokenize
+from .base import Conditioning, _vae_precision, logger, runs_on, tokenize
 from .capture import capture_layers
 from .families import Part, Parts, refuse
 from .flux import pack, unpack
@@ -121,7 +121,7 @@ class QwenImage(TransformerModel):
             padding=True,
             truncation=True,
             return_tensors="pt",
-        ).to(self.text_encoder.device)
+        ).to(runs_on(self.text_encoder))
         hidden = self.text_encoder(
             input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True
         ).hidden_states[-1]
@@ -190,7 +190,7 @@ class QwenImage(TransformerModel):
         """Images (B, 3, H, W) in [−1, 1] → normalised posterior-mode latents (B, 16, H/8, W/8), fp32
         (``QwenImageImg2ImgPipeline._encode_vae_image``: ``(z − mean)·(1/std)``)."""
         with _vae_precision(self.vae) as dtype:
-            z = self.vae.encode(pixels[:, :, None].to(self.vae.device, dtype)).latent_dist.mode().float()
+            z = self.vae.encode(pixels[:, :, None].to(runs_on(self.vae), dtype)).latent_dist.mode().float()
         mean, inv_std = self._normalisation(z.device, z.dtype)
         return ((z - mean) * inv_std)[:, :, 0].to(self.device)
 
@@ -199,7 +199,7 @@ class QwenImage(TransformerModel):
         """Normalised latents (B, 16, h, w) → images (B, 3, H, W) in [−1, 1], fp32 (the pipeline's
         ``latents / (1/std) + mean``, then the first frame)."""
         with _vae_precision(self.vae) as dtype:
-            z = latents[:, :, None].to(self.vae.device, torch.float32)
+            z = latents[:, :, None].to(runs_on(self.vae), torch.float32)
             mean, inv_std = self._normalisation(z.device, z.dtype)
             frames = self.vae.decode((z / inv_std + mean).to(dtype)).sample
             return frames[:, :, 0].float().clamp(-1, 1)

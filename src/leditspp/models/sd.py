@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Conditioning, tokenize, warn_if_truncated
+from .base import Conditioning, runs_on, tokenize, warn_if_truncated
 from .families import Parts, refuse
 from .unet import UNetModel
 
@@ -59,7 +59,7 @@ class StableDiffusion(UNetModel):
             truncation=True,
             return_tensors="pt",
         )
-        device = self.text_encoder.device
+        device = runs_on(self.text_encoder)
         mask = None
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             mask = tokens.attention_mask.to(device)

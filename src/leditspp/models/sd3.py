@@ -25,7 +25,7 @@ import torch
 from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import FlowPath, NoiseLevel
-from .base import Conditioning, decode_latents, encode_pixels, encode_text, warn_if_truncated
+from .base import Conditioning, decode_latents, encode_pixels, encode_text, runs_on, warn_if_truncated
 from .capture import capture_layers
 from .families import Part, Parts, parts_of, refuse
 from .sd import _word_positions
@@ -45,7 +45,8 @@ class TransformerModel:
 
     @property
     def device(self) -> torch.device:
-        return self.transformer.device
+        """Where the transformer runs (its parameters may wait elsewhere under a memory plan)."""
+        return runs_on(self.transformer)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -20,7 +20,7 @@ from .. import defaults
 from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import NoiseLevel, NoisePath
-from .base import Conditioning, decode_latents, encode_pixels
+from .base import Conditioning, decode_latents, encode_pixels, runs_on
 from .families import Parts, parts_of
 from .unet_attention import capture_unet_attention
 
@@ -69,7 +69,8 @@ class UNetModel:
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        """Where the UNet runs (its parameters may wait elsewhere under a memory plan)."""
+        return runs_on(self.unet)
 
     @property
     def dtype(self) -> torch.dtype:

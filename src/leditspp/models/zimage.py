@@ -34,7 +34,7 @@ import torch
 from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import NoiseLevel
-from .base import Conditioning, tokenize, vae_scale_factor, warn_if_truncated
+from .base import Conditioning, runs_on, tokenize, vae_scale_factor, warn_if_truncated
 from .capture import capture_layers
 from .families import Part, Parts, refuse
 from .sd3 import TRANSFORMER_ACTIVATION_ELEMENTS, TransformerModel, check_sequence_length
@@ -131,7 +131,7 @@ class ZImage(TransformerModel):
             truncation=True,
             return_tensors="pt",
         )
-        device = self.text_encoder.device
+        device = runs_on(self.text_encoder)
         mask = inputs.attention_mask.to(device).bool()
         states = self.text_encoder(
             input_ids=inputs.input_ids.to(device), attention_mask=mask, output_hidden_states=True
