@@ -22,6 +22,8 @@ from typing import Final
 import torch
 import torch.nn.functional as F
 
+from .errors import LeditsError
+
 MASK_MODES: Final = ("intersect", "attention", "noise", "none")
 #: The largest ``preserve`` dilation taken, in latent cells (beyond it R covers any image).
 MAX_PRESERVE: Final = 64
@@ -116,11 +118,11 @@ def check_preserve(preserve: object, mask_mode: str) -> None:
     if preserve is None:
         return
     if isinstance(preserve, bool) or not isinstance(preserve, int) or not 0 <= preserve <= MAX_PRESERVE:
-        raise ValueError(
+        raise LeditsError(
             f"preserve must be a whole number of latent cells from 0 to {MAX_PRESERVE} (or None: off); got {preserve!r}"
         )
     if mask_mode == "none":
-        raise ValueError(
+        raise LeditsError(
             "preserve keeps the source outside the edit masks, and mask_mode 'none' has none; "
             "use intersect, attention or noise, or leave preserve out"
         )

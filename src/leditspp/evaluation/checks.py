@@ -42,10 +42,7 @@ def check_setting(key: str, value: Any, concept: str = "every concept") -> None:
     ``scale`` and ``threshold`` with :class:`~leditspp.edits.Edit`'s own validation (its message
     names ``concept``); ``preserve`` with :func:`~leditspp.masking.check_preserve`."""
     if key == "preserve":
-        try:
-            check_preserve(preserve_of({key: value}), defaults.MASK_MODE)
-        except ValueError as exc:
-            raise LeditsError(str(exc)) from None
+        check_preserve(preserve_of({key: value}), defaults.MASK_MODE)
     elif key == "steps":
         validate_steps(value, defaults.SKIP)
     elif key == "skip":
@@ -58,11 +55,15 @@ def check_setting(key: str, value: Any, concept: str = "every concept") -> None:
         raise LeditsError(f"unknown evaluation setting {key!r}; known: {', '.join(SETTINGS)}")
 
 
-def preserve_of(params: dict[str, Any]) -> Any:
-    """An item's ``preserve`` for :meth:`Editor.edit`: None where it has none, a whole float (a
-    ``--sweep`` value) as an int; anything else as it is, for the check to refuse."""
-    value = params.get("preserve")
+def whole(value: Any) -> Any:
+    """A whole float (a ``--sweep`` value, a manifest's number) as an int; anything else as it is,
+    for the checks to refuse."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def preserve_of(params: dict[str, Any]) -> Any:
+    """An item's ``preserve`` for :meth:`Editor.edit`: None where it has none, else :func:`whole`."""
+    return whole(params.get("preserve"))
 
 
 def check_given(

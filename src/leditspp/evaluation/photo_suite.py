@@ -27,7 +27,7 @@ from ..errors import LeditsError
 from ..io import open_image
 from ..jobs import Item
 from . import metrics as M
-from .checks import check_edited, check_given, preserve_of
+from .checks import check_edited, check_given, preserve_of, whole
 from .manifests import READERS, EvalItem
 from .runner import Row, expand_sweep
 from .suites import Plan, Request, first
@@ -158,7 +158,7 @@ class PhotoEvaluator:
     ) -> tuple[Any, Any, float]:
         """Invert ``image`` with the settings ``p`` and apply ``edits``: (inversion, edit result, seconds)."""
         settings = {
-            "steps": _whole(p["steps"]),
+            "steps": whole(p["steps"]),
             "skip": float(p["skip"]),
             "seed": p.get("seed", 0),
             "source_prompt": entry.source_prompt or "",
@@ -195,10 +195,6 @@ class PhotoEvaluator:
 def _with_params(edit: Edit, params: dict[str, Any]) -> Edit:
     """The edit with a swept or given scale / threshold."""
     return replace(edit, **{k: float(params[k]) for k in ("scale", "threshold") if k in params})
-
-
-def _whole(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _tensor(image: Image.Image) -> torch.Tensor:

@@ -39,7 +39,7 @@ from ..caching import LRUCache
 from ..demo import shapes
 from ..errors import LeditsError, is_int
 from ..jobs import Item
-from .checks import check_edited, check_given, preserve_of
+from .checks import check_edited, check_given, preserve_of, whole
 from .runner import Row, expand_sweep
 from .suites import Plan, Request, first
 
@@ -182,9 +182,7 @@ class ShapesEvaluator:
         return row
 
     def _invert(self, scene: shapes.Scene, seed: int, params: dict[str, Any]) -> Any:
-        steps, skip = params["steps"], float(params["skip"])
-        if isinstance(steps, float) and steps.is_integer():
-            steps = int(steps)
+        steps, skip = whole(params["steps"]), float(params["skip"])
         return self.inversions.get(
             (seed, steps, skip), lambda: self.editor.invert(scene.image, steps=steps, skip=skip, seed=0)
         )
