@@ -99,7 +99,7 @@ def test_every_plan_gives_the_same_latents(tokenizer, tokenizer_t5, family):
     for name in ("model", "group"):
         editor = Editor.from_pipe(build(), offload=name)
         assert editor.plan == MemoryPlan(name)
-        hooked = {k for k, v in editor.model.components().items() if offload._hooked(v)}
+        hooked = {k for k, v in editor.model.components().items() if offload.moves_weights(v)}
         encoders = {k for k in editor.model.components() if k.startswith("text_encoder")}
         assert hooked == (encoders if name == "model" else encoders | {"unet" if family == "sd" else "transformer"})
         assert editor.fingerprint == reference.fingerprint  # inversions travel between plans

@@ -16,7 +16,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from leditspp import Edit, Editor, defaults, memory
-from leditspp.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
+from leditspp.compiling import compile_options
+from leditspp.errors import LeditsError
+from leditspp.testing import tiny_flux_pipeline, tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+from leditspp.testing.tiny2026 import tiny_klein_pipeline
 
 from .conftest import scene
 
@@ -129,6 +132,52 @@ def test_an_edit_step_splits_into_calls_that_fit_and_agrees(editor, monkeypatch,
     assert torch.equal(editor.edit(inversion, decode=False).latents, inversion.source_latents)
 
 
+# -- CUDA graphs: a replay overwrites the last call's outputs -------------------------------------
+
+
+@contextlib.contextmanager
+def static_outputs(network):
+    """What a CUDA-graphed network does to its outputs, on the CPU: every call of one output shape
+    returns the same tensors, overwritten (a graph's static buffers; ``Editor.compile`` on a GPU)."""
+    buffers: dict[tuple, list[torch.Tensor]] = {}
+
+    def hook(module, args, output):
+        leaves, spec = torch.utils._pytree.tree_flatten(output)
+        key = tuple(tuple(t.shape) for t in leaves if isinstance(t, torch.Tensor))
+        kept = buffers.setdefault(key, [t.clone() for t in leaves if isinstance(t, torch.Tensor)])
+        fresh = iter(kept)
+        out = [next(fresh).copy_(t) if isinstance(t, torch.Tensor) else t for t in leaves]
+        return torch.utils._pytree.tree_unflatten(out, spec)
+
+    handle = network.register_forward_hook(hook)
+    try:
+        yield buffers
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("family", ["sd", "klein"])
+def test_loops_take_each_call_before_the_next_overwrites_it(tokenizer, family, monkeypatch):
+    """Split edit steps and chunked inversions read every call's estimates before the next call
+    (a replayed CUDA graph reuses its output buffers): the same results as fresh outputs."""
+    pipe = tiny_sd_pipeline(tokenizer) if family == "sd" else tiny_klein_pipeline(seed=0)
+    editor = Editor.from_pipe(pipe)
+    network = editor.model.unet if family == "sd" else editor.model.transformer
+    images = [scene(seed=14), scene(seed=15)]
+    edits = ["+a hat", Edit("a cat", remove=True), "+a tree"]
+    inversion = editor.invert(images, steps=4, seed=0, inversion_batch=2)
+    row = editor.model.row_bytes(*inversion.source_latents.shape[-2:])
+    monkeypatch.setattr(memory, "free_bytes", lambda device: int(2 * 2 * row / defaults.CALL_MEMORY_FRACTION))
+    fresh = editor.edit(inversion, edits, decode=False)  # 4 groups of 2 rows: calls of 2 groups
+    with static_outputs(network) as buffers:
+        graphed = editor.edit(inversion, edits, decode=False)
+        again = editor.invert(images, steps=4, seed=0, inversion_batch=2)
+    assert buffers  # the network's outputs did come from the static buffers
+    assert torch.allclose(graphed.latents, fresh.latents, atol=1e-5 * fresh.latents.abs().max())
+    assert torch.allclose(graphed.mask_means, fresh.mask_means, atol=1e-5)
+    assert torch.allclose(again.noise_maps, inversion.noise_maps, atol=1e-5 * inversion.noise_maps.abs().max())
+
+
 # -- no per-step host syncs -------------------------------------------------------------------------
 
 
@@ -155,24 +204,45 @@ class HostTraffic(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl"])
-def test_the_edit_loop_makes_no_per_step_host_syncs(tokenizer, tokenizer_2, family):
+def _pipeline(family, tokenizer, tokenizer_2, tokenizer_t5):
+    return {
+        "sd": lambda: tiny_sd_pipeline(tokenizer),
+        "sdxl": lambda: tiny_sdxl_pipeline(tokenizer, tokenizer_2),
+        "sd3": lambda: tiny_sd3_pipeline(tokenizer, tokenizer_2, tokenizer_t5),
+        "flux": lambda: tiny_flux_pipeline(tokenizer, tokenizer_t5),
+        "klein": lambda: tiny_klein_pipeline(seed=0),
+    }[family]()
+
+
+def _to_meta(editor):
+    """The denoising network onto the meta device: every value of the loops is unreadable (the
+    text encoders, run once per call before the loops, and the VAE stay on the CPU)."""
+    for name in ("unet", "transformer"):
+        if getattr(editor.model, name, None) is not None:
+            getattr(editor.model, name).to("meta")
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "klein"])
+def test_the_loops_make_no_per_step_host_syncs(tokenizer, tokenizer_2, tokenizer_t5, family):
     """On the meta device a value read by the host would fail, and host-to-device copies are
-    counted: their number must not grow with the number of steps (SDXL: its time ids too)."""
+    counted: their number must not grow with the number of steps, in the edit loop (SDXL: its
+    time ids too) nor in the inversion's calls (two steps a call) — what CUDA graphs need."""
     traffic = {}
     for steps in (4, 8):
-        pipe = tiny_sd_pipeline(tokenizer) if family == "sd" else tiny_sdxl_pipeline(tokenizer, tokenizer_2)
-        editor = Editor.from_pipe(pipe)
-        inversion = editor.invert(scene(seed=5), steps=steps, seed=0)
-        for name in ("unet", "text_encoder", "text_encoder_2"):
-            if hasattr(editor.model, name):
-                getattr(editor.model, name).to("meta")
+        editor = Editor.from_pipe(_pipeline(family, tokenizer, tokenizer_2, tokenizer_t5))
+        image = scene(seed=5)
+        inversion = editor.invert(image, steps=steps, seed=0)
+        _to_meta(editor)
         with HostTraffic() as mode:
             edits = ["+a hat", Edit("a cat", remove=True, warmup_steps=1)]
             editor.edit(inversion, edits, mask_mode="intersect", user_mask=torch.ones(8, 8), decode=False)
-        traffic[steps] = mode.counts
-    assert traffic[4]["read"] == traffic[8]["read"] == 0
-    assert traffic[8]["to device"] <= traffic[4]["to device"]
+        with HostTraffic() as inverting:
+            editor.invert(image, steps=steps, seed=0, inversion_batch=2)
+        traffic[steps] = (mode.counts, inverting.counts)
+    assert traffic[4][0]["read"] == traffic[8][0]["read"] == 0
+    assert traffic[8][0]["to device"] <= traffic[4][0]["to device"]
+    assert traffic[4][1]["read"] == traffic[8][1]["read"] == 0
+    assert traffic[8][1]["to device"] <= traffic[4][1]["to device"]
 
 
 # -- precision --------------------------------------------------------------------------------------
@@ -218,6 +288,31 @@ def test_compiled_unet_compiles_per_call_shape_not_per_step(tokenizer):
         assert torch.allclose(got, expected, atol=1e-5) and torch.equal(got, again)
     finally:
         torch._dynamo.reset()
+
+
+@pytest.mark.parametrize(
+    ("device", "options", "expected"),
+    [
+        ("cuda", {}, {"mode": "reduce-overhead", "dynamic": False}),  # CUDA graphs by default on a GPU
+        ("cuda", {"dynamic": True}, {"mode": "reduce-overhead", "dynamic": True}),
+        ("cuda", {"mode": "max-autotune"}, {"mode": "max-autotune"}),
+        ("cuda", {"backend": "eager"}, {"backend": "eager"}),
+        ("cuda", {"options": {"triton.cudagraphs": False}}, {"options": {"triton.cudagraphs": False}}),
+        ("cpu", {}, {}),  # no graphs on the CPU: torch.compile's default
+        ("cpu", {"mode": "reduce-overhead"}, {"mode": "reduce-overhead", "dynamic": False}),
+    ],
+)
+def test_compile_options_choose_cuda_graphs_on_a_gpu(device, options, expected):
+    assert compile_options(torch.device(device), False, options) == expected
+
+
+def test_cuda_graphs_are_refused_where_the_weights_move(tokenizer):
+    with pytest.raises(LeditsError, match="group offload"):
+        compile_options(torch.device("cuda"), True, {})
+    assert compile_options(torch.device("cuda"), True, {"mode": "default"}) == {"mode": "default"}
+    editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer), offload="group")
+    with pytest.raises(LeditsError, match="offload='none'"):
+        editor.compile(mode="reduce-overhead")
 
 
 # -- the benchmark script ---------------------------------------------------------------------------

@@ -134,10 +134,12 @@ def estimate_in_chunks(
 
     The groups go through the network ``groups_per_call`` at a time (evened out; one call when they
     fit, as every step does when memory is ample); rows are independent, so the split changes the
-    estimates by float rounding only.
+    estimates by float rounding only. Each call's estimates are copied out before the next call:
+    a CUDA-graphed network (``Editor.compile`` on a GPU) returns them in buffers that its next
+    replay overwrites.
     """
     per_call = even_chunk(layout.groups, groups_per_call or layout.groups)
-    outs, maps = [], []
+    eps, maps = None, []
     for start in range(0, layout.groups, per_call):
         part = RowLayout(min(per_call, layout.groups - start), layout.batch)
         rows = slice(start * layout.batch, (start + part.groups) * layout.batch)
@@ -146,11 +148,15 @@ def estimate_in_chunks(
         if armed:
             first_row = (start + concepts - k) * layout.batch
             recorder.arm(part.from_group(concepts), call.token_weights[first_row : rows.stop - k * layout.batch])
-        outs.append(model.estimate(part.repeat(x), levels.at(j, part.rows), call.cond.map(lambda t, r=rows: t[r])))
+        out = model.estimate(part.repeat(x), levels.at(j, part.rows), call.cond.map(lambda t, r=rows: t[r]))
+        if per_call == layout.groups:
+            eps = out  # one call: nothing to keep across calls
+        else:
+            eps = out.new_empty((layout.rows, *out.shape[1:])) if eps is None else eps
+            eps[rows] = out
         if armed:
             maps.append(recorder.take(grid))
             recorder.disarm()
-    eps = outs[0] if len(outs) == 1 else torch.cat(outs)
     return layout.split(eps), (torch.cat(maps) if maps else None)
 
 

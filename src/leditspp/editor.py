@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from . import __version__, defaults
+from .compiling import compile_options
 from .editing import ConceptBatch, Progress, edit_loop
 from .edits import Edit, as_edits, check_warmup
 from .errors import LeditsError
@@ -33,7 +34,7 @@ from .models import (
     model_settings,
 )
 from .models.families import parts_of, recommended_of
-from .offload import MemoryPlan, apply_plan, as_plan, encoders_leave, resolve
+from .offload import DENOISERS, MemoryPlan, apply_plan, as_plan, encoders_leave, moves_weights, resolve
 from .solvers import StepTable, check_solver, step_table
 from .validation import check_device, check_invert_arguments, check_seed
 
@@ -152,13 +153,17 @@ class Editor:
         """Opt in to ``torch.compile`` of the denoising network, UNet or transformer (in place;
         ``options`` go to ``torch.compile``, e.g. ``mode="max-autotune"``). Returns the editor.
 
-        Timesteps enter the network as tensors and every step of an edit has the same rows, so
-        a graph is compiled per distinct call shape (inversion chunk, number of active
-        concepts, attention capture on or off) — never per step. The first call of each shape
-        pays the compile time. Reconstruction stays exact: it never depends on the network's
-        arithmetic.
+        On a CUDA device the default is CUDA graphs (``mode="reduce-overhead"``, one static graph
+        per call shape: :mod:`leditspp.compiling`), refused under the group-offload plan, whose
+        weights move; elsewhere torch.compile's default mode. Timesteps enter the network as
+        tensors and every step of an edit has the same rows, so a graph is compiled per distinct
+        call shape (inversion chunk, number of active concepts, attention capture on or off) —
+        never per step. The first call of each shape pays the compile time. Reconstruction stays
+        exact: it never depends on the network's arithmetic.
         """
-        self.model.compile(**options)
+        denoiser = next(m for name, m in self.model.components().items() if name in DENOISERS)
+        moves = self.plan.offload == "group" or moves_weights(denoiser)
+        self.model.compile(**compile_options(self.device, moves, options))
         return self
 
     @property

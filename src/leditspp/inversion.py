@@ -151,17 +151,19 @@ def estimate_all(
     ``chunk`` steps per call; ``progress("inversion", done, N)`` after each call.
 
     ``base`` is ``[c_∅]`` or ``[c_∅, c_src]`` (B rows each); a call's groups are its steps, then
-    the base conditions (:class:`~leditspp.rows.RowLayout`).
+    the base conditions (:class:`~leditspp.rows.RowLayout`). Each call's estimates are used up
+    before the next call (a CUDA-graphed network's next replay overwrites them).
     """
     steps, batch = ys.shape[0], ys.shape[1]
     out = torch.empty_like(ys)
     k = len(base)
     levels = table.levels(ys.device)
+    step_ids = torch.arange(steps, device=ys.device)  # made once: no host-to-device copy per call
     for start in range(0, steps, chunk):
         idx = list(range(start, min(start + chunk, steps)))
         layout = RowLayout(len(idx) * k, batch)
         latents = layout.stack([ys[j] for j in idx for _ in range(k)])
-        rows_step = layout.per_row(torch.tensor([j for j in idx for _ in range(k)], device=ys.device))
+        rows_step = layout.per_row(step_ids[idx[0] : idx[-1] + 1].repeat_interleave(k))
         cond = layout.conditions([c for _ in idx for c in base])
         eps = layout.split(model.estimate(latents, levels.select(rows_step), cond)).view(len(idx), k, *ys.shape[1:])
         for n, j in enumerate(idx):

@@ -111,7 +111,7 @@ def resolve(plan: MemoryPlan, components: Mapping[str, Any], device: torch.devic
     if plan.offload != AUTO:
         return plan
     modules = _modules(components)
-    if any(_hooked(m) for m in modules.values()):
+    if any(moves_weights(m) for m in modules.values()):
         return replace(plan, offload="none")
     there = sum(_bytes(m, False) for m in modules.values() if _on(m, device))
     offload = choose_offload(free_bytes(device) + there, component_bytes(components, plan.fp8), device.type)
@@ -130,7 +130,7 @@ def apply_plan(plan: MemoryPlan, components: Mapping[str, Any], device: torch.de
     for name, module in modules.items():
         encoder = name.startswith("text_encoder")
         if plan.offload == "none":
-            if not _hooked(module):  # a pipeline's own offload hooks are kept
+            if not moves_weights(module):  # a pipeline's own offload hooks are kept
                 module.to(device)
         elif plan.offload == "model" and encoder:
             from accelerate import cpu_offload_with_hook
@@ -169,7 +169,7 @@ def _check(plan: MemoryPlan, modules: Mapping[str, torch.nn.Module]) -> None:
     denoiser = next((modules[name] for name in DENOISERS if name in modules), None)
     if denoiser is None:
         raise LeditsError("a memory plan needs the model's denoiser (unet or transformer) among its components")
-    hooked = sorted(name for name, m in modules.items() if _hooked(m))
+    hooked = sorted(name for name, m in modules.items() if moves_weights(m))
     if hooked and plan.offload != "none":
         raise LeditsError(
             f"offload={plan.offload!r}: {', '.join(hooked)} already carry offload hooks (enable_model_cpu_offload "
@@ -222,8 +222,9 @@ def _on(module: torch.nn.Module, device: torch.device) -> bool:
     return device.index is None or first.device.index == device.index
 
 
-def _hooked(module: torch.nn.Module) -> bool:
-    """Whether ``module`` carries accelerate's or diffusers' offload hooks already."""
+def moves_weights(module: torch.nn.Module) -> bool:
+    """Whether ``module`` carries accelerate's or diffusers' offload hooks (its weights visit the
+    device per call rather than staying there)."""
     from diffusers.hooks.group_offloading import _is_group_offload_enabled
 
     return hasattr(module, "_hf_hook") or _is_group_offload_enabled(module)
