@@ -29,6 +29,11 @@ Presets (``--preset``):
              bf16 (the GPU presets' precision), 4 + 4 steps
 
 Run: ``.venv/bin/python benchmarks/flow_speed.py --preset cpu-sd3`` (``--repeats k``: fastest of k).
+``--offload none|model|group|auto`` measures under a memory plan (:mod:`leditspp.offload`; the
+weights of an offloading plan are built in host RAM and visit the device), ``--compile`` with
+``Editor.compile()`` (CUDA graphs on a GPU; transformer rows are not counted then: a counting hook
+would recompile the graphs). Peak memory is given above the start of a run (activations and the
+weights that visit) and in total (what the card must hold).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import torch
 from speed import count_rows, measure
 
 from leditspp import Edit, Editor
+from leditspp.offload import CHOICES
 from leditspp.testing import (
     SD3_SCHEDULE,
     clip_text_encoder,
@@ -281,18 +287,22 @@ PRESETS = {
 }
 
 
-def run(preset: Preset, repeats: int) -> list[dict[str, Any]]:
+def run(preset: Preset, repeats: int, offload: str = "none", compiled: bool = False) -> list[dict[str, Any]]:
     device = torch.device(preset.device)
-    with device, default_dtype(preset.dtype):
+    home = device if offload == "none" else torch.device("cpu")  # an offloading plan's weights wait in RAM
+    with home, default_dtype(preset.dtype):
         pipe = preset.build()
-    editor = Editor.from_pipe(pipe.to(device, preset.dtype))
+    editor = Editor.from_pipe(pipe.to(home, preset.dtype), offload=offload, device=device)
     image = torch.rand(3, preset.size, preset.size, generator=torch.Generator().manual_seed(0))
 
     def job(edits: tuple[Edit, ...]) -> None:
         inversion = editor.invert(image, steps=preset.steps, skip=preset.skip, seed=0)
         editor.edit(inversion, list(edits), mask_mode="intersect")
 
-    job(CONCEPTS[:1])  # lazy initialisation is not what we measure
+    if compiled:
+        editor.compile()
+    for edits in (CONCEPTS[:1], CONCEPTS):  # lazy initialisation (and compiling each shape) is not measured
+        job(edits)
     rows = []
     for edits in (CONCEPTS[:1], CONCEPTS):
         times = []
@@ -300,26 +310,46 @@ def run(preset: Preset, repeats: int) -> list[dict[str, Any]]:
             with measure(device, memory=False) as m:
                 job(edits)
             times.append(m.seconds)
-        with measure(device) as m, count_rows(editor.model.transformer, m, keyword="hidden_states"):
+        with measure(device) as m, _counted(editor, m, compiled):
             job(edits)
-        rows.append({"concepts": len(edits), "seconds": min(times), "peak": m.peak_bytes, "rows": m.rows})
+        rows.append(
+            {
+                "concepts": len(edits),
+                "seconds": min(times),
+                "peak": m.peak_bytes,
+                "total": m.total_bytes,
+                "rows": None if compiled else m.rows,
+            }
+        )
     return rows
 
 
-def report(name: str, preset: Preset, rows: list[dict[str, Any]], repeats: int) -> str:
+def _counted(editor: Editor, m: Any, compiled: bool) -> contextlib.AbstractContextManager:
+    """Count the transformer's rows into ``m`` (not when compiled: the hook would recompile)."""
+    return contextlib.nullcontext() if compiled else count_rows(editor.model.transformer, m, "hidden_states")
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.0f}"
+
+
+def report(name: str, preset: Preset, rows: list[dict[str, Any]], repeats: int, offload: str, compiled: bool) -> str:
     n = preset.steps
     machine = torch.cuda.get_device_name() if preset.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     lines = [
         f"preset {name}: {preset.size}², {str(preset.dtype).removeprefix('torch.')}, {n} + {n} steps, "
-        f"skip {preset.skip}, mask intersect; {datetime.date.today()}, {machine}; torch {torch.__version__}; "
-        f"best of {repeats}",
+        f"skip {preset.skip}, mask intersect, offload {offload}{', compiled' if compiled else ''}; "
+        f"{datetime.date.today()}, {machine}; torch {torch.__version__}; best of {repeats}",
         "",
-        "| concepts E | time (s) | peak memory (MiB) | transformer rows | floor N + N·(1+E) |",
-        "| --- | --- | --- | --- | --- |",
+        "| concepts E | time (s) | peak above start (MiB) | peak total (MiB) | transformer rows | floor N + N·(1+E) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        peak = "n/a" if r["peak"] is None else f"{r['peak'] / 2**20:.0f}"
-        lines.append(f"| {r['concepts']} | {r['seconds']:.2f} | {peak} | {r['rows']} | {n + n * (1 + r['concepts'])} |")
+        used = "–" if r["rows"] is None else str(r["rows"])
+        floor = n + n * (1 + r["concepts"])
+        lines.append(
+            f"| {r['concepts']} | {r['seconds']:.2f} | {_mib(r['peak'])} | {_mib(r['total'])} | {used} | {floor} |"
+        )
     return "\n".join(lines)
 
 
@@ -327,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-sd3")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per case; the fastest counts")
+    parser.add_argument("--offload", choices=CHOICES, default="none", help="the memory plan (leditspp.offload)")
+    parser.add_argument("--compile", action="store_true", help="Editor.compile(): CUDA graphs on a GPU")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     from diffusers.utils import logging as diffusers_logging
@@ -335,8 +367,8 @@ def main(argv: list[str] | None = None) -> None:
     if preset.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"preset {args.preset} needs a CUDA GPU")
     with torch.no_grad():
-        rows = run(preset, args.repeats)
-    print(report(args.preset, preset, rows, args.repeats))
+        rows = run(preset, args.repeats, args.offload, args.compile)
+    print(report(args.preset, preset, rows, args.repeats, args.offload, args.compile))
 
 
 if __name__ == "__main__":

@@ -7,10 +7,14 @@
 #
 # PRESETS (default "gpu-sd15 gpu-sdxl"), FLOW_PRESETS (benchmarks/flow_speed.py; default
 # "gpu-klein gpu-zimage gpu-sd3 gpu-flux gpu-qwen", "" skips them), REPEATS (3; gpu-qwen, 20 B at
-# 50 + 50 steps, takes QWEN_REPEATS, 1) and EXTRA (e.g. "--compile") adjust the run; PYTHON
+# 50 + 50 steps, takes QWEN_REPEATS, 1), EXTRA (speed.py, e.g. "--compile": CUDA graphs),
+# OFFLOADS (the memory plans each flow preset runs under, default "none"; "none model group" gives
+# the per-plan peaks) and FLOW_EXTRA (flow_speed.py, e.g. "--compile") adjust the run; PYTHON
 # (python3) picks the interpreter. leditspp itself comes from src/ (no install needed).
 # Short runs, one command each, e.g.
 #   PRESETS= FLOW_PRESETS="gpu-klein gpu-zimage" benchmarks/gpu.sh run
+#   PRESETS=gpu-sd15 EXTRA=--compile FLOW_PRESETS= benchmarks/gpu.sh run          # CUDA graphs
+#   PRESETS= FLOW_PRESETS="gpu-flux gpu-klein" OFFLOADS="model group" REPEATS=1 benchmarks/gpu.sh run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -39,7 +43,11 @@ case "${1:-}" in
     for preset in ${FLOW_PRESETS-gpu-klein gpu-zimage gpu-sd3 gpu-flux gpu-qwen}; do
       repeats=${REPEATS:-3}
       [ "$preset" = gpu-qwen ] && repeats=${QWEN_REPEATS:-1}
-      "$PYTHON" benchmarks/flow_speed.py --preset "$preset" --repeats "$repeats" | tee "$out/$preset.md"
+      for plan in ${OFFLOADS:-none}; do
+        # shellcheck disable=SC2086
+        "$PYTHON" benchmarks/flow_speed.py --preset "$preset" --repeats "$repeats" --offload "$plan" ${FLOW_EXTRA:-} |
+          tee "$out/$preset-$plan.md"
+      done
     done
     ;;
   *)

@@ -210,7 +210,8 @@ def _release_host_memory() -> None:
 @dataclass
 class Measure:
     seconds: float = 0.0
-    peak_bytes: int | None = None
+    peak_bytes: int | None = None  # the peak above the use at the start (activations, visiting weights)
+    total_bytes: int | None = None  # the peak itself (with the resident weights): what a card must hold
     rows: int = 0
 
 
@@ -249,7 +250,8 @@ def measure(device: torch.device, memory: bool = True) -> Iterator[Measure]:
     _sync(device)
     m.seconds = time.perf_counter() - start
     if base is not None:
-        m.peak_bytes = _peak(device) - base
+        m.total_bytes = _peak(device)
+        m.peak_bytes = m.total_bytes - base
 
 
 @contextlib.contextmanager
