@@ -59,6 +59,14 @@ def test_bad_preserve_values_are_refused_naming_the_range(editor, inverted, bad)
         editor.edit(inverted, [CONCEPT], preserve=bad)
 
 
+def test_a_numpy_integer_is_a_whole_number_of_cells(editor, inverted):
+    import numpy as np
+
+    plain = editor.edit(inverted, [CONCEPT], preserve=1, decode=False)
+    numpy = editor.edit(inverted, [CONCEPT], preserve=np.int64(1), decode=False)
+    assert torch.equal(plain.latents, numpy.latents) and torch.equal(plain.region, numpy.region)
+
+
 def test_preserve_without_masks_is_refused(editor, inverted):
     with pytest.raises(LeditsError, match="mask_mode 'none' has none"):
         editor.edit(inverted, [CONCEPT], mask_mode="none", preserve=1)

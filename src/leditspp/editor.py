@@ -276,7 +276,7 @@ class Editor:
             raise LeditsError(f"mask_mode must be one of {MASK_MODES}; got {mask_mode!r}")
         if not (isinstance(guidance_rescale, (int, float)) and 0.0 <= guidance_rescale <= 1.0):
             raise LeditsError(f"guidance_rescale must be in [0, 1]; got {guidance_rescale!r}")
-        check_preserve(preserve, mask_mode)
+        preserve = check_preserve(preserve, mask_mode)
         table = self._check_inversion(inversion)
         check_warmup(edits, len(table))
         inv = inversion.to(self.device)

@@ -22,7 +22,7 @@ from typing import Final
 import torch
 import torch.nn.functional as F
 
-from .errors import LeditsError
+from .errors import LeditsError, is_int
 
 MASK_MODES: Final = ("intersect", "attention", "noise", "none")
 #: The largest ``preserve`` dilation taken, in latent cells (beyond it R covers any image).
@@ -112,12 +112,13 @@ def implicit_masks(
     return m1 * noise_mask(guidance, q)
 
 
-def check_preserve(preserve: object, mask_mode: str) -> None:
-    """``preserve``: None (off) or a whole number of cells 0 … :data:`MAX_PRESERVE`, with a mask
-    mode that has masks (with ``none`` every cell may change, so it would do nothing)."""
+def check_preserve(preserve: object, mask_mode: str) -> int | None:
+    """``preserve``: None (off) or a whole number of cells 0 … :data:`MAX_PRESERVE` (Python or
+    NumPy), with a mask mode that has masks (with ``none`` every cell may change, so it would do
+    nothing). Returns it as a Python int (or None)."""
     if preserve is None:
-        return
-    if isinstance(preserve, bool) or not isinstance(preserve, int) or not 0 <= preserve <= MAX_PRESERVE:
+        return None
+    if not is_int(preserve) or not 0 <= preserve <= MAX_PRESERVE:
         raise LeditsError(
             f"preserve must be a whole number of latent cells from 0 to {MAX_PRESERVE} (or None: off); got {preserve!r}"
         )
@@ -126,6 +127,7 @@ def check_preserve(preserve: object, mask_mode: str) -> None:
             "preserve keeps the source outside the edit masks, and mask_mode 'none' has none; "
             "use intersect, attention or noise, or leave preserve out"
         )
+    return int(preserve)
 
 
 def edit_region(masks: torch.Tensor, cells: int) -> torch.Tensor:

@@ -93,7 +93,8 @@ def _model_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the denoiser (CUDA graphs on a GPU): each call shape compiles once (slow), later calls run faster",
+        help="torch.compile the denoiser (CUDA graphs on a GPU): each call shape compiles once (slow), "
+        "later calls run faster",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars, no library warnings")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
