@@ -104,8 +104,9 @@ def print_edits(r: dict[str, list[dict]], args: argparse.Namespace, mask_level: 
         f"other objects keep {mean(values(add, 'others_kept')):.0%} of their pixels |"
     )
     print(
-        f"| remove `-colour shape` (≥ 80 % of its pixels gone) | {mean(values(remove, 'success')):.0%} | "
-        f"pixels gone {mean(values(remove, 'gone')):.0%}; change outside/inside box "
+        f"| remove `-colour shape` (≥ 80 % of its pixels back to the background) | "
+        f"{mean(values(remove, 'success')):.0%} | pixels cleared {mean(values(remove, 'cleared')):.0%}, "
+        f"lost their colour {mean(values(remove, 'gone')):.0%}; change outside/inside box "
         f"{mean(values(remove, 'change_ratio')):.1%} (median {median(values(remove, 'change_ratio')):.1%}); "
         f"other objects keep {mean(values(remove, 'others_kept')):.0%} of their pixels |"
     )

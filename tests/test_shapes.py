@@ -57,3 +57,26 @@ def test_pixel_analysis_tolerates_noise_and_ignores_specks():
     absent = next(c for c in shapes.COLORS if c not in {o.color for o in s.objects})
     ImageDraw.Draw(speck).rectangle((0, 0, 4, 4), fill=shapes.COLORS[absent])  # 25 px < 60
     assert absent not in shapes.find_objects(speck, "gray")
+
+
+def test_a_removal_counts_only_when_the_background_comes_back():
+    """An object turned another colour has lost its colour ("gone") but is not removed ("cleared");
+    painted over with the background it is both; taken by an added colour it is a replacement."""
+    from leditspp.evaluation.shapes_suite import cleared_fraction, colour_gone
+
+    s = shapes.scene(3, count=2, background="gray")
+    obj = s.objects[0]
+    other = next(c for c in shapes.COLORS if c not in {o.color for o in s.objects})
+
+    def painted(fill):
+        image = s.image.copy()
+        shapes.draw_object(ImageDraw.Draw(image), obj, fill)
+        return image
+
+    recoloured, erased = painted(shapes.COLORS[other]), painted(shapes.BACKGROUNDS["gray"])
+    assert colour_gone(recoloured, s, 0) == 1.0 and cleared_fraction(recoloured, s, 0) == 0.0
+    assert colour_gone(erased, s, 0) == 1.0 and cleared_fraction(erased, s, 0) == 1.0
+    assert cleared_fraction(recoloured, s, 0, also=other) == 1.0
+    assert colour_gone(s.image, s, 0) == 0.0 == cleared_fraction(s.image, s, 0)
+    smudge = np.full((128, 128, 3), 200, np.uint8)  # neither gray nor any object colour
+    assert shapes.background_mask(smudge, "gray").sum() == 0

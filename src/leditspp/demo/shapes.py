@@ -141,6 +141,15 @@ def color_mask(image: Image.Image | np.ndarray, background: str, color: str) -> 
     return classify_pixels(image, background) == list(COLORS).index(color)
 
 
+def background_mask(image: Image.Image | np.ndarray, background: str, max_distance: float = 80.0) -> np.ndarray:
+    """(H, W) bool: the pixels read as the ``background`` colour itself (nearest of the palette and
+    within ``max_distance``) — not merely "no object colour", which a smudge also is."""
+    rgb = np.asarray(image, dtype=np.float32)[..., :3]
+    palette = np.array([BACKGROUNDS[background], *COLORS.values()], dtype=np.float32)
+    dist = np.linalg.norm(rgb[:, :, None, :] - palette[None, None], axis=-1)
+    return (dist.argmin(-1) == 0) & (dist[..., 0] <= max_distance)
+
+
 def shape_of(mask: np.ndarray) -> str | None:
     """The shape whose fill ratio (area / bounding-box area) is nearest that of ``mask``."""
     ys, xs = np.nonzero(mask)

@@ -11,12 +11,15 @@ palette (:mod:`leditspp.demo.shapes`). Per scene, one item per edit:
                     box (dilated by 6 px) ÷ inside it (locality: lower is better); others_kept =
                     the fraction of the other objects' pixels that keep their colour
     remove          "-<colour> <shape>" (an object of the scene): gone = fraction of its pixels
-                    gone, success when ≥ 0.8; change_ratio, others_kept; mask_iou of the last
-                    step's mask and mask_iou_mean of the mask averaged over steps (≥ ½) with the
-                    object's exact mask — once per mask mode (intersect, attention, noise)
+                    that lost its colour, cleared = fraction that reads as the background (an
+                    object turned orange is gone but not cleared), success when cleared ≥ 0.8;
+                    change_ratio, others_kept; mask_iou of the last step's mask and mask_iou_mean
+                    of the mask averaged over steps (≥ ½) with the object's exact mask — once per
+                    mask mode (intersect, attention, noise)
     recolour        "-<old> <shape>", "+<new> <shape>": success when ≥ ½ of the object reads as
                     the new colour
-    multi           add one object and remove another at once: both succeed
+    multi           add one object and remove another at once: both succeed (the removed one's
+                    pixels cleared to the background or taken by the added colour: a replacement)
 
 The choices per scene (which colour to add, which object to remove…) are drawn from
 ``random.Random(seed)`` in one fixed order, as ``benchmarks/demo_quality.py`` drew them. An edit
@@ -47,7 +50,7 @@ SUITE = "shapes"
 SCENES = 20  # scenes of a run that gives no number
 DILATE = 6  # px around an object's box that still count as "inside" for change_ratio
 MIN_ADDED = 60  # px of a colour that count as an added object
-REMOVED = 0.8  # fraction of an object's pixels that must be gone
+REMOVED = 0.8  # fraction of a removed object's pixels that must read as the background
 MASK_MODES = ("intersect", "attention", "noise")
 EDIT_TYPES = {  # id slug → edit type (the summary's groups)
     "reconstruction": "reconstruction",
@@ -63,6 +66,7 @@ METRICS = (
     "success",
     "add_shape",
     "gone",
+    "cleared",
     "change_ratio",
     "others_kept",
     "mask_iou",
@@ -240,11 +244,12 @@ def _remove_in(mode: str) -> Any:
         obj, truth = scene.objects[k], scene.masks[k]
         result = _edit(editor, inv, scene, [_concept("-", obj.color, obj.shape, params)], params, mask_mode=mode)
         out = result.images[0]
-        gone = _gone(out, scene, k)
+        cleared = cleared_fraction(out, scene, k)
         metrics = {
             "mask_mode": mode,
-            "success": gone >= REMOVED,
-            "gone": gone,
+            "success": cleared >= REMOVED,
+            "gone": colour_gone(out, scene, k),
+            "cleared": cleared,
             "change_ratio": change_ratio(scene.image, out, box_mask(obj.box, out.size[0])),
             "others_kept": others_kept(out, scene, skip=k),
             "mask_iou": iou(result.masks[0, 0], truth),
@@ -274,8 +279,9 @@ def _multi(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: 
     result = _edit(editor, inv, scene, concepts, params)
     out = result.images[0]
     added = shapes.color_mask(out, scene.background, color).sum() >= MIN_ADDED
-    gone = _gone(out, scene, k)
-    return Row({"success": bool(added and gone >= REMOVED), "gone": gone}, _images(scene, out, result.masks[1, 0]))
+    cleared = cleared_fraction(out, scene, k, also=color)
+    metrics = {"success": bool(added and cleared >= REMOVED), "gone": colour_gone(out, scene, k), "cleared": cleared}
+    return Row(metrics, _images(scene, out, result.masks[1, 0]))
 
 
 MEASURES = {
@@ -296,10 +302,20 @@ def _pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)
 
 
-def _gone(image: Image.Image, scene: shapes.Scene, k: int) -> float:
+def colour_gone(image: Image.Image, scene: shapes.Scene, k: int) -> float:
     """Fraction of object ``k``'s pixels no longer read as its colour."""
     truth = scene.masks[k]
     return float(1 - (shapes.color_mask(image, scene.background, scene.objects[k].color) & truth).sum() / truth.sum())
+
+
+def cleared_fraction(image: Image.Image, scene: shapes.Scene, k: int, also: str | None = None) -> float:
+    """Fraction of object ``k``'s pixels that read as the background (or as colour ``also``: an
+    added object that took the removed one's place)."""
+    truth = scene.masks[k]
+    free = shapes.background_mask(image, scene.background)
+    if also is not None:
+        free |= shapes.color_mask(image, scene.background, also)
+    return float((free & truth).sum() / truth.sum())
 
 
 def box_mask(box: tuple[int, int, int, int], size: int, dilate: int = DILATE) -> np.ndarray:
