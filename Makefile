@@ -6,7 +6,14 @@ TORCH  ?= torch==2.13.0
 # the built-in demo model (offline); any hub id or diffusers folder works, e.g. MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5
 MODEL  ?= demo
 IMAGE  ?= examples/shapes.png
+# the edit each demo model does right on the example (README, "The flow demo model"): the UNet
+# demo replaces the blue square by a red circle; the flow demo recolours it (it cannot yet draw a
+# new shape: on the UNet demo's edit it reddens the square)
+ifeq ($(MODEL),demo-flow)
+EDITS  ?= -e "+green square:3" -e "-blue square:3"
+else
 EDITS  ?= -e "+red circle:8" -e "-blue square:4"
+endif
 OUT    ?= edited.png
 
 .PHONY: setup demo test lint

@@ -1,5 +1,6 @@
 """Draw docs/demo.png: the README's main command on the bundled example, before and after, with
-each concept's mask (mean over the steps it acted) — what `make demo` does, as one picture.
+each concept's mask (mean over the steps it acted) — what `make demo` and `make demo MODEL=demo-flow`
+do, one row per demo model, plus the flow demo on the UNet demo's edit (what it still gets wrong).
 
     python docs/make_demo_figure.py            # writes docs/demo.png
 """
@@ -15,7 +16,12 @@ from leditspp import Edit, Editor
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "shapes.png"
-EDITS = ["+red circle:8", "-blue square:4"]  # the Makefile's EDITS
+# (model, edits): the Makefile's EDITS for each demo model, then the flow demo on the UNet demo's
+ROWS = [
+    ("demo", ["+red circle:8", "-blue square:4"]),
+    ("demo-flow", ["+green square:3", "-blue square:3"]),
+    ("demo-flow", ["+red circle:8", "-blue square:4"]),
+]
 SCALE = 3  # pixel repeat, so the 128 px scenes read on a page
 
 
@@ -29,22 +35,30 @@ def mask_panel(image: Image.Image, mask: np.ndarray) -> Image.Image:
     return Image.fromarray(out.round().astype(np.uint8))
 
 
-def main() -> None:
-    editor = Editor.from_pretrained("demo", device="cpu")
+def row(model: str, texts: list[str], source: Image.Image) -> list[tuple[str, Image.Image]]:
+    """Titled panels for one model and edit: input, edited, each concept's mean mask."""
+    editor = Editor.from_pretrained(model, device="cpu")
     rec = editor.recommended
-    edits = [Edit.parse(e, scale=rec["scale"], threshold=rec["threshold"]) for e in EDITS]
-    source = Image.open(EXAMPLE).convert("RGB")
+    edits = [Edit.parse(e, scale=rec["scale"], threshold=rec["threshold"]) for e in texts]
     inversion = editor.invert(source, seed=0, steps=rec["steps"], skip=rec["skip"])
     result = editor.edit(inversion, edits, mask_mode=rec["mask_mode"])
-    panels = [("input", source), ("edited", result.images[0])]
+    panels = [(f"{model}: input", source), (" ".join(texts), result.images[0])]
     means = result.mask_means[:, 0].cpu().numpy()
-    panels += [(f"mask {e.prompt}", mask_panel(source, m)) for e, m in zip(edits, means, strict=True)]
+    return panels + [(f"mask {e.prompt}", mask_panel(source, m)) for e, m in zip(edits, means, strict=True)]
+
+
+def main() -> None:
+    source = Image.open(EXAMPLE).convert("RGB")
+    rows = [row(model, texts, source) for model, texts in ROWS]
     w, h = source.size[0] * SCALE, source.size[1] * SCALE
-    sheet = Image.new("RGB", (len(panels) * (w + 8) - 8, h + 22), "white")
+    columns = max(len(panels) for panels in rows)
+    sheet = Image.new("RGB", (columns * (w + 8) - 8, len(rows) * (h + 30)), "white")
     draw = ImageDraw.Draw(sheet)
-    for i, (title, image) in enumerate(panels):
-        sheet.paste(image.resize((w, h), Image.NEAREST), (i * (w + 8), 22))
-        draw.text((i * (w + 8) + 4, 4), title, fill=(0, 0, 0))
+    for r, panels in enumerate(rows):
+        top = r * (h + 30)
+        for i, (title, image) in enumerate(panels):
+            sheet.paste(image.resize((w, h), Image.NEAREST), (i * (w + 8), top + 22))
+            draw.text((i * (w + 8) + 4, top + 4), title, fill=(0, 0, 0))
     out = ROOT / "docs" / "demo.png"
     sheet.save(out)
     print(f"wrote {out}")
