@@ -125,14 +125,19 @@ def scene(seed: int, size: int = SIZE, count: int | None = None, background: str
     return render(random_objects(rng, count, size), background, size)
 
 
-def classify_pixels(image: Image.Image | np.ndarray, background: str, max_distance: float = 80.0) -> np.ndarray:
-    """(H, W) int: index into ``list(COLORS)`` of each pixel's nearest palette colour, −1 for the
-    background or a pixel further than ``max_distance`` (RGB Euclidean) from every colour."""
+def _nearest(image: Image.Image | np.ndarray, background: str, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) index of each pixel's nearest palette entry (0 the background, i + 1 ``COLORS``' i-th)
+    and (H, W) bool: further than ``max_distance`` (RGB Euclidean) from every entry."""
     rgb = np.asarray(image, dtype=np.float32)[..., :3]
     palette = np.array([BACKGROUNDS[background], *COLORS.values()], dtype=np.float32)
     dist = np.linalg.norm(rgb[:, :, None, :] - palette[None, None], axis=-1)
-    nearest = dist.argmin(-1)
-    far = dist.min(-1) > max_distance
+    return dist.argmin(-1), dist.min(-1) > max_distance
+
+
+def classify_pixels(image: Image.Image | np.ndarray, background: str, max_distance: float = 80.0) -> np.ndarray:
+    """(H, W) int: index into ``list(COLORS)`` of each pixel's nearest palette colour, −1 for the
+    background or a pixel further than ``max_distance`` (RGB Euclidean) from every colour."""
+    nearest, far = _nearest(image, background, max_distance)
     return np.where(far | (nearest == 0), -1, nearest - 1)
 
 
@@ -144,10 +149,8 @@ def color_mask(image: Image.Image | np.ndarray, background: str, color: str) -> 
 def background_mask(image: Image.Image | np.ndarray, background: str, max_distance: float = 80.0) -> np.ndarray:
     """(H, W) bool: the pixels read as the ``background`` colour itself (nearest of the palette and
     within ``max_distance``) — not merely "no object colour", which a smudge also is."""
-    rgb = np.asarray(image, dtype=np.float32)[..., :3]
-    palette = np.array([BACKGROUNDS[background], *COLORS.values()], dtype=np.float32)
-    dist = np.linalg.norm(rgb[:, :, None, :] - palette[None, None], axis=-1)
-    return (dist.argmin(-1) == 0) & (dist[..., 0] <= max_distance)
+    nearest, far = _nearest(image, background, max_distance)
+    return (nearest == 0) & ~far
 
 
 def shape_of(mask: np.ndarray) -> str | None:
