@@ -8,6 +8,8 @@ Stages, each resumable from ``--work`` (default ``training/work``, git-ignored):
 2. ``latents`` — render and encode the training scenes (seeds from ``TRAIN_SEED0`` on; the
                  evaluation uses seeds below it) to the posterior means, once, with each object's
                  exact mask as area fractions on the latent grid.
+2b. ``subsets`` — (for ``--exact-captions``) the training scenes redrawn with a random part of
+                 their objects, and the empty backgrounds, encoded the same way.
 3. ``unet``    — a ``UNet2DConditionModel`` with cross-attention at ½ and ¼ latent resolution,
                  and a from-scratch ``CLIPTextModel`` (real CLIP tokenizer), trained jointly:
                  ε-prediction on SD's scaled-linear schedule, min-SNR-5 weighting, captions that
@@ -18,6 +20,10 @@ Stages, each resumable from ``--work`` (default ``training/work``, git-ignored):
                  layer: each named object's colour and shape tokens should put their attention
                  mass inside the object's mask (token loss) and their max-normalised map should
                  match the mask (pixel BCE). ``--init FOLDER`` fine-tunes an exported model.
+                 ``--exact-captions``: a caption naming some objects goes with the scene redrawn
+                 with just them, the empty one with the empty background — captions name exactly
+                 what is there, so the unconditional prediction is the background a removal
+                 should return to.
 4. ``export``  — the EMA weights as a diffusers ``StableDiffusionPipeline`` folder
                  (``src/leditspp/demo/demo_model`` by default; a ``leditspp.json`` already there stays).
 
@@ -224,6 +230,45 @@ def encode_latents(work: Path, count: int) -> None:
     torch.save({"latents": torch.cat(latents), "masks": torch.cat(masks), "scenes": scenes}, out)
 
 
+def encode_subsets(work: Path, count: int, seed: int) -> None:
+    """Stage ``subsets``: the first ``count`` training scenes (at most the latents') re-rendered with a random part of
+    their objects (each kept with probability ½, never all, possibly none) and the three empty
+    backgrounds, encoded like the latents, to ``subsets.pt``: ``latents`` (count, 4, h, w) bf16,
+    ``kept`` (the objects each keeps), ``backgrounds`` {name: (4, h, w)}. ``--exact-captions``
+    pairs captions with them (:func:`training_caption`)."""
+    out = work / "subsets.pt"
+    if out.exists():
+        print("subsets: done already")
+        return
+    from diffusers import AutoencoderKL
+
+    count = min(count, len(torch.load(work / "latents.pt")["scenes"]))
+
+    vae = AutoencoderKL.from_pretrained(work / "vae").eval()
+    rng = random.Random(seed)
+    scale = vae.config.scaling_factor
+
+    def encode(images: list) -> torch.Tensor:
+        return (vae.encode(to_pixels(images)).latent_dist.mean * scale).to(torch.bfloat16)
+
+    latents, kept = [], []
+    with torch.no_grad():
+        for start in range(0, count, 64):
+            batch = []
+            for i in range(start, min(start + 64, count)):
+                full = shapes.scene(TRAIN_SEED0 + i)
+                n = len(full.objects)
+                keep = [j for j in range(n) if rng.random() < 0.5]
+                if len(keep) == n:
+                    keep.pop(rng.randrange(n))
+                batch.append(shapes.render(tuple(full.objects[j] for j in keep), full.background).image)
+                kept.append(keep)
+            latents.append(encode(batch))
+        names = list(shapes.BACKGROUNDS)
+        empty = encode([shapes.render((), name).image for name in names])
+    torch.save({"latents": torch.cat(latents), "kept": kept, "backgrounds": dict(zip(names, empty, strict=True))}, out)
+
+
 def object_masks(batch: list, size: int) -> torch.Tensor:
     """(B, MAX_OBJECTS, size, size) uint8: each object's area fraction per latent cell (0–255)."""
     out = torch.zeros(len(batch), MAX_OBJECTS, size, size)
@@ -236,25 +281,54 @@ def object_masks(batch: list, size: int) -> torch.Tensor:
 # --- stage 3: UNet + text encoder --------------------------------------------------------------
 
 
-def training_caption(entry: dict, rng: random.Random) -> tuple[str, list[int]]:
-    """A caption for a scene and the indices of the objects it names, in caption order.
+def training_caption(entry: dict, rng: random.Random, kept: list[int] | None = None) -> tuple[str, list[int], str]:
+    """A caption for a scene, the indices of the objects it names (caption order) and the picture
+    it goes with: ``"scene"``, ``"subset"`` (the scene with only ``kept``) or ``"empty"`` (its
+    background alone).
 
-    Full caption 55 %, short concept caption of every object 15 %, short caption of a random
-    subset 20 % (the form an edit's concept takes: "blue square" for one of three objects), empty
-    (unconditional) 10 %.
+    Full caption 55 %, short concept caption of every object 15 %, short caption of some of the
+    objects 20 % (the form an edit's concept takes: "blue square" for one of three objects), empty
+    (unconditional) 10 %. Without ``kept`` the part is a random subset and every caption goes with
+    the whole scene (the others are there unnamed); with ``kept`` (exact captions, stage
+    ``subsets``) the part is ``kept`` and goes with the picture of just it, and the empty caption
+    with the empty background: a caption names exactly what is there.
     """
     objects = [shapes.ShapeObject(c, s, (0, 0, 0, 0)) for c, s in entry["objects"]]
     order = list(range(len(objects)))
     rng.shuffle(order)
     u = rng.random()
     if u < 0.1:
-        return "", []
+        return "", [], "scene" if kept is None else "empty"
     if u < 0.3:
-        named = order[: rng.randint(1, len(order))]
-        return shapes.short_caption([objects[i] for i in named]), named
+        if kept is None:
+            named = order[: rng.randint(1, len(order))]
+            return shapes.short_caption([objects[i] for i in named]), named, "scene"
+        named = [i for i in order if i in kept]
+        return shapes.short_caption([objects[i] for i in named]) if named else "", named, "subset"
     if u < 0.45:
-        return shapes.short_caption([objects[i] for i in order]), order
-    return shapes.caption([objects[i] for i in order], entry["background"]), order
+        return shapes.short_caption([objects[i] for i in order]), order, "scene"
+    return shapes.caption([objects[i] for i in order], entry["background"]), order, "scene"
+
+
+def caption_batch(
+    chosen: list[dict], idx: torch.Tensor, x0: torch.Tensor, subsets: dict | None, rng: random.Random
+) -> tuple[list[str], list[list[int]], torch.Tensor, list[bool]]:
+    """Captions for a batch (:func:`training_caption`; exact ones, with each scene's ``kept``, where
+    ``subsets`` is given): the captions, the objects each names, ``x0`` (B, 4, h, w) with the rows
+    whose caption names a part swapped for the picture of just that part or of the empty
+    background, and which rows still hold their whole scene."""
+    x0 = x0.clone()
+    captions, named, whole = [], [], []
+    for row, (entry, i) in enumerate(zip(chosen, idx.tolist(), strict=True)):
+        caption, names, source = training_caption(entry, rng, None if subsets is None else subsets["kept"][i])
+        if source == "subset":
+            x0[row] = subsets["latents"][i].float()
+        elif source == "empty":
+            x0[row] = subsets["backgrounds"][entry["background"]].float()
+        captions.append(caption)
+        named.append(names)
+        whole.append(source == "scene")
+    return captions, named, x0, whole
 
 
 class GroundingProcessor:
@@ -440,6 +514,7 @@ def train_unet(
     device: str = "cpu",
     ground_absent: float = 0.0,
     absent_captions: str = "alone",
+    exact_captions: bool = False,
 ) -> None:
     """``steps`` sets the schedule; ``stop_after`` ends the run early (checkpoint kept, resumable).
 
@@ -449,7 +524,8 @@ def train_unet(
     batch, no denoising loss): ``absent_captions="alone"`` the concept alone, grounded in the
     background; ``"mixed"`` it beside some of the present objects in one caption
     (:func:`mixed_absent_captions`), grounded in an object-sized empty spot, the present ones in
-    their masks.
+    their masks. ``exact_captions`` pairs each caption with a picture of exactly what it names
+    (stage ``subsets``; the scenes are drawn from those it covers).
     """
     from diffusers import DDPMScheduler
 
@@ -458,6 +534,8 @@ def train_unet(
     data = torch.load(work / "latents.pt")
     latents, entries = data["latents"], data["scenes"]
     object_area = data.get("masks")
+    subsets = torch.load(work / "subsets.pt") if exact_captions else None
+    pool = len(latents) if subsets is None else len(subsets["kept"])
     if any(ground) and object_area is None:
         raise SystemExit("latents.pt has no object masks: delete it and rerun the latents stage")
     torch.manual_seed(seed)
@@ -495,10 +573,10 @@ def train_unet(
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
     t0 = time.time()
     for step in range(start, min(steps, stop_after or steps)):
-        idx = torch.randint(0, len(latents), (batch,))
+        idx = torch.randint(0, pool, (batch,))
         x0 = latents[idx].float().to(device)
         chosen = [entries[i] for i in idx.tolist()]
-        captions, named = zip(*(training_caption(e, rng) for e in chosen), strict=True)
+        captions, named, x0, whole = caption_batch(chosen, idx, x0, subsets, rng)
         ids = tokenizer(
             list(captions), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
         ).input_ids
@@ -518,16 +596,17 @@ def train_unet(
             token_loss, pixel_loss = grounding_loss(maps, positions.to(device), targets.to(device), valid.to(device))
         total = loss + ground[0] * token_loss + ground[1] * pixel_loss
         token_abs = torch.zeros((), device=device)
-        if ground_absent:
-            half = batch // 2
-            area = object_area[idx[:half]].float() / 255
+        rows = [r for r in range(batch // 2) if whole[r]]  # the absent concept goes in whole scenes
+        if ground_absent and rows:
+            area = object_area[idx[rows]].float() / 255
+            some = [chosen[r] for r in rows]
             if absent_captions == "mixed":
-                absent = mixed_absent_captions(chosen[:half], area, rng, colour_ids, tokenizer, "object")
+                absent = mixed_absent_captions(some, area, rng, colour_ids, tokenizer, "object")
             else:
-                absent = absent_targets(chosen[:half], area, rng, colour_ids, tokenizer)
+                absent = absent_targets(some, area, rng, colour_ids, tokenizer)
             maps.clear()
             with autocast:
-                unet(xt[:half], t[:half].to(device), text(absent[0].to(device)).last_hidden_state)
+                unet(xt[rows], t[rows].to(device), text(absent[0].to(device)).last_hidden_state)
             token_abs, pixel_abs = grounding_loss(maps, *(a.to(device) for a in absent[1:]))
             total = total + ground_absent * (ground[0] * token_abs + ground[1] * pixel_abs)
         opt.zero_grad(set_to_none=True)
@@ -590,7 +669,7 @@ def export(work: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["vae", "latents", "unet", "export", "all"])
+    parser.add_argument("stage", choices=["vae", "latents", "subsets", "unet", "export", "all"])
     parser.add_argument("--work", type=Path, default=ROOT / "training" / "work")
     parser.add_argument("--out", type=Path, default=ROOT / "src" / "leditspp" / "demo" / "demo_model")
     parser.add_argument("--seed", type=int, default=0)
@@ -623,6 +702,12 @@ def main() -> None:
         help="the absent concept alone (grounded in the background) or among present objects in one caption "
         "(grounded in an object-sized empty spot)",
     )
+    parser.add_argument(
+        "--exact-captions",
+        action="store_true",
+        help="a caption names exactly what its picture holds: a part of a scene goes with the scene redrawn "
+        "with just that part, the empty caption with the empty background (runs the subsets stage first)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -631,6 +716,8 @@ def main() -> None:
         train_vae(args.work, args.vae_steps, 16, args.seed, args.init)
     if args.stage in ("latents", "all"):
         encode_latents(args.work, args.scenes)
+    if args.stage == "subsets" or (args.exact_captions and args.stage in ("unet", "all")):
+        encode_subsets(args.work, args.scenes, args.seed)
     if args.stage in ("unet", "all"):
         train_unet(
             args.work,
@@ -644,6 +731,7 @@ def main() -> None:
             args.device,
             args.ground_absent,
             args.absent_captions,
+            args.exact_captions,
         )
     if args.stage in ("export", "all"):
         export(args.work, args.out)

@@ -160,13 +160,18 @@ def train_flow(
     device: str,
     init: Path | None = None,
     absent_region: str = "background",
+    exact_captions: bool = False,
 ) -> None:
     """``steps`` sets the schedule; ``stop_after`` ends the run early (checkpoint kept, resumable);
-    ``init`` continues from an exported model folder (the shipped weights) on another machine."""
+    ``init`` continues from an exported model folder (the shipped weights) on another machine;
+    ``exact_captions`` pairs each caption with a picture of exactly what it names (the UNet demo
+    script's ``subsets`` stage, run first)."""
     tokenizer = tokenizer_at(work)
     colour_ids = unet_demo.colour_token_ids(tokenizer)
     data = torch.load(work / "latents.pt")
     latents, entries, object_area = data["latents"], data["scenes"], data["masks"]
+    subsets = torch.load(work / "subsets.pt") if exact_captions else None
+    pool = len(latents) if subsets is None else len(subsets["kept"])
     torch.manual_seed(seed)
     transformer, texts = load_init(init) if init else (transformer_model(), text_models(work))
     transformer.to(device), [t.to(device) for t in texts]
@@ -194,10 +199,10 @@ def train_flow(
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
     t0 = time.time()
     for step in range(start, min(steps, stop_after or steps)):
-        idx = torch.randint(0, len(latents), (batch,))
+        idx = torch.randint(0, pool, (batch,))
         x0 = latents[idx].float().to(device)
         chosen = [entries[i] for i in idx.tolist()]
-        captions, named = zip(*(unet_demo.training_caption(e, rng) for e in chosen), strict=True)
+        captions, named, x0, whole = unet_demo.caption_batch(chosen, idx, x0, subsets, rng)
         ids = tokenizer(
             list(captions), padding="max_length", max_length=TEXT_TOKENS, truncation=True, return_tensors="pt"
         ).input_ids
@@ -218,16 +223,16 @@ def train_flow(
                 maps, positions.to(device), targets.to(device), valid.to(device)
             )
         total = loss + ground[0] * token_loss + ground[1] * pixel_loss
-        if ground_absent:
-            half = batch // 2
-            area = object_area[idx[:half]].float() / 255
+        rows = [r for r in range(batch // 2) if whole[r]]  # the absent concept goes in whole scenes
+        if ground_absent and rows:
+            area = object_area[idx[rows]].float() / 255
             mixed = unet_demo.mixed_absent_captions(
-                chosen[:half], area, rng, colour_ids, tokenizer, absent_region, TEXT_TOKENS
+                [chosen[r] for r in rows], area, rng, colour_ids, tokenizer, absent_region, TEXT_TOKENS
             )
             maps.clear()
             with autocast:
                 embeds, pooled = encode(texts, mixed[0].to(device))
-                transformer(xt[:half], embeds, pooled, sigma[:half] * 1000, return_dict=False)
+                transformer(xt[rows], embeds, pooled, sigma[rows] * 1000, return_dict=False)
             token_abs, pixel_abs = unet_demo.grounding_loss(maps, *(a.to(device) for a in mixed[1:]))
             total = total + ground_absent * (ground[0] * token_abs + ground[1] * pixel_abs)
         opt.zero_grad(set_to_none=True)
@@ -313,6 +318,11 @@ def main() -> None:
         default="background",
         help="where the absent concept is grounded: all background, or an object-sized empty spot",
     )
+    parser.add_argument(
+        "--exact-captions",
+        action="store_true",
+        help="a caption names exactly what its picture holds (runs the UNet demo script's subsets stage first)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--init", type=Path, help="continue from an exported model folder (e.g. the shipped one)")
     args = parser.parse_args()
@@ -321,6 +331,8 @@ def main() -> None:
     if args.stage in ("latents", "all"):
         unet_demo.train_vae(args.work, 0, 0, args.seed, init=DEMO)
         unet_demo.encode_latents(args.work, args.scenes)
+    if args.exact_captions and args.stage in ("flow", "all"):
+        unet_demo.encode_subsets(args.work, args.scenes, args.seed)
     if args.stage in ("flow", "all"):
         train_flow(
             args.work,
@@ -334,6 +346,7 @@ def main() -> None:
             args.device,
             args.init,
             args.absent_region,
+            args.exact_captions,
         )
     if args.stage in ("export", "all"):
         export(args.work, args.out)
