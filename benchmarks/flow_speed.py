@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from speed import count_rows, measure
+from speed import count_rows, measure, positive
 
 from leditspp import Edit, Editor
 from leditspp.offload import CHOICES
@@ -356,7 +356,7 @@ def report(name: str, preset: Preset, rows: list[dict[str, Any]], repeats: int, 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-sd3")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per case; the fastest counts")
+    parser.add_argument("--repeats", type=positive, default=1, help="timed runs per case; the fastest counts")
     parser.add_argument("--offload", choices=CHOICES, default="none", help="the memory plan (leditspp.offload)")
     parser.add_argument("--compile", action="store_true", help="Editor.compile(): CUDA graphs on a GPU")
     args = parser.parse_args(argv)

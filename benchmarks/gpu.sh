@@ -35,10 +35,19 @@ case "${1:-}" in
     fi
     export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
     out=${OUT:-benchmarks}
+    # a preset that fails (out of memory, a missing model) is named in failed.txt and its .md
+    # renamed, so the later presets still run and no partial report reads as a result
+    status=0
+    failed() {
+      echo "FAILED: $1" | tee -a "$out/failed.txt" >&2
+      mv "$out/$1.md" "$out/$1.failed.md"
+      status=1
+    }
     "$PYTHON" -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-    for preset in ${PRESETS:-gpu-sd15 gpu-sdxl}; do
+    for preset in ${PRESETS-gpu-sd15 gpu-sdxl}; do  # PRESETS= (empty) runs none
       # shellcheck disable=SC2086
-      "$PYTHON" benchmarks/speed.py --preset "$preset" --repeats "${REPEATS:-3}" ${EXTRA:-} | tee "$out/$preset.md"
+      "$PYTHON" benchmarks/speed.py --preset "$preset" --repeats "${REPEATS:-3}" ${EXTRA:-} | tee "$out/$preset.md" ||
+        failed "$preset"
     done
     for preset in ${FLOW_PRESETS-gpu-klein gpu-zimage gpu-sd3 gpu-flux gpu-qwen}; do
       repeats=${REPEATS:-3}
@@ -46,9 +55,10 @@ case "${1:-}" in
       for plan in ${OFFLOADS:-none}; do
         # shellcheck disable=SC2086
         "$PYTHON" benchmarks/flow_speed.py --preset "$preset" --repeats "$repeats" --offload "$plan" ${FLOW_EXTRA:-} |
-          tee "$out/$preset-$plan.md"
+          tee "$out/$preset-$plan.md" || failed "$preset-$plan"
       done
     done
+    exit "$status"
     ;;
   *)
     echo "usage: benchmarks/gpu.sh prepare|run" >&2

@@ -318,6 +318,27 @@ def test_cuda_graphs_are_refused_where_the_weights_move(tokenizer):
 # -- the benchmark script ---------------------------------------------------------------------------
 
 
+def _gpu_sh(tmp_path: Path, fail: str, **env: str) -> subprocess.CompletedProcess:
+    """benchmarks/gpu.sh run with a stand-in interpreter: it prints its arguments, and fails for
+    the preset ``fail``."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$@"\ncase "$*" in *"--preset {fail} "*) exit 1;; esac\n')
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python), "OUT": str(tmp_path), **env}
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "run"], env=env, capture_output=True, text=True)
+
+
+def test_gpu_script_runs_only_the_presets_named_and_goes_on_past_a_failure(tmp_path):
+    none = _gpu_sh(tmp_path, "x", PRESETS="", FLOW_PRESETS="")
+    assert none.returncode == 0 and "--preset" not in none.stdout  # PRESETS= (empty) runs none
+    done = _gpu_sh(tmp_path, "a", PRESETS="a b", FLOW_PRESETS="c", OFFLOADS="none group")
+    assert done.returncode == 1  # a failure is not a green run …
+    assert (tmp_path / "failed.txt").read_text() == "FAILED: a\n"
+    assert (tmp_path / "a.failed.md").exists() and not (tmp_path / "a.md").exists()  # … nor a result
+    for later in ("b.md", "c-none.md", "c-group.md"):  # and the presets after it still ran
+        assert "--preset" in (tmp_path / later).read_text()
+
+
 @pytest.mark.parametrize("preset", ["smoke", "smoke-xl"])
 def test_speed_benchmark_runs_and_reports_ratios(preset):
     out = subprocess.run(
