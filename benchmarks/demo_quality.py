@@ -112,6 +112,12 @@ def print_edits(r: dict[str, list[dict]], args: argparse.Namespace, mask_level: 
     )
     print(f"| recolour | {mean(values(r['recolour'], 'success')):.0%} | ≥ ½ of the object in the new colour |")
     print(f"| add one + remove another | {mean(values(r['multi'], 'success')):.0%} | both succeed |")
+    failed = {kind: sum(bool(row.get("error")) for row in rows) for kind, rows in r.items()}
+    if any(failed.values()):  # the rates above are over the items that ran; say how many did not
+        print(
+            "\nfailed items (an error: not in the rates above): "
+            + ", ".join(f"{kind} {n} of {len(r[kind])}" for kind, n in failed.items() if n)
+        )
     print("\n(c) mask IoU with the removed object's ground truth:\n")
     print("| mask mode | last step | mean over steps ≥ ½ |\n| --- | --- | --- |")
     for mode in shapes_suite.MASK_MODES:

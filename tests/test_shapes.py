@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import ImageDraw
 
 from leditspp.demo import shapes
+from leditspp.evaluation import shapes_suite
 
 
 def test_scene_is_a_pure_function_of_the_seed():
@@ -80,3 +85,21 @@ def test_a_removal_counts_only_when_the_background_comes_back():
     assert colour_gone(s.image, s, 0) == 0.0 == cleared_fraction(s.image, s, 0)
     smudge = np.full((128, 128, 3), 200, np.uint8)  # neither gray nor any object colour
     assert shapes.background_mask(smudge, "gray").sum() == 0
+
+
+def test_demo_quality_says_how_many_items_failed(capsys):
+    """The rates are over the items that ran; an errored item must be counted in the report."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_quality.py"
+    spec = importlib.util.spec_from_file_location("demo_quality", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ok = {"success": True, "add_shape": True, "change_ratio": 0.1, "others_kept": 0.9, "cleared": 1.0, "gone": 1.0}
+    ok |= {"mask_iou": 0.5, "mask_iou_mean": 0.5, "recon_latent": 0.0, "recon_pixel": 0.0, "vae_roundtrip": 2.0}
+    rows = {kind: [dict(ok)] for kind in shapes_suite.EDIT_TYPES.values()}
+    args = argparse.Namespace(steps=30, skip=0.15, scale=8.0, threshold=0.9)
+    module.print_edits(rows, args, 1)
+    assert "failed items" not in capsys.readouterr().out
+    rows["add"].append({"error": "diverged"})
+    module.print_edits(rows, args, 1)
+    out = capsys.readouterr().out
+    assert "| add `+colour shape` | 100% |" in out and "failed items" in out and "add 1 of 2" in out
