@@ -208,6 +208,11 @@ def train_vae(work: Path, steps: int, batch: int, seed: int, init: Path | None =
 # --- stage 2: latents ------------------------------------------------------------------------
 
 
+def encode_images(vae, images: list) -> torch.Tensor:
+    """(B, 4, h, w) bf16: the VAE's posterior means of ``images``, scaled as the networks see them."""
+    return (vae.encode(to_pixels(images)).latent_dist.mean * vae.config.scaling_factor).to(torch.bfloat16)
+
+
 def encode_latents(work: Path, count: int) -> None:
     out = work / "latents.pt"
     if out.exists():
@@ -221,9 +226,8 @@ def encode_latents(work: Path, count: int) -> None:
     with torch.no_grad():
         for start in range(0, count, 64):
             batch = [shapes.scene(TRAIN_SEED0 + i) for i in range(start, min(start + 64, count))]
-            mean = vae.encode(to_pixels([s.image for s in batch])).latent_dist.mean
-            latents.append((mean * vae.config.scaling_factor).to(torch.bfloat16))
-            masks.append(object_masks(batch, mean.shape[-1]))
+            latents.append(encode_images(vae, [s.image for s in batch]))
+            masks.append(object_masks(batch, latents[-1].shape[-1]))
             scenes += [{"background": s.background, "objects": [[o.color, o.shape] for o in s.objects]} for s in batch]
             if start % 3200 == 0:
                 log(work, stage="latents", done=start, s=round(time.time() - t0))
@@ -231,9 +235,9 @@ def encode_latents(work: Path, count: int) -> None:
 
 
 def encode_subsets(work: Path, count: int, seed: int) -> None:
-    """Stage ``subsets``: the first ``count`` training scenes (at most the latents') re-rendered with a random part of
-    their objects (each kept with probability ½, never all, possibly none) and the three empty
-    backgrounds, encoded like the latents, to ``subsets.pt``: ``latents`` (count, 4, h, w) bf16,
+    """Stage ``subsets``: the first ``count`` training scenes (at most the latents') re-rendered
+    with a random part of their objects (each kept with probability ½, never all, possibly none)
+    and the three empty backgrounds, encoded like the latents, to ``subsets.pt``: ``latents`` (count, 4, h, w) bf16,
     ``kept`` (the objects each keeps), ``backgrounds`` {name: (4, h, w)}. ``--exact-captions``
     pairs captions with them (:func:`training_caption`)."""
     out = work / "subsets.pt"
@@ -242,15 +246,9 @@ def encode_subsets(work: Path, count: int, seed: int) -> None:
         return
     from diffusers import AutoencoderKL
 
-    count = min(count, len(torch.load(work / "latents.pt")["scenes"]))
-
+    count = min(count, len(torch.load(work / "latents.pt", mmap=True)["scenes"]))
     vae = AutoencoderKL.from_pretrained(work / "vae").eval()
     rng = random.Random(seed)
-    scale = vae.config.scaling_factor
-
-    def encode(images: list) -> torch.Tensor:
-        return (vae.encode(to_pixels(images)).latent_dist.mean * scale).to(torch.bfloat16)
-
     latents, kept = [], []
     with torch.no_grad():
         for start in range(0, count, 64):
@@ -263,9 +261,9 @@ def encode_subsets(work: Path, count: int, seed: int) -> None:
                     keep.pop(rng.randrange(n))
                 batch.append(shapes.render(tuple(full.objects[j] for j in keep), full.background).image)
                 kept.append(keep)
-            latents.append(encode(batch))
+            latents.append(encode_images(vae, batch))
         names = list(shapes.BACKGROUNDS)
-        empty = encode([shapes.render((), name).image for name in names])
+        empty = encode_images(vae, [shapes.render((), name).image for name in names])
     torch.save({"latents": torch.cat(latents), "kept": kept, "backgrounds": dict(zip(names, empty, strict=True))}, out)
 
 
