@@ -332,12 +332,10 @@ def setup(preset: Preset) -> tuple[Editor, Jobs]:
         "diffusers port": lambda n, e: theirs(port, image, n, e),
     }
     # lazy initialisation and first calls of a shape are not what we measure: every job meets
-    # its inversion chunk (full steps) and each workload's row count once before the timings
-    work = sorted(workloads(preset.steps).values(), key=len)
+    # its inversion chunk (full steps) and each concept count's rows once before the timings
     for job in jobs.values():
-        job(preset.steps, work[-1])
-        for edits in work[:-1]:
-            job(2, edits)
+        job(preset.steps, CONCEPTS)
+        job(2, CONCEPTS[:1])
     return editor, jobs
 
 
