@@ -121,54 +121,6 @@ def test_rescale_matches_reference_std_and_is_identity_at_zero():
     assert torch.allclose(full.flatten(1).std(1), ref.flatten(1).std(1), rtol=1e-5)
 
 
-def test_recorded_map_is_the_softmax_on_the_concepts_token_columns(editor):
-    """The recorder's M¹ map equals ``Attention.get_attention_scores`` summed over the concept's
-    word-token columns (head mean, layer mean) — and differs from the start token's column, so
-    reading the wrong column fails here, not only in the semantic tests."""
-    from leditspp.models.unet_attention import mask_attention_layers
-    from leditspp.solvers import NoiseLevel
-    from leditspp.testing import keep_attention_processors
-
-    model, prompt = editor.model, "a red hat"
-    cond = model.encode_prompts(["", prompt])
-    positions = model.token_positions(prompt)
-    weights = torch.zeros(1, cond.embeds.shape[1])
-    weights[0, positions] = 1.0
-    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    level = NoiseLevel(torch.tensor([500.0, 500.0]), torch.ones(2), torch.ones(2))
-    size = model.mask_grid(16, 16)
-    with model.capture_attention() as recorder:
-        recorder.arm(slice(1, None), weights)
-        model.estimate(x, level, cond)
-        got = recorder.take(size)[0]
-
-    columns: dict[str, list[torch.Tensor]] = {"concept": [], "start": []}
-
-    class Reference:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
-            q = attn.head_to_batch_dim(attn.to_q(hidden_states))
-            k = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
-            probs = attn.get_attention_scores(q, k, None)  # (B·heads, Q, L)
-            probs = probs.view(hidden_states.shape[0], attn.heads, hidden_states.shape[1], -1)[1]  # concept row
-            columns["concept"].append(probs[..., positions].sum(-1).mean(0))
-            columns["start"].append(probs[..., 0].mean(0))
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask)
-
-    layers = mask_attention_layers(model.unet, model.mask_level)
-    with keep_attention_processors(model.unet):
-        for layer in layers:
-            layer.set_processor(Reference(layer.processor))
-        model.estimate(x, level, cond)
-    expected = torch.stack(columns["concept"]).mean(0).view(size)
-    wrong = torch.stack(columns["start"]).mean(0).view(size)
-    assert len(columns["concept"]) == len(layers) > 0
-    assert torch.allclose(got, expected, atol=1e-6)
-    assert not torch.allclose(got, wrong, atol=1e-3)
-
-
 def test_the_attention_mask_is_smoothed_before_its_quantile():
     """A lone spike beside a broad 3×3 blob: unsmoothed, the spike is the top cell; smoothed (the
     port's 3×3 kernel), the blob's centre wins and the spike drops out of the top quantile."""

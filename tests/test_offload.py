@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leditspp import Editor, offload
+from leditspp import Edit, Editor, offload
 from leditspp.errors import LeditsError
 from leditspp.models.base import runs_on
 from leditspp.offload import ComponentBytes, MemoryPlan, choose_offload
@@ -120,6 +120,16 @@ def test_fp8_weights_store_one_byte_and_still_reconstruct_exactly(tokenizer):
     inversion = editor.invert(scene(seed=12), steps=4, seed=0)
     assert torch.equal(editor.edit(inversion, decode=False).latents, inversion.source_latents)
     assert torch.isfinite(editor.edit(inversion, "+a hat", decode=False).latents).all()
+
+
+def test_fp8_klein_edits_with_the_attention_mask():
+    """FLUX.2 [klein]'s weights stored in fp8 (each layer upcast to compute): the attention mask is
+    read from the attention kernel's inputs, never from a stored weight, so a masked edit runs."""
+    editor = Editor.from_pipe(tiny_klein_pipeline(seed=0), offload=MemoryPlan("none", fp8=True))
+    assert torch.float8_e4m3fn in {p.dtype for p in editor.model.transformer.parameters()}
+    inversion = editor.invert(scene(seed=12), steps=3, skip=0.0, seed=0)
+    out = editor.edit(inversion, Edit("red circle", scale=6.0, threshold=0.7), mask_mode="attention", decode=False)
+    assert torch.isfinite(out.latents).all() and 0 < float(out.mask_means.mean()) < 1
 
 
 def test_vae_tiling_and_slicing_are_switched_on_where_asked(tokenizer):

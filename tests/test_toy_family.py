@@ -1,7 +1,7 @@
 """A model family defined outside the package joins through the registry (issue 21: the one-file claim).
 
 Everything below is what a new family's file holds: a network (here a toy one), an adapter class
-with its detection, size rule and construction, and a recording of its attention. Registered with
+with its detection, size rule and construction, and which attention layer to arm (a cross-attention). Registered with
 ``leditspp.models.registered``, it is loaded by ``Editor.from_pipe``, inverts exactly, edits with
 implicit masks and is refused options it does not take — with no line of the package changed.
 """
@@ -21,7 +21,7 @@ from diffusers.models.attention_processor import Attention
 from leditspp import Conditioning, Edit, Editor, LeditsError
 from leditspp.attention import AttentionRecorder
 from leditspp.models import registered
-from leditspp.models.capture import capture_layers
+from leditspp.models.capture import CROSS_ATTENTION, capture_layers
 from leditspp.models.families import Part, Parts
 from leditspp.models.sd3 import TransformerModel
 from leditspp.solvers import NoiseLevel
@@ -54,13 +54,6 @@ class ToyDenoiser(torch.nn.Module):
         tokens = h.flatten(2).transpose(1, 2) + self.time(t[:, None] / 1000)[:, None]
         tokens = tokens + self.attn(tokens, encoder_hidden_states=text)
         return self.unpatchify(tokens.transpose(1, 2).reshape(b, c, hh, ww))
-
-
-def _record(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
-    hs, ctx = args["hidden_states"][recorder.rows], args["encoder_hidden_states"][recorder.rows]
-    q = attn.to_q(hs).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
-    k = attn.to_k(ctx).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
-    recorder.record(q, k, attn.scale)
 
 
 @dataclass(kw_only=True)
@@ -120,7 +113,7 @@ class Toy(TransformerModel):
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:
-        with capture_layers(self.transformer, [self.transformer.attn], _record) as recorder:
+        with capture_layers(self.transformer, [self.transformer.attn], CROSS_ATTENTION) as recorder:
             yield recorder
 
 

@@ -1,9 +1,9 @@
-"""The cross-attention the mask M¹ needs, reduced on the fly (paper Eq. 13; SPEC A3, A8, B §6.1).
+"""The cross-attention the mask M¹ needs, reduced on the fly (paper Eq. 13).
 
-An :class:`AttentionRecorder` is family-agnostic: a model adapter's capture (for UNets,
-:mod:`leditspp.models.unet_attention`) hands it the queries and keys of the concept rows at the
-mask level, layer by layer, and it keeps only the head-mean of the softmax probabilities summed
-over each concept's token columns: one (R, Q) sum per step instead of a per-head store.
+An :class:`AttentionRecorder` is family-agnostic: the capture (:mod:`leditspp.models.capture`)
+hands it, layer by layer, the queries and keys of the concept rows exactly as the attention kernel
+receives them, and it keeps only the head-mean of the softmax probabilities summed over each
+concept's token columns: one (R, Q) sum per step instead of a per-head store.
 """
 
 from __future__ import annotations
@@ -48,49 +48,36 @@ class AttentionRecorder:
         return self._rows
 
     @property
-    def text_width(self) -> int:
-        """L, the token columns of the armed weights (R, L)."""
+    def tokens(self) -> int:
+        """L, the text tokens of the armed token weights (R, L)."""
         assert self._weights is not None
         return self._weights.shape[1]
 
     @torch.no_grad()
     def record(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        scale: float,
-        text: slice | torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
+        self, q: torch.Tensor, k: torch.Tensor, scale: float, text: slice, mask: torch.Tensor | None = None
     ) -> None:
-        """Head-mean of the token-summed softmax(QKᵀ·scale) for the armed rows: adds (R, Q).
+        """Head-mean of the token-summed softmax(QKᵀ·scale + mask) for the armed rows: adds (R, Q).
 
-        ``q``: (R, heads, Q, d) image queries; ``k``: (R, heads, K, d) the keys of one layer —
-        only text keys for cross-attention (``text`` None), or image and text keys of a joint
-        attention (MMDiT, or one unified sequence), where the softmax runs over all of them and
-        ``text`` says where the L text columns the token weights (R, L) apply to are: one slice
-        for every row, or (R, L) key indices per row (where rows lay their text out differently,
-        e.g. captions of different lengths in a single-stream sequence). ``mask`` is the layer's
-        attention mask as SDPA's ``attn_mask`` applies it: bool (R, K), True on the keys each row
-        attends, False keys get no probability (Qwen-Image's padded text, Z-Image's batch padding);
-        or a float bias added to the logits, broadcastable to (R, heads, Q, K) (Chroma's 0/1 mask,
-        which SDPA adds). Computed in chunks of queries, so a joint layer's (Q, K) matrix is never
-        held whole.
+        ``q``: (R, heads, Q, d) image queries; ``k``: (R, heads, K, d) every key of the layer — the
+        softmax runs over all of them. ``text``: the keys of text tokens 0, 1, …, in order, where the
+        token weights (R, L) apply; a slice that runs past the last key leaves the tokens it does
+        not reach without probability. ``mask``: the kernel's ``attn_mask`` for these rows and
+        queries, (R or 1, heads or 1, Q or 1, K): bool (False keys get no probability) or a float
+        bias added to the logits. Computed in chunks of queries, so a joint layer's (Q, K) matrix
+        is never held whole.
         """
         assert self._weights is not None
-        weights = self._weights.to(q.device)[:, None, :, None]  # (R, 1, L, 1)
         k = k.float().transpose(-1, -2)
+        bias = _logit_bias(mask)
         maps = []
-        bias = _logit_bias(mask, q.device)
         for i, chunk in enumerate(q.float().split(QUERY_CHUNK, dim=2)):
             logits = chunk @ k * scale
             if bias is not None:
                 logits = logits + (bias if bias.shape[2] == 1 else bias[:, :, i * QUERY_CHUNK : (i + 1) * QUERY_CHUNK])
-            probs = torch.softmax(logits, dim=-1)  # (R, heads, q, K)
-            if isinstance(text, slice):
-                probs = probs[..., text]
-            elif text is not None:
-                probs = probs.gather(-1, text.to(probs.device)[:, None, None, :].expand(*probs.shape[:3], -1))
-            maps.append((probs @ weights)[..., 0].mean(dim=1))  # (R, q)
+            columns = torch.softmax(logits, dim=-1)[..., text]  # (R, heads, q, C), C ≤ L
+            weights = self._weights[:, None, : columns.shape[-1], None].to(columns.device)
+            maps.append((columns @ weights)[..., 0].mean(dim=1))  # (R, q)
         total = torch.cat(maps, dim=1)
         self._sum = total if self._sum is None else self._sum + total
         self._count += 1
@@ -106,13 +93,9 @@ class AttentionRecorder:
         return out
 
 
-def _logit_bias(mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """SDPA's ``attn_mask`` as an additive fp32 bias (R, 1 or heads, 1 or Q, K): a bool mask's
-    False keys get −inf, a float mask is added as it is."""
-    if mask is None:
-        return None
-    mask = mask.to(device)
-    if mask.dtype == torch.bool:
-        mask = torch.zeros(mask.shape, device=device).masked_fill(~mask, float("-inf"))
-    mask = mask.float()
-    return mask[:, None, None, :] if mask.dim() == 2 else mask
+def _logit_bias(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The kernel's ``attn_mask`` as an additive fp32 bias: a bool mask's False keys get −inf, a
+    float mask is added as it is."""
+    if mask is None or mask.dtype != torch.bool:
+        return None if mask is None else mask.float()
+    return torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, float("-inf"))

@@ -15,8 +15,8 @@ The mask, as the pipeline passes it, is **float** 0/1, which SDPA *adds* to the 
 (huggingface/diffusers#12116): pairs of attended tokens get +1 and pairs with a later pad +0. So
 the pads are down-weighted by e⁻¹, not removed. We pass the pipeline's mask unchanged, because an
 edit must run the network the pipeline runs (a generation with ``ChromaPipeline`` and our estimate
-agree), and M¹ applies it the same way (:func:`~leditspp.models.flux.record_flux` adds the layer's
-mask to the logits). A bool mask would be the intended masking, but another network.
+agree), and M¹ applies it the same way (it is read from the attention kernel's inputs, mask
+included). A bool mask would be the intended masking, but another network.
 """
 
 from __future__ import annotations

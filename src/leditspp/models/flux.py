@@ -9,8 +9,7 @@ What this adapter adds to the shared flow transformer (:class:`~leditspp.models.
   and unpacked after the call; the time input is σ (diffusers' ``t/1000``);
 * a guidance-distilled checkpoint ([dev]) gets the same ``guidance`` input on every row, so
   LEDITS++'s differences ``v(c_e) − v(c_∅)`` compare like with like;
-* M¹ from the double-stream blocks' joint attention (text first, rotary positions applied, and
-  the layer's attention mask where one is passed), on the 2×2 patch grid.
+* M¹ from the double-stream blocks' joint attention (text first), on the 2×2 patch grid.
 
 :class:`PackedTransformer` holds what FLUX.1-shaped transformers share (Chroma's adapter, in
 :mod:`.chroma`, is one too); :class:`Flux` adds CLIP-L + T5 and the guidance input.
@@ -28,7 +27,7 @@ import torch
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
 from .base import Conditioning, bound_cache, encode_text, warn_if_truncated
-from .capture import capture_layers
+from .capture import capture_layers, text_first
 from .families import Part, Parts, refuse
 from .sd import _word_positions
 from .sd3 import TransformerModel, check_sequence_length
@@ -109,9 +108,10 @@ class PackedTransformer(TransformerModel):
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record the double-stream blocks' attention from image queries to the concept's T5 keys."""
+        """Record the double-stream blocks' attention from the image queries to the concept's T5
+        keys ([text; image] in the kernel call, with the layer's attention mask where one is passed)."""
         layers = [block.attn for block in self.transformer.transformer_blocks]
-        with capture_layers(self.transformer, layers, record_flux) as recorder:
+        with capture_layers(self.transformer, layers, text_first) as recorder:
             yield recorder
 
 
@@ -177,37 +177,3 @@ class Flux(PackedTransformer):
         if getattr(self.transformer.config, "guidance_embeds", False):
             guidance = torch.full((latents.shape[0],), self.guidance, device=latents.device, dtype=torch.float32)
         return {"guidance": guidance, "pooled_projections": cond.pooled}
-
-
-def record_flux(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
-    """Image queries and [text; image] keys of a FLUX double-stream attention, with its q/k norms
-    and rotary positions (``FluxAttnProcessor``'s order); the recorder keeps the text columns."""
-    from diffusers.models.embeddings import apply_rotary_emb
-
-    hs, ctx = args["hidden_states"][recorder.rows], args["encoder_hidden_states"][recorder.rows]
-    rotary = args.get("image_rotary_emb")
-
-    def heads(x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (-1, attn.head_dim))  # (R, n, heads, d)
-
-    query = torch.cat([attn.norm_added_q(heads(attn.add_q_proj(ctx))), attn.norm_q(heads(attn.to_q(hs)))], dim=1)
-    key = torch.cat([attn.norm_added_k(heads(attn.add_k_proj(ctx))), attn.norm_k(heads(attn.to_k(hs)))], dim=1)
-    if rotary is not None:
-        query = apply_rotary_emb(query, rotary, sequence_dim=1)
-        key = apply_rotary_emb(key, rotary, sequence_dim=1)
-    text = ctx.shape[1]
-    q_image = query[:, text:].transpose(1, 2)
-    recorder.record(
-        q_image,
-        key.transpose(1, 2),
-        attn.head_dim**-0.5,
-        text=slice(0, text),
-        mask=_image_rows_mask(args, recorder, text),
-    )
-
-
-def _image_rows_mask(args: dict[str, Any], recorder: AttentionRecorder, text: int) -> torch.Tensor | None:
-    """The image queries' rows (R, 1, Q, K) of the layer's ``attention_mask`` (Chroma's blocks pass
-    one, (B, 1, S, S)); the recorder applies it as SDPA does (float: added, bool: masks)."""
-    mask = args.get("attention_mask")
-    return None if mask is None else mask[recorder.rows][..., text:, :]

@@ -16,15 +16,14 @@ each as ``Flux2KleinPipeline`` (diffusers 0.42) does it:
 * the step-distilled [klein] samples without CFG, but LEDITS++ needs ``v(c_e) − v(c_∅)``: its
   unconditional rows run as for the Turbo models (the model sees the empty prompt as any other);
   Base runs true CFG rows as the pipeline does for ``guidance_scale > 1``;
-* M¹ from every block: the double-stream blocks' joint attention (as FLUX.1's, text first, q/k
-  norms and rotary applied) and the single-stream blocks' queries and keys, taken from their fused
-  QKV+MLP projection; on the token grid (mask level 0 of these latents).
+* M¹ from every block, double- and single-stream: the image queries' attention to the text keys
+  as the attention kernel receives them (text first); on the token grid (mask level 0 of these
+  latents).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -34,9 +33,8 @@ import torch
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
 from .base import Conditioning, _vae_precision, bound_cache, logger, runs_on, tokenize
-from .capture import capture_layers
+from .capture import capture_layers, text_first
 from .families import Part, Parts, refuse
-from .flux import record_flux
 from .sd3 import TransformerModel, check_sequence_length
 
 #: The Qwen3 layers whose hidden states the pipeline stacks (``text_encoder_out_layers``).
@@ -206,11 +204,11 @@ class Klein(TransformerModel):
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record every block's attention from image queries to the concept's text keys."""
+        """Record every block's attention from the image queries to the concept's text keys: the
+        double- and the single-stream blocks both call the kernel on [text; image]."""
         double = [block.attn for block in self.transformer.transformer_blocks]
         single = [block.attn for block in self.transformer.single_transformer_blocks]
-        record = functools.partial(record_klein, text=self.text_tokens)
-        with capture_layers(self.transformer, double + single, record) as recorder:
+        with capture_layers(self.transformer, double + single, text_first) as recorder:
             yield recorder
 
     # -- the VAE ---------------------------------------------------------------------------------
@@ -241,31 +239,4 @@ class Klein(TransformerModel):
             return self.vae.decode(z.to(runs_on(self.vae), dtype)).sample.float().clamp(-1, 1)
 
 
-def record_klein(recorder: AttentionRecorder, attn: Any, args: dict[str, Any], *, text: int) -> None:
-    """One FLUX.2 block's image queries and [text; image] keys: a double-stream ``Flux2Attention``
-    as FLUX.1's (:func:`~leditspp.models.flux.record_flux`); a single-stream
-    ``Flux2ParallelSelfAttention`` from the q and k parts of its fused QKV+MLP projection (the
-    first two ``inner_dim`` blocks of ``to_qkv_mlp_proj``), with its q/k norms and rotary, on the
-    joint sequence whose first ``text`` tokens are the text."""
-    if not hasattr(attn, "to_qkv_mlp_proj"):
-        record_flux(recorder, attn, args)
-        return
-    from diffusers.models.embeddings import apply_rotary_emb
-
-    hs = args["hidden_states"][recorder.rows]  # (R, L + Q, D): [text; image]
-    proj, inner = attn.to_qkv_mlp_proj, attn.inner_dim
-
-    def projected(part: int) -> torch.Tensor:  # (R, n, heads, d)
-        span = slice(part * inner, (part + 1) * inner)
-        bias = None if proj.bias is None else proj.bias[span]
-        return torch.nn.functional.linear(hs, proj.weight[span], bias).unflatten(-1, (-1, attn.head_dim))
-
-    query, key = attn.norm_q(projected(0)), attn.norm_k(projected(1))
-    rotary = args.get("image_rotary_emb")
-    if rotary is not None:
-        query = apply_rotary_emb(query, rotary, sequence_dim=1)
-        key = apply_rotary_emb(key, rotary, sequence_dim=1)
-    recorder.record(query[:, text:].transpose(1, 2), key.transpose(1, 2), attn.head_dim**-0.5, text=slice(0, text))
-
-
-__all__ = ["KLEIN_TEXT_LAYERS", "Klein", "patchify", "record_klein", "unpatchify"]
+__all__ = ["KLEIN_TEXT_LAYERS", "Klein", "patchify", "unpatchify"]

@@ -19,9 +19,9 @@ What this adapter adds to the shared flow transformer (:class:`~leditspp.models.
   where the pipeline's own divides 0 by 0);
 * the pipeline's true-CFG norm rescale (``comb·‖cond‖/‖comb‖``) is not LEDITS++'s guidance and is
   not used: the loops combine the velocities as for every family;
-* M¹ from every block's joint attention: image queries against [text; image] keys with the q/k
-  RMS norms and the complex rotary embedding per stream, softmax over all keys with the text mask
-  applied as the processor applies it, on the 2×2 patch grid.
+* M¹ from every block's joint attention: image queries against [text; image] keys as the
+  attention kernel receives them, softmax over all keys with the text mask the kernel gets, on
+  the 2×2 patch grid.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
 from .base import Conditioning, _vae_precision, logger, runs_on, tokenize
-from .capture import capture_layers
+from .capture import capture_layers, text_first
 from .families import Part, Parts, refuse
 from .flux import pack, unpack
 from .sd3 import TransformerModel, check_sequence_length
@@ -173,9 +173,10 @@ class QwenImage(TransformerModel):
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record every block's joint attention from image queries to the concept's text keys."""
+        """Record every block's joint attention from the image queries to the concept's text keys
+        ([text; image] in the kernel call, the padded text keys masked)."""
         layers = [block.attn for block in self.transformer.transformer_blocks]
-        with capture_layers(self.transformer, layers, record_qwen) as recorder:
+        with capture_layers(self.transformer, layers, text_first) as recorder:
             yield recorder
 
     def _normalisation(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,40 +204,3 @@ class QwenImage(TransformerModel):
             mean, inv_std = self._normalisation(z.device, z.dtype)
             frames = self.vae.decode((z / inv_std + mean).to(dtype)).sample
             return frames[:, :, 0].float().clamp(-1, 1)
-
-
-def record_qwen(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
-    """Image queries and [text; image] keys of a Qwen-Image double-stream attention, as
-    ``QwenDoubleStreamAttnProcessor2_0`` computes them (q/k RMS norms, then the complex rotary
-    embedding of each stream); the softmax runs over all keys with the text mask applied
-    (``cat[text mask, ones]``), and the recorder keeps the text columns."""
-    from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
-
-    rows = recorder.rows
-    hs, ctx = args["hidden_states"][rows], args["encoder_hidden_states"][rows]
-    head_dim = attn.inner_dim // attn.heads
-
-    def heads(x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (-1, head_dim))  # (R, n, heads, d)
-
-    q, k_image, k_text = heads(attn.to_q(hs)), heads(attn.to_k(hs)), heads(attn.add_k_proj(ctx))
-    if attn.norm_q is not None:
-        q = attn.norm_q(q)
-    if attn.norm_k is not None:
-        k_image = attn.norm_k(k_image)
-    if attn.norm_added_k is not None:
-        k_text = attn.norm_added_k(k_text)
-    rotary = args.get("image_rotary_emb")
-    if rotary is not None:
-        image_freqs, text_freqs = rotary
-        q = apply_rotary_emb_qwen(q, image_freqs, use_real=False)
-        k_image = apply_rotary_emb_qwen(k_image, image_freqs, use_real=False)
-        k_text = apply_rotary_emb_qwen(k_text, text_freqs, use_real=False)
-    key = torch.cat([k_text, k_image], dim=1)
-    text_mask = args.get("encoder_hidden_states_mask")
-    mask = None
-    if text_mask is not None:
-        image = torch.ones(hs.shape[0], hs.shape[1], dtype=torch.bool, device=hs.device)
-        mask = torch.cat([text_mask[rows].to(torch.bool), image], dim=1)
-    text = slice(0, ctx.shape[1])
-    recorder.record(q.transpose(1, 2), key.transpose(1, 2), head_dim**-0.5, text=text, mask=mask)

@@ -26,7 +26,7 @@ from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import FlowPath, NoiseLevel
 from .base import Conditioning, decode_latents, encode_pixels, encode_text, runs_on, warn_if_truncated
-from .capture import capture_layers
+from .capture import capture_layers, text_last
 from .families import Part, Parts, parts_of, refuse
 from .sd import _word_positions
 
@@ -224,9 +224,10 @@ class StableDiffusion3(TransformerModel):
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record every joint block's attention from image queries to the concept's text keys."""
+        """Record every joint block's attention from the image queries to the concept's text keys
+        ([image; text] in the kernel call, as ``JointAttnProcessor2_0`` joins them)."""
         layers = [block.attn for block in self.transformer.transformer_blocks]
-        with capture_layers(self.transformer, layers, record_joint) as recorder:
+        with capture_layers(self.transformer, layers, text_last) as recorder:
             yield recorder
 
 
@@ -241,25 +242,3 @@ def check_sequence_length(options: Mapping[str, Any], family: str, low: int = 0,
             f"max_sequence_length must be an integer in [{low}, {high}] for {family} (text tokens); got {value!r}"
         )
     return {"max_sequence_length": value}
-
-
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(R, n, heads·d) → (R, heads, n, d)."""
-    return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
-
-
-def record_joint(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
-    """Image queries and [image; text] keys of an SD3 joint attention (its own projections and
-    q/k norms, text after image as ``JointAttnProcessor2_0`` orders them); the softmax runs over
-    all keys and the recorder keeps the text columns."""
-    hs, ctx = args["hidden_states"][recorder.rows], args["encoder_hidden_states"][recorder.rows]
-    q = _heads(attn.to_q(hs), attn.heads)
-    k_image = _heads(attn.to_k(hs), attn.heads)
-    k_text = _heads(attn.add_k_proj(ctx), attn.heads)
-    if attn.norm_q is not None:
-        q = attn.norm_q(q)
-    if attn.norm_k is not None:
-        k_image = attn.norm_k(k_image)
-    if attn.norm_added_k is not None:
-        k_text = attn.norm_added_k(k_text)
-    recorder.record(q, torch.cat([k_image, k_text], dim=2), attn.scale, text=slice(hs.shape[1], None))

@@ -1,10 +1,9 @@
-"""Scoped capture of a UNet's cross-attention at the mask level (paper Eq. 13; SPEC A3, A8).
+"""Scoped capture of a UNet's cross-attention at the mask level (paper Eq. 13).
 
 Only the cross-attention layers (``attn2``) of the down and up blocks at 1/2^level of the latent
-resolution are wrapped (level 2, the paper's ¼: SD 1.5 @ 512² → 16×16, 5 layers; the mid block
-is excluded). The wrapper leaves the layer's own processor (fused SDPA, xFormers, LoRA, …) to
-compute the output and, for the armed rows only, hands the queries and keys to the calling
-thread's :class:`~leditspp.attention.AttentionRecorder` (the wrapping: :mod:`.capture`).
+resolution are armed (level 2, the paper's ¼: SD 1.5 @ 512² → 16×16, 5 layers; the mid block is
+excluded). Their queries are the image cells and their keys the text tokens, as the attention
+kernel receives them (:mod:`.capture`).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any
 from .. import defaults
 from ..attention import AttentionRecorder
 from ..errors import LeditsError
-from .capture import capture_layers
+from .capture import CROSS_ATTENTION, capture_layers
 
 
 def mask_attention_layers(unet: Any, level: int = defaults.MASK_LEVEL) -> list[Any]:
@@ -32,20 +31,9 @@ def mask_attention_layers(unet: Any, level: int = defaults.MASK_LEVEL) -> list[A
     return [m for b in blocks for name, m in b.named_modules() if name.endswith("attn2")]
 
 
-def _record(recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
-    """Queries and keys of the armed rows with the layer's own projections (diffusers ``Attention``)."""
-    hs, ctx = args["hidden_states"][recorder.rows], args["encoder_hidden_states"][recorder.rows]
-    if attn.norm_cross:
-        ctx = attn.norm_encoder_hidden_states(ctx)
-    rows, heads = hs.shape[0], attn.heads
-    q = attn.to_q(hs).view(rows, hs.shape[1], heads, -1).transpose(1, 2)
-    k = attn.to_k(ctx).view(rows, ctx.shape[1], heads, -1).transpose(1, 2)
-    recorder.record(q, k, attn.scale)
-
-
 @contextlib.contextmanager
 def capture_unet_attention(unet: Any, level: int = defaults.MASK_LEVEL) -> Iterator[AttentionRecorder]:
-    """Wrap the cross-attention layers of ``unet`` at mask ``level`` (see
+    """Arm the cross-attention layers of ``unet`` at mask ``level`` (see
     :func:`mask_attention_layers`); restore their processors on exit."""
     layers = mask_attention_layers(unet, level)
     if not layers:
@@ -53,5 +41,5 @@ def capture_unet_attention(unet: Any, level: int = defaults.MASK_LEVEL) -> Itera
             f"this UNet has no cross-attention at 1/{2**level} of the latent resolution, so the "
             "attention mask M¹ is unavailable; use mask_mode='noise' or 'none'"
         )
-    with capture_layers(unet, layers, _record) as recorder:
+    with capture_layers(unet, layers, CROSS_ATTENTION) as recorder:
         yield recorder

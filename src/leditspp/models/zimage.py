@@ -15,15 +15,14 @@ What this adapter adds to the shared flow transformer (:class:`~leditspp.models.
   output is **−v** (x0 − noise): the pipeline negates it before the Euler step, and so do we;
 * the σ grid is the pipeline's ``linspace(1, 1/N, N)`` with the config's static shift (3 for Turbo);
 * M¹ from the main (unified-sequence) layers: the image queries' softmax over all keys of the
-  sequence [image (padded to 32), caption (padded to 32)], with the layer's RMS q/k norms and the
-  complex rotary ``freqs_cis``, batch-padding keys masked; caption token j of each row sits at key
-  ``image_len_padded + j``. The refiners see image or caption alone and are not recorded.
+  sequence [image (padded to 32), caption (padded to 32)] as the attention kernel receives them,
+  batch-padding keys masked; caption token j of each row sits at key ``image_len_padded + j``. The
+  refiners see image or caption alone and are not recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import NoiseLevel
 from .base import Conditioning, runs_on, tokenize, vae_scale_factor, warn_if_truncated
-from .capture import capture_layers
+from .capture import Layout, capture_layers
 from .families import Part, Parts, refuse
 from .sd3 import TRANSFORMER_ACTIVATION_ELEMENTS, TransformerModel, check_sequence_length
 
@@ -182,42 +181,13 @@ class ZImage(TransformerModel):
 
         hook = self.transformer.register_forward_pre_hook(image_grid, with_kwargs=True)
         try:
-            with capture_layers(self.transformer, layers, self._record) as recorder:
+            with capture_layers(self.transformer, layers, self._layout) as recorder:
                 yield recorder
         finally:
             hook.remove()
 
-    def _record(self, recorder: AttentionRecorder, attn: Any, args: dict[str, Any]) -> None:
-        record_unified(recorder, attn, args, self._grid.tokens)
-
-
-def rotate(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
-    """``ZSingleStreamAttnProcessor``'s rotary: (R, S, heads, d) × complex (R, S, d/2), in fp32."""
-    z = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(z * freqs_cis.unsqueeze(2)).flatten(3).type_as(x)
-
-
-def record_unified(recorder: AttentionRecorder, attn: Any, args: dict[str, Any], image_tokens: int) -> None:
-    """Image queries and every key of a Z-Image unified sequence [image, caption], with the
-    layer's q/k norms and rotary, the batch padding masked; the text columns of row r are keys
-    ``padded(image_tokens) + j`` (j < L, the token weights' width; past a row's caption they point
-    at masked or pad keys and carry weight 0)."""
-    rows = recorder.rows
-    hs = args["hidden_states"][rows]
-    q = attn.to_q(hs).unflatten(-1, (attn.heads, -1))
-    k = attn.to_k(hs).unflatten(-1, (attn.heads, -1))
-    if attn.norm_q is not None:
-        q = attn.norm_q(q)
-    if attn.norm_k is not None:
-        k = attn.norm_k(k)
-    freqs = args.get("freqs_cis")
-    if freqs is not None:
-        q, k = rotate(q, freqs[rows]), rotate(k, freqs[rows])
-    keys = hs.shape[1]
-    mask = args.get("attention_mask")
-    mask = None if mask is None else mask[rows].bool()
-    width = recorder.text_width
-    text = (padded(image_tokens) + torch.arange(width, device=hs.device)).clamp(max=keys - 1)
-    q_image = q[:, :image_tokens].transpose(1, 2)  # (R, heads, Q, d)
-    scale = attn.scale if attn.scale is not None else 1 / math.sqrt(q.shape[-1])
-    recorder.record(q_image, k.transpose(1, 2), scale, text=text.expand(hs.shape[0], -1), mask=mask)
+    def _layout(self, tokens: int) -> Layout:
+        """This call's unified sequence: its image queries first, then caption token j of every
+        row at key ``padded(image tokens) + j`` (``tokens`` of them)."""
+        image = self._grid.tokens
+        return Layout(image=slice(0, image), text=slice(padded(image), padded(image) + tokens))
