@@ -90,7 +90,7 @@ def _armed_mask(mask: torch.Tensor, rows: slice, image: slice) -> torch.Tensor:
     return mask[:, :, image] if mask.shape[2] > 1 else mask
 
 
-def record_kernel(recorder: AttentionRecorder, layout: Layout, *args: Any, **kwargs: Any) -> None:
+def _read_kernel_call(recorder: AttentionRecorder, layout: Layout, *args: Any, **kwargs: Any) -> None:
     """Hand one kernel call's armed rows to ``recorder``: its image queries (R, heads, Q, d), every
     key (R, heads, K, d), the mask and the scale (the kernel's default 1/√d where none is given)."""
     query, key, mask, scale, causal = _kernel_inputs(*args, **kwargs)
@@ -119,7 +119,7 @@ class _KernelTap(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is KERNEL:
             self.calls += 1
-            record_kernel(self.recorder, self.layout, *args, **kwargs)
+            _read_kernel_call(self.recorder, self.layout, *args, **kwargs)
         return func(*args, **kwargs)
 
 
