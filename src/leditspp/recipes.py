@@ -73,6 +73,8 @@ def read_recipe(path: str | os.PathLike[str], edit_defaults: dict[str, Any] | No
             data = _yaml(p)
         else:
             raise LeditsError(f"recipe {str(path)!r} must be a .json, .yaml/.yml or a .png written by leditspp")
+    except LeditsError:
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise LeditsError(f"recipe {str(path)!r} cannot be parsed: {_one_line(exc)}") from exc
     except ImportError as exc:
