@@ -67,8 +67,15 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
-    os.environ["COLUMNS"] = "100"
-    return parser.format_usage().strip()
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps usage at $COLUMNS: the same on every machine
+    try:
+        return parser.format_usage().strip()
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
 
 
 def render() -> str:
