@@ -57,3 +57,18 @@ def test_docstrings_lose_internal_references_and_sphinx_roles():
         "see ``from_pipe`` and ``MemoryPlan``"
     )
     assert clean("a (2k+1)² max filter (tested)") == "a (2k+1)² max filter (tested)"
+
+
+def test_the_command_line_page_renders_every_command_and_option_of_the_parser():
+    import argparse
+
+    from cli_reference import _parser, render
+
+    page = render()
+    top = _parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, parser in commands.items():
+        assert f"## `leditspp {name}`" in page
+        for action in parser._actions:
+            if action.help != argparse.SUPPRESS and not isinstance(action, argparse._HelpAction):
+                assert all(f"`{flag}" in page for flag in action.option_strings), (name, action.option_strings)
