@@ -18,7 +18,7 @@ from typing import Any
 from . import defaults
 from .edits import Edit
 from .errors import LeditsError, is_int, is_number
-from .io import PNG_KEY
+from .io import png_recipe_text
 from .validation import check_seed
 
 #: The settings schema: every setting a recipe may give (besides ``edits`` and ``images``), with
@@ -97,11 +97,10 @@ def _one_line(exc: Exception) -> str:
 
 
 def _png_recipe(path: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            text = getattr(im, "text", {}).get(PNG_KEY)
+        text = png_recipe_text(path)
     except (UnidentifiedImageError, OSError) as exc:
         raise LeditsError(f"{path}: not a readable PNG ({exc})") from exc
     if text is None:

@@ -3,6 +3,7 @@ model (recipe, inputs, outputs, settings, edits, sizes), one :class:`Job` per in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from ..jobs import EditorSpec
 from ..models import RECOMMENDABLE, model_settings, size_multiple_hint
 from ..recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from ..solvers import validate_steps
-from .outputs import OUTPUT_SUFFIXES, job_paths
+from .outputs import OUTPUT_SUFFIXES, job_paths, recipe_difference, wanted_recipe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -43,6 +44,7 @@ class BatchEdit:
     save_inversion: str | None = None
     masks: bool = False
     resume: bool = False
+    overwrite_inputs: bool = False
     settings: Mapping[str, Any] = field(default_factory=dict)
     scale: float | None = None
     threshold: float | None = None
@@ -72,8 +74,9 @@ class Job:
 @dataclass(frozen=True)
 class EditPlan:
     """What a batch edit will do: the batch (its user mask read), the editor, the jobs to run, the
-    inputs ``resume`` found finished and those refused by their checks (several inputs: each
-    refused one is recorded, the others run), and where it computes (``ray``; None: here)."""
+    inputs ``resume`` found finished, the outputs it found made with another recipe (``stale``:
+    edited again), those refused by their checks (several inputs: each refused one is recorded,
+    the others run), and where it computes (``ray``; None: here)."""
 
     batch: BatchEdit
     editor: EditorSpec
@@ -82,6 +85,7 @@ class EditPlan:
     refused: list[tuple[str, str]]  # (input, error)
     several: bool  # a folder of outputs (and its edit-log.csv)
     ray: RayOptions | None = None
+    stale: list[tuple[Path, str]] = field(default_factory=list)  # (output, how its recipe differs)
 
 
 def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
@@ -99,17 +103,20 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
     edit_defaults = _edit_defaults(batch, recommended)
     if batch.recipe:  # again, so that its concepts without a scale or threshold get the model's
         recipe = read_recipe(batch.recipe, edit_defaults)
-    inputs, batch = _inputs(batch)
+    inputs, checked = _inputs(batch)
+    protected, batch = _protected_files(batch, inputs), checked
     outputs = _outputs(inputs, batch.output)
+    if not batch.overwrite_inputs:
+        _check_output_folder(batch, inputs)
     overrides = {**edit_defaults, "warmup_steps": batch.warmup, "cooldown_steps": batch.cooldown}
     flag_edits = [Edit.parse(text, **overrides) for text in batch.edits]
-    jobs, finished, refused = [], 0, []
+    jobs, finished, refused, stale = [], 0, [], []
     for path, out in zip(inputs, outputs, strict=True):
         entry = for_image(recipe, path) if path else recipe
         edits = flag_edits or entry.get("edits", [])
-        if batch.resume and all(f.exists() for f in job_paths(out, len(edits), batch.masks)):
-            finished += 1
-            continue
+        paths = job_paths(out, len(edits), batch.masks)
+        if not batch.overwrite_inputs:
+            _check_no_overwrite(paths, protected)
         try:
             settings = resolve_settings(given({"model": batch.model, **batch.settings}), entry, recommended)
             validate_steps(settings["steps"], settings["skip"])
@@ -119,9 +126,57 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
                 raise
             refused.append((str(path), str(exc)))
             continue
-        jobs.append(Job(path, out, settings, edits, source))
+        job = Job(path, out, settings, edits, source)
+        if batch.resume and all(f.exists() for f in paths):
+            difference = recipe_difference(out, wanted_recipe(job, model, batch.inversion))
+            if difference is None:
+                finished += 1
+                continue
+            stale.append((out, difference))
+        jobs.append(job)
     editor = EditorSpec(model, batch.device, batch.dtype, batch.compile, batch.quiet, batch.offload)
-    return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray)
+    return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray, stale)
+
+
+def _protected_files(batch: BatchEdit, inputs: list[str | None]) -> list[Path]:
+    """The files a batch reads and must never write over: its images, the recipe, the saved
+    inversion and the user mask (given as a file)."""
+    named = [batch.recipe, batch.inversion, batch.user_mask if isinstance(batch.user_mask, str) else None]
+    return [Path(p) for p in [*inputs, *named] if p]
+
+
+def _check_no_overwrite(paths: list[Path], protected: list[Path]) -> None:
+    """Refuse a job whose output (or mask overlay) is one of the files the batch reads."""
+    for path in paths:
+        for source in protected:
+            if _same_file(path, source):
+                raise LeditsError(
+                    f"the output {str(path)!r} would overwrite the input {str(source)!r}, which would be "
+                    "lost; write elsewhere (-o), or pass --overwrite-inputs to replace it"
+                )
+
+
+def _check_output_folder(batch: BatchEdit, inputs: list[str | None]) -> None:
+    """Refuse an output folder that holds inputs: the edits and mask overlays written there would
+    be read as inputs by the next run over that folder."""
+    if len(inputs) < 2:
+        return
+    folder = Path(batch.output)
+    for item in [*(p for p in batch.images if Path(p).is_dir()), *(str(Path(p).parent) for p in inputs if p)]:
+        if _same_file(folder, Path(item)):
+            raise LeditsError(
+                f"the output folder {batch.output!r} holds the inputs ({item!r}): the edits and their masks "
+                "would replace or join them and be edited again by the next run; choose another -o folder "
+                "(or pass --overwrite-inputs)"
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one existing file or folder (links and ``..`` resolved)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def given(values: Mapping[str, Any]) -> dict[str, Any]:

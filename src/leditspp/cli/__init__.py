@@ -173,7 +173,16 @@ def _add_edit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pe.add_argument("--masks", action="store_true", help="also write each concept's mask overlay: OUT.mask-K.png")
     pe.add_argument("--inversion", help="re-use a saved inversion instead of inverting IMAGE")
     pe.add_argument("--save-inversion", help="also save the inversion made from IMAGE to this file")
-    pe.add_argument("--resume", action="store_true", help="skip inputs whose output files all exist already")
+    pe.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip inputs whose outputs exist already and carry this run's recipe (others are edited again)",
+    )
+    pe.add_argument(
+        "--overwrite-inputs",
+        action="store_true",
+        help="allow outputs to replace input files (refused otherwise: the originals would be lost)",
+    )
     g = pe.add_argument_group("edit (defaults for every -e concept)")
     g.add_argument("--scale", type=float, help=f"edit scale [the model's recommended, else {defaults.EDIT_SCALE}]")
     g.add_argument(
