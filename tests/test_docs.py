@@ -72,3 +72,30 @@ def test_the_command_line_page_renders_every_command_and_option_of_the_parser():
         for action in parser._actions:
             if action.help != argparse.SUPPRESS and not isinstance(action, argparse._HelpAction):
                 assert all(f"`{flag}" in page for flag in action.option_strings), (name, action.option_strings)
+
+
+def test_the_web_ui_http_api_example_runs_as_written(sd_folder, monkeypatch):
+    """docs/webui.md's gradio_client example, run against a served app (a tiny SD model instead of
+    the demo one, for speed): the endpoint, the inputs' order and the outputs are the page's."""
+    pytest.importorskip("gradio", reason="the web extra")
+    import socket
+
+    from PIL import Image
+
+    from leditspp.webui import EditorService, build_app
+
+    code = re.search(r"## HTTP API.*?```python\n(.*?)```", (ROOT / "docs" / "webui.md").read_text(), re.S).group(1)
+    app = build_app(EditorService(model=str(sd_folder), device="cpu"))
+    app.queue(default_concurrency_limit=1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    monkeypatch.chdir(ROOT)  # the example's image path is the repository's
+    namespace: dict = {}
+    try:
+        exec(code.replace("http://127.0.0.1:7860/", f"http://127.0.0.1:{port}/"), namespace)
+    finally:
+        app.close()
+    assert namespace["status"].startswith("inversion:") and len(namespace["masks"]) == 2
+    assert "leditspp" in Image.open(namespace["png"]).text
