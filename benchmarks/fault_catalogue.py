@@ -971,16 +971,22 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     probes = [p for p in all_probes() if not args.k or args.k in f"{p.area} {p.name}"]
     records = []
-    with tempfile.TemporaryDirectory(prefix="catalogue-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="catalogue-") as tmp, open(out / "catalogue.csv", "w", newline="") as f:
+        table = csv.writer(f)  # written as it goes: a run cut short keeps what it found
+        table.writerow(["area", "probe", "expected", "verdict", "exit", "message", "seconds"])
         shared = Path(tmp) / "shared"
         make_shared(shared)
         for i, probe in enumerate(probes):
             found, outcome, seconds = run_probe(probe, shared, Path(tmp), i)
-            records.append((probe, found, outcome, seconds))
+            records.append((probe, found, outcome))
+            table.writerow(
+                [probe.area, probe.name, probe.expect, found, outcome.code, outcome.message, f"{seconds:.1f}"]
+            )
+            f.flush()
             mark = "  " if found in GOOD else "!!"
             print(f"{mark} {found:13s} {probe.area:10s} {probe.name}  [{outcome.message[:110]}]", flush=True)
     write_report(out, records)
-    bad = sum(found not in GOOD for _, found, _, _ in records)
+    bad = sum(found not in GOOD for _, found, _ in records)
     print(f"{len(records)} probes, {len(records) - bad} handled well, {bad} defects → {out / 'catalogue.md'}")
     return 1 if bad else 0
 
@@ -993,17 +999,13 @@ def logging_quiet() -> None:
 
 
 def write_report(out: Path, records: list) -> None:
-    with open(out / "catalogue.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["area", "probe", "expected", "verdict", "exit", "message", "seconds"])
-        for probe, found, outcome, seconds in records:
-            w.writerow([probe.area, probe.name, probe.expect, found, outcome.code, outcome.message, f"{seconds:.1f}"])
-    areas = sorted({p.area for p, *_ in records}, key=[p.area for p, *_ in records].index)
+    """``catalogue.md``: the verdicts counted per area, then every defect with what it said."""
+    areas = list(dict.fromkeys(p.area for p, *_ in records))
     lines = ["| area | probes | " + " | ".join(VERDICTS) + " |", "|---" * (len(VERDICTS) + 2) + "|"]
     for area in [*areas, "all"]:
-        counts = Counter(found for p, found, *_ in records if area in ("all", p.area))
+        counts = Counter(found for p, found, _ in records if area in ("all", p.area))
         lines.append(f"| {area} | {sum(counts.values())} | " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")
-    defects = [f"- {p.area}: {p.name} — **{found}** ({o.message})" for p, found, o, _ in records if found not in GOOD]
+    defects = [f"- {p.area}: {p.name} — **{found}** ({o.message})" for p, found, o in records if found not in GOOD]
     text = "\n".join(["# Fault catalogue", "", *lines, "", "## Defects", "", *(defects or ["none"]), ""])
     (out / "catalogue.md").write_text(text, encoding="utf-8")
 

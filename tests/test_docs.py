@@ -76,7 +76,7 @@ def test_the_command_line_page_renders_every_command_and_option_of_the_parser():
 
 def test_the_web_ui_http_api_example_runs_as_written(sd_folder, monkeypatch):
     """docs/webui.md's gradio_client example, run against a served app (a tiny SD model instead of
-    the demo one, for speed): the endpoint, the inputs' order and the outputs are the page's."""
+    the demo one, for speed): the endpoints' names, inputs and outputs are the server's."""
     pytest.importorskip("gradio", reason="the web extra")
     import socket
 
@@ -97,5 +97,5 @@ def test_the_web_ui_http_api_example_runs_as_written(sd_folder, monkeypatch):
         exec(code.replace("http://127.0.0.1:7860/", f"http://127.0.0.1:{port}/"), namespace)
     finally:
         app.close()
-    assert namespace["status"].startswith("inversion:") and len(namespace["masks"]) == 2
-    assert "leditspp" in Image.open(namespace["png"]).text
+    assert namespace["status"].startswith("inversion: cached") and "2 concept(s)" in namespace["status"]
+    assert "leditspp" in Image.open(namespace["edited"]).text
