@@ -3,7 +3,7 @@ library's values and calls it (:mod:`.edit` → :mod:`leditspp.batch`, :mod:`.ev
 :func:`leditspp.evaluation.evaluate`, :mod:`.invert`, :mod:`.info`, :mod:`.serve`).
 
 Exit codes: 0 success, 2 bad input (one-line message), 1 internal error — or, for ``edit`` with
-several inputs, some input failed; for ``eval``, every item failed (some failing is 0 with a count).
+several inputs, some input failed; for ``eval``, some item failed (the closing line counts them).
 """
 
 from __future__ import annotations
