@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -26,7 +27,7 @@ from PIL import Image
 from . import __version__, defaults
 from .caching import LRUCache, image_key
 from .edits import Edit
-from .errors import LeditsError
+from .errors import LeditsError, is_number
 from .io import check_pixels, mask_overlays, open_image, save_image, to_rgb
 from .masking import MASK_MODES
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings
@@ -39,6 +40,8 @@ CONCEPT_COLUMNS = ["concept", "direction", "scale", "threshold", "warm-up", "coo
 #: The settings panel's preserve menu: off, or the dilation in latent cells.
 PRESERVE_OFF = "off"
 PRESERVE_CHOICES = (0, 1, 2, 3, 4)
+#: The largest --max-upload-mb accepted (1 TB: beyond, a typo).
+MAX_UPLOAD_MB = 2**20
 #: The direction cell (any case, spaces around): True removes the concept; empty means add.
 DIRECTIONS = {"": False, "+": False, "add": False, "-": True, "−": True, "remove": True}
 
@@ -56,9 +59,25 @@ class EditorService:
     _editor: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cache: LRUCache = field(init=False)
+    _downloads: tempfile.TemporaryDirectory[str] | None = None
+    _requests: int = 0
 
     def __post_init__(self) -> None:
         self._cache = LRUCache(self.cache_size)
+
+    def download_path(self, name: str) -> Path:
+        """Where a request writes its PNG for download: the service's one temporary folder (removed
+        when the service goes, or at exit), emptied of the files of earlier requests — Gradio has
+        copied those to its own cache by then (its queue runs one request at a time)."""
+        if self._downloads is None:
+            self._downloads = tempfile.TemporaryDirectory(prefix="leditspp-")
+        folder = Path(self._downloads.name)
+        for old in folder.iterdir():
+            shutil.rmtree(old)
+        self._requests += 1
+        request = folder / str(self._requests)
+        request.mkdir()
+        return request / name
 
     @property
     def hits(self) -> int:
@@ -258,7 +277,7 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
         "fingerprint": inversion.info.model,
         "edits": [e.to_dict() for e in edits],
     }
-    out = Path(tempfile.mkdtemp(prefix="leditspp-")) / "edited.png"
+    out = service.download_path("edited.png")
     save_image(edited, out, recipe)
     overlays = [(im, e.to_text()) for im, e in zip(mask_overlays(edited, result.masks[:, 0]), edits, strict=True)]
     status = (
@@ -400,6 +419,14 @@ def _on_run(gr: Any, service: EditorService) -> Callable[..., Any]:
     return on_run
 
 
+def upload_limit(max_upload_mb: Any) -> int:
+    """The largest upload in bytes, from megabytes (any positive number: 20, 0.5); a clear error
+    for anything else."""
+    if not (is_number(max_upload_mb) and 0 < max_upload_mb <= MAX_UPLOAD_MB):
+        raise LeditsError(f"--max-upload-mb must be a number in (0, {MAX_UPLOAD_MB}]; got {max_upload_mb!r}")
+    return max(1, int(max_upload_mb * 2**20))
+
+
 def serve(
     model: str = defaults.MODEL,
     host: str = "127.0.0.1",
@@ -413,12 +440,13 @@ def serve(
     """Start the app; ``block=False`` returns the running app (for tests and notebooks).
     ``compile``: ``torch.compile`` the UNet (worth it for a long-running server on a GPU);
     ``offload``: the memory plan (:mod:`leditspp.offload`)."""
+    upload_bytes = upload_limit(max_upload_mb)
     app = build_app(EditorService(model=model, device=device, compile=compile, offload=offload))
     app.queue(default_concurrency_limit=1)
     app.launch(
         server_name=host,
         server_port=port,
-        max_file_size=f"{max_upload_mb}mb",
+        max_file_size=upload_bytes,
         prevent_thread_lock=not block,
         show_error=True,
         quiet=True,

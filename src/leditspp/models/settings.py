@@ -96,7 +96,33 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
             f"{path}: unknown or mistyped entries {bad}; it may give {options} and recommended settings "
             f"{sorted(RECOMMENDABLE)}"
         )
+    for key, value in recommended.items():
+        try:
+            check_recommended(key, value)
+        except LeditsError as exc:
+            raise LeditsError(f"{path}: recommended {key}: {exc}; fix or remove the file") from None
     return data
+
+
+def check_recommended(key: str, value: Any) -> None:
+    """Refuse a recommended setting out of its range, with the check the editor applies to it."""
+    from ..edits import Edit
+    from ..masking import MASK_MODES
+    from ..solvers import SOLVERS, validate_steps
+    from ..validation import check_invert_arguments
+
+    if key in ("scale", "threshold"):
+        Edit("concept", **{key: value})
+    elif key == "steps":
+        validate_steps(value, 0.0)
+    elif key == "skip":
+        validate_steps(1, value)
+    elif key == "source_guidance":
+        check_invert_arguments(None, "", "", value, 0.0)
+    elif key in ("solver", "mask_mode"):
+        choices = list(SOLVERS if key == "solver" else MASK_MODES)
+        if value not in choices:
+            raise LeditsError(f"{key} must be one of {choices}; got {value!r}")
 
 
 def _local_folder(model: str) -> Path | None:
