@@ -11,7 +11,7 @@ from typing import Any
 from .. import defaults
 from ..distributed import RayOptions
 from ..edits import Edit, check_warmup
-from ..errors import LeditsError
+from ..errors import LeditsError, check_arguments
 from ..files import check_output, check_writable_folder
 from ..inversion import Inversion
 from ..io import check_pixels, load_mask, open_image
@@ -56,6 +56,31 @@ class BatchEdit:
     compile: bool = False
     quiet: bool = False
     offload: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_arguments("BatchEdit", vars(self), BATCH_KINDS)
+        if not isinstance(self.settings, Mapping):
+            raise LeditsError(f"BatchEdit: settings must be a mapping, e.g. {{'steps': 20}}; got {self.settings!r}")
+        EditorSpec(self.model or defaults.MODEL, self.device, self.dtype, self.compile, self.quiet, self.offload)
+
+
+#: The kind of each :class:`BatchEdit` argument (:data:`leditspp.errors.KINDS`) but settings and user_mask.
+BATCH_KINDS = {
+    "images": "texts",
+    "output": "text",
+    "edits": "texts",
+    "recipe": "text?",
+    "inversion": "text?",
+    "save_inversion": "text?",
+    "masks": "bool",
+    "resume": "bool",
+    "scale": "number?",
+    "threshold": "number?",
+    "warmup": "int",
+    "cooldown": "int?",
+    "max_pixels": "int?",
+    "model": "text?",
+}
 
 
 @dataclass(frozen=True)

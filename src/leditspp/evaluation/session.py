@@ -22,7 +22,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from .. import defaults
 from ..distributed import RayOptions
-from ..errors import LeditsError
+from ..errors import LeditsError, check_arguments
 from ..files import check_writable_folder
 from ..jobs import EditorSpec, RunStats
 from ..models import RECOMMENDABLE, model_settings
@@ -110,6 +110,12 @@ class _Prepared:
 
 def _prepare(suite: str, data: str | None, out: str | Path, **options: Any) -> _Prepared:
     """:func:`evaluate`'s checks and plan (its arguments), before any model loads."""
+    check_arguments("evaluate", {"suite": suite, "data": data, "out": out, **options}, EVALUATE_KINDS)
+    if isinstance(options["sweep"], str) or not isinstance(options["settings"], (Mapping, type(None))):
+        raise LeditsError(
+            "evaluate: sweep must be a mapping ({'scale': [4, 8]}) or a list of texts (['scale=4,8']) and settings "
+            f"a mapping or None; got sweep={options['sweep']!r}, settings={options['settings']!r}"
+        )
     o = SimpleNamespace(**options)
     chosen = _suite(suite)
     chosen.check_data(data)
@@ -165,6 +171,25 @@ def evaluate_models(
     write_comparison(out, {folders[m]: r.summary for m, r in results.items()}, f"leditspp eval {suite}: side by side")
     return results
 
+
+#: The kind of each :func:`evaluate` argument (:data:`leditspp.errors.KINDS`) but sweep, settings,
+#: metrics, ray, progress and stats.
+EVALUATE_KINDS = {
+    "suite": "text",
+    "data": "text?",
+    "out": "text",
+    "model": "text?",
+    "device": "text?",
+    "dtype": "text?",
+    "compile": "bool",
+    "quiet": "bool",
+    "offload": "text",
+    "limit": "int?",
+    "scenes": "int?",
+    "clip_model": "text?",
+    "dino_model": "text?",
+    "resume": "bool",
+}
 
 #: :func:`evaluate`'s keyword options and their defaults (what :func:`evaluate_models` fills in).
 _EVALUATE_OPTIONS = {
