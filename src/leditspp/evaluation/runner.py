@@ -20,7 +20,6 @@ Outputs under ``OUT``:
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import itertools
 import json
@@ -36,7 +35,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import LeditsError
-from ..files import atomic_write, folder_lock
+from ..files import DISK_ERRORS, WriteError, atomic_write, folder_lock
 from ..jobs import Item, MapItems, Outcome, RunStats, Value, by_group, serial_map
 
 logger = logging.getLogger(__name__)
@@ -198,7 +197,7 @@ def _save(out: Path, rows: list[dict[str, Value]], summary: dict[str, Any]) -> N
     try:
         write_rows(out / METRICS_CSV, rows)
         write_summary(out / SUMMARY_JSON, summary)
-    except OSError as exc:
+    except (OSError, WriteError) as exc:
         raise LeditsError(
             f"cannot write the results in {out} ({exc.strerror or exc}); the files written before are intact — "
             "free space there (or make it writable) and rerun with --resume"
@@ -225,8 +224,8 @@ def _record(outcome: Outcome, out: Path, tags: dict[str, str]) -> dict[str, Valu
         row.update(outcome.row.metrics)
         try:
             row.update(_write_images(out, item.id, outcome.row.images))
-        except OSError as exc:
-            if exc.errno in _DISK_ERRORS:  # every next item would fail alike: stop the run
+        except (OSError, WriteError) as exc:
+            if exc.errno in DISK_ERRORS:  # every next item would fail alike: stop the run
                 raise LeditsError(
                     f"cannot write the images in {out} ({exc.strerror}); the results written before are intact — "
                     "free space there (or make it writable) and rerun with --resume"
@@ -235,10 +234,6 @@ def _record(outcome: Outcome, out: Path, tags: dict[str, str]) -> dict[str, Valu
             row["error"] = f"{type(exc).__name__}: {exc}"
     row["seconds"] = outcome.seconds
     return row
-
-
-#: Write errors of the output folder itself (full, over quota, read-only), not of one item.
-_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _write_images(out: Path, item_id: str, images: dict[str, Image.Image]) -> dict[str, str]:
