@@ -167,6 +167,17 @@ def _of_type(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
 
 
+def is_flow_model(model: str) -> bool:
+    """Whether a local model (``"demo-flow"`` or a folder) is a flow-matching one, by its scheduler
+    config's class, read without loading it; False where that cannot be told (a hub id not cached)."""
+    try:
+        folder = _local_folder(model)
+        config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text()) if folder else {}
+    except (LeditsError, OSError, ValueError):
+        return False
+    return "FlowMatch" in str(config.get("_class_name", ""))
+
+
 def size_multiple_hint(model: str) -> int | None:
     """The image side multiple of a local model (``"demo"`` or a folder) by its family's size
     rule, read from its JSON files without loading it; None for a hub id (known only once loaded)."""
