@@ -15,6 +15,7 @@ from PIL import Image
 
 from . import __version__, defaults
 from .compiling import compile_options
+from .divergence import check_edited, check_finite, single_colour
 from .editing import ConceptBatch, Progress, edit_loop
 from .edits import Edit, as_edits, check_warmup
 from .errors import LeditsError
@@ -225,6 +226,8 @@ class Editor:
         ys, denoised, zs = invert_latents(
             self.model, x0, table, base, float(source_guidance), generator, chunk, noising, progress
         )
+        fix = f"its noise maps cannot be replayed; lower the source guidance ({source_guidance})"
+        check_finite(zs, "inversion", fix)
         info = InversionInfo(
             model=self.fingerprint,
             family=self.model.family,
@@ -313,7 +316,16 @@ class Editor:
             images = self.decode(latents)
         elif decode:  # the decoder mixes cells: outside R, the decoded input's pixels
             images = to_pil(keep_outside(region, self.model.decode(latents), self.model.decode(inv.source_latents)))
+        self._check_result(latents, images, inv)
         return EditResult(images, latents, masks, edits, mask_means, region)
+
+    def _check_result(self, latents: torch.Tensor, images: list[Image.Image], inv: Inversion) -> None:
+        """Refuse a diverged edit (:func:`~leditspp.divergence.check_edited`): NaN / inf latents, or
+        an image of one colour whose input (decoded only then) has several."""
+        check_finite(latents, "edit", "no image can be read from its latents; lower the edit scale")
+        for k, image in enumerate(images):
+            if single_colour(image) is not None:
+                check_edited(latents[k : k + 1], image, self.decode(inv.source_latents[k : k + 1])[0])
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (B, C, h, w) → PIL images through the VAE."""

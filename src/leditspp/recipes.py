@@ -188,8 +188,16 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
                 check_seed(value)
             except LeditsError as exc:
                 raise LeditsError(f"{where}: {exc}") from None
-        elif key in ("skip", "guidance_rescale", "source_guidance"):
+        elif key == "skip":  # its range: validate_steps, with its hint
             need(is_number(value) and math.isfinite(value) and value >= 0, key, "a number ≥ 0")
+        elif key == "guidance_rescale":
+            need(is_number(value) and 0 <= value <= 1, key, "a number in [0, 1]")
+        elif key == "source_guidance":
+            need(
+                is_number(value) and 0 <= value <= defaults.MAX_GUIDANCE,
+                key,
+                f"a number in [0, {defaults.MAX_GUIDANCE:g}]",
+            )
         elif key == "solver":
             need(isinstance(value, str) and value in SOLVERS, key, f"one of {', '.join(SOLVERS)}")
         elif key == "mask_mode":

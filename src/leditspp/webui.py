@@ -28,7 +28,7 @@ from PIL import Image
 from . import __version__, defaults
 from .caching import LRUCache, image_key
 from .edits import Edit
-from .errors import LeditsError
+from .errors import LeditsError, is_number
 from .io import check_pixels, mask_overlays, open_image, save_image, to_rgb
 from .masking import MASK_MODES
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings
@@ -47,6 +47,8 @@ PANEL_SETTINGS = ("steps", "skip", "solver", "seed", "source_prompt", "source_gu
 SCRATCH_KEPT = 16
 #: Results smaller than this (pixels, longer side) are shown enlarged (nearest neighbour) in the page.
 DISPLAY_SIDE = 512
+#: The largest --max-upload-mb accepted (1 TB: beyond, a typo).
+MAX_UPLOAD_MB = 2**20
 #: The direction cell (any case, spaces around): True removes the concept; empty means add.
 DIRECTIONS = {"": False, "+": False, "add": False, "-": True, "−": True, "remove": True}
 
@@ -501,6 +503,14 @@ def _on_run(gr: Any, service: EditorService) -> Callable[..., Any]:
     return on_run
 
 
+def upload_limit(max_upload_mb: Any) -> int:
+    """The largest upload in bytes, from megabytes (any positive number: 20, 0.5); a clear error
+    for anything else."""
+    if not (is_number(max_upload_mb) and 0 < max_upload_mb <= MAX_UPLOAD_MB):
+        raise LeditsError(f"--max-upload-mb must be a number in (0, {MAX_UPLOAD_MB}]; got {max_upload_mb!r}")
+    return max(1, int(max_upload_mb * 2**20))
+
+
 def serve(
     model: str = defaults.MODEL,
     host: str = "127.0.0.1",
@@ -514,12 +524,13 @@ def serve(
     """Start the app; ``block=False`` returns the running app (for tests and notebooks).
     ``compile``: ``torch.compile`` the UNet (worth it for a long-running server on a GPU);
     ``offload``: the memory plan (:mod:`leditspp.offload`)."""
+    upload_bytes = upload_limit(max_upload_mb)
     app = build_app(EditorService(model=model, device=device, compile=compile, offload=offload))
     app.queue(default_concurrency_limit=1)
     app.launch(
         server_name=host,
         server_port=port,
-        max_file_size=f"{max_upload_mb}mb",
+        max_file_size=upload_bytes,
         prevent_thread_lock=not block,
         show_error=True,
         quiet=True,

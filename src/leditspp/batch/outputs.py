@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,4 +133,10 @@ class EditLog:
             if new:
                 writer.writerow(self.COLUMNS)
             now = datetime.datetime.now().isoformat(timespec="seconds")
-            writer.writerow([now, source or "", out or "", status, error, f"{seconds:.2f}"])
+            writer.writerow([now, _shown(source or ""), _shown(out or ""), status, _shown(error), f"{seconds:.2f}"])
+
+
+def _shown(name: str | Path) -> str:
+    """A file name as text: bytes that are not UTF-8 (which Python holds as lone surrogates, and
+    no UTF-8 file can store) as ``\\xff`` escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")

@@ -12,12 +12,13 @@ from typing import Any
 from .. import defaults
 from ..distributed import RayOptions
 from ..edits import Edit, check_warmup
-from ..errors import LeditsError
+from ..errors import LeditsError, check_arguments
 from ..files import check_output, check_writable_folder
 from ..inversion import Inversion
 from ..io import check_pixels, load_mask, open_image
 from ..jobs import EditorSpec
-from ..models import RECOMMENDABLE, model_settings, size_multiple_hint
+from ..masking import check_preserve
+from ..models import RECOMMENDABLE, is_flow_model, model_settings, size_multiple_hint
 from ..recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from ..solvers import validate_steps
 from .outputs import OUTPUT_SUFFIXES, job_paths, recipe_difference, wanted_recipe
@@ -58,6 +59,31 @@ class BatchEdit:
     compile: bool = False
     quiet: bool = False
     offload: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_arguments("BatchEdit", vars(self), BATCH_KINDS)
+        if not isinstance(self.settings, Mapping):
+            raise LeditsError(f"BatchEdit: settings must be a mapping, e.g. {{'steps': 20}}; got {self.settings!r}")
+        EditorSpec(self.model or defaults.MODEL, self.device, self.dtype, self.compile, self.quiet, self.offload)
+
+
+#: The kind of each :class:`BatchEdit` argument (:data:`leditspp.errors.KINDS`) but settings and user_mask.
+BATCH_KINDS = {
+    "images": "texts",
+    "output": "text",
+    "edits": "texts",
+    "recipe": "text?",
+    "inversion": "text?",
+    "save_inversion": "text?",
+    "masks": "bool",
+    "resume": "bool",
+    "scale": "number?",
+    "threshold": "number?",
+    "warmup": "int",
+    "cooldown": "int?",
+    "max_pixels": "int?",
+    "model": "text?",
+}
 
 
 @dataclass(frozen=True)
@@ -118,9 +144,11 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
         if not batch.overwrite_inputs:
             _check_no_overwrite(paths, protected)
         try:
-            settings = resolve_settings(given({"model": batch.model, **batch.settings}), entry, recommended)
+            flags = given({"model": batch.model, **batch.settings})
+            settings = resolve_settings(flags, entry, recommended)
+            origins = origins_of(flags, entry, recommended, batch.recipe, model)
             validate_steps(settings["steps"], settings["skip"])
-            source = _source(batch, model, path, settings, edits, keep_pixels=len(inputs) == 1)
+            source = _source(batch, model, path, settings, edits, keep_pixels=len(inputs) == 1, origins=origins)
         except LeditsError as exc:
             if len(inputs) == 1:
                 raise
@@ -193,8 +221,49 @@ def resolve_settings(
     return {key: flags.get(key, recipe.get(key, default)) for key, default in base.items()}
 
 
-def preflight(model: str, image: Any, settings: dict[str, Any], max_pixels: int | None) -> None:
-    """Checks that need the image but not the model: the pixel limit and the minimum size."""
+def origins_of(
+    flags: Mapping[str, Any], recipe: Mapping[str, Any], recommended: Mapping[str, Any], path: str | None, model: str
+) -> dict[str, str]:
+    """Where each setting given comes from, for the errors: its flag, the recipe file or the model's
+    recommended settings (its folder's leditspp.json, or its family's rule)."""
+    origins = {key: f"the recommended settings of model {model!r} (its leditspp.json or family)" for key in recommended}
+    origins |= {key: f"recipe {path}" for key in recipe if key in SETTINGS}
+    return origins | {key: "--" + key.replace("_", "-") for key in flags}
+
+
+def check_against_model(model: str, settings: dict[str, Any], origins: Mapping[str, str]) -> None:
+    """Settings that contradict each other or the model, known from its folder before it loads:
+    preserve with mask mode none, the lcm solver on a flow model, a height or width off the family's
+    side multiple; each error names the value and where it came from."""
+
+    def source(key: str) -> str:
+        return f"{key} {settings[key]!r} (from {origins.get(key, 'the defaults')})"
+
+    try:
+        check_preserve(settings["preserve"], settings["mask_mode"])
+    except LeditsError as exc:
+        raise LeditsError(f"{source('preserve')} with {source('mask_mode')}: {exc}") from None
+    if settings["solver"] == "lcm" and is_flow_model(model):
+        raise LeditsError(
+            f"{source('solver')}: the lcm solver is for LCM-distilled DDPM models and {model!r} is a flow model; "
+            "use dpmsolver++ or ddpm"
+        )
+    multiple = size_multiple_hint(model)
+    for key in ("height", "width"):
+        if multiple and settings[key] and settings[key] % multiple:
+            near = settings[key] // multiple * multiple
+            raise LeditsError(
+                f"{source(key)} is not a multiple of {multiple}, the side multiple of {model!r}; "
+                f"use {near or multiple} or {near + multiple}"
+            )
+
+
+def preflight(
+    model: str, image: Any, settings: dict[str, Any], max_pixels: int | None, origins: Mapping[str, str] | None = None
+) -> None:
+    """Checks that need the image but not the model: :func:`check_against_model`, the pixel limit
+    and the minimum size."""
+    check_against_model(model, settings, origins or {})
     width, height = image.size
     size = (settings["width"] or width, settings["height"] or height)
     check_pixels(size, max_pixels)
@@ -284,7 +353,13 @@ def _outputs(inputs: list[str | None], output: str) -> list[Path]:
 
 
 def _source(
-    batch: BatchEdit, model: str, path: str | None, settings: dict[str, Any], edits: list[Edit], keep_pixels: bool
+    batch: BatchEdit,
+    model: str,
+    path: str | None,
+    settings: dict[str, Any],
+    edits: list[Edit],
+    keep_pixels: bool,
+    origins: Mapping[str, str],
 ) -> Any:
     """The saved inversion, or the image at ``path`` read now to fail early (its pixels kept only
     with ``keep_pixels``, else its path)."""
@@ -293,6 +368,6 @@ def _source(
         check_warmup(edits, inversion.info.steps)
         return inversion
     image = open_image(path)
-    preflight(model, image, settings, batch.max_pixels)
+    preflight(model, image, settings, batch.max_pixels, origins)
     check_warmup(edits, settings["steps"])
     return image if keep_pixels else path

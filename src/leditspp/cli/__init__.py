@@ -3,7 +3,7 @@ library's values and calls it (:mod:`.edit` → :mod:`leditspp.batch`, :mod:`.ev
 :func:`leditspp.evaluation.evaluate`, :mod:`.invert`, :mod:`.info`, :mod:`.serve`).
 
 Exit codes: 0 success, 2 bad input (one-line message), 1 internal error — or, for ``edit`` with
-several inputs, some input failed; for ``eval``, every item failed (some failing is 0 with a count).
+several inputs, some input failed; for ``eval``, some item failed (the closing line counts them).
 """
 
 from __future__ import annotations
@@ -251,8 +251,27 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     g.add_argument("--scenes", type=int, help="shapes suite: number of scenes [20]")
 
 
+EDIT_FLAGS = ("-e", "--edit")
+
+
+def attach_edit_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``-e "-beard:7"`` as ``--edit=-beard:7``: argparse reads a value that starts with ``-`` as
+    an option, so a removal concept would be refused ("expected one argument"); a value that is
+    itself one of ``edit``'s options (``-e -o``) is left for argparse to refuse."""
+    edit = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices["edit"]  # type: ignore[union-attr]
+    options = {flag for action in edit._actions for flag in action.option_strings}
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in EDIT_FLAGS and token.startswith("-") and token.split("=")[0] not in options:
+            out[-1] = f"--edit={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(attach_edit_values(parser, sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format="leditspp: %(message)s")
     try:
         return _run(args)

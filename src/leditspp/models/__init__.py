@@ -17,6 +17,7 @@ from .settings import (
     CHECKPOINT_RECOMMENDED,
     FEW_STEP_RECOMMENDED,
     RECOMMENDABLE,
+    is_flow_model,
     model_settings,
     size_multiple_hint,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "StableDiffusionXL",
     "adapter_from_components",
     "fingerprint",
+    "is_flow_model",
     "load_pipeline",
     "model_settings",
     "quiet_loading",
