@@ -83,6 +83,15 @@ def test_invert_then_edit_from_the_inversion(sd_folder, photo, tmp_path, capsys)
     assert main(["edit", str(photo), "-e", "+a red hat", "-o", str(b), "--steps", "5", *common]) == 0
     assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
+    # the file names its model (the folder, absolute): an edit without --model loads that one
+    c = tmp_path / "c.png"
+    assert main(["edit", "--inversion", str(inv), "-e", "+a red hat", "-o", str(c), "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(c)), np.asarray(Image.open(a)))
+    assert json.loads(Image.open(c).text["leditspp"])["model"] == str(Path(sd_folder).resolve())
+    assert main(["info", str(inv)]) == 0 and f'"source": "{Path(sd_folder).resolve()}"' in capsys.readouterr().out
+    assert main(["edit", "--inversion", str(inv), "-e", "+hat", "-o", str(c), "--model", "demo", "--quiet"]) == 2
+    assert f"Edit it with --model {Path(sd_folder).resolve()}, or invert" in capsys.readouterr().err
+
 
 def test_no_edit_reconstructs_the_input(sd_folder, photo, tmp_path):
     out = tmp_path / "rec.png"

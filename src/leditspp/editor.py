@@ -33,6 +33,7 @@ from .models import (
     fingerprint,
     load_pipeline,
     model_settings,
+    source_name,
 )
 from .models.families import parts_of, recommended_of
 from .offload import DENOISERS, MemoryPlan, apply_plan, as_plan, encoders_leave, moves_weights, resolve
@@ -70,6 +71,9 @@ class Editor:
         #: and :meth:`from_pipe`, ``auto`` resolved; see :mod:`leditspp.offload`).
         self.plan = plan or MemoryPlan("none")
         self.fingerprint = fingerprint(model.components())
+        #: What the model was loaded from — ``"demo"``, a hub id or a folder (absolute) — recorded in
+        #: inversions so that an edit can name the model to load; "" where not known.
+        self.source = ""
         #: The settings this model recommends (``recommended``: its folder's ``leditspp.json``,
         #: its checkpoint's and its family's, see :func:`~leditspp.models.model_settings`), the
         #: project's defaults where it names none: what the CLI and the web UI default to for it.
@@ -106,7 +110,9 @@ class Editor:
         if spacing is not None:
             settings["spacing"] = spacing
         pipe = load_pipeline(model, torch_dtype)
-        return cls.from_pipe(pipe, offload=plan, device=device, **settings)
+        editor = cls.from_pipe(pipe, offload=plan, device=device, **settings)
+        editor.source = source_name(model)
+        return editor
 
     @classmethod
     def from_pipe(
@@ -243,6 +249,7 @@ class Editor:
             version=__version__,
             noise_shift=float(noise_shift),
             noise_path=path.describe(),
+            source=self.source,
         )
         return Inversion(ys, denoised, zs, table.timesteps.clone(), x0, info)
 
@@ -410,10 +417,12 @@ class Editor:
         """Refuse inversions of another model or schedule; return the solver table to replay."""
         info = inversion.info
         if info.model != self.fingerprint:
+            made_with = f"{info.source}: " if info.source else ""
+            fix = f"Edit it with --model {info.source}, or invert" if info.source else "Invert"
             raise LeditsError(
-                f"this inversion was made with another model ({info.family}, fingerprint {info.model}, "
+                f"this inversion was made with another model ({made_with}{info.family}, fingerprint {info.model}, "
                 f"{info.dtype}); this editor runs {self.model.family} with fingerprint {self.fingerprint} "
-                f"({self._dtype_name}). Invert the image again with this editor"
+                f"({self._dtype_name}). {fix} the image again with this editor"
             )
         path = self.model.noise_path(*inversion.source_latents.shape[-2:])
         table = step_table(info.solver, path, info.steps, info.skip)

@@ -49,6 +49,7 @@ class InversionInfo:
     version: str
     noise_shift: float = 0.0  # TurboEdit's shift of Eq. 6's times (0: none)
     noise_path: str = ""  # the model's noise path, e.g. "vp leading offset 1", "flow shift 3"
+    source: str = ""  # what the model was loaded from: "demo", a hub id or a folder ("": not known)
 
 
 def write(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], info: InversionInfo) -> Path:
@@ -168,6 +169,16 @@ def _check_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor
         t = tensors[name]
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise refuse(f"tensor {name} holds {'NaN' if t.isnan().any() else 'infinite'} values")
+
+
+def model_source(path: str | os.PathLike[str]) -> str | None:
+    """What the inversion's model was loaded from (a hub id, a folder, ``"demo"``), read from the
+    metadata alone; None where the file does not say (or cannot be read: loading it says why)."""
+    try:
+        source = json.loads(read_metadata(path)["info"]).get("source")
+    except (LeditsError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) and source else None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from ..edits import Edit, check_warmup
 from ..errors import LeditsError, check_arguments
 from ..files import check_output, check_writable_folder
 from ..inversion import Inversion
+from ..inversion_file import model_source
 from ..io import check_pixels, load_mask, open_image
 from ..jobs import EditorSpec
 from ..masking import check_preserve
@@ -124,7 +125,8 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
         if batch.save_inversion:
             raise LeditsError("--save-inversion is for one IMAGE in this process; drop --ray (or --save-inversion)")
     recipe = read_recipe(batch.recipe) if batch.recipe else {}
-    model = batch.model or recipe.get("model") or defaults.MODEL
+    made_with = model_source(batch.inversion) if batch.inversion else None  # what the inversion names
+    model = batch.model or made_with or recipe.get("model") or defaults.MODEL
     recommended = model_settings(model).get("recommended", {})
     edit_defaults = _edit_defaults(batch, recommended)
     if batch.recipe:  # again, so that its concepts without a scale or threshold get the model's

@@ -34,7 +34,7 @@ EXAMPLES = """examples:
   leditspp edit photos/ --recipe recipe.yaml -o edited/      # per-image edits from a recipe file
   leditspp edit photo.png --recipe out.png -o again.png      # re-run the recipe embedded in out.png
   leditspp invert photo.png --model ./my-sd-folder -o photo.inv.safetensors
-  leditspp edit --inversion photo.inv.safetensors -e "+cherry blossoms:7@0.75" --model ./my-sd-folder -o out.png
+  leditspp edit --inversion photo.inv.safetensors -e "+cherry blossoms:7@0.75" -o out.png   # its model, as it names it
   leditspp info out.png                                      # the recipe of an output, or an inversion's metadata
   leditspp serve                                             # the web UI on http://127.0.0.1:7860
   leditspp eval shapes -o eval/ --sweep scale=4,8,12         # measure edits on the demo world, write a report
@@ -171,7 +171,9 @@ def _add_edit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pe.add_argument("-o", "--output", required=True, help="edited image (.png) for one input; a folder for several")
     pe.add_argument("--recipe", help="JSON/YAML recipe, or a PNG written by leditspp, giving settings and edits")
     pe.add_argument("--masks", action="store_true", help="also write each concept's mask overlay: OUT.mask-K.png")
-    pe.add_argument("--inversion", help="re-use a saved inversion instead of inverting IMAGE")
+    pe.add_argument(
+        "--inversion", help="re-use a saved inversion instead of inverting IMAGE (its model, unless --model is given)"
+    )
     pe.add_argument("--save-inversion", help="also save the inversion made from IMAGE to this file")
     pe.add_argument(
         "--resume",

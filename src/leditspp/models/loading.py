@@ -34,6 +34,14 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def source_name(model: str) -> str:
+    """How an inversion records what its model was loaded from, so that it can be loaded again:
+    ``"demo"``/``"demo-flow"`` and hub ids as given, a local folder as its absolute path."""
+    if model in _DEMO_TRAINING or not Path(model).is_dir():
+        return model
+    return str(Path(model).resolve())
+
+
 def quiet_loading() -> None:
     """No loading bars or warnings from diffusers and transformers in this process: the command
     line's output (and a Ray worker's, which Ray forwards) is leditspp's own bars, lines and errors.
