@@ -13,6 +13,9 @@ class defined outside the package) that declares, as class attributes and class 
 * ``size_rule(parts, options)``: the multiple image sides must have (declared once: the loaded
   adapter's ``size_multiple`` and the command line's check before loading both use it);
 * ``from_components(components, pipeline_config, **options)``: the adapter;
+* optionally ``text_inputs`` and ``fits(parts)``: the text encoders and tokenizers it reads and
+  what its denoiser needs of them, checked before it loads and before the adapter is built
+  (:mod:`.components`);
 * optionally ``recommended(parts, pipeline_config)``: the edit settings the family's checkpoints
   are made for (keys of ``models.settings.RECOMMENDABLE``: the 4 steps of a distilled [klein], a base
   model's usual step count), what the command line, the web UI and ``Editor.recommended``
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import LeditsError
+from .components import check_components
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,7 @@ def adapter_from_components(
         detail = f" with addition_embed_type={added!r}" if added else " with these components"
         raise refuse(f"{network.kind} models{detail} ({', '.join(sorted(parts))}) are not supported")
     check_options(family, options)
+    check_components(family, components, parts)
     return family.from_components(components, dict(pipeline_config or {}), **options)
 
 

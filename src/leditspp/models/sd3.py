@@ -27,6 +27,7 @@ from ..errors import LeditsError
 from ..solvers import FlowPath, NoiseLevel
 from .base import Conditioning, decode_latents, encode_pixels, encode_text, runs_on, warn_if_truncated
 from .capture import capture_layers
+from .components import Fit, TextInput, config_int
 from .families import Part, Parts, parts_of, refuse
 from .sd import _word_positions
 
@@ -141,6 +142,26 @@ class StableDiffusion3(TransformerModel):
     @classmethod
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "SD3Transformer2DModel"
+
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (
+        TextInput("text_encoder", "tokenizer"),
+        TextInput("text_encoder_2", "tokenizer_2"),
+        TextInput("text_encoder_3", "tokenizer_3"),
+    )
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The joint attention reads both CLIPs' states side by side, zero-padded to T5's width, then
+        T5's; the pooled projection both CLIPs' projections."""
+        joint = config_int(parts, "transformer", "joint_attention_dim")
+        pooled = config_int(parts, "transformer", "pooled_projection_dim")
+        clips = ("text_encoder", "text_encoder_2")
+        reason = f"the transformer's joint_attention_dim is {joint}"
+        return [
+            Fit(clips, "width", joint, f"{reason} (the CLIP states are zero-padded up to it)", "<="),
+            Fit(("text_encoder_3",), "width", joint, reason),
+            Fit(clips, "projection", pooled, f"the transformer's pooled_projection_dim is {pooled}"),
+        ]
 
     @classmethod
     def from_components(

@@ -36,6 +36,7 @@ from ..errors import LeditsError
 from ..solvers import NoiseLevel
 from .base import Conditioning, runs_on, tokenize, vae_scale_factor, warn_if_truncated
 from .capture import capture_layers
+from .components import Fit, TextInput, config_int
 from .families import Part, Parts, refuse
 from .sd3 import TRANSFORMER_ACTIVATION_ELEMENTS, TransformerModel, check_sequence_length
 
@@ -76,6 +77,17 @@ class ZImage(TransformerModel):
     @classmethod
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "ZImageTransformer2DModel"
+
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer", chat_template=True),)
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The caption embedder reads Qwen3's penultimate hidden states."""
+        dim = config_int(parts, "transformer", "cap_feat_dim")
+        return [
+            Fit(("text_encoder",), "width", dim, f"the transformer's cap_feat_dim is {dim}"),
+            Fit(("text_encoder",), "layers", 2, "the pipeline reads the penultimate layer's states", ">="),
+        ]
 
     @classmethod
     def patch(cls, parts: Parts) -> int:
