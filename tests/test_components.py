@@ -2,7 +2,8 @@
 naming the component, the value and the fix: a scheduler value of the wrong type or range, a text
 encoder of another width or depth than the denoiser reads, a tokenizer without a vocabulary (a
 Chroma folder without ``tokenizer/`` encoded every concept as the same ``<unk>`` tokens), of
-another model, or without the chat template its pipeline formats prompts with."""
+another model, or without the chat template its pipeline formats prompts with. And an image
+larger than the transformer has positions for is refused before the model runs."""
 
 from __future__ import annotations
 
@@ -199,3 +200,20 @@ def test_the_cli_refuses_a_bad_folder_with_one_line(folders, tmp_path, capsys):
     code = main(["edit", str(photo), "-e", "+a hat", "--model", str(folder), "-o", str(out), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "it has no vocabulary" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("family", "size", "largest", "message"),
+    [
+        ("sd3", (64, 576), (64, 512), "at most 512×512: the transformer's pos_embed_max_size is 32 positions of 16"),
+        ("zimage", (2064, 64), (2048, 64), "at most 2048×2048: the transformer's axes_lens give 128×128 positions"),
+    ],
+)
+def test_an_image_larger_than_the_position_grid_is_refused_before_the_model_runs(
+    folders, family, size, largest, message
+):
+    editor = Editor.from_pretrained(str(folders[family]), device="cpu")
+    height, width = size
+    with pytest.raises(LeditsError, match=rf"processed at {width}×{height} \(width×height\), .*{message}.* resize"):
+        editor.invert(scene(height, width), steps=2, seed=0)
+    assert editor.invert(scene(*largest), steps=1, skip=0.0, seed=0).info.height == largest[0]

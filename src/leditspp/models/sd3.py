@@ -28,7 +28,7 @@ from ..solvers import FlowPath, NoiseLevel
 from .base import Conditioning, decode_latents, encode_pixels, encode_text, runs_on, warn_if_truncated
 from .capture import capture_layers
 from .components import Fit, TextInput, config_int
-from .families import Part, Parts, parts_of, refuse
+from .families import Part, Parts, SizeLimit, parts_of, refuse
 from .sd import _word_positions
 
 #: Peak activation elements of one transformer row per token per channel of its width: an
@@ -65,6 +65,11 @@ class TransformerModel:
     def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
         """Image sides must be multiples of the VAE's factor times the patch: whole tokens."""
         return 2 ** (len(parts["vae"].config["block_out_channels"]) - 1) * cls.patch(parts)
+
+    @classmethod
+    def size_limit(cls, parts: Parts) -> SizeLimit | None:
+        """None: positions are computed for any size (rotary embeddings)."""
+        return None
 
     @staticmethod
     def flow_path(components: dict[str, Any], **kwargs: Any) -> FlowPath:
@@ -162,6 +167,17 @@ class StableDiffusion3(TransformerModel):
             Fit(("text_encoder_3",), "width", joint, reason),
             Fit(clips, "projection", pooled, f"the transformer's pooled_projection_dim is {pooled}"),
         ]
+
+    @classmethod
+    def size_limit(cls, parts: Parts) -> SizeLimit | None:
+        """The learned position grid: ``pos_embed_max_size`` tokens per side (diffusers refuses a
+        larger latent grid inside the network)."""
+        grid = config_int(parts, "transformer", "pos_embed_max_size")
+        if grid is None:
+            return None
+        side = grid * cls.size_rule(parts, {})
+        reason = f"the transformer's pos_embed_max_size is {grid} positions of {cls.size_rule(parts, {})} pixels"
+        return SizeLimit(side, side, reason)
 
     @classmethod
     def from_components(

@@ -37,7 +37,7 @@ from ..solvers import NoiseLevel
 from .base import Conditioning, runs_on, tokenize, vae_scale_factor, warn_if_truncated
 from .capture import capture_layers
 from .components import Fit, TextInput, config_int
-from .families import Part, Parts, refuse
+from .families import Part, Parts, SizeLimit, refuse
 from .sd3 import TRANSFORMER_ACTIVATION_ELEMENTS, TransformerModel, check_sequence_length
 
 #: The transformer pads the image and the caption each to a multiple of this many tokens
@@ -96,6 +96,16 @@ class ZImage(TransformerModel):
         if 2 not in sizes:
             raise refuse(f"this Z-Image transformer has patch sizes {list(sizes)}; ZImagePipeline uses 2")
         return 2
+
+    @classmethod
+    def size_limit(cls, parts: Parts) -> SizeLimit | None:
+        """The rotary tables: ``axes_lens`` positions along the height and the width axes."""
+        lens = parts["transformer"].config.get("axes_lens")
+        if not isinstance(lens, (list, tuple)) or len(lens) != 3:
+            return None
+        pixels = cls.size_rule(parts, {})
+        reason = f"the transformer's axes_lens give {lens[1]}×{lens[2]} positions of {pixels} pixels"
+        return SizeLimit(int(lens[1]) * pixels, int(lens[2]) * pixels, reason)
 
     @classmethod
     def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> ZImage:
