@@ -97,6 +97,13 @@ def test_a_bad_scheduler_value_is_refused_naming_the_file_and_key(folders, famil
         Editor.from_pretrained(str(folder), device="cpu")
 
 
+def test_a_dynamic_shift_between_equal_lengths_is_refused(folders, tmp_path):
+    """FLUX.1 [dev]'s μ is a line from base_image_seq_len to max_image_seq_len: one point is none."""
+    folder = changed(folders, "flux", scheduler_value(base_image_seq_len=256, max_image_seq_len=256), tmp_path)
+    with pytest.raises(LeditsError, match="base_image_seq_len and max_image_seq_len are both 256"):
+        Editor.from_pretrained(str(folder), device="cpu")
+
+
 TEXT_ENCODER_PROBES = {
     "sd-clip-wider": ("sd", text_encoder("text_encoder", clip(48)), "48 wide, but the unet's cross_attention_dim"),
     "sdxl-second-clip-wider": (

@@ -126,6 +126,12 @@ def check_scheduler(config: Mapping[str, Any], where: str) -> None:
                 f"{where}: {key} must be {what}; got {value!r} — set it to the checkpoint's value, or remove "
                 "the key to use the scheduler's default"
             )
+    lengths = config.get("base_image_seq_len"), config.get("max_image_seq_len")
+    if config.get("use_dynamic_shifting") and lengths[0] is not None and lengths[0] == lengths[1]:
+        raise LeditsError(
+            f"{where}: base_image_seq_len and max_image_seq_len are both {lengths[0]}, but the dynamic shift is "
+            "the line between them — set them to the checkpoint's values"
+        )
 
 
 def check_tokenizer(text: TextInput, tokenizer: Any, encoder: Part, family: str) -> None:
