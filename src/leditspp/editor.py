@@ -35,7 +35,7 @@ from .models import (
     model_settings,
     source_name,
 )
-from .models.families import parts_of, recommended_of
+from .models.families import check_size, parts_of, recommended_of
 from .offload import DENOISERS, MemoryPlan, apply_plan, as_plan, encoders_leave, moves_weights, resolve
 from .solvers import StepTable, check_solver, step_table
 from .validation import check_device, check_invert_arguments, check_seed
@@ -222,6 +222,7 @@ class Editor:
         check_solver(solver, steps, skip)  # before the VAE runs; the table needs the latent size
         pixels = as_pixel_batch(images)
         size = target_size(pixels, height, width, self.size_multiple, max_pixels)
+        check_size(self.model, *size)
         x0 = self.model.encode(resize_pixels(pixels, size) * 2 - 1)
         path = self.model.noise_path(*x0.shape[-2:])
         table = step_table(solver, path, steps, skip)
