@@ -1,0 +1,171 @@
+"""A ComfyUI ``MODEL`` behind leditspp's seam: the denoiser part of a model family.
+
+The loops (:mod:`leditspp.inversion`, :mod:`leditspp.editing`) see noise estimates and noise
+paths only. :class:`ComfyDenoiser` gives them both from ComfyUI's own objects: the network call is
+``BaseModel.apply_model`` on the user's ``ModelPatcher`` (its LoRAs, weight casts and
+``transformer_options`` patches stay in force; ``comfy.model_management`` loads the weights), and
+the noise levels are the model's ``model_sampling`` sigmas.
+
+Variance-preserving families (ε- and v-prediction) live in ComfyUI's space ``x = x0 + σ·ε`` with
+``σ = s/a``; leditspp's latents are ``y = a·x0 + s·ε`` (paper Eq. 6), so ``x = y/a``. ComfyUI's
+``apply_model`` returns the data prediction ``D``; the estimate the guidance acts on is
+``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import comfy.model_base
+import comfy.model_management
+import comfy.model_sampling
+import torch
+
+from leditspp import defaults
+from leditspp.attention import AttentionRecorder
+from leditspp.errors import LeditsError
+from leditspp.models.base import Conditioning
+from leditspp.solvers import NoiseLevel, NoisePath
+
+from .attention import UNetAttentionTap
+
+#: The model families of ComfyUI this pack edits, by ComfyUI's model-config class name.
+SUPPORTED: dict[str, str] = {
+    "SD15": "Stable Diffusion 1.x",
+    "SD20": "Stable Diffusion 2.x (ε and v-prediction)",
+}
+
+
+def model_name(patcher: Any) -> str:
+    """The name ComfyUI gave the loaded model (its model-config class, e.g. ``SD15``, ``Flux``)."""
+    return type(patcher.model.model_config).__name__
+
+
+#: ComfyUI's parameterisations (``model_sampling``'s mix-ins), most derived first.
+PARAMETERISATIONS = tuple(
+    getattr(comfy.model_sampling, name)
+    for name in ("IMG_TO_IMG", "X0", "EDM", "V_PREDICTION", "EPS", "CONST", "COSMOS_RFLOW")
+)
+
+
+def check_supported(patcher: Any) -> None:
+    """Refuse a model this pack cannot edit exactly, naming it and listing the supported ones."""
+    name = model_name(patcher)
+    supported = ", ".join(f"{k} ({v})" for k, v in SUPPORTED.items())
+    if name not in SUPPORTED:
+        raise LeditsError(f"LEDITS++ cannot edit with the model ComfyUI loaded as {name}; supported: {supported}")
+    sampling = patcher.get_model_object("model_sampling")
+    ms = comfy.model_sampling
+    kind = next(c.__name__ for c in type(sampling).__mro__ if c in PARAMETERISATIONS)
+    discrete = isinstance(sampling, ms.ModelSamplingDiscrete) and not isinstance(sampling, ms.ModelSamplingDiscreteEDM)
+    if not discrete or kind not in ("EPS", "V_PREDICTION"):
+        raise LeditsError(
+            f"the {name} model predicts with {kind} on {type(sampling).__name__}; LEDITS++ here needs its discrete "
+            "ε (EPS) or v-prediction schedule — remove the node that changed its sampling (e.g. "
+            "ModelSamplingDiscrete set to lcm or x0)"
+        )
+
+
+def vp_path(sampling: Any) -> NoisePath:
+    """The VP noise path of a ``ModelSamplingDiscrete``: ``ᾱ_t = 1/(1 + σ_t²)`` at its T training
+    times, leading spacing with offset 1 (what SD 1.x/2.x's scheduler configs declare)."""
+    sigmas = sampling.sigmas.detach().double().cpu()
+    return NoisePath(alphas_cumprod=1.0 / (1.0 + sigmas**2), spacing="leading", steps_offset=1)
+
+
+@dataclass(eq=False)
+class ComfyDenoiser:
+    """The denoiser of a ComfyUI UNet model (SD 1.x/2.x) for the loops: estimates, data
+    predictions, the noise path and the attention tap for M¹."""
+
+    patcher: Any  # comfy.model_patcher.ModelPatcher
+    mask_level: int = defaults.MASK_LEVEL
+    condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
+    _tap: UNetAttentionTap | None = field(default=None, init=False)
+
+    @classmethod
+    def of(cls, patcher: Any) -> ComfyDenoiser:
+        """The denoiser of ``patcher``, refused (:class:`LeditsError`) for an unsupported model."""
+        check_supported(patcher)
+        return cls(patcher)
+
+    @property
+    def family(self) -> str:
+        return f"comfyui-{model_name(self.patcher).lower()}"
+
+    @property
+    def sampling(self) -> Any:
+        return self.patcher.get_model_object("model_sampling")
+
+    @property
+    def path(self) -> NoisePath:
+        return vp_path(self.sampling)
+
+    def noise_path(self, height: int, width: int) -> NoisePath:
+        """The same VP path for every latent size."""
+        return self.path
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.patcher.load_device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.patcher.model_dtype()
+
+    def mask_grid(self, height: int, width: int) -> tuple[int, int]:
+        """M¹'s grid for an ``height × width`` latent grid: 1/2^mask_level of it."""
+        return height >> self.mask_level, width >> self.mask_level
+
+    def row_bytes(self, height: int, width: int) -> int:
+        """ComfyUI's own estimate of one row's activation memory (``BaseModel.memory_required``)."""
+        channels = self.patcher.model.latent_format.latent_channels
+        return int(self.patcher.model.memory_required([1, channels, height, width]))
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """ε for rows ``latents`` (R, C, h, w) at ``level`` (R,), fp32: ``(x − D)/σ`` at ``x = y/a``,
+        with σ ComfyUI's own sigma at each row's training time (so its ``timestep(σ)`` is that time)."""
+        sigmas = self.sampling.sigmas.to(latents.device)[level.t.long()]
+        x = latents.float() / level.a.to(latents)[:, None, None, None]
+        denoised = self._apply(x, sigmas, cond).float()
+        return (x - denoised) / sigmas[:, None, None, None]
+
+    def to_data(self, eps: torch.Tensor, x: torch.Tensor, level: NoiseLevel) -> torch.Tensor:
+        """``x̂0 = (y − s·ε)/a`` of a (guided) estimate (B, C, h, w) at ``y = x``; ``level`` (B,)."""
+        a, s = (v.to(eps)[:, None, None, None] for v in (level.a, level.s))
+        return (x - s * eps) / a
+
+    def _apply(self, x: torch.Tensor, sigmas: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """ComfyUI's data prediction for ``x`` (R, C, h, w) in its space at ``sigmas`` (R,), through
+        the model's ``model_function_wrapper`` when a patch set one (as its samplers do)."""
+        model = self.patcher.model
+        options = dict(self.patcher.model_options.get("transformer_options", {}))
+        options["sigmas"] = sigmas
+        if self._tap is not None:
+            options = self._tap.options(options)
+        c = {"c_crossattn": cond.embeds, "transformer_options": options}
+        wrapper = self.patcher.model_options.get("model_function_wrapper")
+        if wrapper is not None:
+            return wrapper(model.apply_model, {"input": x, "timestep": sigmas, "c": c, "cond_or_uncond": [0]})
+        return model.apply_model(x, sigmas, **c)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        """Record the concept rows' cross-attention at the mask level for the calls made inside
+        (see :class:`~.attention.UNetAttentionTap`)."""
+        tap = UNetAttentionTap.of(self.patcher.model.diffusion_model, self.mask_level)
+        self._tap = tap
+        try:
+            yield tap.recorder
+        finally:
+            self._tap = None
+
+    def load(self, latent_shape: tuple[int, ...], rows: int) -> None:
+        """Have ComfyUI's memory manager load the weights (with their patches) for calls of
+        ``rows`` rows on latents of ``latent_shape`` (B, C, h, w)."""
+        memory = self.patcher.model.memory_required([rows, *latent_shape[1:]])
+        comfy.model_management.load_models_gpu([self.patcher], memory_required=memory)

@@ -1,0 +1,65 @@
+"""The text part of a ComfyUI family: a ``CLIP`` turns prompts into leditspp's
+:class:`~leditspp.models.base.Conditioning` and finds each concept's tokens.
+
+Token positions are read from ComfyUI's own tokenization (``CLIP.tokenize(…, return_word_ids=True)``):
+every token that belongs to a word (word id > 0) of the prompt, across ComfyUI's 77-token chunks,
+so a prompt's weights syntax, embeddings and long prompts count as ComfyUI counts them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from leditspp.errors import LeditsError
+from leditspp.models.base import Conditioning
+
+
+def encode(clip: Any, text: str) -> Conditioning:
+    """``text`` through ``clip``: embeds (1, L, D) fp32, L = 77 per ComfyUI chunk."""
+    return Conditioning.of(clip.encode_from_tokens(clip.tokenize(text)).float())
+
+
+def token_positions(clip: Any, text: str) -> tuple[int, ...]:
+    """Positions of ``text``'s word tokens in its encoding's L tokens (start, end and padding excluded)."""
+    (chunks,) = clip.tokenize(text, return_word_ids=True).values()
+    flat = [token for chunk in chunks for token in chunk]
+    return tuple(i for i, (_, _, word) in enumerate(flat) if word > 0)
+
+
+def from_conditioning(conditioning: Sequence[Sequence[Any]], name: str) -> Conditioning:
+    """A ComfyUI ``CONDITIONING`` of one entry ``[[cond (1, L, D), {…}]]`` as a Conditioning."""
+    if len(conditioning) != 1 or conditioning[0][0].shape[0] != 1:
+        raise LeditsError(
+            f"{name} must be one text conditioning (as CLIPTextEncode gives); got {len(conditioning)} entries — "
+            "connect a single CLIPTextEncode, not a combine or a batch"
+        )
+    return Conditioning.of(conditioning[0][0].float())
+
+
+def common_length(lengths: Sequence[int]) -> int:
+    """The token count every conditioning is repeated to: their least common multiple (as ComfyUI
+    batches conditionings of different lengths, ``CONDCrossAttn.concat``)."""
+    return math.lcm(*lengths)
+
+
+def repeat_tokens(cond: Conditioning, length: int) -> Conditioning:
+    """``cond`` (n, l, D) with its l tokens repeated to ``length`` (a multiple of l): attention over
+    the repeated keys gives every output the same value, and each copy 1/k of the probability."""
+    return cond.map(lambda t: t.repeat(1, length // t.shape[1], 1))
+
+
+def repeated_positions(positions: Sequence[int], own: int, length: int) -> list[int]:
+    """``positions`` among ``own`` tokens, in every copy of them when repeated to ``length``."""
+    return [p + copy * own for copy in range(length // own) for p in positions]
+
+
+def token_weights(positions: Sequence[Sequence[int]], lengths: Sequence[int], length: int) -> torch.Tensor:
+    """(E, length) weights, 1 on each concept's word tokens in its repeated conditioning."""
+    weights = torch.zeros(len(positions), length)
+    for i, (own_positions, own) in enumerate(zip(positions, lengths, strict=True)):
+        weights[i, repeated_positions(own_positions, own, length)] = 1.0
+    return weights

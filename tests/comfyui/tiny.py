@@ -1,0 +1,135 @@
+"""Tiny SD 1.x models in ComfyUI's own classes, from fixed seeds (no download)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+#: A 3-level SD 1.x UNet (channels 32/64/64, one res block and one transformer per level) whose
+#: mask level 2 (¼ of the latents) has 1 input and 2 output cross-attentions.
+TINY_UNET = {
+    "use_checkpoint": False,
+    "image_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 32,
+    "num_res_blocks": [1, 1, 1],
+    "channel_mult": [1, 2, 2],
+    "transformer_depth": [1, 1, 1],
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1],
+    "transformer_depth_middle": 1,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "use_linear_in_transformer": False,
+    "adm_in_channels": None,
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+    "context_dim": 32,
+}
+TINY_CLIP = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "projection_dim": 32,
+}
+TINY_VAE = {
+    "embed_dim": 4,
+    "ddconfig": {
+        "double_z": True,
+        "z_channels": 4,
+        "resolution": 64,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 1, 1, 1],
+        "num_res_blocks": 1,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    },
+}
+
+
+def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Fill every parameter from ``seed``: matrices and kernels N(0, 1/fan-in), norm weights ≈ 1,
+    other vectors ≈ 0 (ComfyUI builds its layers uninitialised)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=generator)
+            if p.dim() >= 2:
+                p.copy_(noise / p[0].numel() ** 0.5)
+            else:
+                p.copy_(noise * 0.02 + (1.0 if name.endswith("weight") else 0.0))
+    return module
+
+
+def tiny_model(seed: int = 0, unet: dict[str, Any] | None = None) -> Any:
+    """A ``ModelPatcher`` around a tiny SD 1.x ``BaseModel`` (ε-prediction) on the CPU."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = comfy.supported_models.SD15({**TINY_UNET, **(unet or {})})
+    model = config.get_model({})
+    randomize(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def tiny_clip(seed: int = 1) -> Any:
+    """A ComfyUI ``CLIP`` with SD 1.x's tokenizer and a 2-layer, 32-wide text encoder."""
+    import comfy.sd
+    import comfy.sd1_clip
+    from comfy.supported_models_base import ClipTarget
+
+    target = ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
+    clip = comfy.sd.CLIP(target, model_options={"clip_l_model_config": dict(TINY_CLIP)})
+    randomize(clip.cond_stage_model, seed)
+    return clip
+
+
+def tiny_vae(seed: int = 2) -> Any:
+    """A ComfyUI ``VAE`` (factor 8, 4 latent channels, 32 wide)."""
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd={}, config={"params": TINY_VAE})
+    randomize(vae.first_stage_model, seed)
+    return vae
+
+
+def image(seed: int = 3, size: int = 64, batch: int = 1) -> torch.Tensor:
+    """A smooth random ComfyUI ``IMAGE`` (B, H, W, 3) in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, 3, size // 8, size // 8, generator=generator)
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear").movedim(1, -1)
+
+
+#: The smallest UNet ComfyUI still detects as SD 1.x: SD 1.5's widths (320 channels, 768-wide text)
+#: are what its detection matches on, so only the depth shrinks (3 levels, one block each).
+CHECKPOINT_UNET = {**TINY_UNET, "model_channels": 320, "channel_mult": [1, 1, 1], "context_dim": 768}
+#: SD 1.x's VAE as ComfyUI detects it from a checkpoint (128 wide, factor 8).
+CHECKPOINT_VAE = {
+    "embed_dim": 4,
+    "ddconfig": {**TINY_VAE["ddconfig"], "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2},
+}
+
+
+def write_checkpoint(path: str, seed: int = 0) -> None:
+    """A ComfyUI-loadable SD 1.x checkpoint (fp16): the UNet above, CLIP-L (the size ComfyUI fixes
+    for SD 1.x) and SD's VAE, random from ``seed``; ~0.4 GB."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models
+    import comfy.utils
+    from comfy.supported_models_base import ClipTarget
+
+    model = comfy.supported_models.SD15(dict(CHECKPOINT_UNET)).get_model({})
+    randomize(model.diffusion_model, seed)
+    clip = comfy.sd.CLIP(ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel))
+    randomize(clip.cond_stage_model, seed + 1)
+    vae = comfy.sd.VAE(sd={}, config={"params": CHECKPOINT_VAE})
+    randomize(vae.first_stage_model, seed + 2)
+    clip_sd = {k: v.half() if v.is_floating_point() else v for k, v in clip.get_sd().items()}
+    vae_sd = {k: v.half() for k, v in vae.get_sd().items()}
+    sd = model.state_dict_for_saving(clip_sd, vae_sd)
+    comfy.utils.save_torch_file({k: v.half().contiguous() if v.is_floating_point() else v for k, v in sd.items()}, path)
