@@ -57,6 +57,15 @@ def test_no_concept_gives_the_vae_latent_bit_for_bit(parts, solver, steps):
     assert masks.shape == (1, 64, 64) and not masks.any()
 
 
+def test_sd2_reconstructs_exactly_and_edits_with_its_attention_mask(parts):
+    _, _, vae = parts
+    sd2 = (tiny.tiny_model(family="SD20"), tiny.tiny_clip(family="SD20"), vae)
+    inversion = invert(sd2, steps=3)
+    assert torch.equal(edit(sd2[0], inversion)[0], vae.encode(tiny.image()))
+    latent, masks = edit(sd2[0], inversion, concept(sd2[1], "a red hat"))
+    assert not torch.equal(latent, vae.encode(tiny.image())) and masks.any()
+
+
 def test_the_latent_comes_back_as_the_user_gave_it(parts):
     """ComfyUI's latent scaling does not round-trip: mapping the model-space x0 back differs from
     the VAE's latent, so the pack must hand back the user's own latent."""

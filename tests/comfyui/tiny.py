@@ -31,7 +31,7 @@ TINY_CLIP = {
     "hidden_size": 32,
     "intermediate_size": 64,
     "num_attention_heads": 2,
-    "num_hidden_layers": 2,
+    "num_hidden_layers": 3,
     "projection_dim": 32,
 }
 TINY_VAE = {
@@ -65,25 +65,36 @@ def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def tiny_model(seed: int = 0, unet: dict[str, Any] | None = None) -> Any:
-    """A ``ModelPatcher`` around a tiny SD 1.x ``BaseModel`` (ε-prediction) on the CPU."""
+#: The families the unit tests build: ComfyUI's model config, its text stack, and what the UNet
+#: needs beside :data:`TINY_UNET` (SD 2.x: heads of 64 channels, linear projections).
+FAMILIES = {
+    "SD15": ("SD1Tokenizer", "SD1ClipModel", "clip_l", {}),
+    "SD20": ("SD2Tokenizer", "SD2ClipModel", "clip_h", {"model_channels": 64, "use_linear_in_transformer": True}),
+}
+
+
+def tiny_model(seed: int = 0, family: str = "SD15") -> Any:
+    """A ``ModelPatcher`` around a tiny ``BaseModel`` of ``family`` (ε-prediction) on the CPU."""
     import comfy.model_patcher
     import comfy.supported_models
 
-    config = comfy.supported_models.SD15({**TINY_UNET, **(unet or {})})
+    config = getattr(comfy.supported_models, family)({**TINY_UNET, **FAMILIES[family][3]})
     model = config.get_model({})
     randomize(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def tiny_clip(seed: int = 1) -> Any:
-    """A ComfyUI ``CLIP`` with SD 1.x's tokenizer and a 2-layer, 32-wide text encoder."""
+def tiny_clip(seed: int = 1, family: str = "SD15") -> Any:
+    """A ComfyUI ``CLIP`` with ``family``'s tokenizer and a 3-layer, 32-wide text encoder."""
     import comfy.sd
     import comfy.sd1_clip
+    import comfy.text_encoders.sd2_clip
     from comfy.supported_models_base import ClipTarget
 
-    target = ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
-    clip = comfy.sd.CLIP(target, model_options={"clip_l_model_config": dict(TINY_CLIP)})
+    tokenizer, encoder, name, _ = FAMILIES[family]
+    module = comfy.sd1_clip if family == "SD15" else comfy.text_encoders.sd2_clip
+    target = ClipTarget(getattr(module, tokenizer), getattr(module, encoder))
+    clip = comfy.sd.CLIP(target, model_options={f"{name}_model_config": dict(TINY_CLIP)})
     randomize(clip.cond_stage_model, seed)
     return clip
 
