@@ -36,6 +36,7 @@ from .attention import UNetAttentionTap
 SUPPORTED: dict[str, str] = {
     "SD15": "Stable Diffusion 1.x",
     "SD20": "Stable Diffusion 2.x (ε and v-prediction)",
+    "SDXL": "Stable Diffusion XL",
 }
 
 
@@ -71,19 +72,19 @@ def check_supported(patcher: Any) -> None:
 
 def vp_path(sampling: Any) -> NoisePath:
     """The VP noise path of a ``ModelSamplingDiscrete``: ``ᾱ_t = 1/(1 + σ_t²)`` at its T training
-    times, leading spacing with offset 1 (what SD 1.x/2.x's scheduler configs declare)."""
+    times, leading spacing with offset 1 (what SD 1.x/2.x's and SDXL's scheduler configs declare)."""
     sigmas = sampling.sigmas.detach().double().cpu()
     return NoisePath(alphas_cumprod=1.0 / (1.0 + sigmas**2), spacing="leading", steps_offset=1)
 
 
 @dataclass(eq=False)
 class ComfyDenoiser:
-    """The denoiser of a ComfyUI UNet model (SD 1.x/2.x) for the loops: estimates, data
+    """The denoiser of a ComfyUI UNet model (SD 1.x/2.x, SDXL) for the loops: estimates, data
     predictions, the noise path and the attention tap for M¹."""
 
     patcher: Any  # comfy.model_patcher.ModelPatcher
     mask_level: int = defaults.MASK_LEVEL
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
+    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
     _tap: UNetAttentionTap | None = field(default=None, init=False)
 
     @classmethod
@@ -147,11 +148,21 @@ class ComfyDenoiser:
         options["sigmas"] = sigmas
         if self._tap is not None:
             options = self._tap.options(options)
-        c = {"c_crossattn": cond.embeds, "transformer_options": options}
+        c = {name: value.cond for name, value in self._conditions(x, cond).items()}
+        c["transformer_options"] = options
         wrapper = self.patcher.model_options.get("model_function_wrapper")
         if wrapper is not None:
             return wrapper(model.apply_model, {"input": x, "timestep": sigmas, "c": c, "cond_or_uncond": [0]})
         return model.apply_model(x, sigmas, **c)
+
+    def _conditions(self, x: torch.Tensor, cond: Conditioning) -> dict[str, Any]:
+        """The model's inputs beside the latents, as ComfyUI's samplers make them
+        (``BaseModel.extra_conds``; the image size is the latent's times 8, as theirs): the text
+        embeddings, and for SDXL the added conditions from the pooled vector and the size."""
+        height, width = (8 * side for side in x.shape[-2:])
+        return self.patcher.model.extra_conds(
+            cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device
+        )
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:

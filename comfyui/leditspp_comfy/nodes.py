@@ -41,10 +41,13 @@ class LeditsInvert:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The diffusion model (SD 1.x/2.x), with any LoRA or patch applied."}),
+                "model": ("MODEL", {"tooltip": "The diffusion model (SD 1.x/2.x, SDXL), with its LoRAs and patches."}),
                 "vae": ("VAE", {"tooltip": "Encodes the image into the model's latents."}),
                 "clip": ("CLIP", {"tooltip": "Encodes the empty prompt (and the source text) for the inversion."}),
-                "image": ("IMAGE", {"tooltip": "Sides must be multiples of 32 for SD 1.x/2.x."}),
+                "image": (
+                    "IMAGE",
+                    {"tooltip": "Sides must be multiples of 32 (the VAE's 8 × the attention grid's 4)."},
+                ),
                 "steps": ("INT", {"default": defaults.STEPS, "min": 1, "max": 1000, "tooltip": "Steps N."}),
                 "skip": (
                     "FLOAT",

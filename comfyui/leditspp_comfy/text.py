@@ -19,25 +19,33 @@ from leditspp.models.base import Conditioning
 
 
 def encode(clip: Any, text: str) -> Conditioning:
-    """``text`` through ``clip``: embeds (1, L, D) fp32, L = 77 per ComfyUI chunk."""
-    return Conditioning.of(clip.encode_from_tokens(clip.tokenize(text)).float())
+    """``text`` through ``clip``: embeds (1, L, D) fp32, L = 77 per ComfyUI chunk, and the pooled
+    vector (1, P) (SDXL's added conditions read it)."""
+    embeds, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+    return Conditioning.of(embeds.float(), pooled.float())
 
 
 def token_positions(clip: Any, text: str) -> tuple[int, ...]:
-    """Positions of ``text``'s word tokens in its encoding's L tokens (start, end and padding excluded)."""
-    (chunks,) = clip.tokenize(text, return_word_ids=True).values()
-    flat = [token for chunk in chunks for token in chunk]
-    return tuple(i for i, (_, _, word) in enumerate(flat) if word > 0)
+    """Positions of ``text``'s word tokens in its encoding's L tokens (start, end and padding
+    excluded); every text encoder of the CLIP (SDXL: CLIP-L and CLIP-G) must agree on them."""
+    found = {
+        tuple(i for i, (_, _, word) in enumerate(token for chunk in chunks for token in chunk) if word > 0)
+        for chunks in clip.tokenize(text, return_word_ids=True).values()
+    }
+    if len(found) != 1:
+        raise LeditsError(f"the text encoders of this CLIP tokenize {text!r} differently; cannot place its tokens")
+    return found.pop()
 
 
 def from_conditioning(conditioning: Sequence[Sequence[Any]], name: str) -> Conditioning:
-    """A ComfyUI ``CONDITIONING`` of one entry ``[[cond (1, L, D), {…}]]`` as a Conditioning."""
+    """A ComfyUI ``CONDITIONING`` of one entry ``[[cond (1, L, D), {"pooled_output": (1, P), …}]]``."""
     if len(conditioning) != 1 or conditioning[0][0].shape[0] != 1:
         raise LeditsError(
             f"{name} must be one text conditioning (as CLIPTextEncode gives); got {len(conditioning)} entries — "
             "connect a single CLIPTextEncode, not a combine or a batch"
         )
-    return Conditioning.of(conditioning[0][0].float())
+    pooled = conditioning[0][1].get("pooled_output")
+    return Conditioning.of(conditioning[0][0].float(), None if pooled is None else pooled.float())
 
 
 def common_length(lengths: Sequence[int]) -> int:
@@ -49,7 +57,7 @@ def common_length(lengths: Sequence[int]) -> int:
 def repeat_tokens(cond: Conditioning, length: int) -> Conditioning:
     """``cond`` (n, l, D) with its l tokens repeated to ``length`` (a multiple of l): attention over
     the repeated keys gives every output the same value, and each copy 1/k of the probability."""
-    return cond.map(lambda t: t.repeat(1, length // t.shape[1], 1))
+    return Conditioning({**cond.tensors, "embeds": cond.embeds.repeat(1, length // cond.embeds.shape[1], 1)})
 
 
 def repeated_positions(positions: Sequence[int], own: int, length: int) -> list[int]:

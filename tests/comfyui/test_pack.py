@@ -57,12 +57,13 @@ def test_no_concept_gives_the_vae_latent_bit_for_bit(parts, solver, steps):
     assert masks.shape == (1, 64, 64) and not masks.any()
 
 
-def test_sd2_reconstructs_exactly_and_edits_with_its_attention_mask(parts):
+@pytest.mark.parametrize("family", ["SD20", "SDXL"])
+def test_other_unet_families_reconstruct_exactly_and_edit_with_their_attention_mask(parts, family):
     _, _, vae = parts
-    sd2 = (tiny.tiny_model(family="SD20"), tiny.tiny_clip(family="SD20"), vae)
-    inversion = invert(sd2, steps=3)
-    assert torch.equal(edit(sd2[0], inversion)[0], vae.encode(tiny.image()))
-    latent, masks = edit(sd2[0], inversion, concept(sd2[1], "a red hat"))
+    model, clip = tiny.tiny_model(family=family), tiny.tiny_clip(family=family)
+    inversion = invert((model, clip, vae), steps=3, source_text="a photo")
+    assert torch.equal(edit(model, inversion)[0], vae.encode(tiny.image()))
+    latent, masks = edit(model, inversion, concept(clip, "a red hat"))
     assert not torch.equal(latent, vae.encode(tiny.image())) and masks.any()
 
 

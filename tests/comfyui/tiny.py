@@ -65,11 +65,32 @@ def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-#: The families the unit tests build: ComfyUI's model config, its text stack, and what the UNet
-#: needs beside :data:`TINY_UNET` (SD 2.x: heads of 64 channels, linear projections).
+#: The families the unit tests build: ComfyUI's model config, its text stack (module, tokenizer,
+#: encoder, the text encoders made tiny) and what the UNet needs beside :data:`TINY_UNET` (SD 2.x
+#: and SDXL: heads of 64 channels, linear projections; SDXL: CLIP-L + CLIP-G text and the added
+#: conditions, 32 pooled + 6 × 256 size embeddings).
 FAMILIES = {
-    "SD15": ("SD1Tokenizer", "SD1ClipModel", "clip_l", {}),
-    "SD20": ("SD2Tokenizer", "SD2ClipModel", "clip_h", {"model_channels": 64, "use_linear_in_transformer": True}),
+    "SD15": ("sd1_clip", "SD1Tokenizer", "SD1ClipModel", ("clip_l",), {}),
+    "SD20": (
+        "text_encoders.sd2_clip",
+        "SD2Tokenizer",
+        "SD2ClipModel",
+        ("clip_h",),
+        {"model_channels": 64, "use_linear_in_transformer": True},
+    ),
+    "SDXL": (
+        "sdxl_clip",
+        "SDXLTokenizer",
+        "SDXLClipModel",
+        ("clip_l", "clip_g"),
+        {
+            "model_channels": 64,
+            "use_linear_in_transformer": True,
+            "context_dim": 64,
+            "adm_in_channels": 32 + 6 * 256,
+            "num_classes": "sequential",
+        },
+    ),
 }
 
 
@@ -78,23 +99,23 @@ def tiny_model(seed: int = 0, family: str = "SD15") -> Any:
     import comfy.model_patcher
     import comfy.supported_models
 
-    config = getattr(comfy.supported_models, family)({**TINY_UNET, **FAMILIES[family][3]})
+    config = getattr(comfy.supported_models, family)({**TINY_UNET, **FAMILIES[family][4]})
     model = config.get_model({})
     randomize(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
 def tiny_clip(seed: int = 1, family: str = "SD15") -> Any:
-    """A ComfyUI ``CLIP`` with ``family``'s tokenizer and a 3-layer, 32-wide text encoder."""
+    """A ComfyUI ``CLIP`` with ``family``'s tokenizers and 3-layer, 32-wide text encoders."""
+    import importlib
+
     import comfy.sd
-    import comfy.sd1_clip
-    import comfy.text_encoders.sd2_clip
     from comfy.supported_models_base import ClipTarget
 
-    tokenizer, encoder, name, _ = FAMILIES[family]
-    module = comfy.sd1_clip if family == "SD15" else comfy.text_encoders.sd2_clip
+    module, tokenizer, encoder, names, _ = FAMILIES[family]
+    module = importlib.import_module(f"comfy.{module}")
     target = ClipTarget(getattr(module, tokenizer), getattr(module, encoder))
-    clip = comfy.sd.CLIP(target, model_options={f"{name}_model_config": dict(TINY_CLIP)})
+    clip = comfy.sd.CLIP(target, model_options={f"{name}_model_config": dict(TINY_CLIP) for name in names})
     randomize(clip.cond_stage_model, seed)
     return clip
 
