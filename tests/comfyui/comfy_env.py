@@ -6,6 +6,7 @@ ComfyUI is not a PyPI package: the tests import it from a checkout at tag v0.3.6
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ def require_comfyui() -> Path:
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = True
-        import comfy.model_management
+        for module in ("comfy.sd", "comfy_extras.nodes_model_advanced"):  # most of ComfyUI and its requirements
+            importlib.import_module(module)
     except Exception as exc:  # ComfyUI's requirements (or its torch) are missing in this environment
         reason = f"ComfyUI at {root} cannot be imported here ({exc!r}); build its environment: comfyui/dev/setup_env.sh"
         pytest.skip(reason, allow_module_level=True)
