@@ -15,4 +15,5 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet torch==2.14.1 torchvision==0.29.1
 grep -vE '^(torch|torchaudio|torchvision)\s*$' "$comfy/requirements.txt" >"$venv/comfyui-requirements.txt"
 "$venv/bin/pip" install --quiet -r "$venv/comfyui-requirements.txt" requests
-"$venv/bin/pip" install --quiet -e "$repo[test]"
+# leditspp itself and pytest: the pack's tests need nothing else of the project's [test] extra
+"$venv/bin/pip" install --quiet -e "$repo" pytest

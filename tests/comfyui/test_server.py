@@ -154,3 +154,31 @@ def test_a_workflow_reconstructs_exactly_without_a_concept_and_edits_with_one(se
     assert outputs["9"]["images"], "the example previews the concepts' masks"
     log = (base / "server.log").read_text()
     assert "Missing VAE keys" not in log and "clip missing" not in log, log[-3000:]
+
+
+def widgets(spec: dict) -> list[list | None]:
+    """The widgets the front end draws for a node of ``spec`` (``/object_info``), in order: one per
+    value input (its choices for a choice, else None), plus a seed's control and an image upload."""
+    out: list[list | None] = []
+    for name, (kind, *options) in {**spec["input"]["required"], **spec["input"].get("optional", {})}.items():
+        if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+            extra = options[0] if options else {}
+            out.append(kind if isinstance(kind, list) else None)
+            out += [None] * ((name in ("seed", "noise_seed")) + bool(extra.get("image_upload")))
+    return out
+
+
+def test_the_ui_example_matches_the_node_definitions(server):
+    """The UI-format example: every node exists, every link joins an output and an input of its
+    type, and every node carries a value for each of its widgets (a valid one for the pack's choices)."""
+    url, _ = server
+    info = call(f"{url}/object_info")
+    ui = json.loads((PACK / "example_workflows" / "ledits_sd15.json").read_text())
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    for link, source, slot, target, target_slot, kind in ui["links"]:
+        assert info[nodes[source]["type"]]["output"][slot] == kind == nodes[target]["inputs"][target_slot]["type"], link
+    for node in ui["nodes"]:
+        expected = widgets(info[node["type"]])
+        assert len(node["widgets_values"]) == len(expected), node["type"]
+        if node["type"].startswith("Ledits"):
+            assert all(c is None or v in c for v, c in zip(node["widgets_values"], expected, strict=True)), node
