@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import comfy.model_base
 import comfy.model_management
 import comfy.model_sampling
 import torch
@@ -80,7 +79,9 @@ def vp_path(sampling: Any) -> NoisePath:
 @dataclass(eq=False)
 class ComfyDenoiser:
     """The denoiser of a ComfyUI UNet model (SD 1.x/2.x, SDXL) for the loops: estimates, data
-    predictions, the noise path and the attention tap for M¹."""
+    predictions, the noise path and the attention tap for M¹ — the part of
+    :class:`~leditspp.models.base.ModelAdapter` the loops call. The text and the autoencoder parts
+    are ComfyUI's ``CLIP`` (:mod:`.text`) and ``VAE`` (:mod:`.run`)."""
 
     patcher: Any  # comfy.model_patcher.ModelPatcher
     mask_level: int = defaults.MASK_LEVEL

@@ -99,7 +99,7 @@ def invert(
     rows = len(base) * batch
     chunk = inversion_chunk(denoiser, steps, rows, *x0.shape[-2:])
     denoiser.load(tuple(x0.shape), rows * chunk)
-    on_device = [c.map(lambda t: t.to(denoiser.device)) for c in base]
+    on_device = [c.map(lambda t: t.to(denoiser.device)) for c in text.to_common_length(base)]
     ys, denoised, zs = invert_latents(
         denoiser, x0, table, on_device, float(source_guidance), generator, chunk, None, progress_bar(steps)
     )
@@ -143,14 +143,14 @@ def concept_batch(
     base: Sequence[Conditioning], concepts: Sequence[Concept], device: torch.device
 ) -> tuple[list[Conditioning], ConceptBatch]:
     """The base conditions and the concepts as the edit loop takes them, every conditioning
-    repeated to one token count (:func:`.text.common_length`), on ``device``."""
-    lengths = [c.embeds.shape[1] for c in (*base, *(k.edit.conditioning for k in concepts))]
-    length = text.common_length(lengths)
-    fitted = [text.repeat_tokens(c, length).map(lambda t: t.to(device)) for c in base]
+    repeated to one token count (:func:`.text.to_common_length`), on ``device``."""
     edits = tuple(k.edit for k in concepts)
-    rows = [text.repeat_tokens(e.conditioning, length) for e in edits]
+    fitted = text.to_common_length([*base, *(e.conditioning for e in edits)])
+    length = fitted[0].embeds.shape[1]
+    own = [e.conditioning.embeds.shape[1] for e in edits]
+    rows = fitted[len(base) :]
     cond = Conditioning.cat(rows) if rows else Conditioning.of(torch.zeros(0, length, base[0].embeds.shape[-1]))
-    weights = text.token_weights([k.positions for k in concepts], lengths[len(base) :], length)
+    weights = text.token_weights([k.positions for k in concepts], own, length)
     per_concept = torch.tensor([[e.direction, e.scale, e.threshold] for e in edits]).reshape(-1, 3)
     batch = ConceptBatch(
         edits=edits,
@@ -160,7 +160,7 @@ def concept_batch(
         scales=per_concept[:, 1].to(device),
         thresholds=per_concept[:, 2].to(device),
     )
-    return fitted, batch
+    return [c.map(lambda t: t.to(device)) for c in fitted[: len(base)]], batch
 
 
 @torch.no_grad()

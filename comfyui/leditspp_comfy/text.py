@@ -48,10 +48,12 @@ def from_conditioning(conditioning: Sequence[Sequence[Any]], name: str) -> Condi
     return Conditioning.of(conditioning[0][0].float(), None if pooled is None else pooled.float())
 
 
-def common_length(lengths: Sequence[int]) -> int:
-    """The token count every conditioning is repeated to: their least common multiple (as ComfyUI
-    batches conditionings of different lengths, ``CONDCrossAttn.concat``)."""
-    return math.lcm(*lengths)
+def to_common_length(conds: Sequence[Conditioning]) -> list[Conditioning]:
+    """``conds`` with their embeddings repeated to one token count, the least common multiple of
+    theirs (as ComfyUI batches conditionings of different lengths, ``CONDCrossAttn.concat``), so
+    that one network call can stack them (a long prompt has 77 tokens per chunk)."""
+    length = math.lcm(*(c.embeds.shape[1] for c in conds))
+    return [repeat_tokens(c, length) for c in conds]
 
 
 def repeat_tokens(cond: Conditioning, length: int) -> Conditioning:

@@ -67,6 +67,17 @@ def test_other_unet_families_reconstruct_exactly_and_edit_with_their_attention_m
     assert not torch.equal(latent, vae.encode(tiny.image())) and masks.any()
 
 
+def test_long_prompts_of_several_chunks_invert_and_edit(parts):
+    """A source prompt and a concept longer than one 77-token chunk stack with the 77-token c_∅."""
+    unet, clip, vae = parts
+    long = "a photo of " + "a very detailed red hat, " * 20
+    inversion = invert(parts, steps=2, source_text=long)
+    assert inversion.base[1].embeds.shape[1] == 154
+    assert torch.equal(edit(unet, inversion)[0], vae.encode(tiny.image()))
+    latent, masks = edit(unet, inversion, concept(clip, long) + concept(clip, "a hat"))
+    assert torch.isfinite(latent).all() and masks.shape == (2, 64, 64)
+
+
 def test_the_latent_comes_back_as_the_user_gave_it(parts):
     """ComfyUI's latent scaling does not round-trip: mapping the model-space x0 back differs from
     the VAE's latent, so the pack must hand back the user's own latent."""
