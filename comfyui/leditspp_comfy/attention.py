@@ -61,6 +61,7 @@ class UNetAttentionTap:
     recorder: AttentionRecorder
     level: int
     _in_cross: bool = field(default=False, init=False)
+    _text: int = field(default=0, init=False)
 
     @classmethod
     def of(cls, unet: Any, level: int) -> UNetAttentionTap:
@@ -72,9 +73,11 @@ class UNetAttentionTap:
             )
         return cls(AttentionRecorder(layers), level)
 
-    def options(self, transformer_options: dict[str, Any]) -> dict[str, Any]:
-        """A copy of ``transformer_options`` with the override and the markers added (a kernel
-        override another node set is called in turn; the model's own options are not touched)."""
+    def options(self, transformer_options: dict[str, Any], text_tokens: int) -> dict[str, Any]:
+        """A copy of ``transformer_options`` with the override and the markers added for a call whose
+        text has ``text_tokens`` tokens (a kernel override another node set is called in turn; the
+        model's own options are not touched)."""
+        self._text = text_tokens
         patches = dict(transformer_options.get("patches", {}))
         patches["attn2_patch"] = [*patches.get("attn2_patch", []), self._enter_cross]
         patches["attn2_output_patch"] = [*patches.get("attn2_output_patch", []), self._leave_cross]
@@ -97,7 +100,7 @@ class UNetAttentionTap:
         self, inner: Any, func: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs: Any
     ) -> Any:
         options = kwargs.get("transformer_options") or {}
-        if self._in_cross and self.recorder.armed and self._at_level(q, options, kwargs):
+        if self._in_cross and self.recorder.armed and k.shape[-2] == self._text and self._at_level(q, options, kwargs):
             self._record(q, k, heads, kwargs)
         if inner is not None:
             return inner(func, q, k, v, heads, **kwargs)
@@ -117,3 +120,65 @@ class UNetAttentionTap:
             q, k = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
         q, k = q[rows], k[rows]
         self.recorder.record(q, k, q.shape[-1] ** -0.5)
+
+
+@dataclass(eq=False)
+class FluxAttentionTap:
+    """M¹ of a FLUX.1 model: the double-stream blocks' joint attention ([text; image] keys, text
+    first, after q/k norms and rotary positions), as leditspp's diffusers FLUX adapter reads it.
+
+    ComfyUI's FLUX calls do not say which block they are in, so each double block is wrapped with
+    ComfyUI's per-block patch (``patches_replace["dit"][("double_block", i)]``, chaining one another
+    node set) to mark its kernel call; the override records the armed rows' image queries against
+    every key, keeping the text columns.
+    """
+
+    recorder: AttentionRecorder
+    _in_double: bool = field(default=False, init=False)
+    _text: int = field(default=0, init=False)
+
+    @classmethod
+    def of(cls, flux: Any) -> FluxAttentionTap:
+        if getattr(flux, "flipped_img_txt", False):
+            raise LeditsError("this FLUX-like model puts the image before the text; set mask mode to noise or none")
+        return cls(AttentionRecorder(len(flux.double_blocks)))
+
+    def options(self, transformer_options: dict[str, Any], text_tokens: int) -> dict[str, Any]:
+        """A copy of ``transformer_options`` with the block markers and the override, for a call whose
+        text has ``text_tokens`` tokens."""
+        self._text = text_tokens
+        replace = {kind: dict(patches) for kind, patches in transformer_options.get("patches_replace", {}).items()}
+        dit = replace.setdefault("dit", {})
+        for i in range(self.recorder.num_layers):
+            dit[("double_block", i)] = self._marking(dit.get(("double_block", i)))
+        inner = transformer_options.get("optimized_attention_override")
+        return {
+            **transformer_options,
+            "patches_replace": replace,
+            "optimized_attention_override": lambda func, *args, **kwargs: self._kernel(inner, func, *args, **kwargs),
+        }
+
+    def _marking(self, inner: Any) -> Any:
+        """A double-block patch that marks the block's kernel call and runs ``inner`` (another node's
+        patch) or the block itself."""
+
+        def block(args: dict[str, Any], extra: dict[str, Any]) -> Any:
+            self._in_double = True
+            try:
+                return inner(args, extra) if inner is not None else extra["original_block"](args)
+            finally:
+                self._in_double = False
+
+        return block
+
+    def _kernel(
+        self, inner: Any, func: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs: Any
+    ) -> Any:
+        if self._in_double and self.recorder.armed:
+            rows, text = self.recorder.rows, self._text
+            mask = kwargs.get("mask")
+            bias = None if mask is None else mask[rows][..., text:, :]
+            self.recorder.record(q[rows][:, :, text:], k[rows], q.shape[-1] ** -0.5, text=slice(0, text), mask=bias)
+        if inner is not None:
+            return inner(func, q, k, v, heads, **kwargs)
+        return func(q, k, v, heads, **kwargs)

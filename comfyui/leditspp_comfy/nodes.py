@@ -41,12 +41,15 @@ class LeditsInvert:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The diffusion model (SD 1.x/2.x, SDXL), with its LoRAs and patches."}),
+                "model": (
+                    "MODEL",
+                    {"tooltip": "The diffusion model (SD 1.x/2.x, SDXL, FLUX.1), with its LoRAs and patches."},
+                ),
                 "vae": ("VAE", {"tooltip": "Encodes the image into the model's latents."}),
                 "clip": ("CLIP", {"tooltip": "Encodes the empty prompt (and the source text) for the inversion."}),
                 "image": (
                     "IMAGE",
-                    {"tooltip": "Sides must be multiples of 32 (the VAE's 8 × the attention grid's 4)."},
+                    {"tooltip": "Sides: multiples of 32 (SD, SDXL) or 16 (FLUX.1)."},
                 ),
                 "steps": ("INT", {"default": defaults.STEPS, "min": 1, "max": 1000, "tooltip": "Steps N."}),
                 "skip": (

@@ -91,7 +91,7 @@ def invert(
     check_solver(solver, steps, skip)
     generator = torch.Generator("cpu").manual_seed(check_seed(seed))
     batch, height, width, _ = image.shape
-    check_size(height, width, vae.downscale_ratio * 2**denoiser.mask_level)
+    check_size(height, width, vae.downscale_ratio * denoiser.cell)
     latent = vae.encode(image[..., :3])
     x0 = denoiser.patcher.model.process_latent_in(latent).to(denoiser.device)
     path = denoiser.noise_path(*x0.shape[-2:])
@@ -99,7 +99,7 @@ def invert(
     rows = len(base) * batch
     chunk = inversion_chunk(denoiser, steps, rows, *x0.shape[-2:])
     denoiser.load(tuple(x0.shape), rows * chunk)
-    on_device = [c.map(lambda t: t.to(denoiser.device)) for c in text.to_common_length(base)]
+    on_device = [c.map(lambda t: t.to(denoiser.device)) for c in fit_lengths(denoiser, base)]
     ys, denoised, zs = invert_latents(
         denoiser, x0, table, on_device, float(source_guidance), generator, chunk, None, progress_bar(steps)
     )
@@ -139,13 +139,27 @@ def check_inversion(denoiser: ComfyDenoiser, inv: ComfyInversion) -> StepTable:
     return table
 
 
+def fit_lengths(denoiser: ComfyDenoiser, conds: Sequence[Conditioning]) -> list[Conditioning]:
+    """``conds`` brought to one token count so that one call stacks them (:func:`.text.to_common_length`).
+    A joint attention (FLUX.1) would weigh repeated text keys against the image's, so there the
+    counts must already be equal."""
+    lengths = sorted({c.embeds.shape[1] for c in conds})
+    if denoiser.flow and len(lengths) > 1:
+        raise LeditsError(
+            f"the prompts have {lengths} T5 tokens; on FLUX.1 they must have the same count — shorten the "
+            f"longer ones to under {lengths[0]} tokens"
+        )
+    return text.to_common_length(conds)
+
+
 def concept_batch(
-    base: Sequence[Conditioning], concepts: Sequence[Concept], device: torch.device
+    denoiser: ComfyDenoiser, base: Sequence[Conditioning], concepts: Sequence[Concept]
 ) -> tuple[list[Conditioning], ConceptBatch]:
     """The base conditions and the concepts as the edit loop takes them, every conditioning
-    repeated to one token count (:func:`.text.to_common_length`), on ``device``."""
+    brought to one token count (:func:`fit_lengths`), on the model's device."""
+    device = denoiser.device
     edits = tuple(k.edit for k in concepts)
-    fitted = text.to_common_length([*base, *(e.conditioning for e in edits)])
+    fitted = fit_lengths(denoiser, [*base, *(e.conditioning for e in edits)])
     length = fitted[0].embeds.shape[1]
     own = [e.conditioning.embeds.shape[1] for e in edits]
     rows = fitted[len(base) :]
@@ -183,7 +197,7 @@ def edit(
     check_warmup([k.edit for k in concepts], len(table))
     source = inv.inversion.to(denoiser.device)
     batch, _, h, w = source.latents.shape
-    base, batch_concepts = concept_batch(inv.base, concepts, denoiser.device)
+    base, batch_concepts = concept_batch(denoiser, inv.base, concepts)
     mask = None
     if user_mask is not None:
         mask = resize_user_mask(user_mask, (h, w)).to(denoiser.device)

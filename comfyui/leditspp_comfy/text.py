@@ -27,10 +27,13 @@ def encode(clip: Any, text: str) -> Conditioning:
 
 def token_positions(clip: Any, text: str) -> tuple[int, ...]:
     """Positions of ``text``'s word tokens in its encoding's L tokens (start, end and padding
-    excluded); every text encoder of the CLIP (SDXL: CLIP-L and CLIP-G) must agree on them."""
+    excluded). Where a T5 gives the sequence (FLUX.1; CLIP-L only its pooled vector) its tokens
+    count; otherwise every text encoder of the CLIP (SDXL: CLIP-L and CLIP-G) must agree on them."""
+    tokenized = clip.tokenize(text, return_word_ids=True)
+    sequences = [tokenized["t5xxl"]] if "t5xxl" in tokenized else tokenized.values()
     found = {
         tuple(i for i, (_, _, word) in enumerate(token for chunk in chunks for token in chunk) if word > 0)
-        for chunks in clip.tokenize(text, return_word_ids=True).values()
+        for chunks in sequences
     }
     if len(found) != 1:
         raise LeditsError(f"the text encoders of this CLIP tokenize {text!r} differently; cannot place its tokens")

@@ -67,6 +67,18 @@ def test_other_unet_families_reconstruct_exactly_and_edit_with_their_attention_m
     assert not torch.equal(latent, vae.encode(tiny.image())) and masks.any()
 
 
+@pytest.mark.parametrize("solver", ["dpmsolver++", "ddpm"])
+def test_flux_reconstructs_exactly_and_edits_with_its_joint_attention_mask(solver):
+    model, clip = tiny.tiny_flux()
+    vae = tiny.tiny_vae(channels=16)
+    inversion = invert((model, clip, vae), steps=3, solver=solver)
+    assert torch.equal(edit(model, inversion)[0], vae.encode(tiny.image()))
+    latent, masks = edit(model, inversion, concept(clip, "a red hat"))
+    assert not torch.equal(latent, vae.encode(tiny.image())) and masks.any()
+    pieces = clip.tokenizer.t5xxl.tokenizer("a red hat")["input_ids"][:-1]  # T5's own, without its end token
+    assert text.token_positions(clip, "a red hat") == tuple(range(len(pieces)))  # and no start token
+
+
 def test_long_prompts_of_several_chunks_invert_and_edit(parts):
     """A source prompt and a concept longer than one 77-token chunk stack with the 77-token c_∅."""
     unet, clip, vae = parts
@@ -163,6 +175,37 @@ def test_attention_mask_is_the_softmax_of_the_kernels_q_and_k(parts):
         probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
         maps.append(probs[..., list(positions)].sum(-1).mean(1))
     expected = torch.stack(maps).mean(0).view(1, 2, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_flux_attention_mask_is_the_joint_softmax_of_its_double_block():
+    """On FLUX.1, M¹ is the image queries' joint softmax over [text; image] keys of the double block
+    (its first kernel call; the single block's is left out), summed over the concept's T5 tokens."""
+    model, clip = tiny.tiny_flux()
+    seen = []
+
+    def recording(func, q, k, v, heads, **kwargs):
+        seen.append((q, k))
+        return func(q, k, v, heads, **kwargs)
+
+    model = model.clone()
+    model.model_options["transformer_options"] = {"optimized_attention_override": recording}
+    denoiser = ComfyDenoiser.of(model)
+    cond = text.encode(clip, "a red hat")
+    positions = list(text.token_positions(clip, "a red hat"))
+    weights = torch.zeros(1, cond.embeds.shape[1])
+    weights[0, positions] = 1.0
+    x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    level = NoiseLevel(torch.tensor([500.0]), torch.tensor([0.5]), torch.tensor([0.5]))
+    with denoiser.capture_attention() as recorder:
+        recorder.arm(slice(0, None), weights)
+        denoiser.estimate(x, level, cond)
+        got = recorder.take((4, 4))
+    assert len(seen) == 2  # the double block's kernel call, then the single block's
+    q, k = seen[0]
+    text_tokens = cond.embeds.shape[1]
+    probs = torch.softmax(q[:, :, text_tokens:] @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
+    expected = probs[..., positions].sum(-1).mean(1).view(1, 4, 4)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 
 

@@ -94,6 +94,45 @@ FAMILIES = {
 }
 
 
+#: A FLUX.1 transformer (one double and one single block, 64 wide) for the tiny CLIP-L + T5 below.
+TINY_FLUX = {
+    "image_model": "flux",
+    "in_channels": 16,
+    "out_channels": 16,
+    "patch_size": 2,
+    "vec_in_dim": 32,
+    "context_in_dim": 32,
+    "hidden_size": 64,
+    "mlp_ratio": 2.0,
+    "num_heads": 2,
+    "depth": 1,
+    "depth_single_blocks": 1,
+    "axes_dim": [4, 14, 14],
+    "theta": 10000,
+    "qkv_bias": True,
+    "guidance_embed": True,
+}
+TINY_T5 = {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2}
+
+
+def tiny_flux(seed: int = 0) -> tuple[Any, Any]:
+    """A ``ModelPatcher`` around a tiny FLUX.1 [dev]-shaped model and its ``CLIP`` (CLIP-L + T5)."""
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.supported_models
+    import comfy.text_encoders.flux
+    from comfy.supported_models_base import ClipTarget
+
+    model = comfy.supported_models.Flux(dict(TINY_FLUX)).get_model({})
+    randomize(model.diffusion_model, seed)
+    cpu = torch.device("cpu")
+    target = ClipTarget(comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip())
+    options = {"clip_l_model_config": dict(TINY_CLIP), "t5xxl_model_config": dict(TINY_T5)}
+    clip = comfy.sd.CLIP(target, model_options=options)
+    randomize(clip.cond_stage_model, seed + 1)
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
+
+
 def tiny_model(seed: int = 0, family: str = "SD15") -> Any:
     """A ``ModelPatcher`` around a tiny ``BaseModel`` of ``family`` (ε-prediction) on the CPU."""
     import comfy.model_patcher
@@ -120,11 +159,12 @@ def tiny_clip(seed: int = 1, family: str = "SD15") -> Any:
     return clip
 
 
-def tiny_vae(seed: int = 2) -> Any:
-    """A ComfyUI ``VAE`` (factor 8, 4 latent channels, 32 wide)."""
+def tiny_vae(seed: int = 2, channels: int = 4) -> Any:
+    """A ComfyUI ``VAE`` (factor 8, ``channels`` latent channels, 32 wide)."""
     import comfy.sd
 
-    vae = comfy.sd.VAE(sd={}, config={"params": TINY_VAE})
+    params = {"embed_dim": channels, "ddconfig": {**TINY_VAE["ddconfig"], "z_channels": channels}}
+    vae = comfy.sd.VAE(sd={}, config={"params": params})
     randomize(vae.first_stage_model, seed)
     return vae
 
