@@ -38,10 +38,11 @@ SUPPORTED: dict[str, str] = {
     "SD15": "Stable Diffusion 1.x",
     "SD20": "Stable Diffusion 2.x (ε and v-prediction)",
     "SDXL": "Stable Diffusion XL",
-    "Flux": "FLUX.1 [dev]/[schnell]",
+    "Flux": "FLUX.1 [dev]",
+    "FluxSchnell": "FLUX.1 [schnell]",
 }
 #: The families on a rectified-flow path (ComfyUI's CONST parameterisation); the rest are VP.
-FLOW_FAMILIES = frozenset({"Flux"})
+FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell"})
 
 
 def model_name(patcher: Any) -> str:
@@ -64,9 +65,10 @@ def check_supported(patcher: Any) -> None:
         raise LeditsError(f"LEDITS++ cannot edit with the model ComfyUI loaded as {name}; supported: {supported}")
     sampling = patcher.get_model_object("model_sampling")
     ms = comfy.model_sampling
-    kind = next(c.__name__ for c in type(sampling).__mro__ if c in PARAMETERISATIONS)
+    kind = next((c.__name__ for c in type(sampling).__mro__ if c in PARAMETERISATIONS), "an unknown parameterisation")
     if name in FLOW_FAMILIES:
-        ok, wanted = isinstance(sampling, ms.ModelSamplingFlux) and kind == "CONST", "flow (CONST) schedule"
+        flow = isinstance(sampling, ms.ModelSamplingFlux | ms.ModelSamplingDiscreteFlow)
+        ok, wanted = flow and kind == "CONST", "flow (CONST) schedule"
     else:
         discrete = isinstance(sampling, ms.ModelSamplingDiscrete) and not isinstance(
             sampling, ms.ModelSamplingDiscreteEDM
@@ -87,9 +89,12 @@ def vp_path(sampling: Any) -> NoisePath:
 
 
 def flow_path(sampling: Any) -> FlowPath:
-    """The flow path of a ``ModelSamplingFlux``: σ shifted by ``e^μ/(e^μ + 1/σ − 1)`` with its μ
-    (``shift``; ComfyUI's ModelSamplingFlux node sets it from the image size)."""
-    return FlowPath(dynamic=True, mu=float(sampling.shift))
+    """The flow path of ComfyUI's flow sampling: a ``ModelSamplingFlux`` ([dev]) shifts σ by
+    ``e^μ/(e^μ + 1/σ − 1)`` with μ its ``shift`` (ComfyUI's ModelSamplingFlux node sets it from the
+    image size), a ``ModelSamplingDiscreteFlow`` ([schnell]) by ``shift·σ/(1 + (shift − 1)·σ)``."""
+    if isinstance(sampling, comfy.model_sampling.ModelSamplingFlux):
+        return FlowPath(dynamic=True, mu=float(sampling.shift))
+    return FlowPath(shift=float(sampling.shift))
 
 
 @dataclass(eq=False)

@@ -67,9 +67,9 @@ def test_other_unet_families_reconstruct_exactly_and_edit_with_their_attention_m
     assert not torch.equal(latent, vae.encode(tiny.image())) and masks.any()
 
 
-@pytest.mark.parametrize("solver", ["dpmsolver++", "ddpm"])
-def test_flux_reconstructs_exactly_and_edits_with_its_joint_attention_mask(solver):
-    model, clip = tiny.tiny_flux()
+@pytest.mark.parametrize(("variant", "solver"), [("Flux", "dpmsolver++"), ("FluxSchnell", "ddpm")])
+def test_flux_reconstructs_exactly_and_edits_with_its_joint_attention_mask(variant, solver):
+    model, clip = tiny.tiny_flux(variant=variant)
     vae = tiny.tiny_vae(channels=16)
     inversion = invert((model, clip, vae), steps=3, solver=solver)
     assert torch.equal(edit(model, inversion)[0], vae.encode(tiny.image()))

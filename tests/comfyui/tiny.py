@@ -115,15 +115,17 @@ TINY_FLUX = {
 TINY_T5 = {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2}
 
 
-def tiny_flux(seed: int = 0) -> tuple[Any, Any]:
-    """A ``ModelPatcher`` around a tiny FLUX.1 [dev]-shaped model and its ``CLIP`` (CLIP-L + T5)."""
+def tiny_flux(seed: int = 0, variant: str = "Flux") -> tuple[Any, Any]:
+    """A ``ModelPatcher`` around a tiny FLUX.1-shaped model (``Flux``: [dev], guidance-distilled;
+    ``FluxSchnell``) and its ``CLIP`` (CLIP-L + T5)."""
     import comfy.model_patcher
     import comfy.sd
     import comfy.supported_models
     import comfy.text_encoders.flux
     from comfy.supported_models_base import ClipTarget
 
-    model = comfy.supported_models.Flux(dict(TINY_FLUX)).get_model({})
+    config = {**TINY_FLUX, "guidance_embed": variant == "Flux"}
+    model = getattr(comfy.supported_models, variant)(config).get_model({})
     randomize(model.diffusion_model, seed)
     cpu = torch.device("cpu")
     target = ClipTarget(comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip())
