@@ -107,13 +107,14 @@ class LeditsInvert:
         source_text: str = "",
         source: Any = None,
     ) -> tuple[run.ComfyInversion]:
-        base = [encode(clip, "")]
+        base, named = [encode(clip, "")], ""
         if source is not None:
-            base.append(from_conditioning(source, "source"))
+            base, named = [*base, from_conditioning(source, "source")], "(the source conditioning)"
         elif source_text.strip():
-            base.append(encode(clip, source_text))
+            base, named = [*base, encode(clip, source_text)], source_text
         denoiser = ComfyDenoiser.of(model)
         options = {"steps": steps, "skip": skip, "seed": seed, "solver": solver, "source_guidance": source_guidance}
+        options["source_prompt"] = named
         return (run.invert(denoiser, vae, image, base, **options),)
 
 

@@ -86,8 +86,10 @@ def invert(
     seed: int,
     solver: str,
     source_guidance: float,
+    source_prompt: str = "",
 ) -> ComfyInversion:
-    """Invert ``image`` (B, H, W, C) in [0, 1] (paper Eqs. 6–7). ``base``: ``[c_∅]`` or ``[c_∅, c_src]``."""
+    """Invert ``image`` (B, H, W, C) in [0, 1] (paper Eqs. 6–7). ``base``: ``[c_∅]`` or ``[c_∅, c_src]``;
+    ``source_prompt`` names c_src in the inversion's info."""
     check_solver(solver, steps, skip)
     generator = torch.Generator("cpu").manual_seed(check_seed(seed))
     batch, height, width, _ = image.shape
@@ -109,7 +111,7 @@ def invert(
         solver=solver,
         steps=steps,
         skip=float(skip),
-        source_prompt="(conditioning)" if len(base) > 1 else "",
+        source_prompt=source_prompt,
         source_guidance=float(source_guidance),
         negative_prompt="",
         height=height,

@@ -90,6 +90,19 @@ def test_long_prompts_of_several_chunks_invert_and_edit(parts):
     assert torch.isfinite(latent).all() and masks.shape == (2, 64, 64)
 
 
+def test_a_source_conditioning_inverts_as_the_same_source_text(parts):
+    """The source prompt as a CONDITIONING (what CLIPTextEncode gives) wins over the text and
+    inverts exactly as that text does."""
+    _, clip, _ = parts
+    cond, pooled = clip.encode_from_tokens(clip.tokenize("a photo"), return_pooled=True)
+    given = invert(parts, steps=2, source=[[cond, {"pooled_output": pooled}]], source_text="ignored")
+    typed = invert(parts, steps=2, source_text="a photo")
+    assert torch.equal(given.inversion.noise_maps, typed.inversion.noise_maps)
+    assert given.inversion.info.source_prompt == "(the source conditioning)"
+    with pytest.raises(LeditsError, match="source must be one text conditioning"):
+        invert(parts, steps=2, source=[[cond, {}], [cond, {}]])
+
+
 def test_the_latent_comes_back_as_the_user_gave_it(parts):
     """ComfyUI's latent scaling does not round-trip: mapping the model-space x0 back differs from
     the VAE's latent, so the pack must hand back the user's own latent."""
