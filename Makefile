@@ -39,13 +39,15 @@ demo: $(VENV)/.installed-demo
 	$(VENV)/bin/leditspp edit $(IMAGE) $(EDITS) --model $(MODEL) -o $(OUT)
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check src tests benchmarks training docs
-	$(PY) -m ruff format --check src tests benchmarks training docs
+	$(PY) -m ruff check src tests benchmarks training docs comfyui
+	$(PY) -m ruff format --check src tests benchmarks training docs comfyui
 
 # the documentation site; --strict: a broken link, anchor or API reference fails the build
 # (not --quiet: it drops the warnings before strict mode counts them, and the build passes)
 docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
+# then the ComfyUI node pack's tests, against ComfyUI in its own environment (comfyui/dev/test.sh)
 test: $(VENV)/.installed lint docs
 	$(PY) -m pytest -q -p no:cacheprovider
+	comfyui/dev/test.sh
