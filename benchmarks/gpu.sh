@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU presets of benchmarks/speed.py in one call on a lent device machine, whose image has
-# PyTorch and transformers but not diffusers nor the CLIP vocabulary (open-clip-torch).
+# PyTorch and transformers but not diffusers (the CLIP vocabulary ships in leditspp.testing).
 #
 #   here, once:        benchmarks/gpu.sh prepare      # wheels into .whl/ (git-ignored via .git/info/exclude)
 #   on the device:     benchmarks/gpu.sh run          # carry .whl; results land in $OUT (or benchmarks/)
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-WHEELS="diffusers==0.42.1 open-clip-torch==3.3.0 importlib_metadata==10.2.0"
+WHEELS="diffusers==0.42.1 importlib_metadata==10.2.0"
 
 case "${1:-}" in
   prepare)

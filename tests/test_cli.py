@@ -83,6 +83,15 @@ def test_invert_then_edit_from_the_inversion(sd_folder, photo, tmp_path, capsys)
     assert main(["edit", str(photo), "-e", "+a red hat", "-o", str(b), "--steps", "5", *common]) == 0
     assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
+    # the file names its model (the folder, absolute): an edit without --model loads that one
+    c = tmp_path / "c.png"
+    assert main(["edit", "--inversion", str(inv), "-e", "+a red hat", "-o", str(c), "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(c)), np.asarray(Image.open(a)))
+    assert json.loads(Image.open(c).text["leditspp"])["model"] == str(Path(sd_folder).resolve())
+    assert main(["info", str(inv)]) == 0 and f'"source": "{Path(sd_folder).resolve()}"' in capsys.readouterr().out
+    assert main(["edit", "--inversion", str(inv), "-e", "+hat", "-o", str(c), "--model", "demo", "--quiet"]) == 2
+    assert f"Edit it with --model {Path(sd_folder).resolve()}, or invert" in capsys.readouterr().err
+
 
 def test_no_edit_reconstructs_the_input(sd_folder, photo, tmp_path):
     out = tmp_path / "rec.png"
@@ -294,3 +303,55 @@ def test_solver_and_mask_mode_choices_read_their_one_declaration(monkeypatch, ca
     assert "{" + ",".join(SOLVERS) + "}" in usage and "toy" in usage
     assert "{" + ",".join(MASK_MODES) + "}" in usage
     check_settings({"solver": "toy"}, "recipe")
+
+
+def _bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_outputs_never_replace_inputs_unless_asked(sd_folder, tmp_path, capsys):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(3):
+        scene(64, 64, seed=60 + i).save(src / f"s{i}.png")
+    before = _bytes(src)
+    args = ["edit", "-e", "+a red hat", "--model", str(sd_folder), "--steps", "3", "--quiet"]
+    for extra in ([], ["--resume"]):  # the folder into itself: the edits would replace and join the inputs
+        assert main([*args, str(src), "-o", str(src), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "holds the inputs" in err and "--overwrite-inputs" in err and "already done" not in err
+        assert _bytes(src) == before
+    one = src / "s0.png"
+    for target in (one, src / ".." / "imgs" / "s0.png"):  # one file into itself, also by another path
+        assert main([*args, str(one), "-o", str(target)]) == 2
+        assert "would overwrite the input" in capsys.readouterr().err
+    recipe = tmp_path / "recipe.png"  # a recipe PNG is an input too
+    shutil.copy(one, recipe)
+    assert main([*args, str(src / "s1.png"), "--recipe", str(recipe), "-o", str(recipe)]) == 2
+    assert _bytes(src) == before and recipe.read_bytes() == before["s0.png"]
+
+    assert main([*args, str(one), "-o", str(one), "--overwrite-inputs"]) == 0  # said explicitly
+    assert json.loads(Image.open(one).text["leditspp"])["edits"][0]["prompt"] == "a red hat"
+
+
+def test_resume_edits_again_an_output_made_with_another_recipe(sd_folder, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(2):
+        scene(64, 64, seed=70 + i).save(src / f"s{i}.png")
+    args = ["edit", str(src), "--model", str(sd_folder), "--steps", "3", "-o", str(out)]
+    assert main([*args, "-e", "+snow:6", "--quiet"]) == 0
+    first = _bytes(out)
+    assert main([*args, "-e", "+snow:6", "--resume"]) == 0  # the same recipe: nothing to do
+    assert _bytes(out) == first and "editing it again" not in capsys.readouterr().err
+    assert main([*args, "-e", "+red circle:8", "--resume"]) == 0  # another edit: both redone
+    assert "other edits (+snow:6 instead of +red circle:8)" in capsys.readouterr().err
+    for name in ("s0.png", "s1.png"):
+        assert json.loads(Image.open(out / name).text["leditspp"])["edits"][0]["prompt"] == "red circle"
+    again = _bytes(out)
+    assert main([*args, "-e", "+red circle:8", "--steps", "4", "--resume"]) == 0  # another setting
+    assert "steps 3 instead of 4" in capsys.readouterr().err
+    assert all(_bytes(out)[n] != again[n] for n in ("s0.png", "s1.png"))
+    Image.open(src / "s0.png").save(out / "s0.png")  # an output without a recipe: cannot be trusted
+    assert main([*args, "-e", "+red circle:8", "--steps", "4", "--resume"]) == 0
+    assert "s0.png was made with no recipe" in capsys.readouterr().err

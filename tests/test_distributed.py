@@ -187,7 +187,7 @@ def test_ray_init_options_and_the_version_check():
     from leditspp.distributed import _check_ready, init_options
 
     local = init_options("local")
-    assert local["num_cpus"] >= 1 and "address" not in local and "runtime_env" not in local
+    assert local["num_cpus"] >= 1 and local["address"] == "local" and "runtime_env" not in local
     joined = init_options("ray://head:10001", {"pip": ["leditspp[ray]"]})
     assert joined["address"] == "ray://head:10001" and joined["runtime_env"] == {"pip": ["leditspp[ray]"]}
 

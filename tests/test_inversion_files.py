@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from leditspp import Inversion, LeditsError
 from leditspp.cli import main
 from leditspp.files import umask
-from leditspp.inversion_file import TENSORS, InversionInfo
+from leditspp.inversion_file import TENSORS, InversionInfo, write
 
 from .conftest import scene
 
@@ -117,14 +117,33 @@ def v1_negative_height(src: Path, inv: Inversion, dst: Path) -> None:
     with_metadata(format_version="1", sha256=None)(dst, inv, dst)
 
 
+def as_version_1(make: Callable[[Path, Inversion, Path], None]) -> Callable[[Path, Inversion, Path], None]:
+    """``make``'s file restated as format version 1, its hash removed."""
+
+    def probe(src: Path, inv: Inversion, dst: Path) -> None:
+        make(src, inv, dst)
+        with_metadata(format_version="1", sha256=None)(dst, inv, dst)
+
+    return probe
+
+
+def rehashed(**changes: object) -> Callable[[Path, Inversion, Path], None]:
+    """Save (with a valid hash) an inversion whose metadata fields were changed."""
+
+    def probe(src: Path, inv: Inversion, dst: Path) -> None:
+        write(dst, {name: getattr(inv, name) for name in TENSORS}, dataclasses.replace(inv.info, **changes))
+
+    return probe
+
+
 TWO_STEPS = {k: lambda t: t[:2] for k in ("noisy_latents", "denoised", "noise_maps")}
 PROBES = {
     "nan-noise-maps": (saved_with(noise_maps=set_nan), "noise_maps holds NaN"),
     "inf-denoised": (saved_with(denoised=set_inf), "denoised holds infinite"),
     "flipped-byte": (flip_byte, "changed or corrupted"),
     "edited-source-prompt": (with_info(source_prompt="a cat"), "changed or corrupted"),
-    "edited-height": (with_info(height=128), "changed or corrupted"),
-    "hash-removed": (with_metadata(sha256=None), "changed or corrupted"),
+    "edited-height": (with_info(height=128), "128×64 pixels, the latents are 8×8: not one scale factor"),
+    "hash-removed": (with_metadata(sha256=None), "no content hash"),
     "source-latents-shape": (saved_with(source_latents=lambda t: t[..., :-1]), "source_latents has shape"),
     "float16-noise-maps": (saved_with(noise_maps=torch.Tensor.half), "noise_maps is float16, not float32"),
     "float32-timesteps": (saved_with(timesteps=torch.Tensor.float), "timesteps is float32, not float64"),
@@ -133,6 +152,13 @@ PROBES = {
     "format-version-abc": (with_metadata(format_version="abc"), "format_version must be a positive integer"),
     "newer-version": (with_metadata(format_version="3"), "newer leditspp"),
     "v1-negative-height": (v1_negative_height, "'height' must be a positive integer"),
+    "v1-changed-solver": (as_version_1(with_info(solver="ddpm")), "no content hash"),
+    "v1-huge-noise-maps": (as_version_1(saved_with(noise_maps=lambda t: t * 1e30)), "no content hash"),
+    "height-off-the-tensors": (rehashed(height=72), "72×64 pixels, the latents are 8×8"),
+    "width-off-the-tensors": (rehashed(width=640), "64×640 pixels"),
+    "source-guidance-1e30": (rehashed(source_guidance=1e30), r"source_guidance must be a number in \[0, 1000\]"),
+    "unknown-solver": (rehashed(solver="euler"), "solver must be one of"),
+    "noise-shift-2": (rehashed(noise_shift=2.0), "noise_shift is a fraction"),
     "info-not-json": (with_metadata(info="{height: 64"), "metadata is unreadable"),
     "not-an-inversion": (with_metadata(format="something-else"), "not a leditspp inversion"),
     "truncated": (lambda src, inv, dst: dst.write_bytes(src.read_bytes()[:-100]), "not a readable|damaged"),
@@ -171,10 +197,13 @@ def test_round_trip_edits_like_the_original(good, inversion, editor):
     assert torch.equal(fresh, again)
 
 
-def test_version_1_file_without_hash_still_loads(good, inversion, tmp_path):
+def test_a_file_stating_version_1_is_checked_like_any_other(good, inversion, tmp_path):
+    """Stating format_version 1 (written without a hash) skipped the hash: a changed solver, or noise
+    maps ×1e38 (an all-black image), loaded. Every file now needs its hash."""
     old = tmp_path / "v1.inv.safetensors"
     with_metadata(format_version="1", sha256=None)(good, inversion, old)
-    assert torch.equal(Inversion.load(old).noise_maps, inversion.noise_maps)
+    with pytest.raises(LeditsError, match=r"no content hash \(format_version 1\)"):
+        Inversion.load(old)
 
 
 def flip_last_byte_of(name: str) -> Callable[[Path, Inversion, Path], None]:
@@ -206,5 +235,5 @@ def test_an_edited_metadata_field_is_refused(field, good, inversion, tmp_path):
     changed = value + "x" if isinstance(value, str) else value + 1
     bad = tmp_path / f"{field}.inv.safetensors"
     with_info(**{field: changed})(good, inversion, bad)
-    with pytest.raises(LeditsError, match=r"changed or corrupted|metadata says"):
+    with pytest.raises(LeditsError, match=r"changed or corrupted|metadata says|metadata is out of range"):
         Inversion.load(bad)

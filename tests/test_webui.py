@@ -233,23 +233,99 @@ def test_the_running_app_answers_bad_requests_with_our_message(sd_folder, tmp_pa
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     (tmp_path / "text.png").write_text("not an image")
     Image.new("RGB", (64, 64)).save(tmp_path / "ok.png")
-    table = {"headers": ["concept", "direction", "scale", "threshold", "warm-up", "cool-down"]}
     try:
         client = Client(f"http://127.0.0.1:{port}", verbose=False)
-        for upload, direction, seed, message in [
-            ("text.png", "+", 0, "text.png: cannot read it as an image"),
-            ("ok.png", "x", 0, "direction must be one of"),
-            ("ok.png", "+", 1e30, r"seed must be an integer in \[0, 2\*\*64\)"),
+        for upload, concept, seed, message in [
+            ("text.png", "+hat", 0, "text.png: cannot read it as an image"),
+            ("ok.png", "+hat:abc", 0, "the ':' suffix gives the scale"),
+            ("ok.png", "+hat", 1e30, r"seed must be an integer in \[0, 2\*\*64\)"),
         ]:
-            editor_value = {"background": handle_file(str(tmp_path / upload)), "layers": [], "composite": None}
-            rows = {**table, "data": [["hat", direction, 5, 0.9, 0, None]]}
             with pytest.raises(AppError, match=message):
-                client.predict(
-                    editor_value, rows, 5, 0.15, "dpmsolver++", seed, "", 3.5, "intersect", "off", api_name="/on_run"
-                )
+                client.predict(handle_file(str(tmp_path / upload)), [concept], 5, seed=seed, api_name="/edit")
+            if concept == "+hat":  # /invert takes no concepts: the other two reach it too
+                with pytest.raises(AppError, match=message):
+                    client.predict(handle_file(str(tmp_path / upload)), 5, seed=seed, api_name="/invert")
         assert service._editor is None
     finally:
         app.close()
+
+
+def test_the_http_api_has_named_endpoints_that_share_the_page_cache(sd_folder, tmp_path):
+    """The documented example: /invert, then /edit of the same image reuses its inversion; the
+    edited PNG carries the recipe; no other endpoint is offered."""
+    from gradio_client import Client, handle_file
+
+    service = EditorService(model=str(sd_folder), device="cpu")
+    app = build_app(service)
+    app.queue(default_concurrency_limit=1)
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    scene(64, 64, seed=52).save(tmp_path / "photo.png")
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == {"/edit", "/invert"}
+        reconstruction, status = client.predict(handle_file(str(tmp_path / "photo.png")), 4, api_name="/invert")
+        assert Image.open(reconstruction).size == (64, 64) and "inversion" in status
+        edited, again, status = client.predict(
+            handle_file(str(tmp_path / "photo.png")), ["+a red hat:6", "-a cat"], 4, api_name="/edit"
+        )
+        assert "cached" in status and service.misses == 1
+        recipe = json.loads(Image.open(edited).text["leditspp"])
+        assert [(e["prompt"], e["remove"], e["scale"]) for e in recipe["edits"]] == [
+            ("a red hat", False, 6.0),
+            ("a cat", True, service.recommended["scale"]),
+        ]
+        assert recipe["steps"] == 4 and recipe["mask_mode"] == service.settings["mask_mode"]
+        assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(reconstruction)))
+    finally:
+        app.close()
+
+
+def test_an_error_in_the_page_is_said_there_and_keeps_the_results(sd_folder):
+    import gradio as gr
+
+    from leditspp.webui import _on_run
+
+    on_run = _on_run(gr, EditorService(model=str(sd_folder)))
+    values = [SETTINGS[k] for k in ("steps", "skip", "solver", "seed", "source_prompt", "source_guidance")]
+    with pytest.warns(UserWarning, match="upload an image first"):
+        out = on_run(None, [["hat", "+", 5, 0.9, 0, None]], *values, "intersect", "off", progress=None)
+    assert [type(x).__name__ for x in out[:4]] == [type(gr.skip()).__name__] * 4  # the earlier results stay
+    assert "upload an image first" in out[4]
+
+
+def test_examples_fill_the_image_and_the_concepts(sd_folder):
+    from leditspp.demo import EXAMPLE_EDITS
+
+    for model, edits in (("demo-flow", EXAMPLE_EDITS["demo-flow"]), (str(sd_folder), EXAMPLE_EDITS["demo"])):
+        app = build_app(EditorService(model=model))
+        examples = [c for c in app.blocks.values() if type(c).__name__ == "Dataset"]
+        (sample,) = examples[0].samples
+        rows = sample[1]["data"] if isinstance(sample[1], dict) else sample[1]
+        assert [f"{'-' if r[1] == '-' else '+'}{r[0]}:{r[2]:g}" for r in rows] == list(edits)
+
+
+def test_small_results_are_shown_enlarged_and_files_do_not_pile_up(service):
+    from leditspp.webui import SCRATCH_KEPT, shown
+
+    assert shown(Image.new("RGB", (128, 96))).size == (512, 384)
+    assert shown(Image.new("RGB", (1024, 640))).size == (1024, 640)
+    image = scene(64, 64, seed=53)
+    paths = [run_edit(service, image, [["hat", "+", 5, 0.9, 0, None]], SETTINGS)[3] for _ in range(SCRATCH_KEPT)]
+    folder = Path(paths[0]).parent
+    assert {Path(p).parent for p in paths} == {folder}  # one folder per service, not one per request
+    assert len(list(folder.iterdir())) <= SCRATCH_KEPT and Path(paths[-1]).exists()
+
+
+def test_a_service_removes_its_scratch_folder(sd_folder):
+    import gc
+
+    service = EditorService(model=str(sd_folder))
+    folder = service.scratch_file("x.png").parent
+    assert folder.is_dir()
+    del service
+    gc.collect()
+    assert not folder.exists()
 
 
 def test_changing_only_the_concepts_reuses_the_inversion(service, monkeypatch):

@@ -25,6 +25,9 @@ SOURCE_GUIDANCE: Final = 3.5
 
 #: Edit guidance scale s_e (paper Eq. 12).
 EDIT_SCALE: Final = 5.0
+#: Largest edit scale and source guidance accepted: 50× the paper's largest scales (5–20); beyond,
+#: a guided estimate only saturates the image (black, or NaN where fp32 overflows).
+MAX_GUIDANCE: Final = 1000.0
 #: Mask threshold λ: the quantile of the map below which guidance is masked out (Eqs. 13–14).
 EDIT_THRESHOLD: Final = 0.9
 #: Steps at the start of the edit loop during which a concept is inactive.

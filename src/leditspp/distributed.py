@@ -148,11 +148,9 @@ def check_address(address: str) -> None:
 
 def init_options(address: str, runtime_env: dict[str, Any] | None = None) -> dict[str, Any]:
     """``ray.init``'s arguments for ``--ray ADDRESS`` (and ``--ray-env``)."""
-    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-    if address == "local":
+    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "address": address}
+    if address == "local":  # said so: without it, Ray joins the cluster RAY_ADDRESS names
         options["num_cpus"] = os.cpu_count() or 1
-    else:
-        options["address"] = address
     if runtime_env:
         options["runtime_env"] = runtime_env
     return options

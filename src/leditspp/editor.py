@@ -15,6 +15,7 @@ from PIL import Image
 
 from . import __version__, defaults
 from .compiling import compile_options
+from .divergence import check_edited, check_finite, single_colour
 from .editing import ConceptBatch, Progress, edit_loop
 from .edits import Edit, as_edits, check_warmup
 from .errors import LeditsError
@@ -32,8 +33,9 @@ from .models import (
     fingerprint,
     load_pipeline,
     model_settings,
+    source_name,
 )
-from .models.families import parts_of, recommended_of
+from .models.families import check_size, parts_of, recommended_of
 from .offload import DENOISERS, MemoryPlan, apply_plan, as_plan, encoders_leave, moves_weights, resolve
 from .solvers import StepTable, check_solver, step_table
 from .validation import check_device, check_invert_arguments, check_seed
@@ -69,6 +71,9 @@ class Editor:
         #: and :meth:`from_pipe`, ``auto`` resolved; see :mod:`leditspp.offload`).
         self.plan = plan or MemoryPlan("none")
         self.fingerprint = fingerprint(model.components())
+        #: What the model was loaded from — ``"demo"``, a hub id or a folder (absolute) — recorded in
+        #: inversions so that an edit can name the model to load; "" where not known.
+        self.source = ""
         #: The settings this model recommends (``recommended``: its folder's ``leditspp.json``,
         #: its checkpoint's and its family's, see :func:`~leditspp.models.model_settings`), the
         #: project's defaults where it names none: what the CLI and the web UI default to for it.
@@ -105,7 +110,9 @@ class Editor:
         if spacing is not None:
             settings["spacing"] = spacing
         pipe = load_pipeline(model, torch_dtype)
-        return cls.from_pipe(pipe, offload=plan, device=device, **settings)
+        editor = cls.from_pipe(pipe, offload=plan, device=device, **settings)
+        editor.source = source_name(model)
+        return editor
 
     @classmethod
     def from_pipe(
@@ -215,6 +222,7 @@ class Editor:
         check_solver(solver, steps, skip)  # before the VAE runs; the table needs the latent size
         pixels = as_pixel_batch(images)
         size = target_size(pixels, height, width, self.size_multiple, max_pixels)
+        check_size(self.model, *size)
         x0 = self.model.encode(resize_pixels(pixels, size) * 2 - 1)
         path = self.model.noise_path(*x0.shape[-2:])
         table = step_table(solver, path, steps, skip)
@@ -225,6 +233,8 @@ class Editor:
         ys, denoised, zs = invert_latents(
             self.model, x0, table, base, float(source_guidance), generator, chunk, noising, progress
         )
+        fix = f"its noise maps cannot be replayed; lower the source guidance ({source_guidance})"
+        check_finite(zs, "inversion", fix)
         info = InversionInfo(
             model=self.fingerprint,
             family=self.model.family,
@@ -240,6 +250,7 @@ class Editor:
             version=__version__,
             noise_shift=float(noise_shift),
             noise_path=path.describe(),
+            source=self.source,
         )
         return Inversion(ys, denoised, zs, table.timesteps.clone(), x0, info)
 
@@ -313,7 +324,16 @@ class Editor:
             images = self.decode(latents)
         elif decode:  # the decoder mixes cells: outside R, the decoded input's pixels
             images = to_pil(keep_outside(region, self.model.decode(latents), self.model.decode(inv.source_latents)))
+        self._check_result(latents, images, inv)
         return EditResult(images, latents, masks, edits, mask_means, region)
+
+    def _check_result(self, latents: torch.Tensor, images: list[Image.Image], inv: Inversion) -> None:
+        """Refuse a diverged edit (:func:`~leditspp.divergence.check_edited`): NaN / inf latents, or
+        an image of one colour whose input (decoded only then) has several."""
+        check_finite(latents, "edit", "no image can be read from its latents; lower the edit scale")
+        for k, image in enumerate(images):
+            if single_colour(image) is not None:
+                check_edited(latents[k : k + 1], image, self.decode(inv.source_latents[k : k + 1])[0])
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (B, C, h, w) → PIL images through the VAE."""
@@ -398,10 +418,12 @@ class Editor:
         """Refuse inversions of another model or schedule; return the solver table to replay."""
         info = inversion.info
         if info.model != self.fingerprint:
+            made_with = f"{info.source}: " if info.source else ""
+            fix = f"Edit it with --model {info.source}, or invert" if info.source else "Invert"
             raise LeditsError(
-                f"this inversion was made with another model ({info.family}, fingerprint {info.model}, "
+                f"this inversion was made with another model ({made_with}{info.family}, fingerprint {info.model}, "
                 f"{info.dtype}); this editor runs {self.model.family} with fingerprint {self.fingerprint} "
-                f"({self._dtype_name}). Invert the image again with this editor"
+                f"({self._dtype_name}). {fix} the image again with this editor"
             )
         path = self.model.noise_path(*inversion.source_latents.shape[-2:])
         table = step_table(info.solver, path, info.steps, info.skip)

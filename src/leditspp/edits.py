@@ -9,7 +9,6 @@ Text syntax: ``[+|-]concept[:scale][@threshold]``, e.g. ``"+sunglasses"``, ``"-b
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,10 +56,10 @@ class Edit:
                 "conditioning must be a one-row Conditioning with embeds (1, tokens, dim), e.g. "
                 "editor.model.encode_prompts(['a red hat']).row(0)"
             )
-        if not is_number(self.scale) or not math.isfinite(self.scale) or self.scale < 0:
+        if not is_number(self.scale) or not 0 <= self.scale <= defaults.MAX_GUIDANCE:
             raise LeditsError(
-                f"edit scale must be a finite number ≥ 0; got {self.scale!r} for {self.prompt!r}"
-                " — to push away from a concept use remove=True (or a '-' prefix)"
+                f"edit scale must be a number in [0, {defaults.MAX_GUIDANCE:g}] (the paper uses 5–20); got "
+                f"{self.scale!r} for {self.prompt!r} — to push away from a concept use remove=True (or a '-' prefix)"
             )
         if not is_number(self.threshold) or not 0.0 <= self.threshold < 1.0:
             hint = fraction_hint(self.threshold, "λ = 1 would mask out every pixel; e.g. 0.95 keeps the top 5 %")

@@ -5,11 +5,14 @@ The data goes to a temp file beside the target, ``.NAME.<pid>.<random>.leditspp-
 renamed over the target. The result gets the mode a plain ``open()`` would give a new file
 (``0o666 & ~umask``), not the temp file's 0600. A temp whose process is gone (a write killed by
 SIGKILL, power loss) is recognised by its name and removed on the next write of the same target.
+A write that fails because of where it goes (a full disk, a quota, a read-only folder) is one
+:class:`WriteError` naming the file and the fix, in every command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import tempfile
@@ -22,12 +25,37 @@ TEMP_SUFFIX = ".leditspp-tmp"
 _writing: set[str] = set()  # this process's temps in flight (threads may write at once)
 
 
+#: Write errors of the place written to rather than of one file: full, over quota, read-only, not permitted.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class WriteError(LeditsError):
+    """A file that cannot be written where it goes (:data:`DISK_ERRORS`); ``strerror`` says why."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        self.errno, self.strerror = exc.errno, exc.strerror or str(exc)
+        super().__init__(
+            f"cannot write {path} ({self.strerror}); the file there before, if any, is intact — free space there "
+            "(or make the folder writable, or choose another output) and run again"
+        )
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Call ``write(temp)`` to fill a temp file, then rename it over ``path``; return ``path``.
 
-    If ``write`` raises, the temp file is removed and ``path`` is left as it was.
+    If ``write`` raises, the temp file is removed and ``path`` is left as it was; a full disk, a
+    quota or a read-only folder is a :class:`WriteError`.
     """
     path = Path(path)
+    try:
+        return _atomic_write(path, write)
+    except OSError as exc:
+        if exc.errno in DISK_ERRORS:
+            raise WriteError(path, exc) from exc
+        raise
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     remove_stale_temps(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
     os.close(fd)

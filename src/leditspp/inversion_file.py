@@ -3,7 +3,9 @@ atomically and read back only when every check passes (what :meth:`Inversion.sav
 :meth:`Inversion.load` of :mod:`leditspp.inversion` delegate to).
 
 A file holds the five tensors of :data:`TENSORS` and metadata ``format``, ``format_version``,
-``info`` (an :class:`InversionInfo` as JSON) and, from version 2 on, ``sha256``.
+``info`` (an :class:`InversionInfo` as JSON) and ``sha256``. Every file is checked alike whatever
+version it states: a file of version 1 (written without a hash) cannot be told from a changed one,
+so it is refused too.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class InversionInfo:
     version: str
     noise_shift: float = 0.0  # TurboEdit's shift of Eq. 6's times (0: none)
     noise_path: str = ""  # the model's noise path, e.g. "vp leading offset 1", "flow shift 3"
+    source: str = ""  # what the model was loaded from: "demo", a hub id or a folder ("": not known)
 
 
 def write(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], info: InversionInfo) -> Path:
@@ -68,10 +71,10 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Inversi
     metadata's field types, ``steps``/``height``/``width`` positive integers; all five tensors
     present, fp32 (``timesteps`` float64, or int64/int32 as older versions wrote them), the
     three stacks one shape (N, B, C, h, w) with
-    N = ``steps``, ``source_latents`` (B, C, h, w), ``timesteps`` (N,); every value finite; and
-    from version 2 on the content hash over tensors and metadata, so a changed byte or an edited
-    field is refused. Version-1 files (no hash) get every check but the hash. Not checkable
-    without the model: that h, w match ``height``, ``width`` (the editor checks the model).
+    N = ``steps``, ``source_latents`` (B, C, h, w), ``timesteps`` (N,); ``height``/``width`` one
+    whole multiple of h/w; the settings (solver, steps, skip, source guidance, noise shift) in the
+    ranges :meth:`Editor.invert` accepts; every value finite; and the content hash over tensors and
+    metadata, whatever the stated version, so a changed byte or an edited field is refused.
     """
     meta = read_metadata(path)
     try:
@@ -79,10 +82,15 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Inversi
     except (SafetensorError, OSError, ValueError) as exc:
         raise LeditsError(f"{path}: the inversion file is damaged ({exc}); {REMAKE}") from exc
     info = _parse_info(path, meta["info"])
+    _check_settings(path, info)
     _check_tensors(path, tensors, info)
-    if int(meta["format_version"]) >= 2 and meta.get("sha256") != content_hash(tensors, meta):
-        problem = "does not match" if "sha256" in meta else "is missing"
-        raise LeditsError(f"{path}: the content hash {problem}, so the file was changed or corrupted; {REMAKE}")
+    if "sha256" not in meta:
+        raise LeditsError(
+            f"{path}: the file has no content hash (format_version {meta['format_version']}), so a changed "
+            f"byte or setting in it cannot be detected; {REMAKE}"
+        )
+    if meta["sha256"] != content_hash(tensors, meta):
+        raise LeditsError(f"{path}: the content hash does not match, so the file was changed or corrupted; {REMAKE}")
     return tensors, info
 
 
@@ -114,6 +122,18 @@ def _parse_info(path: str | os.PathLike[str], text: str) -> InversionInfo:
     return info
 
 
+def _check_settings(path: str | os.PathLike[str], info: InversionInfo) -> None:
+    """The inversion's settings in the ranges :meth:`Editor.invert` accepts (its own checks)."""
+    from .solvers import check_solver
+    from .validation import check_invert_arguments
+
+    try:
+        check_solver(info.solver, info.steps, info.skip)
+        check_invert_arguments(None, info.source_prompt, info.negative_prompt, info.source_guidance, info.noise_shift)
+    except LeditsError as exc:
+        raise LeditsError(f"{path}: the inversion's metadata is out of range ({exc}); {REMAKE}") from None
+
+
 def _check_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], info: InversionInfo) -> None:
     """Presence, dtypes, shapes and finiteness of an inversion file's tensors (see :func:`read`)."""
 
@@ -140,10 +160,25 @@ def _check_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor
     if shapes["timesteps"] != stack[:1] or stack[0] != info.steps:
         steps = f"timesteps {shapes['timesteps']} and noise maps for {stack[0]} steps"
         raise refuse(f"the metadata says {info.steps} steps, the tensors disagree ({steps})")
+    h, w = stack[-2:]
+    if info.height % h or info.width % w or info.height // h != info.width // w:
+        raise refuse(
+            f"the metadata says {info.height}×{info.width} pixels, the latents are {h}×{w}: not one scale factor"
+        )
     for name in TENSORS:
         t = tensors[name]
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise refuse(f"tensor {name} holds {'NaN' if t.isnan().any() else 'infinite'} values")
+
+
+def model_source(path: str | os.PathLike[str]) -> str | None:
+    """What the inversion's model was loaded from (a hub id, a folder, ``"demo"``), read from the
+    metadata alone; None where the file does not say (or cannot be read: loading it says why)."""
+    try:
+        source = json.loads(read_metadata(path)["info"]).get("source")
+    except (LeditsError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) and source else None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

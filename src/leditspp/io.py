@@ -198,6 +198,13 @@ def save_image(image: Image.Image, path: str | os.PathLike[str], recipe: dict[st
     return atomic_write(path, lambda tmp: image.save(tmp, **options))
 
 
+def png_recipe_text(path: str | os.PathLike[str]) -> str | None:
+    """The recipe text (JSON) a PNG written by leditspp carries under :data:`PNG_KEY`; None where
+    there is none. Raises ``OSError`` (or PIL's ``UnidentifiedImageError``) for an unreadable file."""
+    with Image.open(path) as im:
+        return getattr(im, "text", {}).get(PNG_KEY)
+
+
 def mask_overlays(
     image: Image.Image, masks: torch.Tensor, color: tuple[int, int, int] = (255, 0, 80)
 ) -> list[Image.Image]:

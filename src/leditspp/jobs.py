@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import LeditsError, check_arguments
+
 Value = float | int | bool | str | None
 
 
@@ -121,6 +123,10 @@ def serial_map(compute_item: ComputeItem) -> MapItems:
     return lambda items: (compute(item, compute_item) for item in items)
 
 
+#: The network precisions an editor may be loaded in (``--dtype``; None: the model's own).
+DTYPES = ("float32", "float16", "bfloat16")
+
+
 @dataclass(frozen=True)
 class EditorSpec:
     """The editor a run computes with, as a plain value: this process or each Ray worker calls
@@ -133,6 +139,13 @@ class EditorSpec:
     compile: bool = False
     quiet: bool = False
     offload: str = "auto"  # the memory plan (leditspp.offload)
+
+    def __post_init__(self) -> None:
+        check_arguments(
+            "the editor", vars(self), {"model": "text", "device": "text?", "compile": "bool", "quiet": "bool"}
+        )
+        if self.dtype not in (None, *DTYPES):
+            raise LeditsError(f"dtype must be None (the model's) or one of {', '.join(DTYPES)}; got {self.dtype!r}")
 
     def load(self) -> Any:
         """The :class:`~leditspp.Editor` (compiled with ``compile``), its loading messages hushed."""

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from . import defaults
-from .errors import LeditsError
+from .errors import LeditsError, check_arguments
 from .memory import free_bytes
 
 AUTO = "auto"
@@ -48,6 +48,7 @@ class MemoryPlan:
     vae_slicing: bool = False  # the VAE en/decodes a batch one image at a time
 
     def __post_init__(self) -> None:
+        check_arguments("MemoryPlan", vars(self), {"fp8": "bool", "vae_tiling": "bool", "vae_slicing": "bool"})
         if self.offload not in CHOICES:
             raise LeditsError(
                 f"offload must be one of {', '.join(map(repr, CHOICES))}; got {self.offload!r} — 'auto' picks "

@@ -18,7 +18,7 @@ from typing import Any
 from . import defaults
 from .edits import Edit
 from .errors import LeditsError, is_int, is_number
-from .io import PNG_KEY
+from .io import png_recipe_text
 from .validation import check_seed
 
 #: The settings schema: every setting a recipe may give (besides ``edits`` and ``images``), with
@@ -73,6 +73,8 @@ def read_recipe(path: str | os.PathLike[str], edit_defaults: dict[str, Any] | No
             data = _yaml(p)
         else:
             raise LeditsError(f"recipe {str(path)!r} must be a .json, .yaml/.yml or a .png written by leditspp")
+    except LeditsError:
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise LeditsError(f"recipe {str(path)!r} cannot be parsed: {_one_line(exc)}") from exc
     except ImportError as exc:
@@ -97,11 +99,10 @@ def _one_line(exc: Exception) -> str:
 
 
 def _png_recipe(path: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            text = getattr(im, "text", {}).get(PNG_KEY)
+        text = png_recipe_text(path)
     except (UnidentifiedImageError, OSError) as exc:
         raise LeditsError(f"{path}: not a readable PNG ({exc})") from exc
     if text is None:
@@ -187,8 +188,16 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
                 check_seed(value)
             except LeditsError as exc:
                 raise LeditsError(f"{where}: {exc}") from None
-        elif key in ("skip", "guidance_rescale", "source_guidance"):
+        elif key == "skip":  # its range: validate_steps, with its hint
             need(is_number(value) and math.isfinite(value) and value >= 0, key, "a number ≥ 0")
+        elif key == "guidance_rescale":
+            need(is_number(value) and 0 <= value <= 1, key, "a number in [0, 1]")
+        elif key == "source_guidance":
+            need(
+                is_number(value) and 0 <= value <= defaults.MAX_GUIDANCE,
+                key,
+                f"a number in [0, {defaults.MAX_GUIDANCE:g}]",
+            )
         elif key == "solver":
             need(isinstance(value, str) and value in SOLVERS, key, f"one of {', '.join(SOLVERS)}")
         elif key == "mask_mode":

@@ -5,11 +5,11 @@ The façade (:mod:`leditspp.editor`) and its front ends import them from here.""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
+from . import defaults
 from .errors import LeditsError, is_int, is_number
 
 #: Seeds torch's generators accept: 0 ≤ seed < 2**64.
@@ -54,7 +54,10 @@ def check_invert_arguments(
         raise LeditsError(f"inversion_batch must be an integer ≥ 1 (steps per network call); got {inversion_batch!r}")
     if not isinstance(source_prompt, str) or not isinstance(negative_prompt, str):
         raise LeditsError("source_prompt and negative_prompt must be strings")
-    if not (isinstance(source_guidance, (int, float)) and math.isfinite(source_guidance) and source_guidance >= 0):
-        raise LeditsError(f"source_guidance must be a finite number ≥ 0; got {source_guidance!r}")
+    if not (is_number(source_guidance) and 0 <= source_guidance <= defaults.MAX_GUIDANCE):
+        raise LeditsError(
+            f"source_guidance must be a number in [0, {defaults.MAX_GUIDANCE:g}] (classifier-free guidance "
+            f"of the source prompt, e.g. {defaults.SOURCE_GUIDANCE}); got {source_guidance!r}"
+        )
     if not (is_number(noise_shift) and 0.0 <= noise_shift <= 1.0):
         raise LeditsError(f"noise_shift is a fraction of a step in [0, 1] (TurboEdit uses 1); got {noise_shift!r}")

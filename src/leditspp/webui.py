@@ -12,9 +12,11 @@ import functools
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from PIL import Image
 from . import __version__, defaults
 from .caching import LRUCache, image_key
 from .edits import Edit
-from .errors import LeditsError
+from .errors import LeditsError, is_number
 from .io import check_pixels, mask_overlays, open_image, save_image, to_rgb
 from .masking import MASK_MODES
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings
@@ -39,6 +41,14 @@ CONCEPT_COLUMNS = ["concept", "direction", "scale", "threshold", "warm-up", "coo
 #: The settings panel's preserve menu: off, or the dilation in latent cells.
 PRESERVE_OFF = "off"
 PRESERVE_CHOICES = (0, 1, 2, 3, 4)
+#: The settings the page's panel sends (the HTTP API sends the same).
+PANEL_SETTINGS = ("steps", "skip", "solver", "seed", "source_prompt", "source_guidance", "mask_mode", "preserve")
+#: Files of recent requests kept in a service's scratch folder (Gradio copies each as it answers).
+SCRATCH_KEPT = 16
+#: Results smaller than this (pixels, longer side) are shown enlarged (nearest neighbour) in the page.
+DISPLAY_SIDE = 512
+#: The largest --max-upload-mb accepted (1 TB: beyond, a typo).
+MAX_UPLOAD_MB = 2**20
 #: The direction cell (any case, spaces around): True removes the concept; empty means add.
 DIRECTIONS = {"": False, "+": False, "add": False, "-": True, "−": True, "remove": True}
 
@@ -56,6 +66,8 @@ class EditorService:
     _editor: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cache: LRUCache = field(init=False)
+    _scratch: str | None = None  # the folder of the files requests return
+    _files: int = 0
 
     def __post_init__(self) -> None:
         self._cache = LRUCache(self.cache_size)
@@ -78,6 +90,35 @@ class EditorService:
                 if self.compile:
                     self._editor.compile()
             return self._editor
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings panel's defaults: the model's recommended settings over the schema's."""
+        return {**SETTINGS, **self.recommended}
+
+    def scratch_file(self, name: str) -> Path:
+        """A new file path in this service's one scratch folder (removed when the service goes or
+        the process ends); only the newest :data:`SCRATCH_KEPT` files stay — Gradio copies what a
+        request returns into its own cache as it answers."""
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = tempfile.mkdtemp(prefix="leditspp-web-")
+                weakref.finalize(self, shutil.rmtree, self._scratch, True)
+            folder = Path(self._scratch)
+            for old in sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime_ns)[: -SCRATCH_KEPT + 1]:
+                old.unlink(missing_ok=True)
+            self._files += 1
+            return folder / f"{self._files:06d}-{name}"
+
+    def invert_to_file(self, image: Image.Image, settings: dict[str, Any]) -> tuple[str, str]:
+        """Invert ``image`` (cached) with the inversion ``settings`` among ``settings``: the
+        reconstruction as a PNG file, and a status line."""
+        hits, t0 = self.hits, time.perf_counter()
+        inversion, reconstruction = self.invert(image, {k: settings[k] for k in INVERSION_SETTINGS if k in settings})
+        path = self.scratch_file("reconstruction.png")
+        reconstruction.save(path)
+        took = "cached" if self.hits > hits else f"{time.perf_counter() - t0:.1f} s"
+        return str(path), f"inversion: {took} · {inversion.info.width}×{inversion.info.height}"
 
     @functools.cached_property
     def recommended(self) -> dict[str, Any]:
@@ -157,6 +198,27 @@ def parse_concepts(rows: Any, recommended: dict[str, Any] | None = None) -> list
     return edits
 
 
+def concept_row(edit: Edit) -> list[Any]:
+    """An edit as a row of the concepts table (the inverse of :func:`parse_concepts`)."""
+    return [
+        edit.prompt,
+        "-" if edit.remove else "+",
+        edit.scale,
+        edit.threshold,
+        edit.warmup_steps,
+        edit.cooldown_steps,
+    ]
+
+
+def example_rows(model: str, recommended: dict[str, Any]) -> list[list[Any]]:
+    """The concepts the bundled example is edited with: the edit the built-in model does right on
+    it (the UNet demo's for any other model), at the model's recommended threshold."""
+    from .demo import EXAMPLE_EDITS
+
+    texts = EXAMPLE_EDITS.get(model, EXAMPLE_EDITS["demo"])
+    return [concept_row(Edit.parse(text, threshold=recommended["threshold"])) for text in texts]
+
+
 def _blank(cell: Any) -> bool:
     """An empty table cell: None, NaN (pandas' empty number) or only spaces."""
     return cell is None or (isinstance(cell, float) and math.isnan(cell)) or not str(cell).strip()
@@ -218,12 +280,38 @@ def user_mask_from(editor_value: Any) -> np.ndarray | None:
     return np.logical_or.reduce(masks).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class EditOutput:
+    """What one edit request gives: the images, the files it wrote and a status line."""
+
+    edited: Image.Image
+    overlays: list[tuple[Image.Image, str]]  # each concept's mask over the edit, with its text
+    reconstruction: Image.Image  # what no edit gives
+    png: str  # the edited image with its recipe
+    reconstruction_png: str
+    status: str
+
+
 def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dict[str, Any], progress: Any = None):
-    """One request: (edited image, mask overlays, reconstruction, PNG path, status text).
+    """One request from the page: (edited image, mask overlays, reconstruction, PNG path, status).
     ``settings``: the settings panel's values as sent (see :func:`read_settings`)."""
     settings = read_settings(settings)
     background = editor_value.get("background") if isinstance(editor_value, dict) else editor_value
-    image = service.check_image(background)
+    out = edit_request(service, background, rows, settings, progress, user_mask_from(editor_value))
+    return out.edited, out.overlays, out.reconstruction, out.png, out.status
+
+
+def edit_request(
+    service: EditorService,
+    image: Any,
+    rows: Any,
+    settings: dict[str, Any],
+    progress: Any = None,
+    user_mask: np.ndarray | None = None,
+) -> EditOutput:
+    """Invert ``image`` (cached) and edit it with the concepts table ``rows`` and the checked
+    ``settings`` (:func:`read_settings`); the page and the HTTP API both come here."""
+    image = service.check_image(image)
     edits = parse_concepts(rows, service.recommended)
     inv_settings = {k: settings[k] for k in INVERSION_SETTINGS if k in settings}
 
@@ -236,12 +324,11 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
     inversion, reconstruction = service.invert(image, inv_settings, report)
     cached = service.hits > hits
     t1 = time.perf_counter()
-    mask = user_mask_from(editor_value)
     result = service.editor.edit(
         inversion,
         edits,
         mask_mode=settings["mask_mode"],
-        user_mask=mask,
+        user_mask=user_mask,
         preserve=settings["preserve"],
         progress=report,
     )
@@ -258,14 +345,22 @@ def run_edit(service: EditorService, editor_value: Any, rows: Any, settings: dic
         "fingerprint": inversion.info.model,
         "edits": [e.to_dict() for e in edits],
     }
-    out = Path(tempfile.mkdtemp(prefix="leditspp-")) / "edited.png"
-    save_image(edited, out, recipe)
+    out = save_image(edited, service.scratch_file("edited.png"), recipe)
+    recon = service.scratch_file("reconstruction.png")
+    reconstruction.save(recon)
     overlays = [(im, e.to_text()) for im, e in zip(mask_overlays(edited, result.masks[:, 0]), edits, strict=True)]
     status = (
         f"inversion: {'cached' if cached else f'{t1 - t0:.1f} s'} · edit: {t2 - t1:.1f} s · "
         f"{len(edits)} concept(s) · {inversion.info.width}×{inversion.info.height}"
     )
-    return edited, overlays, reconstruction, str(out), status
+    return EditOutput(edited, overlays, reconstruction, str(out), str(recon), status)
+
+
+def shown(image: Image.Image) -> Image.Image:
+    """``image`` as the page shows it: a small result enlarged by a whole factor (nearest
+    neighbour: every pixel stays visible) to at least :data:`DISPLAY_SIDE` on its longer side."""
+    factor = math.ceil(DISPLAY_SIDE / max(image.size))
+    return image if factor <= 1 else image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
 def _hand_over_background_path(editor: Any) -> None:
@@ -290,6 +385,8 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
     settings on the left, the results on the right, one button that runs :func:`run_edit`."""
     import gradio as gr
 
+    from .webapi import add_endpoints
+
     service = service or EditorService()
     with gr.Blocks(title="leditspp — LEDITS++ image editing") as app:
         gr.Markdown(
@@ -303,7 +400,8 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
                 run = gr.Button("Edit", variant="primary", elem_id="run")
             with gr.Column():
                 outputs = _result_panel(gr)
-        run.click(_on_run(gr, service), inputs=inputs, outputs=outputs, concurrency_limit=1)
+        run.click(_on_run(gr, service), inputs=inputs, outputs=outputs, concurrency_limit=1, api_visibility="private")
+        add_endpoints(service)
     app.service = service  # for tests and for embedding apps
     return app
 
@@ -320,8 +418,6 @@ def _input_panel(gr: Any, service: EditorService, examples_dir: Path) -> list[An
     )
     _hand_over_background_path(image)
     examples = sorted(str(p) for p in examples_dir.glob("*.png")) if examples_dir.is_dir() else []
-    if examples:
-        gr.Examples(examples=[[e] for e in examples], inputs=[image], label="examples")
     blank_timing = [defaults.WARMUP_STEPS, defaults.COOLDOWN_STEPS]  # warm-up, cool-down
     concepts = gr.Dataframe(
         headers=CONCEPT_COLUMNS,
@@ -333,6 +429,11 @@ def _input_panel(gr: Any, service: EditorService, examples_dir: Path) -> list[An
         label="concepts: direction + adds, − removes; empty rows are ignored; more rows: a cell's ⋮ menu",
         elem_id="concepts",
     )
+    if examples:  # each example fills the image and its concepts
+        rows = example_rows(service.model, rec)
+        gr.Examples(
+            examples=[[e, rows] for e in examples], inputs=[image, concepts], label="examples", api_visibility="private"
+        )
     with gr.Accordion("settings", open=False):
         settings = [
             gr.Slider(1, 100, value=rec["steps"], step=1, label="steps"),
@@ -367,7 +468,7 @@ def _result_panel(gr: Any) -> list[Any]:
 
 def _on_run(gr: Any, service: EditorService) -> Callable[..., Any]:
     """The button's handler: the inputs of :func:`_input_panel`, in order, to :func:`run_edit`;
-    our errors become Gradio's (shown in the page, the model untouched)."""
+    our errors are said in the page (a notice and the status line) and the earlier results stay."""
 
     def on_run(
         editor_value,
@@ -393,11 +494,21 @@ def _on_run(gr: Any, service: EditorService) -> Callable[..., Any]:
             "preserve": preserve,
         }
         try:
-            return run_edit(service, editor_value, rows, settings, progress)
-        except LeditsError as exc:
-            raise gr.Error(str(exc)) from None
+            edited, overlays, reconstruction, png, status = run_edit(service, editor_value, rows, settings, progress)
+        except LeditsError as exc:  # said in the page; the earlier results stay
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"**Not run:** {exc}"
+        return shown(edited), [(shown(im), text) for im, text in overlays], shown(reconstruction), png, status
 
     return on_run
+
+
+def upload_limit(max_upload_mb: Any) -> int:
+    """The largest upload in bytes, from megabytes (any positive number: 20, 0.5); a clear error
+    for anything else."""
+    if not (is_number(max_upload_mb) and 0 < max_upload_mb <= MAX_UPLOAD_MB):
+        raise LeditsError(f"--max-upload-mb must be a number in (0, {MAX_UPLOAD_MB}]; got {max_upload_mb!r}")
+    return max(1, int(max_upload_mb * 2**20))
 
 
 def serve(
@@ -413,12 +524,13 @@ def serve(
     """Start the app; ``block=False`` returns the running app (for tests and notebooks).
     ``compile``: ``torch.compile`` the UNet (worth it for a long-running server on a GPU);
     ``offload``: the memory plan (:mod:`leditspp.offload`)."""
+    upload_bytes = upload_limit(max_upload_mb)
     app = build_app(EditorService(model=model, device=device, compile=compile, offload=offload))
     app.queue(default_concurrency_limit=1)
     app.launch(
         server_name=host,
         server_port=port,
-        max_file_size=f"{max_upload_mb}mb",
+        max_file_size=upload_bytes,
         prevent_thread_lock=not block,
         show_error=True,
         quiet=True,
@@ -426,4 +538,15 @@ def serve(
     return app
 
 
-__all__ = ["EditorService", "build_app", "parse_concepts", "read_settings", "run_edit", "serve", "user_mask_from"]
+__all__ = [
+    "EditOutput",
+    "EditorService",
+    "build_app",
+    "concept_row",
+    "edit_request",
+    "parse_concepts",
+    "read_settings",
+    "run_edit",
+    "serve",
+    "user_mask_from",
+]

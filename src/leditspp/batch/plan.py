@@ -3,6 +3,7 @@ model (recipe, inputs, outputs, settings, edits, sizes), one :class:`Job` per in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,15 +12,17 @@ from typing import Any
 from .. import defaults
 from ..distributed import RayOptions
 from ..edits import Edit, check_warmup
-from ..errors import LeditsError
+from ..errors import LeditsError, check_arguments
 from ..files import check_output, check_writable_folder
 from ..inversion import Inversion
+from ..inversion_file import model_source
 from ..io import check_pixels, load_mask, open_image
 from ..jobs import EditorSpec
-from ..models import RECOMMENDABLE, model_settings, size_multiple_hint
+from ..masking import check_preserve
+from ..models import RECOMMENDABLE, is_flow_model, model_settings, size_multiple_hint
 from ..recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from ..solvers import validate_steps
-from .outputs import OUTPUT_SUFFIXES, job_paths
+from .outputs import OUTPUT_SUFFIXES, job_paths, recipe_difference, wanted_recipe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -43,6 +46,7 @@ class BatchEdit:
     save_inversion: str | None = None
     masks: bool = False
     resume: bool = False
+    overwrite_inputs: bool = False
     settings: Mapping[str, Any] = field(default_factory=dict)
     scale: float | None = None
     threshold: float | None = None
@@ -56,6 +60,31 @@ class BatchEdit:
     compile: bool = False
     quiet: bool = False
     offload: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_arguments("BatchEdit", vars(self), BATCH_KINDS)
+        if not isinstance(self.settings, Mapping):
+            raise LeditsError(f"BatchEdit: settings must be a mapping, e.g. {{'steps': 20}}; got {self.settings!r}")
+        EditorSpec(self.model or defaults.MODEL, self.device, self.dtype, self.compile, self.quiet, self.offload)
+
+
+#: The kind of each :class:`BatchEdit` argument (:data:`leditspp.errors.KINDS`) but settings and user_mask.
+BATCH_KINDS = {
+    "images": "texts",
+    "output": "text",
+    "edits": "texts",
+    "recipe": "text?",
+    "inversion": "text?",
+    "save_inversion": "text?",
+    "masks": "bool",
+    "resume": "bool",
+    "scale": "number?",
+    "threshold": "number?",
+    "warmup": "int",
+    "cooldown": "int?",
+    "max_pixels": "int?",
+    "model": "text?",
+}
 
 
 @dataclass(frozen=True)
@@ -72,8 +101,9 @@ class Job:
 @dataclass(frozen=True)
 class EditPlan:
     """What a batch edit will do: the batch (its user mask read), the editor, the jobs to run, the
-    inputs ``resume`` found finished and those refused by their checks (several inputs: each
-    refused one is recorded, the others run), and where it computes (``ray``; None: here)."""
+    inputs ``resume`` found finished, the outputs it found made with another recipe (``stale``:
+    edited again), those refused by their checks (several inputs: each refused one is recorded,
+    the others run), and where it computes (``ray``; None: here)."""
 
     batch: BatchEdit
     editor: EditorSpec
@@ -82,6 +112,7 @@ class EditPlan:
     refused: list[tuple[str, str]]  # (input, error)
     several: bool  # a folder of outputs (and its edit-log.csv)
     ray: RayOptions | None = None
+    stale: list[tuple[Path, str]] = field(default_factory=list)  # (output, how its recipe differs)
 
 
 def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
@@ -94,34 +125,88 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
         if batch.save_inversion:
             raise LeditsError("--save-inversion is for one IMAGE in this process; drop --ray (or --save-inversion)")
     recipe = read_recipe(batch.recipe) if batch.recipe else {}
-    model = batch.model or recipe.get("model") or defaults.MODEL
+    made_with = model_source(batch.inversion) if batch.inversion else None  # what the inversion names
+    model = batch.model or made_with or recipe.get("model") or defaults.MODEL
     recommended = model_settings(model).get("recommended", {})
     edit_defaults = _edit_defaults(batch, recommended)
     if batch.recipe:  # again, so that its concepts without a scale or threshold get the model's
         recipe = read_recipe(batch.recipe, edit_defaults)
-    inputs, batch = _inputs(batch)
+    inputs, checked = _inputs(batch)
+    protected, batch = _protected_files(batch, inputs), checked
     outputs = _outputs(inputs, batch.output)
+    if not batch.overwrite_inputs:
+        _check_output_folder(batch, inputs)
     overrides = {**edit_defaults, "warmup_steps": batch.warmup, "cooldown_steps": batch.cooldown}
     flag_edits = [Edit.parse(text, **overrides) for text in batch.edits]
-    jobs, finished, refused = [], 0, []
+    jobs, finished, refused, stale = [], 0, [], []
     for path, out in zip(inputs, outputs, strict=True):
         entry = for_image(recipe, path) if path else recipe
         edits = flag_edits or entry.get("edits", [])
-        if batch.resume and all(f.exists() for f in job_paths(out, len(edits), batch.masks)):
-            finished += 1
-            continue
+        paths = job_paths(out, len(edits), batch.masks)
+        if not batch.overwrite_inputs:
+            _check_no_overwrite(paths, protected)
         try:
-            settings = resolve_settings(given({"model": batch.model, **batch.settings}), entry, recommended)
+            flags = given({"model": batch.model, **batch.settings})
+            settings = resolve_settings(flags, entry, recommended)
+            origins = origins_of(flags, entry, recommended, batch.recipe, model)
             validate_steps(settings["steps"], settings["skip"])
-            source = _source(batch, model, path, settings, edits, keep_pixels=len(inputs) == 1)
+            source = _source(batch, model, path, settings, edits, keep_pixels=len(inputs) == 1, origins=origins)
         except LeditsError as exc:
             if len(inputs) == 1:
                 raise
             refused.append((str(path), str(exc)))
             continue
-        jobs.append(Job(path, out, settings, edits, source))
+        job = Job(path, out, settings, edits, source)
+        if batch.resume and all(f.exists() for f in paths):
+            difference = recipe_difference(out, wanted_recipe(job, model, batch.inversion))
+            if difference is None:
+                finished += 1
+                continue
+            stale.append((out, difference))
+        jobs.append(job)
     editor = EditorSpec(model, batch.device, batch.dtype, batch.compile, batch.quiet, batch.offload)
-    return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray)
+    return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray, stale)
+
+
+def _protected_files(batch: BatchEdit, inputs: list[str | None]) -> list[Path]:
+    """The files a batch reads and must never write over: its images, the recipe, the saved
+    inversion and the user mask (given as a file)."""
+    named = [batch.recipe, batch.inversion, batch.user_mask if isinstance(batch.user_mask, str) else None]
+    return [Path(p) for p in [*inputs, *named] if p]
+
+
+def _check_no_overwrite(paths: list[Path], protected: list[Path]) -> None:
+    """Refuse a job whose output (or mask overlay) is one of the files the batch reads."""
+    for path in paths:
+        for source in protected:
+            if _same_file(path, source):
+                raise LeditsError(
+                    f"the output {str(path)!r} would overwrite the input {str(source)!r}, which would be "
+                    "lost; write elsewhere (-o), or pass --overwrite-inputs to replace it"
+                )
+
+
+def _check_output_folder(batch: BatchEdit, inputs: list[str | None]) -> None:
+    """Refuse an output folder that holds inputs: the edits and mask overlays written there would
+    be read as inputs by the next run over that folder."""
+    if len(inputs) < 2:
+        return
+    folder = Path(batch.output)
+    for item in [*(p for p in batch.images if Path(p).is_dir()), *(str(Path(p).parent) for p in inputs if p)]:
+        if _same_file(folder, Path(item)):
+            raise LeditsError(
+                f"the output folder {batch.output!r} holds the inputs ({item!r}): the edits and their masks "
+                "would replace or join them and be edited again by the next run; choose another -o folder "
+                "(or pass --overwrite-inputs)"
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one existing file or folder (links and ``..`` resolved)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def given(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,8 +223,49 @@ def resolve_settings(
     return {key: flags.get(key, recipe.get(key, default)) for key, default in base.items()}
 
 
-def preflight(model: str, image: Any, settings: dict[str, Any], max_pixels: int | None) -> None:
-    """Checks that need the image but not the model: the pixel limit and the minimum size."""
+def origins_of(
+    flags: Mapping[str, Any], recipe: Mapping[str, Any], recommended: Mapping[str, Any], path: str | None, model: str
+) -> dict[str, str]:
+    """Where each setting given comes from, for the errors: its flag, the recipe file or the model's
+    recommended settings (its folder's leditspp.json, or its family's rule)."""
+    origins = {key: f"the recommended settings of model {model!r} (its leditspp.json or family)" for key in recommended}
+    origins |= {key: f"recipe {path}" for key in recipe if key in SETTINGS}
+    return origins | {key: "--" + key.replace("_", "-") for key in flags}
+
+
+def check_against_model(model: str, settings: dict[str, Any], origins: Mapping[str, str]) -> None:
+    """Settings that contradict each other or the model, known from its folder before it loads:
+    preserve with mask mode none, the lcm solver on a flow model, a height or width off the family's
+    side multiple; each error names the value and where it came from."""
+
+    def source(key: str) -> str:
+        return f"{key} {settings[key]!r} (from {origins.get(key, 'the defaults')})"
+
+    try:
+        check_preserve(settings["preserve"], settings["mask_mode"])
+    except LeditsError as exc:
+        raise LeditsError(f"{source('preserve')} with {source('mask_mode')}: {exc}") from None
+    if settings["solver"] == "lcm" and is_flow_model(model):
+        raise LeditsError(
+            f"{source('solver')}: the lcm solver is for LCM-distilled DDPM models and {model!r} is a flow model; "
+            "use dpmsolver++ or ddpm"
+        )
+    multiple = size_multiple_hint(model)
+    for key in ("height", "width"):
+        if multiple and settings[key] and settings[key] % multiple:
+            near = settings[key] // multiple * multiple
+            raise LeditsError(
+                f"{source(key)} is not a multiple of {multiple}, the side multiple of {model!r}; "
+                f"use {near or multiple} or {near + multiple}"
+            )
+
+
+def preflight(
+    model: str, image: Any, settings: dict[str, Any], max_pixels: int | None, origins: Mapping[str, str] | None = None
+) -> None:
+    """Checks that need the image but not the model: :func:`check_against_model`, the pixel limit
+    and the minimum size."""
+    check_against_model(model, settings, origins or {})
     width, height = image.size
     size = (settings["width"] or width, settings["height"] or height)
     check_pixels(size, max_pixels)
@@ -229,7 +355,13 @@ def _outputs(inputs: list[str | None], output: str) -> list[Path]:
 
 
 def _source(
-    batch: BatchEdit, model: str, path: str | None, settings: dict[str, Any], edits: list[Edit], keep_pixels: bool
+    batch: BatchEdit,
+    model: str,
+    path: str | None,
+    settings: dict[str, Any],
+    edits: list[Edit],
+    keep_pixels: bool,
+    origins: Mapping[str, str],
 ) -> Any:
     """The saved inversion, or the image at ``path`` read now to fail early (its pixels kept only
     with ``keep_pixels``, else its path)."""
@@ -238,6 +370,6 @@ def _source(
         check_warmup(edits, inversion.info.steps)
         return inversion
     image = open_image(path)
-    preflight(model, image, settings, batch.max_pixels)
+    preflight(model, image, settings, batch.max_pixels, origins)
     check_warmup(edits, settings["steps"])
     return image if keep_pixels else path

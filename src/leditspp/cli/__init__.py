@@ -3,7 +3,7 @@ library's values and calls it (:mod:`.edit` → :mod:`leditspp.batch`, :mod:`.ev
 :func:`leditspp.evaluation.evaluate`, :mod:`.invert`, :mod:`.info`, :mod:`.serve`).
 
 Exit codes: 0 success, 2 bad input (one-line message), 1 internal error — or, for ``edit`` with
-several inputs, some input failed; for ``eval``, every item failed (some failing is 0 with a count).
+several inputs, some input failed; for ``eval``, some item failed (the closing line counts them).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ EXAMPLES = """examples:
   leditspp edit photos/ --recipe recipe.yaml -o edited/      # per-image edits from a recipe file
   leditspp edit photo.png --recipe out.png -o again.png      # re-run the recipe embedded in out.png
   leditspp invert photo.png --model ./my-sd-folder -o photo.inv.safetensors
-  leditspp edit --inversion photo.inv.safetensors -e "+cherry blossoms:7@0.75" --model ./my-sd-folder -o out.png
+  leditspp edit --inversion photo.inv.safetensors -e "+cherry blossoms:7@0.75" -o out.png   # its model, as it names it
   leditspp info out.png                                      # the recipe of an output, or an inversion's metadata
   leditspp serve                                             # the web UI on http://127.0.0.1:7860
   leditspp eval shapes -o eval/ --sweep scale=4,8,12         # measure edits on the demo world, write a report
@@ -171,9 +171,20 @@ def _add_edit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     pe.add_argument("-o", "--output", required=True, help="edited image (.png) for one input; a folder for several")
     pe.add_argument("--recipe", help="JSON/YAML recipe, or a PNG written by leditspp, giving settings and edits")
     pe.add_argument("--masks", action="store_true", help="also write each concept's mask overlay: OUT.mask-K.png")
-    pe.add_argument("--inversion", help="re-use a saved inversion instead of inverting IMAGE")
+    pe.add_argument(
+        "--inversion", help="re-use a saved inversion instead of inverting IMAGE (its model, unless --model is given)"
+    )
     pe.add_argument("--save-inversion", help="also save the inversion made from IMAGE to this file")
-    pe.add_argument("--resume", action="store_true", help="skip inputs whose output files all exist already")
+    pe.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip inputs whose outputs exist already and carry this run's recipe (others are edited again)",
+    )
+    pe.add_argument(
+        "--overwrite-inputs",
+        action="store_true",
+        help="allow outputs to replace input files (refused otherwise: the originals would be lost)",
+    )
     g = pe.add_argument_group("edit (defaults for every -e concept)")
     g.add_argument("--scale", type=float, help=f"edit scale [the model's recommended, else {defaults.EDIT_SCALE}]")
     g.add_argument(
@@ -242,8 +253,27 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     g.add_argument("--scenes", type=int, help="shapes suite: number of scenes [20]")
 
 
+EDIT_FLAGS = ("-e", "--edit")
+
+
+def attach_edit_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``-e "-beard:7"`` as ``--edit=-beard:7``: argparse reads a value that starts with ``-`` as
+    an option, so a removal concept would be refused ("expected one argument"); a value that is
+    itself one of ``edit``'s options (``-e -o``) is left for argparse to refuse."""
+    edit = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices["edit"]  # type: ignore[union-attr]
+    options = {flag for action in edit._actions for flag in action.option_strings}
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in EDIT_FLAGS and token.startswith("-") and token.split("=")[0] not in options:
+            out[-1] = f"--edit={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(attach_edit_values(parser, sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format="leditspp: %(message)s")
     try:
         return _run(args)

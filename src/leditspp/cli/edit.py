@@ -22,6 +22,9 @@ def edit_command(args: argparse.Namespace) -> int:
     reported, recorded in ``OUT/edit-log.csv`` and the others go on (exit 1 at the end)."""
     ray = ray_options(args)
     plan = plan_edits(_batch(args), ray)
+    if not args.quiet:
+        for out, difference in plan.stale:
+            print(f"leditspp: resume: {out} was made with {difference}; editing it again", file=sys.stderr)
     stats = RunStats()
     bar = item_progress(args.quiet or not (plan.several or ray), "edit", stats)
     edit_batch(
@@ -48,6 +51,7 @@ def _batch(args: argparse.Namespace) -> BatchEdit:
         save_inversion=args.save_inversion,
         masks=args.masks,
         resume=args.resume,
+        overwrite_inputs=args.overwrite_inputs,
         settings={key: getattr(args, key) for key in SETTINGS if key != "model"},
         scale=args.scale,
         threshold=args.threshold,

@@ -55,8 +55,8 @@ def _options(args: argparse.Namespace, stats: RunStats) -> dict[str, Any]:
 
 
 def _compare_command(args: argparse.Namespace, models: list[str], stats: RunStats) -> int:
-    """``--model A,B``: each model into ``OUT/<model>/``, then ``OUT/comparison.{md,html}``; the
-    exit code is 1 only when every item of every model failed."""
+    """``--model A,B``: every model checked, then each evaluated into ``OUT/<model>/``, then
+    ``OUT/comparison.{md,html}``; the exit code is 1 when some item of some model failed."""
     options = _options(args, stats)
     results = evaluate_models(args.suite, args.data, args.output, models, **options)
     if not args.quiet:
@@ -68,18 +68,18 @@ def _compare_command(args: argparse.Namespace, models: list[str], stats: RunStat
     for (_, closing), model in zip(outcomes, results, strict=True):
         if closing:
             print(f"leditspp: {model}: {closing}", file=sys.stderr)
-    return 1 if all(code == 1 for code, _ in outcomes) else 0
+    return max(code for code, _ in outcomes)
 
 
 def eval_outcome(summary: dict[str, Any]) -> tuple[int, str]:
-    """The exit code of an ``eval`` run and its closing line: 0 when some items were measured (the
-    line counts any failures), 1 when every item failed — nothing was measured, so no number in
-    the report stands for the benchmark."""
+    """The exit code of an ``eval`` run and its closing line: 0 when every item was measured, 1
+    when some failed (the line counts them; when every item failed nothing was measured, so no
+    number in the report stands for the benchmark)."""
     failed, total = summary["failed"], summary["items"]
     if not failed:
         return 0, ""
     if failed < total:
-        return 0, f"{failed} of {total} items failed; see summary.json"
+        return 1, f"{failed} of {total} items failed (the others are measured); see summary.json"
     first = summary["errors"][0]
     return 1, (
         f"every item failed ({failed} of {total}), so nothing was measured; the first, {first['item']}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import defaults
-from ..batch.plan import given, preflight, resolve_settings
+from ..batch.plan import given, origins_of, preflight, resolve_settings
 from ..batch.run import invert
 from ..files import check_output
 from ..io import open_image
@@ -17,11 +17,13 @@ from .progress import step_progress
 
 def invert_command(args: argparse.Namespace) -> int:
     recommended = model_settings(args.model or defaults.MODEL).get("recommended", {})
-    settings = resolve_settings(given(vars(args)), {}, recommended)
+    flags = given(vars(args))
+    settings = resolve_settings(flags, {}, recommended)
     validate_steps(settings["steps"], settings["skip"])
     check_output(args.output, (".safetensors",))
     image = open_image(args.image)
-    preflight(settings["model"], image, settings, args.max_pixels)
+    origins = origins_of(flags, {}, recommended, None, settings["model"])
+    preflight(settings["model"], image, settings, args.max_pixels, origins)
     editor = EditorSpec(settings["model"], args.device, args.dtype, args.compile, args.quiet, args.offload).load()
     invert(editor, image, settings, step_progress(args.quiet), args.max_pixels).save(args.output)
     print(f"wrote {args.output}")

@@ -5,20 +5,15 @@ flag, a ``--sweep`` value — goes through the editor's own check (:func:`check_
 validators the command line and the API use, no second copy), so a bad value stops the run with
 one line naming where it came from, instead of failing every item after the model has loaded.
 
-After each edit, :func:`check_edited` refuses an output that diverged — latents holding NaN or
-inf, or an image that is one colour everywhere while its input is not — as a failed item with
-its reason, never a scored row: an all-black image still has a PSNR. There is no upper bound on
-the edit scale (an ``Edit`` takes any finite scale ≥ 0, on the command line as in the API); this
-check is what catches an absurd one such as 1e300.
+After each edit, :func:`~leditspp.divergence.check_edited` (the editor's own check) refuses an
+output that diverged — latents holding NaN or inf, or an image that is one colour everywhere while
+its input is not — as a failed item with its reason, never a scored row: an all-black image still
+has a PSNR.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import numpy as np
-import torch
-from PIL import Image
 
 from .. import defaults
 from ..edits import Edit
@@ -29,10 +24,6 @@ from ..validation import check_seed
 
 #: The settings an evaluation item may carry, each checked by :func:`check_setting`.
 SETTINGS = ("steps", "skip", "seed", "scale", "threshold", "preserve")
-
-
-class DivergedEdit(LeditsError):
-    """An edit whose output is not an image of anything (NaN / inf latents, a single colour)."""
 
 
 def check_setting(key: str, value: Any, concept: str = "every concept") -> None:
@@ -81,28 +72,3 @@ def check_given(
             check_setting(key, value)
         except LeditsError as exc:
             raise LeditsError(f"{origin}: {exc}") from None
-
-
-def single_colour(image: Image.Image) -> tuple[int, ...] | None:
-    """The colour of an image that has one colour at every pixel, else None."""
-    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
-    first = pixels[0]
-    return tuple(int(v) for v in first) if (pixels == first).all() else None
-
-
-def check_edited(latents: torch.Tensor, edited: Image.Image, source: Image.Image) -> None:
-    """Refuse a diverged edit (:class:`DivergedEdit`): ``latents`` (B, C, h, w) holding NaN or inf,
-    or an ``edited`` image of one colour everywhere while ``source`` (the input) has several."""
-    finite = torch.isfinite(latents)
-    if not bool(finite.all()):
-        share = 1 - float(finite.float().mean())
-        raise DivergedEdit(
-            f"the edit diverged: {share:.0%} of the edited latents are NaN or inf, so no image can be read "
-            "from them; lower the edit scale (or check the model's precision)"
-        )
-    colour = single_colour(edited)
-    if colour is not None and single_colour(source) is None:
-        raise DivergedEdit(
-            f"the edit diverged: the edited image is one colour {colour} everywhere while its input is not; "
-            "lower the edit scale"
-        )

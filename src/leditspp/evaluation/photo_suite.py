@@ -22,12 +22,13 @@ from PIL import Image
 
 from .. import defaults
 from ..caching import LRUCache, image_key
+from ..divergence import check_edited
 from ..edits import Edit
 from ..errors import LeditsError
 from ..io import open_image
 from ..jobs import Item
 from . import metrics as M
-from .checks import check_edited, check_given, preserve_of, whole
+from .checks import check_given, preserve_of, whole
 from .manifests import READERS, EvalItem
 from .runner import Row, expand_sweep
 from .suites import Plan, Request, first

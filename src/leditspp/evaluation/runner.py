@@ -2,7 +2,8 @@
 
 A suite turns its data into :class:`~leditspp.jobs.Item` values and gives a pure function ``evaluate_item(item)
 -> Row``. The runner owns everything else: the order, ``--sweep`` expansion (items × values),
-resume (an item whose row is already in ``OUT/metrics.csv`` is not computed again), atomic writes
+resume (an item whose row is already in ``OUT/metrics.csv`` is not computed again; rows of items
+this run does not ask for are kept as they are; every row names the model that made it), atomic writes
 of the CSV, the images and the summary after every item, and failures (an item that raises gets a
 row with its error; the run goes on). Because ``evaluate_item`` only maps a value to a value, the
 computing can be handed to a worker pool: ``run(..., map_items=...)`` takes any function that
@@ -19,7 +20,7 @@ Outputs under ``OUT``:
 from __future__ import annotations
 
 import csv
-import errno
+import io
 import itertools
 import json
 import logging
@@ -34,7 +35,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import LeditsError
-from ..files import atomic_write, folder_lock
+from ..files import DISK_ERRORS, WriteError, atomic_write, folder_lock
 from ..jobs import Item, MapItems, Outcome, RunStats, Value, by_group, serial_map
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,21 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
         if key in sweep:
             raise LeditsError(f"--sweep names {key!r} twice; give its values once: --sweep {key}=V1,V2,…")
         sweep[key] = numbers
+    check_sweep(sweep)
     return sweep
+
+
+def check_sweep(sweep: dict[str, list[float]]) -> None:
+    """Refuse a value given twice for one sweep name (``scale=5,5`` or ``scale=5,5.0``): both copies
+    would be the same item."""
+    for key, values in sweep.items():
+        seen = [_number(v) for v in values]
+        twice = next((v for k, v in enumerate(seen) if v in seen[:k]), None)
+        if twice is not None:
+            raise LeditsError(
+                f"--sweep {key}={','.join(seen)} gives {key}={twice} twice; give each value once: "
+                f"--sweep {key}={','.join(dict.fromkeys(seen))}"
+            )
 
 
 def _parse_number(text: str) -> float:
@@ -109,12 +124,17 @@ def run(
     sweep_keys: Sequence[str] = (),
     map_items: MapItems | None = None,
     stats: RunStats | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every item not already done, writing ``OUT`` after each; returns the summary.
+    """Evaluate every item not already done, writing ``OUT`` after each; returns the summary (of
+    every row in ``metrics.csv``).
 
     Without ``resume`` an ``OUT`` that already holds a ``metrics.csv`` is refused (nothing is
     overwritten behind the user's back). With ``resume``, rows of finished items are kept and
-    those items skipped; items whose earlier row has an error are tried again.
+    those items skipped; items whose earlier row has an error are tried again; rows of items this
+    run does not ask for (another sweep value, past a ``--limit``) are kept as they are. ``tags``
+    (``{"model": "demo"}``) are columns every row carries: resuming rows made with another value
+    is refused.
 
     ``map_items`` computes the items to do, a group's items together (default:
     ``serial_map(evaluate_item)``, in this process; ``evaluate_item`` may then be None); outcomes
@@ -124,7 +144,7 @@ def run(
     out = Path(out_dir)
     _check_unique(items)
     with folder_lock(out):
-        return _run(items, evaluate_item, out, resume, progress, sweep_keys, map_items, stats)
+        return _run(items, evaluate_item, out, resume, progress, sweep_keys, map_items, stats, tags or {})
 
 
 def _run(
@@ -136,13 +156,17 @@ def _run(
     sweep_keys: Sequence[str],
     map_items: MapItems | None,
     stats: RunStats | None,
+    tags: dict[str, str],
 ) -> dict[str, Any]:
     params = sorted({key for item in items for key in item.params})
-    done = _previous_rows(out, resume)
+    previous = _previous_rows(out, resume, tags)
+    done = {key: row for key, row in previous.items() if not row["error"]}
     for item in items:
         if item.id in done:
             _check_same_params(item, done[item.id])
+    ids = {item.id for item in items}
     rows = [done[item.id] for item in items if item.id in done]
+    kept = [row for key, row in previous.items() if key not in ids]  # not asked for this time: kept as they are
     todo = by_group([item for item in items if item.id not in done])
     total, finished = len(items), len(rows)
     stats = stats if stats is not None else RunStats()
@@ -155,13 +179,13 @@ def _run(
         map_items = serial_map(evaluate_item)
     start = time.perf_counter()
     for outcome in map_items(todo):
-        rows.append(_record(outcome, out))
+        rows.append(_record(outcome, out, tags))
         stats.count(str(rows[-1]["error"]), start)
         finished += 1
-        _save(out, _in_order(rows, items), summarize(rows, sweep_keys, params))
+        _save(out, _in_order(rows, items) + kept, summarize(rows + kept, sweep_keys, params))
         if progress is not None:
             progress(finished, total)
-    rows = _in_order(rows, items)
+    rows = _in_order(rows, items) + kept
     summary = summarize(rows, sweep_keys, params)
     _save(out, rows, summary)
     return summary
@@ -173,24 +197,26 @@ def _save(out: Path, rows: list[dict[str, Value]], summary: dict[str, Any]) -> N
     try:
         write_rows(out / METRICS_CSV, rows)
         write_summary(out / SUMMARY_JSON, summary)
-    except OSError as exc:
+    except (OSError, WriteError) as exc:
         raise LeditsError(
             f"cannot write the results in {out} ({exc.strerror or exc}); the files written before are intact — "
             "free space there (or make it writable) and rerun with --resume"
         ) from exc
 
 
-def pending(items: Sequence[Item], out_dir: str | Path, resume: bool) -> list[Item]:
+def pending(items: Sequence[Item], out_dir: str | Path, resume: bool, tags: dict[str, str] | None = None) -> list[Item]:
     """The items :func:`run` would compute: those without a finished row in ``OUT/metrics.csv``
-    (all of them without ``resume``; an earlier run without ``resume`` is refused as in ``run``)."""
-    done = _previous_rows(Path(out_dir), resume)
-    return [item for item in items if item.id not in done]
+    (all of them without ``resume``; an earlier run without ``resume``, or one with other ``tags``,
+    is refused as in ``run``)."""
+    previous = _previous_rows(Path(out_dir), resume, tags or {})
+    return [item for item in items if item.id not in previous or previous[item.id]["error"]]
 
 
-def _record(outcome: Outcome, out: Path) -> dict[str, Value]:
+def _record(outcome: Outcome, out: Path, tags: dict[str, str]) -> dict[str, Value]:
     """One CSV row for an outcome: its metrics and image paths (images written here), or its error."""
     item = outcome.item
-    row: dict[str, Value] = {"item": item.id, "suite": item.suite, "edit_type": item.edit_type, **item.params}
+    row: dict[str, Value] = {"item": item.id, "suite": item.suite, "edit_type": item.edit_type, **tags}
+    row.update(item.params)
     row["error"] = outcome.error
     if outcome.error:
         logger.warning("item %s failed: %s", item.id, outcome.error)
@@ -198,8 +224,8 @@ def _record(outcome: Outcome, out: Path) -> dict[str, Value]:
         row.update(outcome.row.metrics)
         try:
             row.update(_write_images(out, item.id, outcome.row.images))
-        except OSError as exc:
-            if exc.errno in _DISK_ERRORS:  # every next item would fail alike: stop the run
+        except (OSError, WriteError) as exc:
+            if exc.errno in DISK_ERRORS:  # every next item would fail alike: stop the run
                 raise LeditsError(
                     f"cannot write the images in {out} ({exc.strerror}); the results written before are intact — "
                     "free space there (or make it writable) and rerun with --resume"
@@ -208,10 +234,6 @@ def _record(outcome: Outcome, out: Path) -> dict[str, Value]:
             row["error"] = f"{type(exc).__name__}: {exc}"
     row["seconds"] = outcome.seconds
     return row
-
-
-#: Write errors of the output folder itself (full, over quota, read-only), not of one item.
-_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _write_images(out: Path, item_id: str, images: dict[str, Image.Image]) -> dict[str, str]:
@@ -237,8 +259,9 @@ def _check_unique(items: Sequence[Item]) -> None:
         seen.add(item.id)
 
 
-def _previous_rows(out: Path, resume: bool) -> dict[str, dict[str, Value]]:
-    """Rows of items finished by an earlier run (``resume``), by item id."""
+def _previous_rows(out: Path, resume: bool, tags: dict[str, str]) -> dict[str, dict[str, Value]]:
+    """The rows of an earlier run (``resume``), by item id, finished or failed; rows made with
+    other ``tags`` (another model) are refused."""
     csv_path = out / METRICS_CSV
     if not csv_path.exists():
         return {}
@@ -246,7 +269,15 @@ def _previous_rows(out: Path, resume: bool) -> dict[str, dict[str, Value]]:
         raise LeditsError(
             f"{csv_path} exists from an earlier run; pass --resume to continue it, or choose another output folder"
         )
-    return {row["item"]: row for row in read_rows(csv_path) if not row.get("error")}
+    rows = read_rows(csv_path)
+    for key, value in tags.items():
+        other = next((row for row in rows if row.get(key) not in (None, value)), None)
+        if other is not None:
+            raise LeditsError(
+                f"cannot resume: {csv_path} holds rows made with {key} {other[key]!r} (item {other['item']!r}), "
+                f"this run asks {key} {value!r}; resume with --{key} {other[key]}, or choose another output folder"
+            )
+    return {row["item"]: row for row in rows}
 
 
 def _check_same_params(item: Item, row: dict[str, Value]) -> None:
@@ -295,14 +326,26 @@ def write_rows(path: Path, rows: Sequence[dict[str, Value]]) -> None:
 
 
 def read_rows(path: Path) -> list[dict[str, Value]]:
-    """Rows of a ``metrics.csv``, cells parsed back to numbers, booleans, None or text."""
+    """Rows of a ``metrics.csv``, cells parsed back to numbers, booleans, None or text. A last row
+    cut off mid-line (the file does not end with a line end) is left out with a warning: its values
+    may be cut, so its item is evaluated again."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            raw = list(csv.DictReader(f))
+            text = f.read()
+        if "\x00" in text:
+            line = text.count("\n", 0, text.index("\x00")) + 1
+            raise LeditsError(
+                f"{path} holds a NUL byte on line {line}, so it is not a metrics file as leditspp writes it (a "
+                "damaged copy?); remove it to start the run afresh — it is left as it is"
+            )
+        raw = list(csv.DictReader(io.StringIO(text, newline="")))
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
         raise LeditsError(f"cannot read {path} ({exc}); remove it to start the run afresh") from exc
     if raw and "item" not in raw[0]:
         raise LeditsError(f"{path} has no 'item' column, so it is not a leditspp metrics file; choose another folder")
+    if raw and not text.endswith(("\n", "\r")):
+        logger.warning("%s: the last row (item %r) is cut off; that item is evaluated again", path, raw[-1]["item"])
+        raw = raw[:-1]
     for line, row in enumerate(raw, start=2):  # a short row has None values, a long one a None key
         if None in row or None in row.values() or not row["item"]:
             raise LeditsError(
@@ -327,11 +370,12 @@ def _parse(text: str | None) -> Value:
         return None
     if text in ("True", "False"):
         return text == "True"
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)  # exactly: a seed above 2**53 is no float
     try:
-        number = float(text)
+        return float(text)
     except ValueError:
         return text
-    return int(number) if re.fullmatch(r"-?\d+", text) else number
 
 
 # -- the summary --------------------------------------------------------------------------------------

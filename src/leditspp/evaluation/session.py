@@ -11,17 +11,22 @@ one suite and writes them side by side (``leditspp eval shapes --model demo,demo
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+from huggingface_hub.utils import validate_repo_id
 
 from .. import defaults
 from ..distributed import RayOptions
-from ..errors import LeditsError
+from ..errors import LeditsError, check_arguments
 from ..files import check_writable_folder
 from ..jobs import EditorSpec, RunStats
 from ..models import RECOMMENDABLE, model_settings
+from ..models.loading import resolve_model
 from . import report, runner
 from .compare import write_comparison
 from .photo_suite import PhotoSuite
@@ -79,23 +84,74 @@ def evaluate(
     total)`` and ``stats`` follow the items. Everything is checked before the model loads (a
     :class:`~leditspp.LeditsError`); an item that fails is a row with its error.
     """
+    options = {k: v for k, v in locals().items() if k not in ("suite", "data", "out")}
+    return _prepare(suite, data, out, **options).run()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One evaluation checked and planned, not yet run: what :func:`evaluate` does in two halves,
+    so that :func:`evaluate_models` checks every model before running the first."""
+
+    plan: Plan
+    editor: EditorSpec
+    folder: Path
+    ray: RayOptions | None
+    options: dict[str, Any]
+
+    def run(self) -> Evaluation:
+        summary = _run(self.plan, self.editor, self.folder, self.ray, self.options)
+        rows = runner.read_rows(self.folder / runner.METRICS_CSV)
+        title = f"leditspp eval {self.plan.title} — {self.editor.model}"
+        sweep_keys = self.options["sweep_keys"]
+        path = report.write_report(self.folder, rows, summary, title=title, plot=self.plan.plot, sweep_keys=sweep_keys)
+        return Evaluation(self.folder, summary, path, self.options["stats"])
+
+
+def _prepare(suite: str, data: str | None, out: str | Path, **options: Any) -> _Prepared:
+    """:func:`evaluate`'s checks and plan (its arguments), before any model loads."""
+    check_arguments("evaluate", {"suite": suite, "data": data, "out": out, **options}, EVALUATE_KINDS)
+    if isinstance(options["sweep"], str) or not isinstance(options["settings"], (Mapping, type(None))):
+        raise LeditsError(
+            "evaluate: sweep must be a mapping ({'scale': [4, 8]}) or a list of texts (['scale=4,8']) and settings "
+            f"a mapping or None; got sweep={options['sweep']!r}, settings={options['settings']!r}"
+        )
+    o = SimpleNamespace(**options)
     chosen = _suite(suite)
     chosen.check_data(data)
-    if ray is not None:
-        ray.check(device)
-    sweep = {k: list(v) for k, v in sweep.items()} if isinstance(sweep, Mapping) else runner.parse_sweep(sweep)
-    model = model or defaults.MODEL
+    if o.ray is not None:
+        o.ray.check(o.device)
+    sweep = {k: list(v) for k, v in o.sweep.items()} if isinstance(o.sweep, Mapping) else runner.parse_sweep(o.sweep)
+    runner.check_sweep(sweep)
+    model = _model(o.model)
     recommended = {**RECOMMENDABLE, **model_settings(model).get("recommended", {})}
-    request = Request(data, _given(settings), sweep, metrics, limit, scenes, clip_model, dino_model, device)
+    given = _given(o.settings)
+    request = Request(data, given, sweep, o.metrics, o.limit, o.scenes, o.clip_model, o.dino_model, o.device)
     plan = chosen.plan(request, recommended)
-    folder = _output(str(out), resume)
-    stats = stats if stats is not None else RunStats()
-    options = {"resume": resume, "progress": progress, "sweep_keys": list(sweep), "stats": stats}
-    summary = _run(plan, EditorSpec(model, device, dtype, compile, quiet, offload), folder, ray, options)
-    rows = runner.read_rows(folder / runner.METRICS_CSV)
-    title = f"leditspp eval {plan.title} — {model}"
-    path = report.write_report(folder, rows, summary, title=title, plot=plan.plot, sweep_keys=list(sweep))
-    return Evaluation(folder, summary, path, stats)
+    folder = _output(str(out), o.resume)
+    stats = o.stats if o.stats is not None else RunStats()
+    run_options = {"resume": o.resume, "progress": o.progress, "sweep_keys": list(sweep), "stats": stats}
+    editor = EditorSpec(model, o.device, o.dtype, o.compile, o.quiet, o.offload)
+    return _Prepared(plan, editor, folder, o.ray, {**run_options, "tags": {"model": model}})
+
+
+def _model(model: str | None) -> str:
+    """The model to evaluate (None: the default), refused here when it can be neither a demo, a
+    local folder nor a Hugging Face hub id — before any model of the run loads."""
+    if model is None:
+        return defaults.MODEL
+    if not isinstance(model, str) or not model.strip():
+        raise LeditsError(f"--model {model!r} names no model; give 'demo', a hub id or a local folder")
+    resolve_model(model)
+    if Path(model).exists():
+        return model
+    try:
+        validate_repo_id(model)
+    except ValueError:
+        raise LeditsError(
+            f"--model {model!r}: no such folder, and not a Hugging Face hub id (owner/name); check the path"
+        ) from None
+    return model
 
 
 def evaluate_models(
@@ -104,12 +160,41 @@ def evaluate_models(
     """:func:`evaluate` each of ``models`` into ``out/<model>/`` (``/`` in a hub id becomes
     ``--``), with the same ``options``, then ``out/comparison.md`` and ``out/comparison.html``:
     every edit type's means, a column per model (:mod:`.compare`). Returns the runs by model."""
-    if len(models) < 2 or len(set(models)) != len(models):
-        raise LeditsError(f"give two or more different models to compare, separated by commas; got {list(models)}")
+    if len(models) < 2 or len(set(models)) != len(models) or not all(m.strip() for m in models):
+        raise LeditsError(
+            f"give two or more different models to compare, separated by commas, none empty; got {list(models)}"
+        )
     folders = {model: model.strip("/").replace("/", "--") for model in models}
-    results = {model: evaluate(suite, data, Path(out) / folders[model], model=model, **options) for model in models}
+    options = {**_EVALUATE_OPTIONS, **options}
+    prepared = {m: _prepare(suite, data, Path(out) / folders[m], **{**options, "model": m}) for m in models}
+    results = {model: run.run() for model, run in prepared.items()}
     write_comparison(out, {folders[m]: r.summary for m, r in results.items()}, f"leditspp eval {suite}: side by side")
     return results
+
+
+#: The kind of each :func:`evaluate` argument (:data:`leditspp.errors.KINDS`) but sweep, settings,
+#: metrics, ray, progress and stats.
+EVALUATE_KINDS = {
+    "suite": "text",
+    "data": "text?",
+    "out": "text",
+    "model": "text?",
+    "device": "text?",
+    "dtype": "text?",
+    "compile": "bool",
+    "quiet": "bool",
+    "offload": "text",
+    "limit": "int?",
+    "scenes": "int?",
+    "clip_model": "text?",
+    "dino_model": "text?",
+    "resume": "bool",
+}
+
+#: :func:`evaluate`'s keyword options and their defaults (what :func:`evaluate_models` fills in).
+_EVALUATE_OPTIONS = {
+    name: p.default for name, p in inspect.signature(evaluate).parameters.items() if p.kind is p.KEYWORD_ONLY
+}
 
 
 def _suite(name: str) -> Suite:
@@ -130,7 +215,7 @@ def _given(settings: Mapping[str, Any] | None) -> dict[str, Any]:
 def _run(plan: Plan, editor: EditorSpec, out: Path, ray: RayOptions | None, options: dict[str, Any]) -> Any:
     """The runner over the plan's items: nothing loaded for a finished run (the report again), the
     editor loaded here, or each Ray worker loading its own (a scene's items go to one worker)."""
-    if not runner.pending(plan.items, out, options["resume"]):
+    if not runner.pending(plan.items, out, options["resume"], options["tags"]):
         return runner.run(plan.items, None, out, map_items=lambda items: iter(()), **options)
     if ray is None:
         return runner.run(plan.items, plan.evaluator(editor.load()), out, **options)

@@ -40,9 +40,10 @@ from PIL import Image
 
 from ..caching import LRUCache
 from ..demo import shapes
+from ..divergence import check_edited
 from ..errors import LeditsError, is_int
 from ..jobs import Item
-from .checks import check_edited, check_given, preserve_of, whole
+from .checks import check_given, preserve_of, whole
 from .runner import Row, expand_sweep
 from .suites import Plan, Request, first
 

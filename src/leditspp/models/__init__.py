@@ -8,7 +8,16 @@ from .chroma import Chroma
 from .families import FAMILIES, adapter_from_components, register, registered, supported
 from .flux import Flux
 from .klein import Klein
-from .loading import DEMO_FLOW_NAME, DEMO_FLOW_PATH, DEMO_NAME, DEMO_PATH, load_pipeline, quiet_loading, resolve_model
+from .loading import (
+    DEMO_FLOW_NAME,
+    DEMO_FLOW_PATH,
+    DEMO_NAME,
+    DEMO_PATH,
+    load_pipeline,
+    quiet_loading,
+    resolve_model,
+    source_name,
+)
 from .qwenimage import QwenImage
 from .sd import StableDiffusion
 from .sd3 import StableDiffusion3
@@ -17,6 +26,7 @@ from .settings import (
     CHECKPOINT_RECOMMENDED,
     FEW_STEP_RECOMMENDED,
     RECOMMENDABLE,
+    is_flow_model,
     model_settings,
     size_multiple_hint,
 )
@@ -42,6 +52,7 @@ __all__ = [
     "StableDiffusionXL",
     "adapter_from_components",
     "fingerprint",
+    "is_flow_model",
     "load_pipeline",
     "model_settings",
     "quiet_loading",
@@ -49,5 +60,6 @@ __all__ = [
     "registered",
     "resolve_model",
     "size_multiple_hint",
+    "source_name",
     "supported",
 ]

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 
 from .base import Conditioning, runs_on, tokenize, warn_if_truncated
+from .components import Fit, TextInput, config_int
 from .families import Part, Parts, refuse
 from .flux import PackedTransformer
 from .sd import _word_positions
@@ -52,6 +53,14 @@ class Chroma(PackedTransformer):
     @classmethod
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "ChromaTransformer2DModel"
+
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer"),)
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The joint attention reads T5's states."""
+        joint = config_int(parts, "transformer", "joint_attention_dim")
+        return [Fit(("text_encoder",), "width", joint, f"the transformer's joint_attention_dim is {joint}")]
 
     @classmethod
     def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> Chroma:

@@ -13,6 +13,11 @@ class defined outside the package) that declares, as class attributes and class 
 * ``size_rule(parts, options)``: the multiple image sides must have (declared once: the loaded
   adapter's ``size_multiple`` and the command line's check before loading both use it);
 * ``from_components(components, pipeline_config, **options)``: the adapter;
+* optionally ``text_inputs`` and ``fits(parts)``: the text encoders and tokenizers it reads and
+  what its denoiser needs of them, checked before it loads and before the adapter is built
+  (:mod:`.components`);
+* optionally ``size_limit(parts)``: the largest image its denoiser has positions for
+  (:class:`SizeLimit`; SD3's learned position grid), checked before an image is encoded;
 * optionally ``recommended(parts, pipeline_config)``: the edit settings the family's checkpoints
   are made for (keys of ``models.settings.RECOMMENDABLE``: the 4 steps of a distilled [klein], a base
   model's usual step count), what the command line, the web UI and ``Editor.recommended``
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import LeditsError
+from .components import check_components
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,29 @@ def adapter_from_components(
         detail = f" with addition_embed_type={added!r}" if added else " with these components"
         raise refuse(f"{network.kind} models{detail} ({', '.join(sorted(parts))}) are not supported")
     check_options(family, options)
+    check_components(family, components, parts)
     return family.from_components(components, dict(pipeline_config or {}), **options)
+
+
+@dataclass(frozen=True)
+class SizeLimit:
+    """The largest image (pixels per side) a denoiser has positions for, and the config that says so."""
+
+    height: int
+    width: int
+    reason: str
+
+
+def check_size(adapter: Any, height: int, width: int) -> None:
+    """Refuse a processing size over the largest the adapter's family allows (its ``size_limit``)."""
+    rule = getattr(adapter, "size_limit", None)
+    limit = rule(parts_of(adapter.components())) if rule else None
+    if limit is not None and (height > limit.height or width > limit.width):
+        raise LeditsError(
+            f"the image would be processed at {width}×{height} (width×height), but this model takes at most "
+            f"{limit.width}×{limit.height}: {limit.reason} — resize it, or pass height and width "
+            "(--height/--width) within that"
+        )
 
 
 def size_multiple_of_folder(folder: str | Path, options: Mapping[str, Any]) -> int | None:

@@ -28,6 +28,7 @@ from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
 from .base import Conditioning, bound_cache, encode_text, warn_if_truncated
 from .capture import capture_layers, text_first
+from .components import Fit, TextInput, config_int
 from .families import Part, Parts, refuse
 from .sd import _word_positions
 from .sd3 import TransformerModel, check_sequence_length
@@ -131,6 +132,21 @@ class Flux(PackedTransformer):
     @classmethod
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "FluxTransformer2DModel"
+
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (
+        TextInput("text_encoder", "tokenizer"),
+        TextInput("text_encoder_2", "tokenizer_2"),
+    )
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The joint attention reads T5's states; the pooled projection CLIP's pooled output."""
+        joint = config_int(parts, "transformer", "joint_attention_dim")
+        pooled = config_int(parts, "transformer", "pooled_projection_dim")
+        return [
+            Fit(("text_encoder_2",), "width", joint, f"the transformer's joint_attention_dim is {joint}"),
+            Fit(("text_encoder",), "width", pooled, f"the transformer's pooled_projection_dim is {pooled}"),
+        ]
 
     @classmethod
     def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> Flux:

@@ -34,6 +34,7 @@ from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
 from .base import Conditioning, _vae_precision, bound_cache, logger, runs_on, tokenize
 from .capture import capture_layers, text_first
+from .components import Fit, TextInput, config_int
 from .families import Part, Parts, refuse
 from .sd3 import TransformerModel, check_sequence_length
 
@@ -77,6 +78,19 @@ class Klein(TransformerModel):
         kinds = {name: parts.get(name, Part("", {})).kind for name in ("transformer", "text_encoder")}
         return kinds == {"transformer": "Flux2Transformer2DModel", "text_encoder": "Qwen3ForCausalLM"}
 
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer", chat_template=True),)
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The joint attention reads Qwen3's states of layers (9, 18, 27) side by side."""
+        joint = config_int(parts, "transformer", "joint_attention_dim")
+        width = joint / len(KLEIN_TEXT_LAYERS) if joint is not None else None
+        layers = f"the pipeline reads the hidden states of layers {KLEIN_TEXT_LAYERS}"
+        return [
+            Fit(("text_encoder",), "width", width, f"the transformer's joint_attention_dim {joint} is 3 × its width"),
+            Fit(("text_encoder",), "layers", max(KLEIN_TEXT_LAYERS) + 1, layers, ">="),
+        ]
+
     @classmethod
     def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
         """Whole tokens: the VAE's factor times the 2×2 patchify times the transformer's patch."""
@@ -96,9 +110,6 @@ class Klein(TransformerModel):
         if components.get("text_encoder") is None or components.get("tokenizer") is None:
             raise refuse("this FLUX.2 [klein] model lacks its Qwen3 text encoder or tokenizer")
         length = check_sequence_length(options, "FLUX.2 [klein]", low=1)
-        layers = int(components["text_encoder"].config.num_hidden_layers)
-        if layers <= max(KLEIN_TEXT_LAYERS):
-            raise refuse(f"this [klein] text encoder has {layers} layers; the pipeline reads {KLEIN_TEXT_LAYERS}")
         return cls(
             transformer=components["transformer"],
             vae=components["vae"],

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from ..errors import LeditsError
+from .components import check_parts
+from .families import family_of, parts_of_folder
 
 #: The built-in demo models, tiny and trained on the shapes world (:mod:`leditspp.demo.shapes`): the
 #: UNet one (SD-shaped, issue 3) and the flow-matching one (SD3-shaped MMDiT, issue 23).
@@ -34,6 +36,14 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def source_name(model: str) -> str:
+    """How an inversion records what its model was loaded from, so that it can be loaded again:
+    ``"demo"``/``"demo-flow"`` and hub ids as given, a local folder as its absolute path."""
+    if model in _DEMO_TRAINING or not Path(model).is_dir():
+        return model
+    return str(Path(model).resolve())
+
+
 def quiet_loading() -> None:
     """No loading bars or warnings from diffusers and transformers in this process: the command
     line's output (and a Ray worker's, which Ray forwards) is leditspp's own bars, lines and errors.
@@ -46,11 +56,21 @@ def quiet_loading() -> None:
         library.disable_progress_bar()
 
 
+def check_folder(model: str) -> None:
+    """Refuse a local model folder whose configs do not fit together (:mod:`.components`), before
+    any weight loads; a hub id, or a folder of no known family, is checked once loaded."""
+    parts = parts_of_folder(model)
+    family = family_of(parts) if parts else None
+    if family is not None and parts is not None:
+        check_parts(family, parts, model)
+
+
 def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
     """Load a diffusers pipeline from ``"demo"``, a hub id or a local folder, without a safety checker."""
     from diffusers import DiffusionPipeline
 
     model = resolve_model(model)
+    check_folder(model)
 
     kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
     try:

@@ -37,6 +37,7 @@ from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
 from .base import Conditioning, _vae_precision, logger, runs_on, tokenize
 from .capture import capture_layers, text_first
+from .components import Fit, TextInput, config_int
 from .families import Part, Parts, refuse
 from .flux import pack, unpack
 from .sd3 import TransformerModel, check_sequence_length
@@ -82,6 +83,14 @@ class QwenImage(TransformerModel):
     @classmethod
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "QwenImageTransformer2DModel"
+
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer"),)
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The joint attention reads Qwen2.5-VL's last hidden states."""
+        joint = config_int(parts, "transformer", "joint_attention_dim")
+        return [Fit(("text_encoder",), "width", joint, f"the transformer's joint_attention_dim is {joint}")]
 
     @classmethod
     def from_components(

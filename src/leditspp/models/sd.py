@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from .base import Conditioning, runs_on, tokenize, warn_if_truncated
+from .components import Fit, TextInput, config_int
 from .families import Parts, refuse
 from .unet import UNetModel
 
@@ -31,6 +32,14 @@ class StableDiffusion(UNetModel):
     def matches(cls, parts: Parts) -> bool:
         unet = parts.get("unet")
         return unet is not None and unet.config.get("addition_embed_type") is None and "text_encoder_2" not in parts
+
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer"),)
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The UNet's cross-attention reads CLIP's last hidden states."""
+        dim = config_int(parts, "unet", "cross_attention_dim")
+        return [Fit(("text_encoder",), "width", dim, f"the unet's cross_attention_dim is {dim}")]
 
     @classmethod
     def from_components(

@@ -27,7 +27,8 @@ from ..errors import LeditsError
 from ..solvers import FlowPath, NoiseLevel
 from .base import Conditioning, decode_latents, encode_pixels, encode_text, runs_on, warn_if_truncated
 from .capture import capture_layers, text_last
-from .families import Part, Parts, parts_of, refuse
+from .components import Fit, TextInput, config_int
+from .families import Part, Parts, SizeLimit, parts_of, refuse
 from .sd import _word_positions
 
 #: Peak activation elements of one transformer row per token per channel of its width: an
@@ -64,6 +65,11 @@ class TransformerModel:
     def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
         """Image sides must be multiples of the VAE's factor times the patch: whole tokens."""
         return 2 ** (len(parts["vae"].config["block_out_channels"]) - 1) * cls.patch(parts)
+
+    @classmethod
+    def size_limit(cls, parts: Parts) -> SizeLimit | None:
+        """None: positions are computed for any size (rotary embeddings)."""
+        return None
 
     @staticmethod
     def flow_path(components: dict[str, Any], **kwargs: Any) -> FlowPath:
@@ -141,6 +147,37 @@ class StableDiffusion3(TransformerModel):
     @classmethod
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "SD3Transformer2DModel"
+
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (
+        TextInput("text_encoder", "tokenizer"),
+        TextInput("text_encoder_2", "tokenizer_2"),
+        TextInput("text_encoder_3", "tokenizer_3"),
+    )
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The joint attention reads both CLIPs' states side by side, zero-padded to T5's width, then
+        T5's; the pooled projection both CLIPs' projections."""
+        joint = config_int(parts, "transformer", "joint_attention_dim")
+        pooled = config_int(parts, "transformer", "pooled_projection_dim")
+        clips = ("text_encoder", "text_encoder_2")
+        reason = f"the transformer's joint_attention_dim is {joint}"
+        return [
+            Fit(clips, "width", joint, f"{reason} (the CLIP states are zero-padded up to it)", "<="),
+            Fit(("text_encoder_3",), "width", joint, reason),
+            Fit(clips, "projection", pooled, f"the transformer's pooled_projection_dim is {pooled}"),
+        ]
+
+    @classmethod
+    def size_limit(cls, parts: Parts) -> SizeLimit | None:
+        """The learned position grid: ``pos_embed_max_size`` tokens per side (diffusers refuses a
+        larger latent grid inside the network)."""
+        grid = config_int(parts, "transformer", "pos_embed_max_size")
+        if grid is None:
+            return None
+        side = grid * cls.size_rule(parts, {})
+        reason = f"the transformer's pos_embed_max_size is {grid} positions of {cls.size_rule(parts, {})} pixels"
+        return SizeLimit(side, side, reason)
 
     @classmethod
     def from_components(

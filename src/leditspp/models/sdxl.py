@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from .base import Conditioning, bound_cache, encode_text, vae_scale_factor, warn_if_truncated
+from .components import Fit, TextInput, config_int
 from .families import Parts, refuse
 from .sd import _word_positions
 from .unet import UNetModel
@@ -47,6 +48,29 @@ class StableDiffusionXL(UNetModel):
     def matches(cls, parts: Parts) -> bool:
         unet = parts.get("unet")
         return unet is not None and unet.config.get("addition_embed_type") == "text_time"
+
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (
+        TextInput("text_encoder", "tokenizer"),
+        TextInput("text_encoder_2", "tokenizer_2"),
+    )
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The UNet's cross-attention reads both CLIPs' states side by side; its added embedding,
+        the second CLIP's projection and the 6 time ids."""
+        dim = config_int(parts, "unet", "cross_attention_dim")
+        added = config_int(parts, "unet", "projection_class_embeddings_input_dim")
+        time = config_int(parts, "unet", "addition_time_embed_dim")
+        pooled = added - 6 * time if added is not None and time is not None else None
+        return [
+            Fit(("text_encoder", "text_encoder_2"), "width", dim, f"the unet's cross_attention_dim is {dim}"),
+            Fit(
+                ("text_encoder_2",),
+                "projection",
+                pooled,
+                f"the unet's projection_class_embeddings_input_dim ({added}) holds it and 6 time ids of {time}",
+            ),
+        ]
 
     @classmethod
     def from_components(

@@ -96,7 +96,33 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
             f"{path}: unknown or mistyped entries {bad}; it may give {options} and recommended settings "
             f"{sorted(RECOMMENDABLE)}"
         )
+    for key, value in recommended.items():
+        try:
+            check_recommended(key, value)
+        except LeditsError as exc:
+            raise LeditsError(f"{path}: recommended {key}: {exc}; fix or remove the file") from None
     return data
+
+
+def check_recommended(key: str, value: Any) -> None:
+    """Refuse a recommended setting out of its range, with the check the editor applies to it."""
+    from ..edits import Edit
+    from ..masking import MASK_MODES
+    from ..solvers import SOLVERS, validate_steps
+    from ..validation import check_invert_arguments
+
+    if key in ("scale", "threshold"):
+        Edit("concept", **{key: value})
+    elif key == "steps":
+        validate_steps(value, 0.0)
+    elif key == "skip":
+        validate_steps(1, value)
+    elif key == "source_guidance":
+        check_invert_arguments(None, "", "", value, 0.0)
+    elif key in ("solver", "mask_mode"):
+        choices = list(SOLVERS if key == "solver" else MASK_MODES)
+        if value not in choices:
+            raise LeditsError(f"{key} must be one of {choices}; got {value!r}")
 
 
 def _local_folder(model: str) -> Path | None:
@@ -139,6 +165,17 @@ def _of_type(value: Any, kind: type) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def is_flow_model(model: str) -> bool:
+    """Whether a local model (``"demo-flow"`` or a folder) is a flow-matching one, by its scheduler
+    config's class, read without loading it; False where that cannot be told (a hub id not cached)."""
+    try:
+        folder = _local_folder(model)
+        config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text()) if folder else {}
+    except (LeditsError, OSError, ValueError):
+        return False
+    return "FlowMatch" in str(config.get("_class_name", ""))
 
 
 def size_multiple_hint(model: str) -> int | None:

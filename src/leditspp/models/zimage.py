@@ -35,7 +35,8 @@ from ..errors import LeditsError
 from ..solvers import NoiseLevel
 from .base import Conditioning, runs_on, tokenize, vae_scale_factor, warn_if_truncated
 from .capture import Layout, capture_layers
-from .families import Part, Parts, refuse
+from .components import Fit, TextInput, config_int
+from .families import Part, Parts, SizeLimit, refuse
 from .sd3 import TRANSFORMER_ACTIVATION_ELEMENTS, TransformerModel, check_sequence_length
 
 #: The transformer pads the image and the caption each to a multiple of this many tokens
@@ -76,6 +77,17 @@ class ZImage(TransformerModel):
     def matches(cls, parts: Parts) -> bool:
         return parts.get("transformer", Part("", {})).kind == "ZImageTransformer2DModel"
 
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer", chat_template=True),)
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The caption embedder reads Qwen3's penultimate hidden states."""
+        dim = config_int(parts, "transformer", "cap_feat_dim")
+        return [
+            Fit(("text_encoder",), "width", dim, f"the transformer's cap_feat_dim is {dim}"),
+            Fit(("text_encoder",), "layers", 2, "the pipeline reads the penultimate layer's states", ">="),
+        ]
+
     @classmethod
     def patch(cls, parts: Parts) -> int:
         """The pipeline's patch (2, the forward's default); the config lists the sizes it has."""
@@ -83,6 +95,16 @@ class ZImage(TransformerModel):
         if 2 not in sizes:
             raise refuse(f"this Z-Image transformer has patch sizes {list(sizes)}; ZImagePipeline uses 2")
         return 2
+
+    @classmethod
+    def size_limit(cls, parts: Parts) -> SizeLimit | None:
+        """The rotary tables: ``axes_lens`` positions along the height and the width axes."""
+        lens = parts["transformer"].config.get("axes_lens")
+        if not isinstance(lens, (list, tuple)) or len(lens) != 3:
+            return None
+        pixels = cls.size_rule(parts, {})
+        reason = f"the transformer's axes_lens give {lens[1]}×{lens[2]} positions of {pixels} pixels"
+        return SizeLimit(int(lens[1]) * pixels, int(lens[2]) * pixels, reason)
 
     @classmethod
     def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> ZImage:

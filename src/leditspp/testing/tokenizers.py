@@ -1,15 +1,15 @@
 """Offline tokenizers for the tiny models: the real CLIP BPE tokenizer and a small T5-style one.
 
-Nothing can be downloaded here. The CLIP tokenizer is derived from the vocabulary file that the PyPI
-package ``open-clip-torch`` ships (installed without its dependencies; it is never imported); the
-T5 tokenizer is a word-level Unigram model of a small English corpus (:func:`t5_corpus`).
+Nothing can be downloaded here. The CLIP tokenizer is derived from CLIP's BPE vocabulary, vendored
+beside this module (``bpe_simple_vocab_16e6.txt.gz``, as OpenAI's CLIP and ``open-clip-torch`` ship it;
+MIT-licensed, the licence in ``bpe_simple_vocab_16e6.LICENSE.txt``); the T5 tokenizer is a
+word-level Unigram model of a small English corpus (:func:`t5_corpus`).
 """
 
 from __future__ import annotations
 
 import collections
 import gzip
-import importlib.util
 import json
 import math
 import string
@@ -31,10 +31,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def clip_bpe_path() -> Path:
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("install the CLIP vocabulary: pip install --no-deps open-clip-torch")
-    return Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
+    """CLIP's BPE vocabulary (byte-pair merges, gzipped), shipped with this package."""
+    return Path(__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
 
 
 def write_clip_tokenizer_files(folder: str | Path) -> Path:

@@ -1,0 +1,1 @@
+"""LEDITS++ for ComfyUI: leditspp's exact inversion and multi-concept edit on ComfyUI's own models."""

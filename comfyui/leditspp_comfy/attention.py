@@ -1,0 +1,184 @@
+"""M¹ from ComfyUI's own attention hook (paper Eq. 13): q and k as the kernel gets them.
+
+ComfyUI routes every attention kernel call that carries ``transformer_options`` to
+``transformer_options["optimized_attention_override"](func, q, k, v, heads, …)``. The tap sets
+that override for the calls leditspp makes, and two of ComfyUI's block patches around each
+cross-attention (``attn2_patch`` before it, ``attn2_output_patch`` after it) mark which kernel
+call is a cross-attention, so that a self-attention is never taken for one (their key counts can
+be equal). A call at the mask level (1/2^level of the latent grid, in an input or output block:
+the middle block is left out, as leditspp's diffusers UNets do) hands the armed rows' q and k to
+an :class:`~leditspp.attention.AttentionRecorder`; the kernel (or an override another node set)
+then computes the output as it would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from comfy.ldm.modules.attention import SpatialTransformer
+from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
+
+from leditspp.attention import AttentionRecorder
+from leditspp.errors import LeditsError
+
+BLOCKS = ("input", "output")  # the middle block is not read (as leditspp's diffusers UNets)
+
+
+def blocks_at_level(unet: Any, level: int) -> list[Any]:
+    """The input and output blocks of a ComfyUI ``UNetModel`` that run at 1/2^level of the latents.
+
+    Input blocks go one level down after each ``Downsample``; output blocks start at the lowest
+    level and go one up after each ``Upsample``.
+    """
+    found, depth = [], 0
+    for block in unet.input_blocks:
+        found += [block] if depth == level else []
+        depth += any(isinstance(m, Downsample) for m in block)
+    for block in unet.output_blocks:
+        found += [block] if depth == level else []
+        depth -= any(isinstance(m, Upsample) for m in block)
+    return found
+
+
+def cross_attention_count(unet: Any, level: int) -> int:
+    """How many cross-attentions (``attn2`` of a transformer block) run at mask ``level``."""
+    blocks = blocks_at_level(unet, level)
+    return sum(
+        t.attn2 is not None
+        for b in blocks
+        for m in b
+        if isinstance(m, SpatialTransformer)
+        for t in m.transformer_blocks
+    )
+
+
+@dataclass(eq=False)
+class UNetAttentionTap:
+    """The override and marker patches of one capture, and its recorder."""
+
+    recorder: AttentionRecorder
+    level: int
+    _in_cross: bool = field(default=False, init=False)
+    _text: int = field(default=0, init=False)
+
+    @classmethod
+    def of(cls, unet: Any, level: int) -> UNetAttentionTap:
+        layers = cross_attention_count(unet, level)
+        if layers == 0:
+            raise LeditsError(
+                f"this UNet has no cross-attention at 1/{2**level} of the latent resolution, so the "
+                "attention mask is unavailable; set mask mode to noise or none"
+            )
+        return cls(AttentionRecorder(layers), level)
+
+    def options(self, transformer_options: dict[str, Any], text_tokens: int) -> dict[str, Any]:
+        """A copy of ``transformer_options`` with the override and the markers added for a call whose
+        text has ``text_tokens`` tokens (a kernel override another node set is called in turn; the
+        model's own options are not touched)."""
+        self._text = text_tokens
+        patches = dict(transformer_options.get("patches", {}))
+        patches["attn2_patch"] = [*patches.get("attn2_patch", []), self._enter_cross]
+        patches["attn2_output_patch"] = [*patches.get("attn2_output_patch", []), self._leave_cross]
+        inner = transformer_options.get("optimized_attention_override")
+        return {
+            **transformer_options,
+            "patches": patches,
+            "optimized_attention_override": lambda func, *args, **kwargs: self._kernel(inner, func, *args, **kwargs),
+        }
+
+    def _enter_cross(self, n: Any, context: Any, value: Any, extra_options: dict[str, Any]) -> tuple[Any, Any, Any]:
+        self._in_cross = True
+        return n, context, value
+
+    def _leave_cross(self, n: Any, extra_options: dict[str, Any]) -> Any:
+        self._in_cross = False
+        return n
+
+    def _kernel(
+        self, inner: Any, func: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs: Any
+    ) -> Any:
+        options = kwargs.get("transformer_options") or {}
+        if self._in_cross and self.recorder.armed and k.shape[-2] == self._text and self._at_level(q, options, kwargs):
+            self._record(q, k, heads, kwargs)
+        if inner is not None:
+            return inner(func, q, k, v, heads, **kwargs)
+        return func(q, k, v, heads, **kwargs)
+
+    def _at_level(self, q: torch.Tensor, options: dict[str, Any], kwargs: dict[str, Any]) -> bool:
+        """Whether this kernel call is in an input/output block at the mask level."""
+        block = options.get("block")
+        _, _, height, width = options["original_shape"]
+        tokens = q.shape[2] if kwargs.get("skip_reshape", False) else q.shape[1]
+        return block is not None and block[0] in BLOCKS and tokens == (height >> self.level) * (width >> self.level)
+
+    def _record(self, q: torch.Tensor, k: torch.Tensor, heads: int, kwargs: dict[str, Any]) -> None:
+        """The armed rows' q (R, heads, Q, d) and k (R, heads, L, d), with the kernel's own scale d^−½."""
+        rows = self.recorder.rows
+        if not kwargs.get("skip_reshape", False):
+            q, k = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
+        q, k = q[rows], k[rows]
+        self.recorder.record(q, k, q.shape[-1] ** -0.5, text=slice(None))  # cross-attention: every key is text
+
+
+@dataclass(eq=False)
+class FluxAttentionTap:
+    """M¹ of a FLUX.1 model: the double-stream blocks' joint attention ([text; image] keys, text
+    first, after q/k norms and rotary positions), as leditspp's diffusers FLUX adapter reads it.
+
+    ComfyUI's FLUX calls do not say which block they are in, so each double block is wrapped with
+    ComfyUI's per-block patch (``patches_replace["dit"][("double_block", i)]``, chaining one another
+    node set) to mark its kernel call; the override records the armed rows' image queries against
+    every key, keeping the text columns.
+    """
+
+    recorder: AttentionRecorder
+    _in_double: bool = field(default=False, init=False)
+    _text: int = field(default=0, init=False)
+
+    @classmethod
+    def of(cls, flux: Any) -> FluxAttentionTap:
+        if getattr(flux, "flipped_img_txt", False):
+            raise LeditsError("this FLUX-like model puts the image before the text; set mask mode to noise or none")
+        return cls(AttentionRecorder(len(flux.double_blocks)))
+
+    def options(self, transformer_options: dict[str, Any], text_tokens: int) -> dict[str, Any]:
+        """A copy of ``transformer_options`` with the block markers and the override, for a call whose
+        text has ``text_tokens`` tokens."""
+        self._text = text_tokens
+        replace = {kind: dict(patches) for kind, patches in transformer_options.get("patches_replace", {}).items()}
+        dit = replace.setdefault("dit", {})
+        for i in range(self.recorder.num_layers):
+            dit[("double_block", i)] = self._marking(dit.get(("double_block", i)))
+        inner = transformer_options.get("optimized_attention_override")
+        return {
+            **transformer_options,
+            "patches_replace": replace,
+            "optimized_attention_override": lambda func, *args, **kwargs: self._kernel(inner, func, *args, **kwargs),
+        }
+
+    def _marking(self, inner: Any) -> Any:
+        """A double-block patch that marks the block's kernel call and runs ``inner`` (another node's
+        patch) or the block itself."""
+
+        def block(args: dict[str, Any], extra: dict[str, Any]) -> Any:
+            self._in_double = True
+            try:
+                return inner(args, extra) if inner is not None else extra["original_block"](args)
+            finally:
+                self._in_double = False
+
+        return block
+
+    def _kernel(
+        self, inner: Any, func: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs: Any
+    ) -> Any:
+        if self._in_double and self.recorder.armed:
+            rows, text = self.recorder.rows, self._text
+            mask = kwargs.get("mask")
+            bias = None if mask is None else mask[rows][..., text:, :]
+            self.recorder.record(q[rows][:, :, text:], k[rows], q.shape[-1] ** -0.5, text=slice(0, text), mask=bias)
+        if inner is not None:
+            return inner(func, q, k, v, heads, **kwargs)
+        return func(q, k, v, heads, **kwargs)

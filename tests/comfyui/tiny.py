@@ -1,0 +1,209 @@
+"""Tiny SD 1.x models in ComfyUI's own classes, from fixed seeds (no download)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+#: A 3-level SD 1.x UNet (channels 32/64/64, one res block and one transformer per level) whose
+#: mask level 2 (¼ of the latents) has 1 input and 2 output cross-attentions.
+TINY_UNET = {
+    "use_checkpoint": False,
+    "image_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 32,
+    "num_res_blocks": [1, 1, 1],
+    "channel_mult": [1, 2, 2],
+    "transformer_depth": [1, 1, 1],
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1],
+    "transformer_depth_middle": 1,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "use_linear_in_transformer": False,
+    "adm_in_channels": None,
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+    "context_dim": 32,
+}
+TINY_CLIP = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 3,
+    "projection_dim": 32,
+}
+TINY_VAE = {
+    "embed_dim": 4,
+    "ddconfig": {
+        "double_z": True,
+        "z_channels": 4,
+        "resolution": 64,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 1, 1, 1],
+        "num_res_blocks": 1,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    },
+}
+
+
+def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Fill every parameter from ``seed``: matrices and kernels N(0, 1/fan-in), norm weights ≈ 1,
+    other vectors ≈ 0 (ComfyUI builds its layers uninitialised)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=generator)
+            if p.dim() >= 2:
+                p.copy_(noise / p[0].numel() ** 0.5)
+            else:
+                p.copy_(noise * 0.02 + (1.0 if name.endswith("weight") else 0.0))
+    return module
+
+
+#: The families the unit tests build: ComfyUI's model config, its text stack (module, tokenizer,
+#: encoder, the text encoders made tiny) and what the UNet needs beside :data:`TINY_UNET` (SD 2.x
+#: and SDXL: heads of 64 channels, linear projections; SDXL: CLIP-L + CLIP-G text and the added
+#: conditions, 32 pooled + 6 × 256 size embeddings).
+FAMILIES = {
+    "SD15": ("sd1_clip", "SD1Tokenizer", "SD1ClipModel", ("clip_l",), {}),
+    "SD20": (
+        "text_encoders.sd2_clip",
+        "SD2Tokenizer",
+        "SD2ClipModel",
+        ("clip_h",),
+        {"model_channels": 64, "use_linear_in_transformer": True},
+    ),
+    "SDXL": (
+        "sdxl_clip",
+        "SDXLTokenizer",
+        "SDXLClipModel",
+        ("clip_l", "clip_g"),
+        {
+            "model_channels": 64,
+            "use_linear_in_transformer": True,
+            "context_dim": 64,
+            "adm_in_channels": 32 + 6 * 256,
+            "num_classes": "sequential",
+        },
+    ),
+}
+
+
+#: A FLUX.1 transformer (one double and one single block, 64 wide) for the tiny CLIP-L + T5 below.
+TINY_FLUX = {
+    "image_model": "flux",
+    "in_channels": 16,
+    "out_channels": 16,
+    "patch_size": 2,
+    "vec_in_dim": 32,
+    "context_in_dim": 32,
+    "hidden_size": 64,
+    "mlp_ratio": 2.0,
+    "num_heads": 2,
+    "depth": 1,
+    "depth_single_blocks": 1,
+    "axes_dim": [4, 14, 14],
+    "theta": 10000,
+    "qkv_bias": True,
+    "guidance_embed": True,
+}
+TINY_T5 = {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2}
+
+
+def tiny_flux(seed: int = 0, variant: str = "Flux") -> tuple[Any, Any]:
+    """A ``ModelPatcher`` around a tiny FLUX.1-shaped model (``Flux``: [dev], guidance-distilled;
+    ``FluxSchnell``) and its ``CLIP`` (CLIP-L + T5)."""
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.supported_models
+    import comfy.text_encoders.flux
+    from comfy.supported_models_base import ClipTarget
+
+    config = {**TINY_FLUX, "guidance_embed": variant == "Flux"}
+    model = getattr(comfy.supported_models, variant)(config).get_model({})
+    randomize(model.diffusion_model, seed)
+    cpu = torch.device("cpu")
+    target = ClipTarget(comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip())
+    options = {"clip_l_model_config": dict(TINY_CLIP), "t5xxl_model_config": dict(TINY_T5)}
+    clip = comfy.sd.CLIP(target, model_options=options)
+    randomize(clip.cond_stage_model, seed + 1)
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
+
+
+def tiny_model(seed: int = 0, family: str = "SD15") -> Any:
+    """A ``ModelPatcher`` around a tiny ``BaseModel`` of ``family`` (ε-prediction) on the CPU."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = getattr(comfy.supported_models, family)({**TINY_UNET, **FAMILIES[family][4]})
+    model = config.get_model({})
+    randomize(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def tiny_clip(seed: int = 1, family: str = "SD15") -> Any:
+    """A ComfyUI ``CLIP`` with ``family``'s tokenizers and 3-layer, 32-wide text encoders."""
+    import importlib
+
+    import comfy.sd
+    from comfy.supported_models_base import ClipTarget
+
+    module, tokenizer, encoder, names, _ = FAMILIES[family]
+    module = importlib.import_module(f"comfy.{module}")
+    target = ClipTarget(getattr(module, tokenizer), getattr(module, encoder))
+    clip = comfy.sd.CLIP(target, model_options={f"{name}_model_config": dict(TINY_CLIP) for name in names})
+    randomize(clip.cond_stage_model, seed)
+    return clip
+
+
+def tiny_vae(seed: int = 2, channels: int = 4) -> Any:
+    """A ComfyUI ``VAE`` (factor 8, ``channels`` latent channels, 32 wide)."""
+    import comfy.sd
+
+    params = {"embed_dim": channels, "ddconfig": {**TINY_VAE["ddconfig"], "z_channels": channels}}
+    vae = comfy.sd.VAE(sd={}, config={"params": params})
+    randomize(vae.first_stage_model, seed)
+    return vae
+
+
+def image(seed: int = 3, size: int = 64, batch: int = 1) -> torch.Tensor:
+    """A smooth random ComfyUI ``IMAGE`` (B, H, W, 3) in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, 3, size // 8, size // 8, generator=generator)
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear").movedim(1, -1)
+
+
+#: The smallest UNet ComfyUI still detects as SD 1.x: SD 1.5's widths (320 channels, 768-wide text)
+#: are what its detection matches on, so only the depth shrinks (3 levels, one block each).
+CHECKPOINT_UNET = {**TINY_UNET, "model_channels": 320, "channel_mult": [1, 1, 1], "context_dim": 768}
+#: SD 1.x's VAE as ComfyUI detects it from a checkpoint (128 wide, factor 8).
+CHECKPOINT_VAE = {
+    "embed_dim": 4,
+    "ddconfig": {**TINY_VAE["ddconfig"], "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2},
+}
+
+
+def write_checkpoint(path: str, seed: int = 0) -> None:
+    """A ComfyUI-loadable SD 1.x checkpoint (fp16): the UNet above, CLIP-L (the size ComfyUI fixes
+    for SD 1.x) and SD's VAE, random from ``seed``; ~0.4 GB."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models
+    import comfy.utils
+    from comfy.supported_models_base import ClipTarget
+
+    model = comfy.supported_models.SD15(dict(CHECKPOINT_UNET)).get_model({})
+    randomize(model.diffusion_model, seed)
+    clip = comfy.sd.CLIP(ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel))
+    randomize(clip.cond_stage_model, seed + 1)
+    vae = comfy.sd.VAE(sd={}, config={"params": CHECKPOINT_VAE})
+    randomize(vae.first_stage_model, seed + 2)
+    clip_sd = {k: v.half() if v.is_floating_point() else v for k, v in clip.get_sd().items()}
+    vae_sd = {k: v.half() for k, v in vae.get_sd().items()}
+    sd = model.state_dict_for_saving(clip_sd, vae_sd)
+    comfy.utils.save_torch_file({k: v.half().contiguous() if v.is_floating_point() else v for k, v in sd.items()}, path)
