@@ -777,8 +777,8 @@ def rows(env: Env) -> list[dict]:
 
 
 def rows_kept(env: Env) -> str | None:
-    before = {r["id"] for r in env.first_rows}
-    after = {r["id"] for r in rows(env)}
+    before = {r["item"] for r in env.first_rows}
+    after = {r["item"] for r in rows(env)}
     lost = before - after
     return f"{len(lost)} finished row(s) dropped" if lost else None
 
@@ -964,12 +964,13 @@ def run_probe(probe: Probe, shared: Path, work: Path, index: int) -> tuple[str, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="catalogue", help="folder for catalogue.md and catalogue.csv")
-    parser.add_argument("-k", help="only probes whose area or name contains this")
+    parser.add_argument("-k", help="only probes whose area or name contains one of these (comma-separated)")
     args = parser.parse_args()
     logging_quiet()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    probes = [p for p in all_probes() if not args.k or args.k in f"{p.area} {p.name}"]
+    wanted = args.k.split(",") if args.k else [""]
+    probes = [p for p in all_probes() if any(k in f"{p.area} {p.name}" for k in wanted)]
     records = []
     with tempfile.TemporaryDirectory(prefix="catalogue-") as tmp, open(out / "catalogue.csv", "w", newline="") as f:
         table = csv.writer(f)  # written as it goes: a run cut short keeps what it found
