@@ -130,8 +130,17 @@ def test_bad_input_exits_2_with_one_line(sd_folder, photo, tmp_path, capsys, arg
     assert not out.exists()
 
 
-def test_unloadable_model_is_a_clear_error(photo, tmp_path, capsys):
-    code = main(["edit", str(photo), "-e", "+hat", "--model", str(tmp_path / "nothing"), "-o", str(tmp_path / "o.png")])
+def test_unloadable_model_is_a_clear_error(photo, tmp_path, capsys, monkeypatch):
+    """A path that is no folder is refused before anything loads (it was looked up on the hub)."""
+    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("refused before loading"))
+    missing = str(tmp_path / "nothing")
+    for args in (["edit", str(photo), "-e", "+hat"], ["invert", str(photo)]):
+        out = str(tmp_path / ("o.png" if args[0] == "edit" else "o.safetensors"))
+        assert main([*args, "--model", missing, "-o", out]) == 2
+        assert f"--model {missing!r}: no such folder, and not a Hugging Face hub id" in capsys.readouterr().err
+    monkeypatch.undo()
+    (tmp_path / "empty").mkdir()  # a folder, but not a model: loading says why
+    code = main(["edit", str(photo), "-e", "+hat", "--model", str(tmp_path / "empty"), "-o", str(tmp_path / "o.png")])
     assert code == 2
     assert "cannot load model" in capsys.readouterr().err
 

@@ -20,6 +20,7 @@ from ..io import check_pixels, load_mask, open_image
 from ..jobs import EditorSpec
 from ..masking import check_preserve
 from ..models import RECOMMENDABLE, is_flow_model, model_settings, size_multiple_hint
+from ..models.loading import check_model_name
 from ..recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from ..solvers import validate_steps
 from .outputs import OUTPUT_SUFFIXES, job_paths, recipe_difference, wanted_recipe
@@ -127,6 +128,8 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
     recipe = read_recipe(batch.recipe) if batch.recipe else {}
     made_with = model_source(batch.inversion) if batch.inversion else None  # what the inversion names
     model = batch.model or made_with or recipe.get("model") or defaults.MODEL
+    named_by = "--model" if batch.model else "the inversion's model" if made_with else "the recipe's model"
+    check_model_name(model, named_by)
     recommended = model_settings(model).get("recommended", {})
     edit_defaults = _edit_defaults(batch, recommended)
     if batch.recipe:  # again, so that its concepts without a scale or threshold get the model's

@@ -11,12 +11,13 @@ from ..files import check_output
 from ..io import open_image
 from ..jobs import EditorSpec
 from ..models import model_settings
+from ..models.loading import check_model_name
 from ..solvers import validate_steps
 from .progress import step_progress
 
 
 def invert_command(args: argparse.Namespace) -> int:
-    recommended = model_settings(args.model or defaults.MODEL).get("recommended", {})
+    recommended = model_settings(check_model_name(args.model or defaults.MODEL, "--model")).get("recommended", {})
     flags = given(vars(args))
     settings = resolve_settings(flags, {}, recommended)
     validate_steps(settings["steps"], settings["skip"])

@@ -7,6 +7,7 @@ import importlib.util
 
 from .. import defaults
 from ..errors import LeditsError
+from ..models.loading import check_model_name
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -14,7 +15,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise LeditsError("the web UI needs Gradio, which is not installed: pip install 'leditspp[web]'")
     from ..webui import serve
 
-    print(f"leditspp web UI on http://{args.host}:{args.port} (model: {args.model or defaults.MODEL}); Ctrl-C stops it")
-    model = args.model or defaults.MODEL
+    model = check_model_name(args.model or defaults.MODEL, "--model")
+    print(f"leditspp web UI on http://{args.host}:{args.port} (model: {model}); Ctrl-C stops it")
     serve(model, args.host, args.port, args.max_upload_mb, args.device, compile=args.compile, offload=args.offload)
     return 0

@@ -18,15 +18,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from huggingface_hub.utils import validate_repo_id
-
 from .. import defaults
 from ..distributed import RayOptions
 from ..errors import LeditsError, check_arguments
 from ..files import check_writable_folder
 from ..jobs import EditorSpec, RunStats
 from ..models import RECOMMENDABLE, model_settings
-from ..models.loading import resolve_model
+from ..models.loading import check_model_name
 from . import report, runner
 from .compare import write_comparison
 from .photo_suite import PhotoSuite
@@ -136,22 +134,8 @@ def _prepare(suite: str, data: str | None, out: str | Path, **options: Any) -> _
 
 
 def _model(model: str | None) -> str:
-    """The model to evaluate (None: the default), refused here when it can be neither a demo, a
-    local folder nor a Hugging Face hub id — before any model of the run loads."""
-    if model is None:
-        return defaults.MODEL
-    if not isinstance(model, str) or not model.strip():
-        raise LeditsError(f"--model {model!r} names no model; give 'demo', a hub id or a local folder")
-    resolve_model(model)
-    if Path(model).exists():
-        return model
-    try:
-        validate_repo_id(model)
-    except ValueError:
-        raise LeditsError(
-            f"--model {model!r}: no such folder, and not a Hugging Face hub id (owner/name); check the path"
-        ) from None
-    return model
+    """The model to evaluate (None: the default), its name checked before any model loads."""
+    return defaults.MODEL if model is None else check_model_name(model, "--model")
 
 
 def evaluate_models(

@@ -36,6 +36,26 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def check_model_name(model: Any, where: str = "model") -> str:
+    """``model`` if it can name a model — a built-in demo, an existing folder or a Hugging Face hub
+    id (owner/name) — refused here otherwise, before anything loads (a mistyped path would
+    otherwise be looked up on the hub)."""
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(model, str) or not model.strip():
+        raise LeditsError(f"{where} {model!r} names no model; give 'demo', a hub id or a local folder")
+    resolve_model(model)
+    if Path(model).exists():
+        return model
+    try:
+        validate_repo_id(model)
+    except ValueError:
+        raise LeditsError(
+            f"{where} {model!r}: no such folder, and not a Hugging Face hub id (owner/name); check the path"
+        ) from None
+    return model
+
+
 def source_name(model: str) -> str:
     """How an inversion records what its model was loaded from, so that it can be loaded again:
     ``"demo"``/``"demo-flow"`` and hub ids as given, a local folder as its absolute path."""
