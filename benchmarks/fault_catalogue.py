@@ -79,6 +79,7 @@ class Env:
     loads: list[int] = field(default_factory=lambda: [0])
     started: float = 0.0  # when the probe began (time.time())
     first_rows: list[dict] = field(default_factory=list)  # an evaluation's rows before the probe's run
+    folders: set[Path] = field(default_factory=set)  # where a web server's requests wrote their files
 
     def p(self, name: str) -> str:
         return str(self.root / name)
@@ -892,9 +893,23 @@ def web_probes() -> list[Probe]:
 
         return run
 
+    def requests_of_a_server(env: Env) -> object:
+        """Three requests of one server that then stops: the folders their files went to."""
+        import gc
+
+        from leditspp.webui import EditorService, run_edit
+
+        service = EditorService()
+        value = {"background": env.p("img.png"), "layers": []}
+        env.folders = {Path(run_edit(service, value, [row], settings)[3]).parent for _ in range(3)}
+        del service
+        gc.collect()
+        return env.folders
+
     def no_temp_left(env: Env) -> str | None:
-        left = [p for p in Path(tempfile.gettempdir()).glob("leditspp-*") if p.stat().st_mtime > env.started]
-        return f"{len(left)} temp folder(s) left" if left else None
+        left = [f for f in env.folders if f.exists()]
+        many = f"{len(env.folders)} folders for 3 requests" if len(env.folders) > 1 else ""
+        return "; ".join(filter(None, [many, f"{len(left)} left after the server stopped" if left else ""])) or None
 
     return [
         Probe("web", "no image", call(request(None))),
@@ -906,7 +921,7 @@ def web_probes() -> list[Probe]:
         Probe("web", "steps 0", call(request(steps=0))),
         Probe("web", "source guidance 1e30", call(request(source_guidance=1e30))),
         Probe("web", "preserve 'x'", call(request(preserve="x"))),
-        Probe("web", "a request leaves no temp folder", call(request()), "work", check=no_temp_left),
+        Probe("web", "requests leave no temp folder", call(requests_of_a_server), "work", check=no_temp_left),
         Probe(
             "web",
             "serve --max-upload-mb 20 builds",
