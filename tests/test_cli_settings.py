@@ -3,16 +3,21 @@ the warnings and the quiet flag of the command line."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from leditspp import defaults
-from leditspp.cli import RECOMMENDED, _parser
+from leditspp import LeditsError, defaults
+from leditspp.cli import RECOMMENDED, _parser, main
 from leditspp.evaluation import SUITES
 from leditspp.models import RECOMMENDABLE
+from leditspp.models.loading import load_pipeline
 from leditspp.offload import CHOICES
+
+from .conftest import scene
 
 
 def test_building_the_parser_imports_neither_torch_nor_diffusers():
@@ -37,3 +42,29 @@ def test_help_names_the_models_recommendation_where_it_is_the_default(command):
         if text is not None:
             assert RECOMMENDED in text, (command, key, text)
             assert str(RECOMMENDABLE[key]) not in text, (command, key, text)
+
+
+def test_a_hub_id_offline_and_not_cached_is_refused_at_once(tmp_path, capsys):
+    image = tmp_path / "in.png"
+    scene(64, 64).save(image)
+    start = time.perf_counter()
+    args = ["edit", str(image), "-e", "+hat", "--model", "nobody-here/no-such-model", "-o", str(tmp_path / "o.png")]
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "'nobody-here/no-such-model' is a Hugging Face hub id that is not reachable and not in the cache" in err
+    assert "HF_HUB_OFFLINE is set" in err and "pass a Hugging Face hub id" not in err
+    assert time.perf_counter() - start < 20
+
+
+def test_a_hub_id_without_a_connection_is_refused_without_waiting_for_the_download(monkeypatch):
+    import huggingface_hub
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(LeditsError, match=r"not reachable and not in the cache \(no connection to huggingface.co"):
+        load_pipeline("nobody-here/no-such-model", None)
