@@ -3,10 +3,12 @@ the warnings and the quiet flag of the command line."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -68,3 +70,22 @@ def test_a_hub_id_without_a_connection_is_refused_without_waiting_for_the_downlo
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(LeditsError, match=r"not reachable and not in the cache \(no connection to huggingface.co"):
         load_pipeline("nobody-here/no-such-model", None)
+
+
+def test_quiet_silences_the_libraries_warnings_while_the_command_runs(sd_folder, tmp_path, monkeypatch, caplog):
+    def chatter(*args, **kwargs):
+        warnings.warn("hub chatter", UserWarning, stacklevel=1)
+        for name in ("huggingface_hub", "diffusers", "transformers"):
+            logging.getLogger(name).warning("%s says something", name)
+
+    monkeypatch.setattr("leditspp.cli.edit.edit_batch", chatter)
+    image = tmp_path / "in.png"
+    scene(64, 64).save(image)
+    names = ("huggingface_hub", "diffusers", "transformers")
+    before = [logging.getLogger(name).level for name in names]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        args = ["edit", str(image), "-e", "+hat", "--model", str(sd_folder), "--quiet", "-o", str(tmp_path / "o.png")]
+        assert main(args) == 0
+    assert seen == [] and [r.name for r in caplog.records if r.name in names] == []
+    assert [logging.getLogger(name).level for name in names] == before  # as the user configured them

@@ -12,10 +12,12 @@ several inputs, some input failed; for ``eval``, some item failed (the closing l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import __version__, defaults
@@ -272,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(attach_edit_values(parser, sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format="leditspp: %(message)s")
     try:
-        return _run(args)
+        with library_warnings_silenced(getattr(args, "quiet", False)):
+            return _run(args)
     except LeditsError as exc:
         print(f"leditspp: error: {exc}", file=sys.stderr)
         return 2
@@ -284,6 +287,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"leditspp: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
         return 1
+
+
+#: The libraries whose warnings ``--quiet`` silences (their loggers, and Python warnings while a command runs).
+LIBRARY_LOGGERS = ("diffusers", "transformers", "huggingface_hub", "accelerate", "torch", "PIL")
+
+
+@contextlib.contextmanager
+def library_warnings_silenced(quiet: bool) -> Iterator[None]:
+    """With ``quiet``: the libraries' warnings dropped while the command runs (their loggers at
+    ERROR, Python warnings ignored), as they were afterwards; leditspp's own lines are not theirs."""
+    if not quiet:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 #: Each command's module and function, imported when the command runs (torch comes with them).
