@@ -56,6 +56,8 @@ SUITES: Final = ("shapes", "tedbench", "piebench")
 #: Largest image processed (height × width after any resizing): 2048² is 4.2 MP, already
 #: 4× SDXL's native size; raise it with ``max_pixels=`` / ``--max-pixels``.
 MAX_PIXELS: Final = 2048 * 2048
+#: Largest image side given to a built-in demo model without a warning: they know 128-px scenes only.
+DEMO_MAX_SIDE: Final = 512
 #: Largest image file decoded at all (read from the header first): 8192² = 67 MP, above the photos
 #: of nearly every camera, below Pillow's decompression-bomb warning (89 MP). Larger files are
 #: refused before decoding, whatever --height/--width say.

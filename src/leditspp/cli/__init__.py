@@ -273,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(attach_edit_values(parser, sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format="leditspp: %(message)s")
+    if not getattr(args, "quiet", False):
+        logging.getLogger("leditspp.jobs").setLevel(logging.INFO)  # "loading model …", "loaded … in 9.8 s"
     try:
         with library_warnings_silenced(getattr(args, "quiet", False)):
             return _run(args)

@@ -6,7 +6,9 @@ import argparse
 import importlib.util
 
 from .. import defaults
+from ..advice import model_warnings
 from ..errors import LeditsError
+from .summary import say, say_start, say_warnings
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -14,7 +16,11 @@ def serve_command(args: argparse.Namespace) -> int:
         raise LeditsError("the web UI needs Gradio, which is not installed: pip install 'leditspp[web]'")
     from ..webui import serve
 
-    print(f"leditspp web UI on http://{args.host}:{args.port} (model: {args.model or defaults.MODEL}); Ctrl-C stops it")
     model = args.model or defaults.MODEL
+    say_start(args, model, "flag" if args.model else "default", {})
+    if not args.quiet:
+        say("settings: the model's recommendation, shown in the page's settings panel")
+    say_warnings(args, model_warnings(model))
+    print(f"leditspp web UI on http://{args.host}:{args.port} (model: {model}); Ctrl-C stops it")
     serve(model, args.host, args.port, args.max_upload_mb, args.device, compile=args.compile, offload=args.offload)
     return 0
