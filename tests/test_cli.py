@@ -304,14 +304,14 @@ def test_every_setting_of_the_schema_is_checked():
         check_settings({"colour": 3}, "recipe")
 
 
-def test_solver_and_mask_mode_choices_read_their_one_declaration(monkeypatch, capsys):
-    monkeypatch.setitem(SOLVERS, "toy", SOLVERS["ddpm"])  # a solver declared where solvers are
+def test_solver_and_mask_mode_choices_read_their_one_declaration(capsys):
+    """The parser lists the names in defaults (no torch import); the tables that use them match."""
+    assert tuple(SOLVERS) == defaults.SOLVERS and MASK_MODES is defaults.MASK_MODES
     with pytest.raises(SystemExit):
         main(["edit", "--help"])
     usage = capsys.readouterr().out
-    assert "{" + ",".join(SOLVERS) + "}" in usage and "toy" in usage
+    assert "{" + ",".join(SOLVERS) + "}" in usage
     assert "{" + ",".join(MASK_MODES) + "}" in usage
-    check_settings({"solver": "toy"}, "recipe")
 
 
 def _bytes(folder: Path) -> dict[str, bytes]:

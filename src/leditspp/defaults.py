@@ -17,6 +17,9 @@ STEPS: Final = 30
 SKIP: Final = 0.15
 #: Solver shared by inversion and editing: SDE-DPM-Solver++(2M) (paper Eq. 5).
 SOLVER: Final = "dpmsolver++"
+#: The solvers' names, as the CLI lists them without importing torch (:data:`leditspp.solvers.SOLVERS`
+#: maps each to its step table, in this order).
+SOLVERS: Final = ("dpmsolver++", "ddpm", "lcm")
 #: Seed of the auxiliary noises of the inversion (API, CLI and web UI alike): the same image and
 #: settings give the same inversion unless another seed or a generator is given.
 SEED: Final = 0
@@ -37,6 +40,8 @@ COOLDOWN_STEPS: Final = None
 
 #: Implicit mask: M¹ ⊙ M² at every step (paper Eq. 12; SPEC A3).
 MASK_MODE: Final = "intersect"
+#: The mask modes: both masks, the attention mask M¹ only, the noise mask M² only, or none.
+MASK_MODES: Final = ("intersect", "attention", "noise", "none")
 #: Attention mask level: downsamplings between the latent grid and the cross-attention maps M¹
 #: reads (2: ¼ of the latents, the paper's; SPEC A3). A model folder's ``leditspp.json`` may
 #: declare another level for its model.
@@ -45,9 +50,14 @@ MASK_LEVEL: Final = 2
 #: Lin et al. (2023) rescale of the guided estimate; 0 disables it.
 GUIDANCE_RESCALE: Final = 0.0
 
+#: The evaluation suites by name (:data:`leditspp.evaluation.SUITES` maps each to its suite, in this order).
+SUITES: Final = ("shapes", "tedbench", "piebench")
+
 #: Largest image processed (height × width after any resizing): 2048² is 4.2 MP, already
 #: 4× SDXL's native size; raise it with ``max_pixels=`` / ``--max-pixels``.
 MAX_PIXELS: Final = 2048 * 2048
+#: Largest image side given to a built-in demo model without a warning: they know 128-px scenes only.
+DEMO_MAX_SIDE: Final = 512
 #: Largest image file decoded at all (read from the header first): 8192² = 67 MP, above the photos
 #: of nearly every camera, below Pillow's decompression-bomb warning (89 MP). Larger files are
 #: refused before decoding, whatever --height/--width say.
@@ -61,6 +71,8 @@ CALL_MEMORY_FRACTION: Final = 0.5
 #: resident weights fit ``PLAN_WEIGHT_FRACTION`` of the device's free memory, leaving the rest to
 #: activations (each call sizes itself to what is then free).
 OFFLOAD: Final = "auto"
+#: The memory plans (:mod:`leditspp.offload`), ``auto`` first then the concrete ones, lightest first.
+OFFLOADS: Final = ("auto", "none", "model", "group")
 PLAN_WEIGHT_FRACTION: Final = 0.8
 #: Peak activation elements of one UNet row per latent cell per first-level channel, with fused
 #: attention: measured 26–29 on SD-1.5-shaped UNets (CPU, fp32, 16² and 32² latents); 32 is the

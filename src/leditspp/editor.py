@@ -38,7 +38,7 @@ from .models import (
 from .models.families import check_size, parts_of, recommended_of
 from .offload import DENOISERS, MemoryPlan, apply_plan, as_plan, encoders_leave, moves_weights, resolve
 from .solvers import StepTable, check_solver, step_table
-from .validation import check_device, check_invert_arguments, check_seed
+from .validation import check_device, check_invert_arguments, check_seed, default_dtype
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Editor:
         device = check_device(device)
         plan = as_plan(offload)  # refused before anything loads
         if torch_dtype is None:
-            torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
+            torch_dtype = default_dtype(device)
         settings = model_settings(model)
         if spacing is not None:
             settings["spacing"] = spacing

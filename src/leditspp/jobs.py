@@ -19,6 +19,7 @@ from typing import Any
 from .errors import LeditsError, check_arguments
 
 Value = float | int | bool | str | None
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -158,5 +159,14 @@ class EditorSpec:
         if self.quiet:
             logging.getLogger("leditspp").setLevel(logging.ERROR)
         dtype = getattr(torch, self.dtype) if self.dtype else None
+        logger.info("loading model %s …", self.model)
+        start = time.perf_counter()
         editor = Editor.from_pretrained(self.model, torch_dtype=dtype, device=self.device, offload=self.offload)
+        logger.info(
+            "loaded model %s in %.1f s: family %s, memory plan %s",
+            self.model,
+            time.perf_counter() - start,
+            editor.model.family,
+            editor.plan.offload,
+        )
         return editor.compile() if self.compile else editor

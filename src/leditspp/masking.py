@@ -22,9 +22,10 @@ from typing import Final
 import torch
 import torch.nn.functional as F
 
+from . import defaults
 from .errors import LeditsError, is_int
 
-MASK_MODES: Final = ("intersect", "attention", "noise", "none")
+MASK_MODES: Final = defaults.MASK_MODES
 #: The largest ``preserve`` dilation taken, in latent cells (beyond it R covers any image).
 MAX_PRESERVE: Final = 64
 

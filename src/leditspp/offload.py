@@ -30,10 +30,10 @@ from . import defaults
 from .errors import LeditsError, check_arguments
 from .memory import free_bytes
 
-AUTO = "auto"
-#: The concrete plans, lightest (least offloading) first.
-PLANS = ("none", "model", "group")
-CHOICES = (AUTO, *PLANS)
+#: ``auto``, then the concrete plans, lightest (least offloading) first.
+CHOICES = defaults.OFFLOADS
+AUTO = CHOICES[0]
+PLANS = CHOICES[1:]
 DENOISERS = ("unet", "transformer")
 FP8 = torch.float8_e4m3fn
 

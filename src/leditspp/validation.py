@@ -23,6 +23,11 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def default_dtype(device: torch.device) -> torch.dtype:
+    """The network precision where none is given: fp16 on CUDA, fp32 elsewhere (fp16 is slow on a CPU)."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
 def check_device(device: str | torch.device | None) -> torch.device:
     """The device to run on (default: CUDA if available, else CPU), checked to exist in this build."""
     if device is None:

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from .. import defaults
+from ..advice import demo_photo, model_warnings, no_edit, no_recipe, unmatched_recipe_images
 from ..distributed import RayOptions
 from ..edits import Edit, check_warmup
 from ..errors import LeditsError, check_arguments
@@ -19,7 +22,7 @@ from ..inversion_file import model_source
 from ..io import check_pixels, load_mask, open_image
 from ..jobs import EditorSpec
 from ..masking import check_preserve
-from ..models import RECOMMENDABLE, is_flow_model, model_settings, size_multiple_hint
+from ..models import RECOMMENDABLE, is_flow_model, model_settings, recommendation_sources, size_multiple_hint
 from ..models.loading import check_model_name
 from ..recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from ..solvers import validate_steps
@@ -97,6 +100,7 @@ class Job:
     settings: dict[str, Any]
     edits: list[Edit]  # none: the exact reconstruction
     source: Any  # the loaded Inversion, the image (one input) or its path (several: read in turn)
+    origins: dict[str, str] = field(default_factory=dict)  # where each setting came from (resolve_settings)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,11 @@ class EditPlan:
     several: bool  # a folder of outputs (and its edit-log.csv)
     ray: RayOptions | None = None
     stale: list[tuple[Path, str]] = field(default_factory=list)  # (output, how its recipe differs)
+    #: What the run will do that may surprise, one line each with the fix (:mod:`leditspp.advice`).
+    warnings: list[str] = field(default_factory=list)
+    #: The model and the scale and threshold of concepts that give none, each with where it came
+    #: from ('flag', 'inversion FILE', 'recipe FILE', 'leditspp.json', 'recommended', 'default').
+    chosen: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
 
 def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
@@ -126,12 +135,11 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
         if batch.save_inversion:
             raise LeditsError("--save-inversion is for one IMAGE in this process; drop --ray (or --save-inversion)")
     recipe = read_recipe(batch.recipe) if batch.recipe else {}
-    made_with = model_source(batch.inversion) if batch.inversion else None  # what the inversion names
-    model = batch.model or made_with or recipe.get("model") or defaults.MODEL
-    named_by = "--model" if batch.model else "the inversion's model" if made_with else "the recipe's model"
-    check_model_name(model, named_by)
+    model, model_origin = _model_of(batch, recipe)
+    check_model_name(model, "--model" if model_origin == "flag" else f"the model of the {model_origin}")
     recommended = model_settings(model).get("recommended", {})
-    edit_defaults = _edit_defaults(batch, recommended)
+    from_model = recommendation_sources(model)
+    edit_defaults, edit_origins = _edit_defaults(batch, recommended, from_model)
     if batch.recipe:  # again, so that its concepts without a scale or threshold get the model's
         recipe = read_recipe(batch.recipe, edit_defaults)
     inputs, checked = _inputs(batch)
@@ -150,7 +158,7 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
             _check_no_overwrite(paths, protected)
         try:
             flags = given({"model": batch.model, **batch.settings})
-            settings = resolve_settings(flags, entry, recommended)
+            settings, sourced = resolve_settings(flags, entry, recommended, from_model, f"recipe {batch.recipe}")
             origins = origins_of(flags, entry, recommended, batch.recipe, model)
             validate_steps(settings["steps"], settings["skip"])
             source = _source(batch, model, path, settings, edits, keep_pixels=len(inputs) == 1, origins=origins)
@@ -159,7 +167,7 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
                 raise
             refused.append((str(path), str(exc)))
             continue
-        job = Job(path, out, settings, edits, source)
+        job = Job(path, out, settings, edits, source, sourced)
         if batch.resume and all(f.exists() for f in paths):
             difference = recipe_difference(out, wanted_recipe(job, model, batch.inversion))
             if difference is None:
@@ -168,7 +176,44 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
             stale.append((out, difference))
         jobs.append(job)
     editor = EditorSpec(model, batch.device, batch.dtype, batch.compile, batch.quiet, batch.offload)
-    return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray, stale)
+    chosen = {"model": (model, model_origin), **{k: (v, edit_origins[k]) for k, v in edit_defaults.items()}}
+    warnings = _warnings(recipe, inputs, jobs, model)
+    return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray, stale, warnings, chosen)
+
+
+def _warnings(recipe: Mapping[str, Any], inputs: list[str | None], jobs: list[Job], model: str) -> list[str]:
+    """The plan's surprises (:mod:`leditspp.advice`): the model's, recipe entries for no input,
+    outputs without edits or without a recipe, a photo given to a demo model."""
+    found = [*model_warnings(model), unmatched_recipe_images(recipe, inputs)]
+    plain = [job.out for job in jobs if not job.edits]
+    found += [
+        no_edit(plain) if plain else None,
+        *(no_recipe(job.out) for job in jobs if job.out.suffix.lower() != ".png"),
+    ]
+    photos = (demo_photo(model, _size(job.source), job.settings) for job in jobs if job.path)
+    found.append(next((w for w in photos if w), None))
+    return [w for w in found if w]
+
+
+def _size(source: Any) -> tuple[int, int]:
+    """An input's pixel size: the image's, or its file's header."""
+    if not isinstance(source, (str, Path)):
+        return source.size
+    with Image.open(source) as image:
+        return image.size
+
+
+def _model_of(batch: BatchEdit, recipe: Mapping[str, Any]) -> tuple[str, str]:
+    """The model a batch edits with, and where that came from: ``--model``, else the one the saved
+    inversion names, else the recipe's, else the default."""
+    if batch.model:
+        return batch.model, "flag"
+    made_with = model_source(batch.inversion) if batch.inversion else None
+    if made_with:
+        return made_with, f"inversion {batch.inversion}"
+    if recipe.get("model"):
+        return recipe["model"], f"recipe {batch.recipe}"
+    return defaults.MODEL, "default"
 
 
 def _protected_files(batch: BatchEdit, inputs: list[str | None]) -> list[Path]:
@@ -218,12 +263,30 @@ def given(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve_settings(
-    flags: dict[str, Any], recipe: dict[str, Any], recommended: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Explicit ``flags`` over the recipe over the model's recommended settings over the defaults."""
-    check_settings(flags, "command line")
-    base = {**SETTINGS, **{k: v for k, v in (recommended or {}).items() if k in SETTINGS}}
-    return {key: flags.get(key, recipe.get(key, default)) for key, default in base.items()}
+    flags: dict[str, Any],
+    recipe: dict[str, Any],
+    recommended: dict[str, Any] | None = None,
+    from_model: Mapping[str, str] | None = None,
+    recipe_name: str = "recipe",
+    schema: Mapping[str, Any] = SETTINGS,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Explicit ``flags`` over the recipe over the model's recommended settings over the defaults
+    (``schema``: the settings and their defaults), and where each came from — ``"flag"``,
+    ``recipe_name``, the model's (its ``from_model`` source:
+    :func:`~leditspp.models.recommendation_sources`) or ``"default"``."""
+    check_settings({k: v for k, v in flags.items() if k in SETTINGS}, "command line")
+    recommended, from_model = recommended or {}, from_model or {}
+    settings, origins = {}, {}
+    for key, default in schema.items():
+        if key in flags:
+            settings[key], origins[key] = flags[key], "flag"
+        elif key in recipe:
+            settings[key], origins[key] = recipe[key], recipe_name
+        elif key in recommended:
+            settings[key], origins[key] = recommended[key], from_model.get(key, "recommended")
+        else:
+            settings[key], origins[key] = default, "default"
+    return settings, origins
 
 
 def origins_of(
@@ -280,10 +343,20 @@ def preflight(
         )
 
 
-def _edit_defaults(batch: BatchEdit, recommended: dict[str, Any]) -> dict[str, Any]:
-    """Scale and threshold of concepts that give none: the batch's, else the model's, else the default."""
-    rec = {**RECOMMENDABLE, **recommended}
-    return {key: rec[key] if getattr(batch, key) is None else getattr(batch, key) for key in ("scale", "threshold")}
+def _edit_defaults(
+    batch: BatchEdit, recommended: dict[str, Any], from_model: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Scale and threshold of concepts that give none: the batch's, else the model's, else the
+    default; and where each came from."""
+    values, origins = {}, {}
+    for key in ("scale", "threshold"):
+        if getattr(batch, key) is not None:
+            values[key], origins[key] = getattr(batch, key), "flag"
+        elif key in recommended:
+            values[key], origins[key] = recommended[key], from_model.get(key, "recommended")
+        else:
+            values[key], origins[key] = RECOMMENDABLE[key], "default"
+    return values, origins
 
 
 def _inputs(batch: BatchEdit) -> tuple[list[str | None], BatchEdit]:

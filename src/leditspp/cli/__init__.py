@@ -2,6 +2,9 @@
 library's values and calls it (:mod:`.edit` → :mod:`leditspp.batch`, :mod:`.eval` →
 :func:`leditspp.evaluation.evaluate`, :mod:`.invert`, :mod:`.info`, :mod:`.serve`).
 
+The parser imports nothing heavy (its choices are :mod:`leditspp.defaults`' constants), so
+``leditspp --help`` answers at once; each command imports torch and diffusers when it runs.
+
 Exit codes: 0 success, 2 bad input (one-line message), 1 internal error — or, for ``edit`` with
 several inputs, some input failed; for ``eval``, some item failed (the closing line counts them).
 """
@@ -9,23 +12,20 @@ several inputs, some input failed; for ``eval``, some item failed (the closing l
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import logging
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import __version__, defaults
 from ..errors import LeditsError
-from ..evaluation import SUITES
-from ..masking import MASK_MODES
-from ..offload import CHOICES as OFFLOADS
-from ..solvers import SOLVERS
-from ..validation import check_device
-from .edit import edit_command
-from .eval import eval_command
-from .info import info_command
-from .invert import invert_command
-from .serve import serve_command
+
+#: What ``--help`` says where the model's recommended value is the default: the run uses the
+#: loaded model's (its leditspp.json, its checkpoint's or its family's), else the library's.
+RECOMMENDED = "the model's recommendation"
 
 EXAMPLES = """examples:
   leditspp edit examples/shapes.png -e "+red circle:8" -e "-blue square:4" -o out.png   # built-in demo model
@@ -85,7 +85,7 @@ def _model_options() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="network precision")
     g.add_argument(
         "--offload",
-        choices=OFFLOADS,
+        choices=defaults.OFFLOADS,
         default="auto",
         help="memory plan: text encoders off the GPU between calls (model), the denoiser group-offloaded too "
         "(group), everything resident (none), or the lightest that fits the free memory [auto]",
@@ -126,12 +126,12 @@ def _inversion_options() -> argparse.ArgumentParser:
     """The settings an inversion is made with (``invert`` and ``edit``); None: recipe, model, default."""
     options = argparse.ArgumentParser(add_help=False)
     g = options.add_argument_group("inversion (defaults in brackets)")
-    g.add_argument("--steps", type=int, help=f"inversion/edit steps N [{defaults.STEPS}]")
-    g.add_argument("--skip", type=float, help=f"skipped fraction of the schedule [{defaults.SKIP}]")
-    g.add_argument("--solver", choices=tuple(SOLVERS), help=f"[{defaults.SOLVER}]")
+    g.add_argument("--steps", type=int, help=f"inversion/edit steps N [{RECOMMENDED}]")
+    g.add_argument("--skip", type=float, help=f"skipped fraction of the schedule [{RECOMMENDED}]")
+    g.add_argument("--solver", choices=defaults.SOLVERS, help=f"[{RECOMMENDED}]")
     g.add_argument("--seed", type=int, help=f"seed of the auxiliary noise [{defaults.SEED}]")
     g.add_argument("--source-prompt", help="describes the input; guides the inversion")
-    g.add_argument("--source-guidance", type=float, help=f"[{defaults.SOURCE_GUIDANCE}]")
+    g.add_argument("--source-guidance", type=float, help=f"guidance of the source prompt [{RECOMMENDED}]")
     g.add_argument("--negative-prompt")
     g.add_argument("--height", type=int, help="processing height [image height rounded down]")
     g.add_argument("--width", type=int, help="processing width [image width rounded down]")
@@ -186,13 +186,11 @@ def _add_edit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="allow outputs to replace input files (refused otherwise: the originals would be lost)",
     )
     g = pe.add_argument_group("edit (defaults for every -e concept)")
-    g.add_argument("--scale", type=float, help=f"edit scale [the model's recommended, else {defaults.EDIT_SCALE}]")
-    g.add_argument(
-        "--threshold", type=float, help=f"mask threshold λ [the model's recommended, else {defaults.EDIT_THRESHOLD}]"
-    )
+    g.add_argument("--scale", type=float, help=f"edit scale [{RECOMMENDED}]")
+    g.add_argument("--threshold", type=float, help=f"mask threshold λ [{RECOMMENDED}]")
     g.add_argument("--warmup", type=int, default=defaults.WARMUP_STEPS, help="warm-up steps [%(default)s]")
     g.add_argument("--cooldown", type=int, default=defaults.COOLDOWN_STEPS, help="cool-down step [none]")
-    g.add_argument("--mask-mode", choices=MASK_MODES, help=f"[{defaults.MASK_MODE}]")
+    g.add_argument("--mask-mode", choices=defaults.MASK_MODES, help=f"[{RECOMMENDED}]")
     g.add_argument("--user-mask", help="mask image (white = may change), any size")
     g.add_argument("--guidance-rescale", type=float, help=f"[{defaults.GUIDANCE_RESCALE}]")
     g.add_argument(
@@ -224,7 +222,7 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         epilog=EVAL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pv.add_argument("suite", metavar="SUITE", help=f"one of {', '.join(SUITES)}")
+    pv.add_argument("suite", metavar="SUITE", help=f"one of {', '.join(defaults.SUITES)}")
     pv.add_argument("data", nargs="?", metavar="DATA", help="the benchmark's folder (tedbench, piebench)")
     pv.add_argument("-o", "--output", required=True, help="folder for metrics.csv, summary.json, report.html, images/")
     pv.add_argument(
@@ -244,11 +242,11 @@ def _add_eval(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="NAME=V1,V2,…",
         help="repeat every item for each value (several --sweep: every combination), e.g. scale=5,10,15",
     )
-    g = pv.add_argument_group("edit settings (defaults: the model's recommended, else the library's)")
-    g.add_argument("--steps", type=int, help=f"[{defaults.STEPS}]")
-    g.add_argument("--skip", type=float, help=f"[{defaults.SKIP}]")
-    g.add_argument("--scale", type=float, help=f"edit scale [{defaults.EDIT_SCALE}]")
-    g.add_argument("--threshold", type=float, help=f"mask threshold λ [{defaults.EDIT_THRESHOLD}]")
+    g = pv.add_argument_group("edit settings (defaults in brackets)")
+    g.add_argument("--steps", type=int, help=f"[{RECOMMENDED}]")
+    g.add_argument("--skip", type=float, help=f"[{RECOMMENDED}]")
+    g.add_argument("--scale", type=float, help=f"edit scale [{RECOMMENDED}]")
+    g.add_argument("--threshold", type=float, help=f"mask threshold λ [{RECOMMENDED}]")
     g.add_argument("--preserve", type=int, metavar="K", help="keep the source outside the masks grown by K cells [off]")
     g.add_argument("--scenes", type=int, help="shapes suite: number of scenes [20]")
 
@@ -275,8 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(attach_edit_values(parser, sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format="leditspp: %(message)s")
+    if not getattr(args, "quiet", False):
+        logging.getLogger("leditspp.jobs").setLevel(logging.INFO)  # "loading model …", "loaded … in 9.8 s"
     try:
-        return _run(args)
+        with library_warnings_silenced(getattr(args, "quiet", False)):
+            return _run(args)
     except LeditsError as exc:
         print(f"leditspp: error: {exc}", file=sys.stderr)
         return 2
@@ -290,9 +291,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+#: The libraries whose warnings ``--quiet`` silences (their loggers, and Python warnings while a command runs).
+LIBRARY_LOGGERS = ("diffusers", "transformers", "huggingface_hub", "accelerate", "torch", "PIL")
+
+
+@contextlib.contextmanager
+def library_warnings_silenced(quiet: bool) -> Iterator[None]:
+    """With ``quiet``: the libraries' warnings dropped while the command runs (their loggers at
+    ERROR, Python warnings ignored), as they were afterwards; leditspp's own lines are not theirs."""
+    if not quiet:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
+#: Each command's module and function, imported when the command runs (torch comes with them).
+COMMANDS = {
+    "edit": (".edit", "edit_command"),
+    "invert": (".invert", "invert_command"),
+    "eval": (".eval", "eval_command"),
+    "serve": (".serve", "serve_command"),
+}
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
+        from .info import info_command
+
         return info_command(args.file)
+    from ..validation import check_device
+
     check_device(args.device)  # before reading images or loading anything
-    commands = {"serve": serve_command, "invert": invert_command, "eval": eval_command, "edit": edit_command}
-    return commands[args.command](args)
+    module, name = COMMANDS[args.command]
+    return getattr(importlib.import_module(module, __name__), name)(args)

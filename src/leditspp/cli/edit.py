@@ -7,11 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..batch import BatchEdit, edit_batch, plan_edits
+from ..batch import BatchEdit, EditPlan, edit_batch, plan_edits
 from ..jobs import RunStats
-from ..recipes import SETTINGS
+from ..recipes import INVERSION_SETTINGS, SETTINGS
 from .options import ray_options
 from .progress import item_progress, step_progress
+from .summary import say_start, say_warnings
 
 
 def edit_command(args: argparse.Namespace) -> int:
@@ -22,6 +23,8 @@ def edit_command(args: argparse.Namespace) -> int:
     reported, recorded in ``OUT/edit-log.csv`` and the others go on (exit 1 at the end)."""
     ray = ray_options(args)
     plan = plan_edits(_batch(args), ray)
+    _say_start(args, plan)
+    say_warnings(args, plan.warnings)
     if not args.quiet:
         for out, difference in plan.stale:
             print(f"leditspp: resume: {out} was made with {difference}; editing it again", file=sys.stderr)
@@ -38,6 +41,21 @@ def edit_command(args: argparse.Namespace) -> int:
     if not args.quiet and (plan.several or ray is not None):
         print(f"edit: {stats.line()}", file=sys.stderr)
     return 1 if stats.failed else 0
+
+
+def _say_start(args: argparse.Namespace, plan: EditPlan) -> None:
+    """The model and the first input's settings (per-image recipe entries may change others'); a
+    saved inversion's own where it fixes them (its seed is not recorded)."""
+    job = next(iter(plan.jobs), None)
+    sourced = {k: (v, job.origins[k]) for k, v in job.settings.items() if k != "model"} if job else {}
+    if job is not None and job.path is None:
+        fixed = [key for key in INVERSION_SETTINGS if key != "seed"]
+        where = f"inversion {plan.batch.inversion}"
+        sourced = {k: v for k, v in sourced.items() if k != "seed"} | {
+            key: (getattr(job.source.info, key), where) for key in fixed
+        }
+    model, origin = plan.chosen["model"]
+    say_start(args, model, origin, sourced | {k: v for k, v in plan.chosen.items() if k != "model"})
 
 
 def _batch(args: argparse.Namespace) -> BatchEdit:

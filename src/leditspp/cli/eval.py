@@ -7,11 +7,17 @@ import argparse
 import sys
 from typing import Any
 
+from .. import defaults
+from ..advice import model_warnings
+from ..batch.plan import resolve_settings
 from ..evaluation import evaluate, evaluate_models, runner
 from ..evaluation.suites import SETTINGS
 from ..jobs import RunStats
+from ..models import RECOMMENDABLE, model_settings, recommendation_sources
+from ..recipes import SETTINGS as RECIPE_SETTINGS
 from .options import ray_options
 from .progress import item_progress
+from .summary import say_start, say_warnings
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -21,6 +27,7 @@ def eval_command(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.model.split(",")] if args.model and "," in args.model else []
     if models:
         return _compare_command(args, models, stats)
+    _say_start(args, args.model or defaults.MODEL)
     result = evaluate(args.suite, args.data, args.output, model=args.model, **_options(args, stats))
     if not args.quiet:
         print(f"eval: {stats.line()}", file=sys.stderr)
@@ -30,6 +37,16 @@ def eval_command(args: argparse.Namespace) -> int:
     if closing:
         print(f"leditspp: {closing}", file=sys.stderr)
     return code
+
+
+def _say_start(args: argparse.Namespace, model: str) -> None:
+    """The model and the settings an evaluation's items use where no --sweep changes them."""
+    schema = {key: {**RECIPE_SETTINGS, **RECOMMENDABLE}[key] for key in SETTINGS}
+    flags = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}
+    recommended = model_settings(model).get("recommended", {})
+    settings, origins = resolve_settings(flags, {}, recommended, recommendation_sources(model), schema=schema)
+    say_start(args, model, "flag" if args.model else "default", {k: (settings[k], origins[k]) for k in settings})
+    say_warnings(args, model_warnings(model))
 
 
 def _options(args: argparse.Namespace, stats: RunStats) -> dict[str, Any]:
@@ -58,6 +75,8 @@ def _compare_command(args: argparse.Namespace, models: list[str], stats: RunStat
     """``--model A,B``: every model checked, then each evaluated into ``OUT/<model>/``, then
     ``OUT/comparison.{md,html}``; the exit code is 1 when some item of some model failed."""
     options = _options(args, stats)
+    for model in models:
+        _say_start(args, model)
     results = evaluate_models(args.suite, args.data, args.output, models, **options)
     if not args.quiet:
         print(f"eval: {stats.line()}", file=sys.stderr)

@@ -28,6 +28,7 @@ from .settings import (
     RECOMMENDABLE,
     is_flow_model,
     model_settings,
+    recommendation_sources,
     size_multiple_hint,
 )
 from .zimage import ZImage
@@ -56,6 +57,7 @@ __all__ = [
     "load_pipeline",
     "model_settings",
     "quiet_loading",
+    "recommendation_sources",
     "register",
     "registered",
     "resolve_model",

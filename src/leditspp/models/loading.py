@@ -3,8 +3,11 @@ loaded from the hub or disk, and the libraries' loading chatter silenced where t
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -91,6 +94,7 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
 
     model = resolve_model(model)
     check_folder(model)
+    check_reachable(model)
 
     kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
     try:
@@ -102,8 +106,56 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
             kwargs |= {"safety_checker": None, "requires_safety_checker": False}
         return DiffusionPipeline.from_pretrained(model, **kwargs)
     except (OSError, ValueError) as exc:
+        if _is_hub_id(model) and not _in_cache(model):
+            raise LeditsError(_unreachable(model, str(exc).splitlines()[0])) from exc
         raise LeditsError(
             f"cannot load model {model!r}: {str(exc).splitlines()[0]} — pass a Hugging Face hub id "
             "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or a local folder in diffusers format "
             "(with model_index.json)"
         ) from exc
+
+
+#: Seconds to wait for the hub's host to answer before a hub id not in the cache is refused.
+HUB_CONNECT_TIMEOUT = 5.0
+
+
+def check_reachable(model: str) -> None:
+    """Refuse at once a hub id that is not in the Hugging Face cache where the hub cannot be
+    reached: offline mode (``HF_HUB_OFFLINE``), or no connection to its host in a few seconds —
+    rather than after the download's retries time out."""
+    if not _is_hub_id(model) or _in_cache(model):
+        return
+    from huggingface_hub import constants, is_offline_mode
+
+    if is_offline_mode():
+        raise LeditsError(_unreachable(model, "HF_HUB_OFFLINE is set"))
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return  # through a proxy: the download itself tells
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "", url.port or 443), timeout=HUB_CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise LeditsError(_unreachable(model, f"no connection to {url.hostname} ({exc.strerror or exc})")) from exc
+
+
+def _unreachable(model: str, why: str) -> str:
+    return (
+        f"model {model!r} is a Hugging Face hub id that is not reachable and not in the cache ({why}); connect "
+        "to the internet (and unset HF_HUB_OFFLINE) to download it once, check the id's spelling on "
+        "huggingface.co, or pass a local folder in diffusers format"
+    )
+
+
+def _is_hub_id(model: str) -> bool:
+    """Whether ``model`` reads as ``owner/name`` and is no path on this machine."""
+    return model.count("/") == 1 and not model.startswith((".", "/", "~")) and not Path(model).exists()
+
+
+def _in_cache(model: str) -> bool:
+    """Whether the hub id's pipeline index is in the Hugging Face cache (looked up offline)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model, "model_index.json"), str)
+    except (ValueError, OSError):  # a malformed id (HFValidationError): the download's error says it
+        return False

@@ -65,6 +65,25 @@ def model_settings(model: str) -> dict[str, Any]:
     :data:`CHECKPOINT_RECOMMENDED` over its family's rule (``recommended``, from the configs)
     over :data:`FEW_STEP_RECOMMENDED`. A hub id is read from the Hugging Face cache where it is
     there (nothing is downloaded), else known by name only. ``{}`` where nothing is declared."""
+    declared, implied = _declared_and_implied(model)
+    recommended = implied | declared.get("recommended", {})
+    options = {k: declared[k] for k in MODEL_OPTIONS if k in declared}
+    return {**options, "recommended": recommended} if recommended or declared else options
+
+
+def recommendation_sources(model: str) -> dict[str, str]:
+    """For each setting :func:`model_settings` recommends, where it comes from: ``"leditspp.json"``
+    (the folder's own file) or ``"recommended"`` (what leditspp knows of the checkpoint, its
+    family or its spacing)."""
+    declared, implied = _declared_and_implied(model)
+    return {key: "recommended" for key in implied} | {
+        key: MODEL_SETTINGS_FILE for key in declared.get("recommended", {})
+    }
+
+
+def _declared_and_implied(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The folder's ``leditspp.json`` (checked; ``{}`` where none) and the recommended settings
+    implied by the spacing, the family's rule and the checkpoint's name, in that order."""
     folder = _local_folder(model)
     path = folder / MODEL_SETTINGS_FILE if folder else None
     declared = _read_settings_file(path) if path and path.is_file() else {}
@@ -72,10 +91,7 @@ def model_settings(model: str) -> dict[str, Any]:
     implied = dict(FEW_STEP_RECOMMENDED.get(spacing or "", {}))
     if folder and (parts := parts_of_folder(folder)):
         implied |= recommended_of(parts, pipeline_config_of_folder(folder))
-    implied |= _checkpoint_recommended(model, folder)
-    recommended = implied | declared.get("recommended", {})
-    options = {k: declared[k] for k in MODEL_OPTIONS if k in declared}
-    return {**options, "recommended": recommended} if recommended or declared else options
+    return declared, implied | _checkpoint_recommended(model, folder)
 
 
 def _read_settings_file(path: Path) -> dict[str, Any]:
@@ -151,6 +167,30 @@ def _checkpoint_recommended(model: str, folder: Path | None) -> dict[str, Any]:
         if hub_id.lower() in names:
             return dict(recommended)
     return {}
+
+
+def unrecognised_checkpoint(model: str) -> str | None:
+    """A warning where a local folder's name says a checkpoint of :data:`CHECKPOINT_RECOMMENDED`
+    (``./Z-Image-Turbo``) that its configs cannot tell apart from its base model, and no
+    ``leditspp.json`` says which it is: it runs with the base model's recommendation. None otherwise."""
+    folder = _local_folder(model)
+    if folder is None or (folder / MODEL_SETTINGS_FILE).is_file() or _checkpoint_recommended(model, folder):
+        return None
+    name, implied = _squashed(Path(model).resolve().name), _declared_and_implied(model)[1]
+    for hub_id, recommended in CHECKPOINT_RECOMMENDED.items():
+        if _squashed(hub_id.split("/")[1]) in name and recommended.items() - implied.items():
+            flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in recommended.items())
+            return (
+                f"model folder {model!r} looks like {hub_id} by its name, but it has no {MODEL_SETTINGS_FILE} and its "
+                f"configs are its base model's, so the base model's recommended settings are used; pass {flags}, "
+                f"or write {folder / MODEL_SETTINGS_FILE} with {json.dumps({'recommended': recommended})}"
+            )
+    return None
+
+
+def _squashed(name: str) -> str:
+    """A checkpoint name compared without case or separators (``z_image-turbo`` is ``zimageturbo``)."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
 def _folder_spacing(folder: Path) -> str | None:
