@@ -123,25 +123,30 @@ class UNetAttentionTap:
 
 
 @dataclass(eq=False)
-class FluxAttentionTap:
-    """M¹ of a FLUX.1 model: the double-stream blocks' joint attention ([text; image] keys, text
-    first, after q/k norms and rotary positions), as leditspp's diffusers FLUX adapter reads it.
+class JointAttentionTap:
+    """M¹ of a two-stream transformer: the joint attention of each FLUX.1 double block or SD3 joint
+    block ([text; image] keys, text first after SD3's register tokens, after q/k norms and rotary
+    positions), as leditspp's diffusers FLUX and SD3 adapters read it.
 
-    ComfyUI's FLUX calls do not say which block they are in, so each double block is wrapped with
+    ComfyUI's calls there do not say which block they are in, so each block is wrapped with
     ComfyUI's per-block patch (``patches_replace["dit"][("double_block", i)]``, chaining one another
-    node set) to mark its kernel call; the override records the armed rows' image queries against
-    every key, keeping the text columns.
+    node set) to mark its first kernel call (an SD3.5 block's second one is the image's own
+    self-attention); the override records the armed rows' image queries against every key, keeping
+    the text columns.
     """
 
     recorder: AttentionRecorder
-    _in_double: bool = field(default=False, init=False)
+    offset: int = 0  # tokens before the text in the joint sequence (SD3's registers)
+    _in_block: bool = field(default=False, init=False)
     _text: int = field(default=0, init=False)
 
     @classmethod
-    def of(cls, flux: Any) -> FluxAttentionTap:
-        if getattr(flux, "flipped_img_txt", False):
+    def of(cls, network: Any) -> JointAttentionTap:
+        """The tap of a ComfyUI ``Flux`` (its ``double_blocks``) or ``MMDiT`` (its ``joint_blocks``)."""
+        if getattr(network, "flipped_img_txt", False):
             raise LeditsError("this FLUX-like model puts the image before the text; set mask mode to noise or none")
-        return cls(AttentionRecorder(len(flux.double_blocks)))
+        blocks = network.joint_blocks if hasattr(network, "joint_blocks") else network.double_blocks
+        return cls(AttentionRecorder(len(blocks)), int(getattr(network, "register_length", 0)))
 
     def options(self, transformer_options: dict[str, Any], text_tokens: int) -> dict[str, Any]:
         """A copy of ``transformer_options`` with the block markers and the override, for a call whose
@@ -159,26 +164,34 @@ class FluxAttentionTap:
         }
 
     def _marking(self, inner: Any) -> Any:
-        """A double-block patch that marks the block's kernel call and runs ``inner`` (another node's
+        """A block patch that marks the block's first kernel call and runs ``inner`` (another node's
         patch) or the block itself."""
 
         def block(args: dict[str, Any], extra: dict[str, Any]) -> Any:
-            self._in_double = True
+            self._in_block = True
             try:
                 return inner(args, extra) if inner is not None else extra["original_block"](args)
             finally:
-                self._in_double = False
+                self._in_block = False
 
         return block
 
     def _kernel(
         self, inner: Any, func: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs: Any
     ) -> Any:
-        if self._in_double and self.recorder.armed:
-            rows, text = self.recorder.rows, self._text
-            mask = kwargs.get("mask")
-            bias = None if mask is None else mask[rows][..., text:, :]
-            self.recorder.record(q[rows][:, :, text:], k[rows], q.shape[-1] ** -0.5, text=slice(0, text), mask=bias)
+        if self._in_block and self.recorder.armed:
+            self._record(q, k, heads, kwargs)
+        self._in_block = False
         if inner is not None:
             return inner(func, q, k, v, heads, **kwargs)
         return func(q, k, v, heads, **kwargs)
+
+    def _record(self, q: torch.Tensor, k: torch.Tensor, heads: int, kwargs: dict[str, Any]) -> None:
+        """The armed rows' image queries (R, heads, Q, d) against all keys (R, heads, K, d), with the
+        kernel's scale d^−½ and its mask (FLUX.1's), keeping the text columns."""
+        rows, start, end = self.recorder.rows, self.offset, self.offset + self._text
+        if not kwargs.get("skip_reshape", False):  # SD3 gives (B, tokens, heads·d)
+            q, k = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
+        mask = kwargs.get("mask")
+        bias = None if mask is None else mask[rows][..., end:, :]
+        self.recorder.record(q[rows][:, :, end:], k[rows], q.shape[-1] ** -0.5, text=slice(start, end), mask=bias)

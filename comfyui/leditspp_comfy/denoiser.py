@@ -9,7 +9,7 @@ the noise levels are the model's ``model_sampling`` sigmas.
 Variance-preserving families (ε- and v-prediction) live in ComfyUI's space ``x = x0 + σ·ε`` with
 ``σ = s/a``; leditspp's latents are ``y = a·x0 + s·ε`` (paper Eq. 6), so ``x = y/a``. ComfyUI's
 ``apply_model`` returns the data prediction ``D``; the estimate the guidance acts on is
-``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1 is on
+``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1 and SD3 are on
 ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's ``y`` itself; there
 ``(x − D)/σ`` is the velocity v the flow solvers take.
 """
@@ -31,7 +31,7 @@ from leditspp.errors import LeditsError
 from leditspp.models.base import Conditioning
 from leditspp.solvers import FlowPath, NoiseLevel, NoisePath, Path
 
-from .attention import FluxAttentionTap, UNetAttentionTap
+from .attention import JointAttentionTap, UNetAttentionTap
 
 #: The model families of ComfyUI this pack edits, by ComfyUI's model-config class name.
 SUPPORTED: dict[str, str] = {
@@ -40,9 +40,10 @@ SUPPORTED: dict[str, str] = {
     "SDXL": "Stable Diffusion XL",
     "Flux": "FLUX.1 [dev]",
     "FluxSchnell": "FLUX.1 [schnell]",
+    "SD3": "Stable Diffusion 3 and 3.5",
 }
 #: The families on a rectified-flow path (ComfyUI's CONST parameterisation); the rest are VP.
-FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell"})
+FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3"})
 
 
 def model_name(patcher: Any) -> str:
@@ -91,7 +92,7 @@ def vp_path(sampling: Any) -> NoisePath:
 def flow_path(sampling: Any) -> FlowPath:
     """The flow path of ComfyUI's flow sampling: a ``ModelSamplingFlux`` ([dev]) shifts σ by
     ``e^μ/(e^μ + 1/σ − 1)`` with μ its ``shift`` (ComfyUI's ModelSamplingFlux node sets it from the
-    image size), a ``ModelSamplingDiscreteFlow`` ([schnell]) by ``shift·σ/(1 + (shift − 1)·σ)``."""
+    image size), a ``ModelSamplingDiscreteFlow`` ([schnell], SD3 with shift 3) by ``shift·σ/(1 + (shift − 1)·σ)``."""
     if isinstance(sampling, comfy.model_sampling.ModelSamplingFlux):
         return FlowPath(dynamic=True, mu=float(sampling.shift))
     return FlowPath(shift=float(sampling.shift))
@@ -99,7 +100,7 @@ def flow_path(sampling: Any) -> FlowPath:
 
 @dataclass(eq=False)
 class ComfyDenoiser:
-    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, FLUX.1) for the loops: estimates, data
+    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1) for the loops: estimates, data
     predictions, the noise path and the attention tap for M¹ — the part of
     :class:`~leditspp.models.base.ModelAdapter` the loops call. The text and the autoencoder parts
     are ComfyUI's ``CLIP`` (:mod:`.text`) and ``VAE`` (:mod:`.run`)."""
@@ -107,7 +108,7 @@ class ComfyDenoiser:
     patcher: Any  # comfy.model_patcher.ModelPatcher
     mask_level: int = defaults.MASK_LEVEL
     condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
-    _tap: UNetAttentionTap | FluxAttentionTap | None = field(default=None, init=False)
+    _tap: UNetAttentionTap | JointAttentionTap | None = field(default=None, init=False)
 
     @classmethod
     def of(cls, patcher: Any) -> ComfyDenoiser:
@@ -125,7 +126,7 @@ class ComfyDenoiser:
 
     @property
     def flow(self) -> bool:
-        """Whether the model is on a rectified-flow path (FLUX.1) rather than a VP one."""
+        """Whether the model is on a rectified-flow path (FLUX.1, SD3) rather than a VP one."""
         return model_name(self.patcher) in FLOW_FAMILIES
 
     @property
@@ -146,7 +147,7 @@ class ComfyDenoiser:
 
     @property
     def cell(self) -> int:
-        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on FLUX.1."""
+        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on FLUX.1 and SD3."""
         return self.patcher.model.diffusion_model.patch_size if self.flow else 2**self.mask_level
 
     def mask_grid(self, height: int, width: int) -> tuple[int, int]:
@@ -211,7 +212,7 @@ class ComfyDenoiser:
         """Record the concept rows' cross-attention at the mask level for the calls made inside
         (see :class:`~.attention.UNetAttentionTap`)."""
         network = self.patcher.model.diffusion_model
-        tap = FluxAttentionTap.of(network) if self.flow else UNetAttentionTap.of(network, self.mask_level)
+        tap = JointAttentionTap.of(network) if self.flow else UNetAttentionTap.of(network, self.mask_level)
         self._tap = tap
         try:
             yield tap.recorder

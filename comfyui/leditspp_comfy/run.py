@@ -143,12 +143,12 @@ def check_inversion(denoiser: ComfyDenoiser, inv: ComfyInversion) -> StepTable:
 
 def fit_lengths(denoiser: ComfyDenoiser, conds: Sequence[Conditioning]) -> list[Conditioning]:
     """``conds`` brought to one token count so that one call stacks them (:func:`.text.to_common_length`).
-    A joint attention (FLUX.1) would weigh repeated text keys against the image's, so there the
+    A joint attention (FLUX.1, SD3) would weigh repeated text keys against the image's, so there the
     counts must already be equal."""
     lengths = sorted({c.embeds.shape[1] for c in conds})
     if denoiser.flow and len(lengths) > 1:
         raise LeditsError(
-            f"the prompts have {lengths} T5 tokens; on FLUX.1 they must have the same count — shorten the "
+            f"the prompts have {lengths} text tokens; on FLUX.1 and SD3 they must have the same count — shorten the "
             f"longer ones to under {lengths[0]} tokens"
         )
     return text.to_common_length(conds)

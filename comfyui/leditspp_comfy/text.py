@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from comfy.text_encoders.sd3_clip import SD3ClipModel
 
 from leditspp.errors import LeditsError
 from leditspp.models.base import Conditioning
@@ -27,17 +28,37 @@ def encode(clip: Any, text: str) -> Conditioning:
 
 def token_positions(clip: Any, text: str) -> tuple[int, ...]:
     """Positions of ``text``'s word tokens in its encoding's L tokens (start, end and padding
-    excluded). Where a T5 gives the sequence (FLUX.1; CLIP-L only its pooled vector) its tokens
-    count; otherwise every text encoder of the CLIP (SDXL: CLIP-L and CLIP-G) must agree on them."""
+    excluded). SD3's sequence is [CLIP-L ⊕ CLIP-G; T5]: the CLIPs' tokens (the two must agree) and
+    T5's after them, each part where its encoder is loaded. Where a T5 gives the sequence alone
+    (FLUX.1; CLIP-L only its pooled vector) its tokens count; otherwise every text encoder of the
+    CLIP (SDXL: CLIP-L and CLIP-G) must agree on them."""
     tokenized = clip.tokenize(text, return_word_ids=True)
-    sequences = [tokenized["t5xxl"]] if "t5xxl" in tokenized else tokenized.values()
-    found = {
-        tuple(i for i, (_, _, word) in enumerate(token for chunk in chunks for token in chunk) if word > 0)
-        for chunks in sequences
-    }
+    model = clip.cond_stage_model
+    if isinstance(model, SD3ClipModel):
+        return sd3_positions(model, tokenized, text)
+    sequences = [tokenized["t5xxl"]] if "t5xxl" in tokenized else list(tokenized.values())
+    return agreed_positions(sequences, text)[0]
+
+
+def sd3_positions(model: Any, tokenized: dict[str, Any], text: str) -> tuple[int, ...]:
+    """SD3's word positions: the loaded CLIPs' (``l``, ``g``) in the first part, then T5's, offset by
+    that part's length (``SD3ClipModel.encode_token_weights`` concatenates them in this order)."""
+    clips = [tokenized[key] for key, name in (("l", "clip_l"), ("g", "clip_g")) if getattr(model, name) is not None]
+    positions, length = agreed_positions(clips, text) if clips else ((), 0)
+    if model.t5xxl is None:
+        return positions
+    t5, _ = agreed_positions([tokenized["t5xxl"]], text)
+    return positions + tuple(length + p for p in t5)
+
+
+def agreed_positions(sequences: Sequence[Any], text: str) -> tuple[tuple[int, ...], int]:
+    """The word positions that every tokenization in ``sequences`` (each a list of chunks of
+    ``(token, weight, word id)``) gives, and their shortest length in tokens."""
+    flat = [[token for chunk in chunks for token in chunk] for chunks in sequences]
+    found = {tuple(i for i, (_, _, word) in enumerate(tokens) if word > 0) for tokens in flat}
     if len(found) != 1:
         raise LeditsError(f"the text encoders of this CLIP tokenize {text!r} differently; cannot place its tokens")
-    return found.pop()
+    return found.pop(), min(len(tokens) for tokens in flat)
 
 
 def from_conditioning(conditioning: Sequence[Sequence[Any]], name: str) -> Conditioning:

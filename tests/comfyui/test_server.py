@@ -30,6 +30,8 @@ from . import tiny  # noqa: E402
 CHECKPOINT = "tiny_sd15.safetensors"
 #: The example's nodes the test rewires, in the order they appear in it.
 NAMED = ("CheckpointLoaderSimple", "LoadImage", "LeditsInvert", "LeditsEdit", "VAEDecode", "SaveImage")
+#: The example workflows (each as ``NAME.json`` for the front end and ``NAME_api.json`` for the API).
+EXAMPLES = ("ledits_sd15", "ledits_sdxl", "ledits_flux")
 
 
 def free_port() -> int:
@@ -168,12 +170,13 @@ def widgets(spec: dict) -> list[list | None]:
     return out
 
 
-def test_the_ui_example_matches_the_node_definitions(server):
-    """The UI-format example: every node exists, every link joins an output and an input of its
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_the_ui_examples_match_the_node_definitions(server, name):
+    """A UI-format example: every node exists, every link joins an output and an input of its
     type, and every node carries a value for each of its widgets (a valid one for the pack's choices)."""
     url, _ = server
     info = call(f"{url}/object_info")
-    ui = json.loads((PACK / "example_workflows" / "ledits_sd15.json").read_text())
+    ui = json.loads((PACK / "example_workflows" / f"{name}.json").read_text())
     nodes = {n["id"]: n for n in ui["nodes"]}
     for link, source, slot, target, target_slot, kind in ui["links"]:
         assert info[nodes[source]["type"]]["output"][slot] == kind == nodes[target]["inputs"][target_slot]["type"], link
@@ -182,3 +185,23 @@ def test_the_ui_example_matches_the_node_definitions(server):
         assert len(node["widgets_values"]) == len(expected), node["type"]
         if node["type"].startswith("Ledits"):
             assert all(c is None or v in c for v, c in zip(node["widgets_values"], expected, strict=True)), node
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_the_api_examples_match_the_node_definitions(server, name):
+    """An API-format example: every node exists and gets each required input, only inputs it
+    declares, links from an output of the input's type, and valid choices for the pack's nodes."""
+    url, _ = server
+    info = call(f"{url}/object_info")
+    graph = json.loads((PACK / "example_workflows" / f"{name}_api.json").read_text())
+    for node_id, node in graph.items():
+        spec = info[node["class_type"]]["input"]
+        declared = {**spec["required"], **spec.get("optional", {})}
+        assert set(spec["required"]) <= set(node["inputs"]) <= set(declared), (node_id, node)
+        for input_name, value in node["inputs"].items():
+            kind = declared[input_name][0]
+            if isinstance(value, list):
+                source, slot = value
+                assert info[graph[source]["class_type"]]["output"][slot] == kind, (node_id, input_name)
+            elif isinstance(kind, list) and node["class_type"].startswith("Ledits"):
+                assert value in kind, (node_id, input_name, value)

@@ -1,4 +1,4 @@
-"""Tiny SD 1.x models in ComfyUI's own classes, from fixed seeds (no download)."""
+"""Tiny SD 1.x/2.x, SDXL, SD3 and FLUX.1 models in ComfyUI's own classes, from fixed seeds (no download)."""
 
 from __future__ import annotations
 
@@ -131,6 +131,47 @@ def tiny_flux(seed: int = 0, variant: str = "Flux") -> tuple[Any, Any]:
     target = ClipTarget(comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip())
     options = {"clip_l_model_config": dict(TINY_CLIP), "t5xxl_model_config": dict(TINY_T5)}
     clip = comfy.sd.CLIP(target, model_options=options)
+    randomize(clip.cond_stage_model, seed + 1)
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
+
+
+#: An SD3.5-shaped MMDiT (two joint blocks, 128 wide: ComfyUI fixes 64 channels a block and a head
+#: per block; RMS q/k norms; the first block with SD3.5 Medium's extra image self-attention) for the
+#: tiny CLIP-L + CLIP-G (32 + 32 pooled) and a T5 as wide as ComfyUI pads the CLIPs (4096).
+TINY_MMDIT = {
+    "in_channels": 16,
+    "out_channels": 16,
+    "patch_size": 2,
+    "depth": 2,
+    "adm_in_channels": 64,
+    "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
+    "pos_embed_max_size": 16,
+    "num_patches": 256,
+    "qk_norm": "rms",
+    "x_block_self_attn_layers": [0],
+    "pos_embed_scaling_factor": None,
+}
+SD3_T5 = {"d_model": 4096, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1}
+
+
+def tiny_sd3(seed: int = 0, t5: bool = True) -> tuple[Any, Any]:
+    """A ``ModelPatcher`` around a tiny SD3.5-shaped model (shift 3) and its ``CLIP`` (CLIP-L, CLIP-G
+    and, with ``t5``, a one-layer T5)."""
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.supported_models
+    import comfy.text_encoders.sd3_clip
+    from comfy.supported_models_base import ClipTarget
+
+    model = comfy.supported_models.SD3(dict(TINY_MMDIT)).get_model({})
+    randomize(model.diffusion_model, seed)
+    network = model.diffusion_model  # its position embedding is a buffer, built uninitialised
+    network.pos_embed.copy_(torch.randn(network.pos_embed.shape, generator=torch.Generator().manual_seed(seed)) * 0.02)
+    cpu = torch.device("cpu")
+    encoder = comfy.text_encoders.sd3_clip.sd3_clip(t5=t5)
+    target = ClipTarget(comfy.text_encoders.sd3_clip.SD3Tokenizer, encoder)
+    options = {"clip_l_model_config": dict(TINY_CLIP), "clip_g_model_config": dict(TINY_CLIP)}
+    clip = comfy.sd.CLIP(target, model_options={**options, "t5xxl_model_config": dict(SD3_T5)})
     randomize(clip.cond_stage_model, seed + 1)
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
 
