@@ -41,14 +41,15 @@ def token_positions(clip: Any, text: str) -> tuple[int, ...]:
 
 
 def sd3_positions(model: Any, tokenized: dict[str, Any], text: str) -> tuple[int, ...]:
-    """SD3's word positions: the loaded CLIPs' (``l``, ``g``) in the first part, then T5's, offset by
-    that part's length (``SD3ClipModel.encode_token_weights`` concatenates them in this order)."""
+    """SD3's word positions in the joint text (``SD3ClipModel.encode_token_weights`` puts the CLIPs'
+    part first, then T5's): T5's, offset by the CLIP part's length, where a T5 is loaded — as
+    leditspp's own SD3 adapter marks them —, else the loaded CLIPs' (``l``, ``g``)."""
     clips = [tokenized[key] for key, name in (("l", "clip_l"), ("g", "clip_g")) if getattr(model, name) is not None]
     positions, length = agreed_positions(clips, text) if clips else ((), 0)
     if model.t5xxl is None:
         return positions
     t5, _ = agreed_positions([tokenized["t5xxl"]], text)
-    return positions + tuple(length + p for p in t5)
+    return tuple(length + p for p in t5)
 
 
 def agreed_positions(sequences: Sequence[Any], text: str) -> tuple[tuple[int, ...], int]:

@@ -41,15 +41,16 @@ def test_sd3_runs_on_its_shifted_flow_path(sd3):
     assert ComfyDenoiser.of(sd3[0]).path == FlowPath(shift=3.0)
 
 
-def test_sd3_concept_tokens_are_the_clips_then_t5s():
+def test_sd3_concept_tokens_are_t5s_else_the_clips():
     """CLIP-L and CLIP-G share the first 77 tokens (start token first); T5's follow them (no start
-    token); without a T5 only the CLIPs' count."""
+    token) and are the concept's where a T5 is loaded (as leditspp's own SD3 adapter marks them);
+    without a T5 the CLIPs' count."""
     _, clip = tiny.tiny_sd3()
     _, clip_without_t5 = tiny.tiny_sd3(t5=False)
     words = len(clip.tokenizer.clip_l.tokenizer("a red hat")["input_ids"]) - 2
     pieces = len(clip.tokenizer.t5xxl.tokenizer("a red hat")["input_ids"]) - 1
     clips = tuple(range(1, 1 + words))
-    assert text.token_positions(clip, "a red hat") == clips + tuple(range(77, 77 + pieces))
+    assert text.token_positions(clip, "a red hat") == tuple(range(77, 77 + pieces))
     assert text.token_positions(clip_without_t5, "a red hat") == clips
     assert text.encode(clip_without_t5, "a red hat").embeds.shape[1] == 77
 
