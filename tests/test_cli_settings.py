@@ -121,7 +121,10 @@ def test_invert_says_its_settings(sd_folder, tmp_path, capsys):
 
 
 def test_eval_says_its_settings_before_it_runs(monkeypatch, capsys):
-    def stop(*args, **kwargs):
+    """Once the checks have passed (the runner counts the first items), before any item runs."""
+
+    def stop(*args, progress=None, **kwargs):
+        progress(0, 20)
         raise LeditsError("stopped here")
 
     monkeypatch.setattr("leditspp.cli.eval.evaluate", stop)

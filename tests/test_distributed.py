@@ -215,7 +215,7 @@ def test_ray_init_options_and_the_version_check():
 )
 def test_bad_ray_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, extra, message):
     pytest.importorskip("ray")
-    monkeypatch.setattr("leditspp.cli.check_device", lambda device: None)  # as if this build had GPUs
+    monkeypatch.setattr("leditspp.validation.check_device", lambda device: None)  # as if this build had GPUs
     (tmp_path / "list.yaml").write_text("- pip\n")
     extra = [e.replace("{dir}", str(tmp_path)) for e in extra]
     code = main(["edit", "missing.png", "-e", "+a", "-o", str(tmp_path / "out.png"), "--ray", *extra])

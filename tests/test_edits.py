@@ -39,7 +39,7 @@ def test_parse_uses_overrides_as_defaults():
         ({"prompt": "hat", "threshold": 90}, "did you mean 0.9"),
         ({"prompt": "hat", "threshold": 1.0}, r"\[0, 1\)"),
         ({"prompt": "hat", "scale": -2.0}, "remove=True"),
-        ({"prompt": "hat", "scale": float("nan")}, "finite"),
+        ({"prompt": "hat", "scale": float("nan")}, r"a number in \[0, 1000\]"),
         ({"prompt": "hat", "warmup_steps": -1}, "warmup"),
         ({"prompt": "hat", "warmup_steps": 3, "cooldown_steps": 3}, "cooldown"),
     ],

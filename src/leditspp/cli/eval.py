@@ -27,8 +27,8 @@ def eval_command(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.model.split(",")] if args.model and "," in args.model else []
     if models:
         return _compare_command(args, models, stats)
-    _say_start(args, args.model or defaults.MODEL)
-    result = evaluate(args.suite, args.data, args.output, model=args.model, **_options(args, stats))
+    options = _options(args, stats, [args.model or defaults.MODEL])
+    result = evaluate(args.suite, args.data, args.output, model=args.model, **options)
     if not args.quiet:
         print(f"eval: {stats.line()}", file=sys.stderr)
     out = result.out
@@ -49,8 +49,25 @@ def _say_start(args: argparse.Namespace, model: str) -> None:
     say_warnings(args, model_warnings(model))
 
 
-def _options(args: argparse.Namespace, stats: RunStats) -> dict[str, Any]:
-    """:func:`~leditspp.evaluation.evaluate`'s options from the flags (all but the model)."""
+def _announcing(args: argparse.Namespace, models: list[str], progress: Any) -> Any:
+    """``progress`` that first says the run's start lines for ``models``: once every check that
+    needs no model has passed (a refused flag is then the only line the run says)."""
+    said: list[str] = []
+
+    def update(done: int, total: int) -> None:
+        if not said:
+            said.extend(models)
+            for model in models:
+                _say_start(args, model)
+        if progress is not None:
+            progress(done, total)
+
+    return update
+
+
+def _options(args: argparse.Namespace, stats: RunStats, models: list[str]) -> dict[str, Any]:
+    """:func:`~leditspp.evaluation.evaluate`'s options from the flags (all but the model); the
+    start lines of ``models`` said as the first item is counted."""
     return {
         "device": args.device,
         "dtype": args.dtype,
@@ -66,7 +83,7 @@ def _options(args: argparse.Namespace, stats: RunStats) -> dict[str, Any]:
         "dino_model": args.dino_model,
         "resume": args.resume,
         "ray": ray_options(args),
-        "progress": item_progress(args.quiet, args.suite, stats),
+        "progress": _announcing(args, models, item_progress(args.quiet, args.suite, stats)),
         "stats": stats,
     }
 
@@ -74,9 +91,7 @@ def _options(args: argparse.Namespace, stats: RunStats) -> dict[str, Any]:
 def _compare_command(args: argparse.Namespace, models: list[str], stats: RunStats) -> int:
     """``--model A,B``: every model checked, then each evaluated into ``OUT/<model>/``, then
     ``OUT/comparison.{md,html}``; the exit code is 1 when some item of some model failed."""
-    options = _options(args, stats)
-    for model in models:
-        _say_start(args, model)
+    options = _options(args, stats, models)
     results = evaluate_models(args.suite, args.data, args.output, models, **options)
     if not args.quiet:
         print(f"eval: {stats.line()}", file=sys.stderr)
