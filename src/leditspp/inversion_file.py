@@ -50,6 +50,7 @@ class InversionInfo:
     noise_shift: float = 0.0  # TurboEdit's shift of Eq. 6's times (0: none)
     noise_path: str = ""  # the model's noise path, e.g. "vp leading offset 1", "flow shift 3"
     source: str = ""  # what the model was loaded from: "demo", a hub id or a folder ("": not known)
+    loras: str = ""  # the LoRAs applied, JSON [[source, scale], …] ("": none)
 
 
 def write(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], info: InversionInfo) -> Path:

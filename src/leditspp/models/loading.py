@@ -11,6 +11,7 @@ import torch
 from ..errors import LeditsError
 from .components import check_parts
 from .families import family_of, parts_of_folder
+from .single_file import is_single_file, load_single_file
 
 #: The built-in demo models, tiny and trained on the shapes world (:mod:`leditspp.demo.shapes`): the
 #: UNet one (SD-shaped, issue 3) and the flow-matching one (SD3-shaped MMDiT, issue 23).
@@ -38,8 +39,8 @@ def resolve_model(model: str) -> str:
 
 def source_name(model: str) -> str:
     """How an inversion records what its model was loaded from, so that it can be loaded again:
-    ``"demo"``/``"demo-flow"`` and hub ids as given, a local folder as its absolute path."""
-    if model in _DEMO_TRAINING or not Path(model).is_dir():
+    ``"demo"``/``"demo-flow"`` and hub ids as given, a local folder or file as its absolute path."""
+    if model in _DEMO_TRAINING or not Path(model).exists():
         return model
     return str(Path(model).resolve())
 
@@ -65,11 +66,17 @@ def check_folder(model: str) -> None:
         check_parts(family, parts, model)
 
 
-def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
-    """Load a diffusers pipeline from ``"demo"``, a hub id or a local folder, without a safety checker."""
+def load_pipeline(model: str, torch_dtype: torch.dtype | None, base: str | None = None) -> Any:
+    """Load a diffusers pipeline from ``"demo"``, a hub id, a local folder or a single-file
+    checkpoint (with ``base``, the model whose configs and components the file lacks: see
+    :mod:`.single_file`), without a safety checker."""
     from diffusers import DiffusionPipeline
 
     model = resolve_model(model)
+    if is_single_file(model):
+        return load_single_file(model, None if base is None else resolve_model(base), torch_dtype)
+    if base is not None:
+        raise LeditsError(f"a base model is for single-file checkpoints; {model!r} is not one (a .safetensors file)")
     check_folder(model)
 
     kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
@@ -84,6 +91,6 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
     except (OSError, ValueError) as exc:
         raise LeditsError(
             f"cannot load model {model!r}: {str(exc).splitlines()[0]} — pass a Hugging Face hub id "
-            "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or a local folder in diffusers format "
-            "(with model_index.json)"
+            "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), a local folder in diffusers format "
+            "(with model_index.json) or a single-file checkpoint (.safetensors)"
         ) from exc
