@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -171,3 +172,65 @@ def test_a_corrupt_or_unknown_file_is_one_clear_error(tmp_path, sd_folder, singl
         Editor.from_pretrained(str(single_file), device="cpu", base="demo-flow")
     with pytest.raises(LeditsError, match="a base model is for single-file checkpoints"):
         Editor.from_pretrained(str(sd_folder), device="cpu", base=str(sd_folder))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photo") / "photo.png"
+    scene().save(path)
+    return path
+
+
+def _pixels(path):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+def test_the_command_line_reads_a_single_file_and_loras(tmp_path, photo, sd_folder, single_file, lora_file, capsys):
+    from leditspp.cli import main
+
+    replay = ["-e", "+a red hat:6", "--device", "cpu", "--quiet"]
+    common = [*replay, "--steps", "4"]
+    folder, file, lora = tmp_path / "folder.png", tmp_path / "file.png", tmp_path / "lora.png"
+    assert main(["edit", str(photo), "--model", str(sd_folder), "-o", str(folder), *common]) == 0
+    assert (
+        main(["edit", str(photo), "--model", str(single_file), "--base", str(sd_folder), "-o", str(file), *common]) == 0
+    )
+    assert (_pixels(file) == _pixels(folder)).all()
+    args = ["--model", str(sd_folder), "--lora", f"{lora_file}:0.8"]
+    assert main(["edit", str(photo), *args, "-o", str(lora), *common]) == 0
+    assert not (_pixels(lora) == _pixels(folder)).all()
+
+    inv = tmp_path / "photo.inv.safetensors"
+    assert main(["invert", str(photo), *args, "-o", str(inv), "--steps", "4", "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    assert (
+        main(["edit", "--inversion", str(inv), "--model", str(sd_folder), "-o", str(tmp_path / "x.png"), *replay]) == 2
+    )
+    assert f"Edit it with --lora {lora_file.resolve()}:0.8" in capsys.readouterr().err
+    again = tmp_path / "again.png"
+    assert main(["edit", "--inversion", str(inv), *args, "-o", str(again), *replay]) == 0
+
+    assert main(["edit", str(photo), "--model", str(single_file), "-o", str(tmp_path / "y.png"), *common]) == 2
+    assert "--base MODEL" in capsys.readouterr().err
+    assert (
+        main(["edit", str(photo), "--lora", f"{tmp_path / 'none.safetensors'}", "-o", str(tmp_path / "z.png"), *common])
+        == 2
+    )
+    assert "cannot load the LoRA" in capsys.readouterr().err
+
+
+def test_the_web_ui_serves_a_single_file_with_loras(sd_folder, single_file, lora_file, photo):
+    from PIL import Image
+
+    from leditspp.webui import EditorService, edit_request
+
+    plain = EditorService(model=str(sd_folder), device="cpu")
+    service = EditorService(model=str(single_file), device="cpu", base=str(sd_folder), loras=(f"{lora_file}:0.8",))
+    assert service.editor.loras[0].scale == 0.8 and service.editor.source == str(single_file.resolve())
+    settings = {**service.settings, "steps": 4, "skip": 0.0}
+    rows = [["red circle", "+", 6, 0.9, 0, None]]
+    edited = edit_request(service, Image.open(photo), rows, settings).edited
+    assert not (np.asarray(edited) == np.asarray(edit_request(plain, Image.open(photo), rows, settings).edited)).all()

@@ -25,6 +25,7 @@ from .errors import LeditsError
 from .inversion import Inversion, invert_latents, noising_levels
 from .inversion_file import InversionInfo
 from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
+from .lora import Lora, apply_loras, describe, parse_recorded, with_loras
 from .masking import MASK_MODES, check_preserve, keep_outside, needs_attention, resize_user_mask
 from .memory import edit_groups, inversion_chunk
 from .models import (
@@ -39,7 +40,6 @@ from .models import (
     source_name,
 )
 from .models.families import check_size, parts_of, recommended_of
-from .models.lora import Lora, apply_loras, describe, parse_recorded, with_loras
 from .models.settings import MODEL_SETTINGS_FILE
 from .offload import DENOISERS, MemoryPlan, apply_plan, as_plan, encoders_leave, moves_weights, resolve
 from .solvers import SOLVERS, StepTable, check_solver, step_table

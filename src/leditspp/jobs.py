@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LeditsError, check_arguments
+from .lora import Lora
 
 Value = float | int | bool | str | None
 
@@ -139,11 +140,17 @@ class EditorSpec:
     compile: bool = False
     quiet: bool = False
     offload: str = "auto"  # the memory plan (leditspp.offload)
+    base: str | None = None  # a single file's base model (Editor.from_pretrained's base=)
+    loras: tuple[str, ...] = ()  # LoRAs as PATH[:SCALE] (Editor.from_pretrained's loras=)
 
     def __post_init__(self) -> None:
         check_arguments(
-            "the editor", vars(self), {"model": "text", "device": "text?", "compile": "bool", "quiet": "bool"}
+            "the editor",
+            vars(self),
+            {"model": "text", "device": "text?", "compile": "bool", "quiet": "bool", "base": "text?", "loras": "texts"},
         )
+        for lora in self.loras:
+            Lora.parse(lora)
         if self.dtype not in (None, *DTYPES):
             raise LeditsError(f"dtype must be None (the model's) or one of {', '.join(DTYPES)}; got {self.dtype!r}")
 
@@ -158,5 +165,12 @@ class EditorSpec:
         if self.quiet:
             logging.getLogger("leditspp").setLevel(logging.ERROR)
         dtype = getattr(torch, self.dtype) if self.dtype else None
-        editor = Editor.from_pretrained(self.model, torch_dtype=dtype, device=self.device, offload=self.offload)
+        editor = Editor.from_pretrained(
+            self.model,
+            torch_dtype=dtype,
+            device=self.device,
+            offload=self.offload,
+            base=self.base,
+            loras=self.loras,
+        )
         return editor.compile() if self.compile else editor

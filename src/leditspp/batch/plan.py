@@ -35,7 +35,8 @@ class BatchEdit:
     for one input, a folder for several; ``edits``: ``"+concept:scale@threshold"`` texts (none:
     the recipe's); ``settings``: any of :data:`leditspp.recipes.SETTINGS` but ``model`` (None or
     absent: the recipe's, else the model's recommended, else the default); ``scale``,
-    ``threshold``: of concepts that give none; ``user_mask``: a mask file or image.
+    ``threshold``: of concepts that give none; ``user_mask``: a mask file or image; ``base``,
+    ``loras``: a single-file model's base and the LoRAs (see :meth:`leditspp.Editor.from_pretrained`).
     """
 
     images: tuple[str, ...] = ()
@@ -60,12 +61,20 @@ class BatchEdit:
     compile: bool = False
     quiet: bool = False
     offload: str = "auto"
+    base: str | None = None
+    loras: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_arguments("BatchEdit", vars(self), BATCH_KINDS)
         if not isinstance(self.settings, Mapping):
             raise LeditsError(f"BatchEdit: settings must be a mapping, e.g. {{'steps': 20}}; got {self.settings!r}")
-        EditorSpec(self.model or defaults.MODEL, self.device, self.dtype, self.compile, self.quiet, self.offload)
+        self.editor_spec(self.model or defaults.MODEL)
+
+    def editor_spec(self, model: str) -> EditorSpec:
+        """The editor this batch computes with, of ``model``."""
+        return EditorSpec(
+            model, self.device, self.dtype, self.compile, self.quiet, self.offload, self.base, tuple(self.loras)
+        )
 
 
 #: The kind of each :class:`BatchEdit` argument (:data:`leditspp.errors.KINDS`) but settings and user_mask.
@@ -84,6 +93,8 @@ BATCH_KINDS = {
     "cooldown": "int?",
     "max_pixels": "int?",
     "model": "text?",
+    "base": "text?",
+    "loras": "texts",
 }
 
 
@@ -164,7 +175,7 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
                 continue
             stale.append((out, difference))
         jobs.append(job)
-    editor = EditorSpec(model, batch.device, batch.dtype, batch.compile, batch.quiet, batch.offload)
+    editor = batch.editor_spec(model)
     return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray, stale)
 
 

@@ -24,7 +24,9 @@ def invert_command(args: argparse.Namespace) -> int:
     image = open_image(args.image)
     origins = origins_of(flags, {}, recommended, None, settings["model"])
     preflight(settings["model"], image, settings, args.max_pixels, origins)
-    editor = EditorSpec(settings["model"], args.device, args.dtype, args.compile, args.quiet, args.offload).load()
+    model = settings["model"]
+    options = (args.device, args.dtype, args.compile, args.quiet, args.offload, args.base, tuple(args.lora))
+    editor = EditorSpec(model, *options).load()
     invert(editor, image, settings, step_progress(args.quiet), args.max_pixels).save(args.output)
     print(f"wrote {args.output}")
     return 0

@@ -16,5 +16,15 @@ def serve_command(args: argparse.Namespace) -> int:
 
     print(f"leditspp web UI on http://{args.host}:{args.port} (model: {args.model or defaults.MODEL}); Ctrl-C stops it")
     model = args.model or defaults.MODEL
-    serve(model, args.host, args.port, args.max_upload_mb, args.device, compile=args.compile, offload=args.offload)
+    serve(
+        model,
+        args.host,
+        args.port,
+        args.max_upload_mb,
+        args.device,
+        compile=args.compile,
+        offload=args.offload,
+        base=args.base,
+        loras=tuple(args.lora),
+    )
     return 0
