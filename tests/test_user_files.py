@@ -212,6 +212,14 @@ def test_the_command_line_reads_a_single_file_and_loras(tmp_path, photo, sd_fold
     assert f"Edit it with --lora {lora_file.resolve()}:0.8" in capsys.readouterr().err
     again = tmp_path / "again.png"
     assert main(["edit", "--inversion", str(inv), *args, "-o", str(again), *replay]) == 0
+    mine = tmp_path / "mine.png"  # no --model: the model, base and LoRAs the inversion names
+    assert main(["edit", "--inversion", str(inv), "-o", str(mine), *replay]) == 0
+    assert (_pixels(mine) == _pixels(again)).all()
+    file_inv, by_file = tmp_path / "file.inv.safetensors", tmp_path / "by-file.png"
+    file_args = ["--model", str(single_file), "--base", str(sd_folder), "--device", "cpu", "--quiet"]
+    assert main(["invert", str(photo), *file_args, "-o", str(file_inv), "--steps", "4"]) == 0
+    assert main(["edit", "--inversion", str(file_inv), "-o", str(by_file), *replay]) == 0
+    assert (_pixels(by_file) == _pixels(folder)).all()
 
     assert main(["edit", str(photo), "--model", str(single_file), "-o", str(tmp_path / "y.png"), *common]) == 2
     assert "--base MODEL" in capsys.readouterr().err

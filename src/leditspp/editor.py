@@ -91,6 +91,9 @@ class Editor:
         #: What the model was loaded from — ``"demo"``, a hub id or a folder (absolute) — recorded in
         #: inversions so that an edit can name the model to load; "" where not known.
         self.source = ""
+        #: A single-file model's base (:meth:`from_pretrained`'s ``base=``), recorded beside the
+        #: source; "" where there is none.
+        self.base = ""
         #: The settings this model recommends (``recommended``: its folder's ``leditspp.json``,
         #: its checkpoint's and its family's, see :func:`~leditspp.models.model_settings`), the
         #: project's defaults where it names none: what the CLI and the web UI default to for it.
@@ -139,6 +142,7 @@ class Editor:
         pipe = load_pipeline(model, torch_dtype, base)
         editor = cls.from_pipe(pipe, offload=plan, device=device, **settings)
         editor.source = source_name(model)
+        editor.base = "" if base is None else source_name(base)
         for lora in lora_list:
             editor.load_lora(lora.source, scale=lora.scale)
         return editor
@@ -305,6 +309,7 @@ class Editor:
             noise_path=path.describe(),
             source=self.source,
             loras=describe(self.loras),
+            base=self.base,
         )
         return Inversion(ys, denoised, zs, table.timesteps.clone(), x0, info)
 

@@ -18,6 +18,7 @@ from ..inversion import Inversion
 from ..inversion_file import model_source
 from ..io import check_pixels, load_mask, open_image
 from ..jobs import EditorSpec
+from ..lora import parse_recorded
 from ..masking import check_preserve
 from ..models import RECOMMENDABLE, is_flow_model, model_settings, size_multiple_hint
 from ..recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
@@ -137,6 +138,8 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
             raise LeditsError("--save-inversion is for one IMAGE in this process; drop --ray (or --save-inversion)")
     recipe = read_recipe(batch.recipe) if batch.recipe else {}
     made_with = model_source(batch.inversion) if batch.inversion else None  # what the inversion names
+    if made_with and not batch.model:  # its model as it was: the base and LoRAs too, unless given
+        batch = _files_of(batch, str(batch.inversion))
     model = batch.model or made_with or recipe.get("model") or defaults.MODEL
     recommended = model_settings(model).get("recommended", {})
     edit_defaults = _edit_defaults(batch, recommended)
@@ -286,6 +289,13 @@ def preflight(
             f"the image is {width}×{height}; this model needs at least {multiple} pixels per side "
             "(upscale it, or pass --height/--width)"
         )
+
+
+def _files_of(batch: BatchEdit, inversion: str) -> BatchEdit:
+    """``batch`` with the base and the LoRAs the inversion's model was loaded with, where not given."""
+    base = batch.base or model_source(inversion, "base")
+    loras = batch.loras or tuple(str(lora) for lora in parse_recorded(model_source(inversion, "loras") or ""))
+    return replace(batch, base=base, loras=loras)
 
 
 def _edit_defaults(batch: BatchEdit, recommended: dict[str, Any]) -> dict[str, Any]:
