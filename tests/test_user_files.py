@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -242,3 +243,22 @@ def test_the_web_ui_serves_a_single_file_with_loras(sd_folder, single_file, lora
     rows = [["red circle", "+", 6, 0.9, 0, None]]
     edited = edit_request(service, Image.open(photo), rows, settings).edited
     assert not (np.asarray(edited) == np.asarray(edit_request(plain, Image.open(photo), rows, settings).edited)).all()
+
+
+def test_outputs_record_the_loras_and_resume_tells_them_apart(tmp_path, photo, sd_folder, lora_file):
+    from leditspp.batch.outputs import stored_recipe
+    from leditspp.batch.plan import BatchEdit, plan_edits
+    from leditspp.cli import main
+
+    out = tmp_path / "out.png"
+    args = ["edit", str(photo), "-e", "+hat", "--model", str(sd_folder), "--steps", "3", "--device", "cpu", "--quiet"]
+    assert main([*args, "--lora", f"{lora_file}:0.8", "-o", str(out)]) == 0
+    recipe = stored_recipe(out)
+    assert recipe["loras"] == [f"{lora_file.resolve()}:0.8"] and recipe["base"] is None
+
+    def finished(**files):
+        batch = BatchEdit(images=(str(photo),), output=str(out), edits=("+hat",), model=str(sd_folder), resume=True)
+        return plan_edits(replace(batch, settings={"steps": 3}, **files)).finished
+
+    assert finished(loras=(f"{lora_file}:0.8",)) == 1
+    assert finished(loras=(f"{lora_file}:0.5",)) == 0 and finished() == 0

@@ -20,10 +20,10 @@ from ..io import check_pixels, load_mask, open_image
 from ..jobs import EditorSpec
 from ..lora import parse_recorded
 from ..masking import check_preserve
-from ..models import RECOMMENDABLE, is_flow_model, model_settings, size_multiple_hint
+from ..models import RECOMMENDABLE, is_flow_model, model_settings, size_multiple_hint, source_name
 from ..recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from ..solvers import validate_steps
-from .outputs import OUTPUT_SUFFIXES, job_paths, recipe_difference, wanted_recipe
+from .outputs import OUTPUT_SUFFIXES, job_paths, model_files, recipe_difference, wanted_recipe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -172,7 +172,8 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
             continue
         job = Job(path, out, settings, edits, source)
         if batch.resume and all(f.exists() for f in paths):
-            difference = recipe_difference(out, wanted_recipe(job, model, batch.inversion))
+            files = model_files(batch.base and source_name(batch.base), list(batch.loras))
+            difference = recipe_difference(out, wanted_recipe(job, model, batch.inversion, files))
             if difference is None:
                 finished += 1
                 continue
