@@ -262,3 +262,24 @@ def test_outputs_record_the_loras_and_resume_tells_them_apart(tmp_path, photo, s
 
     assert finished(loras=(f"{lora_file}:0.8",)) == 1
     assert finished(loras=(f"{lora_file}:0.5",)) == 0 and finished() == 0
+
+
+def test_a_transformer_only_file_takes_the_rest_from_its_base(tmp_path):
+    """A Z-Image transformer written alone in its original layout, the rest from the base folder."""
+    from leditspp.testing.single_file import write_zimage_single_file
+    from leditspp.testing.tiny2026 import tiny_zimage_pipeline
+
+    pipe = tiny_zimage_pipeline(seed=0)
+    pipe.save_pretrained(tmp_path / "base")
+    path = write_zimage_single_file(pipe.transformer, tmp_path / "z-image.safetensors")
+    with pytest.raises(LeditsError, match=r"only a ZImage transformer.*--base MODEL"):
+        Editor.from_pretrained(str(path), device="cpu")
+    folder = Editor.from_pretrained(str(tmp_path / "base"), device="cpu")
+    loaded = Editor.from_pretrained(str(path), device="cpu", base=str(tmp_path / "base"))
+    assert loaded.fingerprint == folder.fingerprint and loaded.model.family == folder.model.family
+    inversion = loaded.invert(scene(), steps=3, skip=0.0)
+    assert torch.equal(loaded.edit(inversion, decode=False).latents, inversion.source_latents)
+    edits = "+red circle:4"
+    assert torch.equal(
+        loaded.edit(inversion, edits, decode=False).latents, folder.edit(inversion, edits, decode=False).latents
+    )

@@ -66,12 +66,25 @@ def check_folder(model: str) -> None:
         check_parts(family, parts, model)
 
 
+def from_folder(model: str, torch_dtype: torch.dtype | None, **components: Any) -> Any:
+    """``DiffusionPipeline.from_pretrained`` of a hub id or folder, with ``components`` given
+    (e.g. a transformer read from a single file) and without a safety checker."""
+    from diffusers import DiffusionPipeline
+
+    kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
+    index = DiffusionPipeline.load_config(model)
+    # components the folder declares absent ([null, null], e.g. SD3 saved without T5) are
+    # passed as None: diffusers refuses a folder that lacks a component its class requires
+    kwargs |= {k: None for k, v in index.items() if isinstance(v, (list, tuple)) and list(v) == [None, None]}
+    if "safety_checker" in index:  # SD 1.x/2.x pipelines: leave it out
+        kwargs |= {"safety_checker": None, "requires_safety_checker": False}
+    return DiffusionPipeline.from_pretrained(model, **kwargs | components)
+
+
 def load_pipeline(model: str, torch_dtype: torch.dtype | None, base: str | None = None) -> Any:
     """Load a diffusers pipeline from ``"demo"``, a hub id, a local folder or a single-file
     checkpoint (with ``base``, the model whose configs and components the file lacks: see
     :mod:`.single_file`), without a safety checker."""
-    from diffusers import DiffusionPipeline
-
     model = resolve_model(model)
     if is_single_file(model):
         return load_single_file(model, None if base is None else resolve_model(base), torch_dtype)
@@ -79,15 +92,8 @@ def load_pipeline(model: str, torch_dtype: torch.dtype | None, base: str | None 
         raise LeditsError(f"a base model is for single-file checkpoints; {model!r} is not one (a .safetensors file)")
     check_folder(model)
 
-    kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
     try:
-        index = DiffusionPipeline.load_config(model)
-        # components the folder declares absent ([null, null], e.g. SD3 saved without T5) are
-        # passed as None: diffusers refuses a folder that lacks a component its class requires
-        kwargs |= {k: None for k, v in index.items() if isinstance(v, (list, tuple)) and list(v) == [None, None]}
-        if "safety_checker" in index:  # SD 1.x/2.x pipelines: leave it out
-            kwargs |= {"safety_checker": None, "requires_safety_checker": False}
-        return DiffusionPipeline.from_pretrained(model, **kwargs)
+        return from_folder(model, torch_dtype)
     except (OSError, ValueError) as exc:
         raise LeditsError(
             f"cannot load model {model!r}: {str(exc).splitlines()[0]} — pass a Hugging Face hub id "

@@ -84,6 +84,8 @@ def load_single_file(path: str, base: str | None, torch_dtype: torch.dtype | Non
     if name == "StableDiffusionPipeline":
         kwargs |= {"safety_checker": None, "requires_safety_checker": False}
     try:
+        if transformer_only and base is not None:
+            return _with_transformer(path, base, torch_dtype)
         return getattr(diffusers, name).from_single_file(path, **kwargs)
     except Exception as exc:  # diffusers raises many kinds for a missing or unfitting part
         if base is None:
@@ -91,6 +93,19 @@ def load_single_file(path: str, base: str | None, torch_dtype: torch.dtype | Non
         else:
             missing, fix = f"a part {base!r} lacks or that does not fit", "give a base of the file's family and size"
         raise LeditsError(f"{path}: cannot build a {name} from it — {missing} ({_first_line(exc)}); {fix}") from exc
+
+
+def _with_transformer(path: str, base: str, torch_dtype: torch.dtype | None) -> Any:
+    """The base's pipeline with the file's transformer (diffusers' way for transformer-only files:
+    the model class's ``from_single_file`` with the base's transformer config)."""
+    import diffusers
+
+    from .loading import from_folder  # (loading reads single files through this module)
+
+    index = diffusers.DiffusionPipeline.load_config(base)
+    model_class = getattr(diffusers, index["transformer"][1])
+    transformer = model_class.from_single_file(path, config=base, subfolder="transformer", torch_dtype=torch_dtype)
+    return from_folder(base, torch_dtype, transformer=transformer)
 
 
 def _base_pipeline(base: str, detected: str, path: str) -> str:

@@ -106,3 +106,30 @@ def _vae_item(key: str, value: torch.Tensor, config: Any) -> tuple[str, torch.Te
         if value.ndim == 2:
             value = value[:, :, None, None]
     return key, value
+
+
+#: Z-Image's original names → diffusers' (undone here: see diffusers' Z-Image conversion).
+_ZIMAGE_RENAMES = {
+    "all_final_layer.2-1.": "final_layer.",
+    "all_x_embedder.2-1.": "x_embedder.",
+    ".attention.to_out.0.": ".attention.out.",
+    ".attention.norm_k.": ".attention.k_norm.",
+    ".attention.norm_q.": ".attention.q_norm.",
+}
+
+
+def write_zimage_single_file(transformer: Any, path: str | Path) -> Path:
+    """Write a Z-Image transformer alone as one original-layout ``.safetensors`` file: the
+    attention's q, k and v fused into ``qkv``, the other names as the original model has them."""
+    from safetensors.torch import save_file
+
+    state: dict[str, torch.Tensor] = {}
+    for key, value in transformer.state_dict().items():
+        for new, old in _ZIMAGE_RENAMES.items():
+            key = key.replace(new, old)
+        state[f"model.diffusion_model.{key}"] = value
+    for key in [k for k in state if k.endswith(".attention.to_q.weight")]:
+        parts = [state.pop(key.replace("to_q", name)) for name in ("to_q", "to_k", "to_v")]
+        state[key.replace("to_q", "qkv")] = torch.cat(parts)
+    save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(path))
+    return Path(path)
