@@ -283,3 +283,30 @@ def test_a_transformer_only_file_takes_the_rest_from_its_base(tmp_path):
     assert torch.equal(
         loaded.edit(inversion, edits, decode=False).latents, folder.edit(inversion, edits, decode=False).latents
     )
+
+
+def test_a_lora_on_a_flow_transformer(tmp_path):
+    """LoRAs go through each family's own loader: here Z-Image's, on its transformer."""
+    from diffusers import ZImagePipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from leditspp.testing.tiny2026 import tiny_zimage_pipeline
+
+    tiny_zimage_pipeline(seed=0).save_pretrained(tmp_path / "base")
+    pipe = ZImagePipeline.from_pretrained(tmp_path / "base")
+    torch.manual_seed(0)
+    pipe.transformer.add_adapter(
+        LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"], init_lora_weights=False)
+    )
+    ZImagePipeline.save_lora_weights(
+        tmp_path / "lora", transformer_lora_layers=get_peft_model_state_dict(pipe.transformer)
+    )
+    plain = Editor.from_pretrained(str(tmp_path / "base"), device="cpu")
+    lora = Editor.from_pretrained(str(tmp_path / "base"), device="cpu", loras=[str(tmp_path / "lora")])
+    assert lora.fingerprint != plain.fingerprint and lora.loras[0].source == str((tmp_path / "lora").resolve())
+    inversion = lora.invert(scene(), steps=3, skip=0.0)
+    assert torch.equal(lora.edit(inversion, decode=False).latents, inversion.source_latents)
+    assert not torch.equal(
+        lora.invert(scene(), steps=3, skip=0.0).noise_maps, plain.invert(scene(), steps=3, skip=0.0).noise_maps
+    )
