@@ -7,7 +7,10 @@ many images; inversions and results are plain values.
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +25,7 @@ from .errors import LeditsError
 from .inversion import Inversion, invert_latents, noising_levels
 from .inversion_file import InversionInfo
 from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
+from .lora import Lora, apply_loras, describe, parse_recorded, with_loras
 from .masking import MASK_MODES, check_preserve, keep_outside, needs_attention, resize_user_mask
 from .memory import edit_groups, inversion_chunk
 from .models import (
@@ -36,9 +40,17 @@ from .models import (
     source_name,
 )
 from .models.families import check_size, parts_of, recommended_of
+from .models.settings import MODEL_SETTINGS_FILE
 from .offload import DENOISERS, MemoryPlan, apply_plan, as_plan, encoders_leave, moves_weights, resolve
-from .solvers import StepTable, check_solver, step_table
+from .solvers import SOLVERS, StepTable, check_solver, step_table
 from .validation import check_device, check_invert_arguments, check_seed, default_dtype
+
+logger = logging.getLogger("leditspp")
+#: The diffusers schedulers whose update rule a solver is (dpmsolver++, ddpm, lcm; flow matching's
+#: Euler); others lend only their noise schedule and timestep spacing.
+SOLVER_SCHEDULERS = frozenset(
+    {"DPMSolverMultistepScheduler", "DDPMScheduler", "LCMScheduler", "FlowMatchEulerDiscreteScheduler"}
+)
 
 
 @dataclass(frozen=True)
@@ -70,10 +82,18 @@ class Editor:
         #: The memory plan the components were placed by (``offload=`` of :meth:`from_pretrained`
         #: and :meth:`from_pipe`, ``auto`` resolved; see :mod:`leditspp.offload`).
         self.plan = plan or MemoryPlan("none")
-        self.fingerprint = fingerprint(model.components())
+        self._base_fingerprint = fingerprint(model.components())
+        self.fingerprint = self._base_fingerprint
+        #: The LoRAs applied (:meth:`load_lora`), in order; they are part of the fingerprint.
+        self.loras: tuple[Lora, ...] = ()
+        #: The diffusers pipeline the components came from, where there was one (for its LoRA loader).
+        self.pipeline: Any = None
         #: What the model was loaded from — ``"demo"``, a hub id or a folder (absolute) — recorded in
         #: inversions so that an edit can name the model to load; "" where not known.
         self.source = ""
+        #: A single-file model's base (:meth:`from_pretrained`'s ``base=``), recorded beside the
+        #: source; "" where there is none.
+        self.base = ""
         #: The settings this model recommends (``recommended``: its folder's ``leditspp.json``,
         #: its checkpoint's and its family's, see :func:`~leditspp.models.model_settings`), the
         #: project's defaults where it names none: what the CLI and the web UI default to for it.
@@ -92,8 +112,17 @@ class Editor:
         device: str | torch.device | None = None,
         spacing: str | None = None,
         offload: str | MemoryPlan = defaults.OFFLOAD,
+        base: str | None = None,
+        loras: Sequence[str | tuple[str, float]] = (),
     ) -> Editor:
-        """Load ``"demo"`` (the built-in shapes-world model, offline), a hub id or a local diffusers folder.
+        """Load ``"demo"`` (the built-in shapes-world model, offline), a hub id, a local diffusers
+        folder or a single-file checkpoint (``.safetensors``/``.ckpt``: SD 1.x/2.x, SDXL, SD3/3.5,
+        FLUX.1, Chroma, Z-Image; its family told from its keys).
+
+        ``base``: for a single file, the model (hub id or diffusers folder) whose configs and
+        components the file lacks — text encoders, tokenizers, the scheduler, or all but the
+        transformer. ``loras``: LoRAs applied once loaded, each ``"PATH"``, ``"PATH:SCALE"`` or
+        ``(PATH, SCALE)`` (see :meth:`load_lora`).
 
         ``device`` defaults to CUDA when available, else CPU; ``torch_dtype`` to fp16 on CUDA and
         fp32 on the CPU. Solver arithmetic and stored inversions are fp32 regardless (SPEC A5).
@@ -109,9 +138,13 @@ class Editor:
         settings = model_settings(model)
         if spacing is not None:
             settings["spacing"] = spacing
-        pipe = load_pipeline(model, torch_dtype)
+        lora_list = tuple(Lora.parse(lora) for lora in loras)  # refused before anything loads
+        pipe = load_pipeline(model, torch_dtype, base)
         editor = cls.from_pipe(pipe, offload=plan, device=device, **settings)
         editor.source = source_name(model)
+        editor.base = "" if base is None else source_name(base)
+        for lora in lora_list:
+            editor.load_lora(lora.source, scale=lora.scale)
         return editor
 
     @classmethod
@@ -142,19 +175,43 @@ class Editor:
         components with ``device`` the execution device (default: where the denoiser runs now, so
         ``auto`` keeps a pipeline on the CPU there). Components that carry their own offload hooks
         (``pipe.enable_model_cpu_offload()``) are kept as they are under ``auto`` and ``none``.
+
+        A pipeline loaded from a local folder brings that folder's ``leditspp.json`` (options and
+        recommended settings; arguments given here win). The pipeline's scheduler lends its noise
+        schedule and timestep spacing; the update rule is the ``solver=`` of :meth:`invert`.
         """
         components = dict(getattr(pipe, "components", pipe))
         config = getattr(pipe, "config", None)
+        declared = _folder_settings(pipe)
+        recommended = declared.pop("recommended", {}) | (recommended or {})
         given = {"mask_level": mask_level, "spacing": spacing, **options}
+        given = declared | {k: v for k, v in given.items() if v is not None}
         pipeline_config = dict(config) if hasattr(config, "keys") else {}
-        adapter = adapter_from_components(
-            components, pipeline_config, **{k: v for k, v in given.items() if v is not None}
-        )
+        adapter = adapter_from_components(components, pipeline_config, **given)
         device = adapter.device if device is None else check_device(device)
         plan = resolve(as_plan(offload), components, device)
         apply_plan(plan, components, device)
         implied = recommended_of(parts_of(components), pipeline_config)  # e.g. a distilled [klein]'s
-        return cls(adapter, implied | (recommended or {}), plan)
+        _say_scheduler(components.get("scheduler"))
+        editor = cls(adapter, implied | recommended, plan)
+        editor.pipeline = pipe if hasattr(pipe, "components") else None
+        return editor
+
+    def load_lora(self, lora: str, *, scale: float = 1.0) -> Editor:
+        """Apply a LoRA — a ``.safetensors`` file, a folder holding one, or a hub id — with weight
+        ``scale``, through the pipeline's diffusers LoRA loader (``load_lora_weights``; every
+        family's pipeline has one). LoRAs add up in the order loaded. They change the model, so
+        they change :attr:`fingerprint`: an inversion made without them (or with others) is
+        refused, and inversions record them (source and scale). Returns the editor."""
+        new = Lora.of(lora, scale)
+        if self.pipeline is None:
+            raise LeditsError(
+                "LoRAs need the diffusers pipeline: make the editor with from_pretrained or from_pipe(pipe)"
+            )
+        apply_loras(self.pipeline, self.loras, (new,))
+        self.loras = (*self.loras, new)
+        self.fingerprint = with_loras(self._base_fingerprint, self.loras)
+        return self
 
     def compile(self, **options: Any) -> Editor:
         """Opt in to ``torch.compile`` of the denoising network, UNet or transformer (in place;
@@ -251,6 +308,8 @@ class Editor:
             noise_shift=float(noise_shift),
             noise_path=path.describe(),
             source=self.source,
+            loras=describe(self.loras),
+            base=self.base,
         )
         return Inversion(ys, denoised, zs, table.timesteps.clone(), x0, info)
 
@@ -417,6 +476,13 @@ class Editor:
     def _check_inversion(self, inversion: Inversion) -> StepTable:
         """Refuse inversions of another model or schedule; return the solver table to replay."""
         info = inversion.info
+        recorded = parse_recorded(info.loras)
+        if info.model != self.fingerprint and recorded != self.loras:
+            flags = " ".join(f"--lora {lora}" for lora in recorded) or "no --lora"
+            raise LeditsError(
+                f"this inversion was made with the LoRAs {_names(recorded)}; this editor has {_names(self.loras)}. "
+                f"Edit it with {flags} (load_lora / loras=), or invert the image again with this editor"
+            )
         if info.model != self.fingerprint:
             made_with = f"{info.source}: " if info.source else ""
             fix = f"Edit it with --model {info.source}, or invert" if info.source else "Invert"
@@ -437,6 +503,31 @@ class Editor:
         if len(shapes) != 1 or shapes.pop()[:2] != (info.steps, inversion.batch_size):
             raise LeditsError("this inversion's noise maps do not match its step count or batch; invert again")
         return table
+
+
+def _names(loras: tuple[Lora, ...]) -> str:
+    return "[" + ", ".join(str(lora) for lora in loras) + "]" if loras else "none"
+
+
+def _folder_settings(pipe: Any) -> dict[str, Any]:
+    """The ``leditspp.json`` of the local folder a pipeline was loaded from ({} where none)."""
+    folder = Path(str(getattr(pipe, "name_or_path", "") or ""))
+    if not str(folder) or not (folder / MODEL_SETTINGS_FILE).is_file():
+        return {}
+    return model_settings(str(folder))
+
+
+def _say_scheduler(scheduler: Any) -> None:
+    """One log line where the pipeline's scheduler is no solver's: its schedule is used, its rule is not."""
+    kind = type(scheduler).__name__
+    if scheduler is None or kind in SOLVER_SCHEDULERS:
+        return
+    logger.info(
+        "the model's %s lends its noise schedule and timestep spacing; its update rule is not used — "
+        "leditspp steps with its solver= (%s)",
+        kind,
+        ", ".join(SOLVERS),
+    )
 
 
 def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:

@@ -50,6 +50,8 @@ class InversionInfo:
     noise_shift: float = 0.0  # TurboEdit's shift of Eq. 6's times (0: none)
     noise_path: str = ""  # the model's noise path, e.g. "vp leading offset 1", "flow shift 3"
     source: str = ""  # what the model was loaded from: "demo", a hub id or a folder ("": not known)
+    loras: str = ""  # the LoRAs applied, JSON [[source, scale], …] ("": none)
+    base: str = ""  # a single-file model's base: a hub id or a folder ("": none, or not known)
 
 
 def write(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], info: InversionInfo) -> Path:
@@ -171,11 +173,13 @@ def _check_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor
             raise refuse(f"tensor {name} holds {'NaN' if t.isnan().any() else 'infinite'} values")
 
 
-def model_source(path: str | os.PathLike[str]) -> str | None:
-    """What the inversion's model was loaded from (a hub id, a folder, ``"demo"``), read from the
-    metadata alone; None where the file does not say (or cannot be read: loading it says why)."""
+def model_source(path: str | os.PathLike[str], key: str = "source") -> str | None:
+    """What the inversion's model was loaded from (``key="source"``: a hub id, a folder, a file,
+    ``"demo"``; ``"base"``: a single file's base; ``"loras"``: its LoRAs as
+    :func:`leditspp.lora.describe` writes them), read from the metadata alone; None where the file
+    does not say (or cannot be read: loading it says why)."""
     try:
-        source = json.loads(read_metadata(path)["info"]).get("source")
+        source = json.loads(read_metadata(path)["info"]).get(key)
     except (LeditsError, ValueError, AttributeError):
         return None
     return source if isinstance(source, str) and source else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LeditsError, check_arguments
+from .lora import Lora
 
 Value = float | int | bool | str | None
 logger = logging.getLogger(__name__)
@@ -140,11 +141,17 @@ class EditorSpec:
     compile: bool = False
     quiet: bool = False
     offload: str = "auto"  # the memory plan (leditspp.offload)
+    base: str | None = None  # a single file's base model (Editor.from_pretrained's base=)
+    loras: tuple[str, ...] = ()  # LoRAs as PATH[:SCALE] (Editor.from_pretrained's loras=)
 
     def __post_init__(self) -> None:
         check_arguments(
-            "the editor", vars(self), {"model": "text", "device": "text?", "compile": "bool", "quiet": "bool"}
+            "the editor",
+            vars(self),
+            {"model": "text", "device": "text?", "compile": "bool", "quiet": "bool", "base": "text?", "loras": "texts"},
         )
+        for lora in self.loras:
+            Lora.parse(lora)
         if self.dtype not in (None, *DTYPES):
             raise LeditsError(f"dtype must be None (the model's) or one of {', '.join(DTYPES)}; got {self.dtype!r}")
 
@@ -161,7 +168,14 @@ class EditorSpec:
         dtype = getattr(torch, self.dtype) if self.dtype else None
         logger.info("loading model %s …", self.model)
         start = time.perf_counter()
-        editor = Editor.from_pretrained(self.model, torch_dtype=dtype, device=self.device, offload=self.offload)
+        editor = Editor.from_pretrained(
+            self.model,
+            torch_dtype=dtype,
+            device=self.device,
+            offload=self.offload,
+            base=self.base,
+            loras=self.loras,
+        )
         logger.info(
             "loaded model %s in %.1f s: family %s, memory plan %s",
             self.model,

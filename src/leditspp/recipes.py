@@ -53,7 +53,7 @@ INVERSION_SETTINGS = (
     "width",
 )
 #: Keys written for information only (ignored when a recipe is read back).
-INFORMATIONAL = ("leditspp", "fingerprint", "family", "dtype", "inversion", "source")
+INFORMATIONAL = ("leditspp", "fingerprint", "family", "dtype", "inversion", "source", "base", "loras")
 
 
 def read_recipe(path: str | os.PathLike[str], edit_defaults: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -61,6 +61,8 @@ class EditorService:
     device: str | None = None
     offload: str = defaults.OFFLOAD  # the memory plan (Editor.from_pretrained's offload=)
     compile: bool = False  # torch.compile the UNet once loaded (Editor.compile)
+    base: str | None = None  # a single-file model's base (Editor.from_pretrained's base=)
+    loras: tuple[str, ...] = ()  # LoRAs as PATH[:SCALE] (Editor.from_pretrained's loras=)
     cache_size: int = 8
     max_pixels: int = defaults.MAX_PIXELS
     _editor: Any = None
@@ -86,7 +88,9 @@ class EditorService:
             if self._editor is None:
                 from .editor import Editor
 
-                self._editor = Editor.from_pretrained(self.model, device=self.device, offload=self.offload)
+                self._editor = Editor.from_pretrained(
+                    self.model, device=self.device, offload=self.offload, base=self.base, loras=self.loras
+                )
                 if self.compile:
                     self._editor.compile()
             return self._editor
@@ -390,7 +394,7 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
     service = service or EditorService()
     with gr.Blocks(title="leditspp — LEDITS++ image editing") as app:
         gr.Markdown(
-            f"## leditspp — exact LEDITS++ editing · model `{service.model}`\n"
+            f"## leditspp — exact LEDITS++ editing · model `{service.model}`{_loras_line(service.loras)}\n"
             "Upload an image, list concepts to add (+) or remove (−), press **Edit**. Draw on the image "
             "to limit where edits may act. Changing only the concepts re-uses the cached inversion."
         )
@@ -511,6 +515,11 @@ def upload_limit(max_upload_mb: Any) -> int:
     return max(1, int(max_upload_mb * 2**20))
 
 
+def _loras_line(loras: tuple[str, ...]) -> str:
+    """The page title's LoRAs (after the model), "" for none."""
+    return " with LoRA " + ", ".join(f"`{lora}`" for lora in loras) if loras else ""
+
+
 def serve(
     model: str = defaults.MODEL,
     host: str = "127.0.0.1",
@@ -520,12 +529,16 @@ def serve(
     block: bool = True,
     compile: bool = False,
     offload: str = "auto",
+    base: str | None = None,
+    loras: tuple[str, ...] = (),
 ) -> Any:
     """Start the app; ``block=False`` returns the running app (for tests and notebooks).
     ``compile``: ``torch.compile`` the UNet (worth it for a long-running server on a GPU);
-    ``offload``: the memory plan (:mod:`leditspp.offload`)."""
+    ``offload``: the memory plan (:mod:`leditspp.offload`); ``base``, ``loras``: a single-file
+    model's base and the LoRAs applied (see :meth:`leditspp.Editor.from_pretrained`)."""
     upload_bytes = upload_limit(max_upload_mb)
-    app = build_app(EditorService(model=model, device=device, compile=compile, offload=offload))
+    service = EditorService(model=model, device=device, compile=compile, offload=offload, base=base, loras=loras)
+    app = build_app(service)
     app.queue(default_concurrency_limit=1)
     app.launch(
         server_name=host,

@@ -13,11 +13,14 @@ from typing import Any
 
 from .. import __version__
 from ..io import mask_overlays, png_recipe_text, save_image
+from ..lora import Lora, parse_recorded
 from ..recipes import INVERSION_SETTINGS
 
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 EDIT_LOG = "edit-log.csv"
 _MISSING = object()  # a key a stored recipe lacks
+#: What a recipe written before it recorded these keys meant: no base, no LoRAs.
+_UNRECORDED: dict[str, Any] = {"base": None, "loras": []}
 
 #: A file to write: (path, image, PNG metadata).
 File = tuple[Path, Any, dict[str, Any]]
@@ -44,6 +47,7 @@ def output_recipe(job: Any, model: str, info: Any, inversion_file: str | None) -
     return {
         "leditspp": __version__,
         **_asked(job, model, info, inversion_file),
+        **model_files(info.base or None, [str(lora) for lora in parse_recorded(info.loras)]),
         "fingerprint": info.model,
         "family": info.family,
         "dtype": info.dtype,
@@ -65,12 +69,18 @@ def _asked(job: Any, model: str, info: Any | None, inversion_file: str | None) -
     }
 
 
-def wanted_recipe(job: Any, model: str, inversion_file: str | None) -> dict[str, Any]:
+def model_files(base: str | None, loras: list[str]) -> dict[str, Any]:
+    """The recipe's record of a single file's base and the LoRAs (``PATH:SCALE``, paths absolute),
+    for information: a re-run names them with ``--base`` and ``--lora``."""
+    return {"base": base, "loras": [str(Lora.parse(lora)) for lora in loras]}
+
+
+def wanted_recipe(job: Any, model: str, inversion_file: str | None, files: dict[str, Any]) -> dict[str, Any]:
     """The recipe a planned job's output will carry, as far as it is known before the model
     loads: a saved inversion's settings from its file; an image's size only where it is asked
-    (else the model's size rule decides it)."""
+    (else the model's size rule decides it); ``files``: :func:`model_files` of the run."""
     info = job.source.info if job.path is None else None
-    asked = _asked(job, model, info, inversion_file)
+    asked = {**_asked(job, model, info, inversion_file), **files}
     return {key: value for key, value in asked.items() if value is not None or key not in ("height", "width")}
 
 
@@ -81,7 +91,7 @@ def recipe_difference(path: Path, wanted: dict[str, Any]) -> str | None:
     if stored is None:
         return "no recipe of its own (only the PNGs leditspp writes carry one)"
     wanted = json.loads(json.dumps(wanted))  # as it would be stored: tuples as lists, …
-    changed = [key for key, value in wanted.items() if stored.get(key, _MISSING) != value]
+    changed = [key for key, value in wanted.items() if stored.get(key, _UNRECORDED.get(key, _MISSING)) != value]
     if not changed:
         return None
     if "edits" in changed:

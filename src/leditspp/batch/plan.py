@@ -21,12 +21,20 @@ from ..inversion import Inversion
 from ..inversion_file import model_source
 from ..io import check_pixels, load_mask, open_image
 from ..jobs import EditorSpec
+from ..lora import parse_recorded
 from ..masking import check_preserve
-from ..models import RECOMMENDABLE, is_flow_model, model_settings, recommendation_sources, size_multiple_hint
+from ..models import (
+    RECOMMENDABLE,
+    is_flow_model,
+    model_settings,
+    recommendation_sources,
+    size_multiple_hint,
+    source_name,
+)
 from ..models.loading import check_model_name
 from ..recipes import INVERSION_SETTINGS, SETTINGS, check_settings, for_image, read_recipe
 from ..solvers import validate_steps
-from .outputs import OUTPUT_SUFFIXES, job_paths, recipe_difference, wanted_recipe
+from .outputs import OUTPUT_SUFFIXES, job_paths, model_files, recipe_difference, wanted_recipe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -39,7 +47,8 @@ class BatchEdit:
     for one input, a folder for several; ``edits``: ``"+concept:scale@threshold"`` texts (none:
     the recipe's); ``settings``: any of :data:`leditspp.recipes.SETTINGS` but ``model`` (None or
     absent: the recipe's, else the model's recommended, else the default); ``scale``,
-    ``threshold``: of concepts that give none; ``user_mask``: a mask file or image.
+    ``threshold``: of concepts that give none; ``user_mask``: a mask file or image; ``base``,
+    ``loras``: a single-file model's base and the LoRAs (see :meth:`leditspp.Editor.from_pretrained`).
     """
 
     images: tuple[str, ...] = ()
@@ -64,12 +73,20 @@ class BatchEdit:
     compile: bool = False
     quiet: bool = False
     offload: str = "auto"
+    base: str | None = None
+    loras: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_arguments("BatchEdit", vars(self), BATCH_KINDS)
         if not isinstance(self.settings, Mapping):
             raise LeditsError(f"BatchEdit: settings must be a mapping, e.g. {{'steps': 20}}; got {self.settings!r}")
-        EditorSpec(self.model or defaults.MODEL, self.device, self.dtype, self.compile, self.quiet, self.offload)
+        self.editor_spec(self.model or defaults.MODEL)
+
+    def editor_spec(self, model: str) -> EditorSpec:
+        """The editor this batch computes with, of ``model``."""
+        return EditorSpec(
+            model, self.device, self.dtype, self.compile, self.quiet, self.offload, self.base, tuple(self.loras)
+        )
 
 
 #: The kind of each :class:`BatchEdit` argument (:data:`leditspp.errors.KINDS`) but settings and user_mask.
@@ -88,6 +105,8 @@ BATCH_KINDS = {
     "cooldown": "int?",
     "max_pixels": "int?",
     "model": "text?",
+    "base": "text?",
+    "loras": "texts",
 }
 
 
@@ -136,6 +155,8 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
             raise LeditsError("--save-inversion is for one IMAGE in this process; drop --ray (or --save-inversion)")
     recipe = read_recipe(batch.recipe) if batch.recipe else {}
     model, model_origin = _model_of(batch, recipe)
+    if model_origin.startswith("inversion"):  # its model as it was: the base and LoRAs too, unless given
+        batch = _files_of(batch, str(batch.inversion))
     check_model_name(model, "--model" if model_origin == "flag" else f"the model of the {model_origin}")
     recommended = model_settings(model).get("recommended", {})
     from_model = recommendation_sources(model)
@@ -169,13 +190,14 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
             continue
         job = Job(path, out, settings, edits, source, sourced)
         if batch.resume and all(f.exists() for f in paths):
-            difference = recipe_difference(out, wanted_recipe(job, model, batch.inversion))
+            files = model_files(batch.base and source_name(batch.base), list(batch.loras))
+            difference = recipe_difference(out, wanted_recipe(job, model, batch.inversion, files))
             if difference is None:
                 finished += 1
                 continue
             stale.append((out, difference))
         jobs.append(job)
-    editor = EditorSpec(model, batch.device, batch.dtype, batch.compile, batch.quiet, batch.offload)
+    editor = batch.editor_spec(model)
     chosen = {"model": (model, model_origin), **{k: (v, edit_origins[k]) for k, v in edit_defaults.items()}}
     warnings = _warnings(recipe, inputs, jobs, model)
     return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray, stale, warnings, chosen)
@@ -357,6 +379,13 @@ def _edit_defaults(
         else:
             values[key], origins[key] = RECOMMENDABLE[key], "default"
     return values, origins
+
+
+def _files_of(batch: BatchEdit, inversion: str) -> BatchEdit:
+    """``batch`` with the base and the LoRAs the inversion's model was loaded with, where not given."""
+    base = batch.base or model_source(inversion, "base")
+    loras = batch.loras or tuple(str(lora) for lora in parse_recorded(model_source(inversion, "loras") or ""))
+    return replace(batch, base=base, loras=loras)
 
 
 def _inputs(batch: BatchEdit) -> tuple[list[str | None], BatchEdit]:

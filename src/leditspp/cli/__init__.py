@@ -62,10 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"leditspp {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    model, inversion, ray = _model_options(), _inversion_options(), _ray_options()
-    _add_invert(sub, [model, inversion])
-    _add_edit(sub, [model, inversion, ray])
-    _add_serve(sub, [model])
+    model, inversion, ray, files = _model_options(), _inversion_options(), _ray_options(), _model_files()
+    _add_invert(sub, [model, files, inversion])
+    _add_edit(sub, [model, files, inversion, ray])
+    _add_serve(sub, [model, files])
     _add_info(sub)
     _add_eval(sub, [model, ray])
     return p
@@ -77,7 +77,8 @@ def _model_options() -> argparse.ArgumentParser:
     g = options.add_argument_group("model")
     g.add_argument(
         "--model",
-        help="'demo' (the built-in model, default), a hub id or a local diffusers folder (SD 1.x/2.x, SDXL "
+        help="'demo' (the built-in model, default), a hub id, a local diffusers folder or a single-file "
+        "checkpoint (.safetensors/.ckpt; see --base) (SD 1.x/2.x, SDXL "
         "and their few-step distillations, SD3/3.5, FLUX.1, FLUX.2 [klein], Z-Image, Qwen-Image, Chroma); "
         "eval: several, comma-separated, side by side (demo,demo-flow)",
     )
@@ -98,6 +99,28 @@ def _model_options() -> argparse.ArgumentParser:
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars, no library warnings")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    return options
+
+
+def _model_files() -> argparse.ArgumentParser:
+    """The user's own model files: a single file's base and LoRAs (``invert``, ``edit``, ``serve``)."""
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("model files")
+    g.add_argument(
+        "--base",
+        metavar="MODEL",
+        help="for a single-file --model: the hub id or diffusers folder it was fine-tuned from, giving the "
+        "configs and the parts the file lacks (text encoders, tokenizers, scheduler; all but the transformer "
+        "for a FLUX.1/SD3/Chroma/Z-Image transformer file)",
+    )
+    g.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help="apply a LoRA (a .safetensors file, a folder or a hub id) at SCALE [1]; repeat for several. "
+        "Inversions record them: an edit with other LoRAs is refused",
+    )
     return options
 
 

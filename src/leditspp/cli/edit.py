@@ -83,6 +83,8 @@ def _batch(args: argparse.Namespace) -> BatchEdit:
         compile=args.compile,
         quiet=args.quiet,
         offload=args.offload,
+        base=args.base,
+        loras=tuple(args.lora),
     )
 
 

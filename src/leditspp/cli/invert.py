@@ -31,7 +31,8 @@ def invert_command(args: argparse.Namespace) -> int:
     sourced = {key: (settings[key], origins[key]) for key in INVERSION_SETTINGS}
     say_start(args, model, origins["model"], sourced)
     say_warnings(args, [*model_warnings(model), demo_photo(model, image.size, settings)])
-    editor = EditorSpec(settings["model"], args.device, args.dtype, args.compile, args.quiet, args.offload).load()
+    options = (args.device, args.dtype, args.compile, args.quiet, args.offload, args.base, tuple(args.lora))
+    editor = EditorSpec(model, *options).load()
     invert(editor, image, settings, step_progress(args.quiet), args.max_pixels).save(args.output)
     print(f"wrote {args.output}")
     return 0

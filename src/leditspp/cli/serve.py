@@ -23,5 +23,15 @@ def serve_command(args: argparse.Namespace) -> int:
         say("settings: the model's recommendation, shown in the page's settings panel")
     say_warnings(args, model_warnings(model))
     print(f"leditspp web UI on http://{args.host}:{args.port} (model: {model}); Ctrl-C stops it")
-    serve(model, args.host, args.port, args.max_upload_mb, args.device, compile=args.compile, offload=args.offload)
+    serve(
+        model,
+        args.host,
+        args.port,
+        args.max_upload_mb,
+        args.device,
+        compile=args.compile,
+        offload=args.offload,
+        base=args.base,
+        loras=tuple(args.lora),
+    )
     return 0

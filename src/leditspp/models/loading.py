@@ -14,6 +14,7 @@ import torch
 from ..errors import LeditsError
 from .components import check_parts
 from .families import family_of, parts_of_folder
+from .single_file import is_single_file, load_single_file
 
 #: The built-in demo models, tiny and trained on the shapes world (:mod:`leditspp.demo.shapes`): the
 #: UNet one (SD-shaped, issue 3) and the flow-matching one (SD3-shaped MMDiT, issue 23).
@@ -61,8 +62,8 @@ def check_model_name(model: Any, where: str = "model") -> str:
 
 def source_name(model: str) -> str:
     """How an inversion records what its model was loaded from, so that it can be loaded again:
-    ``"demo"``/``"demo-flow"`` and hub ids as given, a local folder as its absolute path."""
-    if model in _DEMO_TRAINING or not Path(model).is_dir():
+    ``"demo"``/``"demo-flow"`` and hub ids as given, a local folder or file as its absolute path."""
+    if model in _DEMO_TRAINING or not Path(model).exists():
         return model
     return str(Path(model).resolve())
 
@@ -88,30 +89,42 @@ def check_folder(model: str) -> None:
         check_parts(family, parts, model)
 
 
-def load_pipeline(model: str, torch_dtype: torch.dtype | None) -> Any:
-    """Load a diffusers pipeline from ``"demo"``, a hub id or a local folder, without a safety checker."""
+def from_folder(model: str, torch_dtype: torch.dtype | None, **components: Any) -> Any:
+    """``DiffusionPipeline.from_pretrained`` of a hub id or folder, with ``components`` given
+    (e.g. a transformer read from a single file) and without a safety checker."""
     from diffusers import DiffusionPipeline
 
+    kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
+    index = DiffusionPipeline.load_config(model)
+    # components the folder declares absent ([null, null], e.g. SD3 saved without T5) are
+    # passed as None: diffusers refuses a folder that lacks a component its class requires
+    kwargs |= {k: None for k, v in index.items() if isinstance(v, (list, tuple)) and list(v) == [None, None]}
+    if "safety_checker" in index:  # SD 1.x/2.x pipelines: leave it out
+        kwargs |= {"safety_checker": None, "requires_safety_checker": False}
+    return DiffusionPipeline.from_pretrained(model, **kwargs | components)
+
+
+def load_pipeline(model: str, torch_dtype: torch.dtype | None, base: str | None = None) -> Any:
+    """Load a diffusers pipeline from ``"demo"``, a hub id, a local folder or a single-file
+    checkpoint (with ``base``, the model whose configs and components the file lacks: see
+    :mod:`.single_file`), without a safety checker."""
     model = resolve_model(model)
+    if is_single_file(model):
+        return load_single_file(model, None if base is None else resolve_model(base), torch_dtype)
+    if base is not None:
+        raise LeditsError(f"a base model is for single-file checkpoints; {model!r} is not one (a .safetensors file)")
     check_folder(model)
     check_reachable(model)
 
-    kwargs: dict[str, Any] = {} if torch_dtype is None else {"dtype": torch_dtype}
     try:
-        index = DiffusionPipeline.load_config(model)
-        # components the folder declares absent ([null, null], e.g. SD3 saved without T5) are
-        # passed as None: diffusers refuses a folder that lacks a component its class requires
-        kwargs |= {k: None for k, v in index.items() if isinstance(v, (list, tuple)) and list(v) == [None, None]}
-        if "safety_checker" in index:  # SD 1.x/2.x pipelines: leave it out
-            kwargs |= {"safety_checker": None, "requires_safety_checker": False}
-        return DiffusionPipeline.from_pretrained(model, **kwargs)
+        return from_folder(model, torch_dtype)
     except (OSError, ValueError) as exc:
         if _is_hub_id(model) and not _in_cache(model):
             raise LeditsError(_unreachable(model, str(exc).splitlines()[0])) from exc
         raise LeditsError(
             f"cannot load model {model!r}: {str(exc).splitlines()[0]} — pass a Hugging Face hub id "
-            "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or a local folder in diffusers format "
-            "(with model_index.json)"
+            "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), a local folder in diffusers format "
+            "(with model_index.json) or a single-file checkpoint (.safetensors)"
         ) from exc
 
 
