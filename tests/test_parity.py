@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler
+from diffusers.models.attention_processor import AttnProcessor2_0
 
 from leditspp import Edit
 from leditspp.demo import SD_SCHEDULE
@@ -65,7 +66,7 @@ def quantile_in_float64() -> Iterator[None]:
 
 def _port_edit(port, image, edits, *, threshold_zero=False, user_mask=None, cross_attention=False):
     port.invert(image=image, num_inversion_steps=STEPS, skip=SKIP, generator=torch.Generator().manual_seed(0))
-    with quantile_in_float64():
+    with quantile_in_float64(), keep_attention_processors(port.unet):  # the port never restores them
         out = port(
             **port_edit_arguments(edits, STEPS, threshold_zero=threshold_zero),
             use_cross_attn_mask=cross_attention,
@@ -119,7 +120,9 @@ def test_the_attention_mask_matches_the_port_where_the_ports_token_count_is_righ
     image = scene(64, 64, seed=8)
     expected = _port_edit(port, image, edits, cross_attention=True)
     inv = editor.invert(image, steps=STEPS, skip=SKIP, seed=0)
-    ours = editor.edit(inv, edits, mask_mode="attention", decode=False).latents
+    with keep_attention_processors(editor.model.unet):  # the port's processors compute no SDPA call to read
+        editor.model.unet.set_attn_processor(AttnProcessor2_0())
+        ours = editor.edit(inv, edits, mask_mode="attention", decode=False).latents
     noise_only = editor.edit(inv, edits, mask_mode="noise", decode=False).latents
     assert (ours - expected).abs().max() <= 1e-4
     assert (noise_only - expected).abs().max() > 100 * (ours - expected).abs().max() + 1e-4  # masks matter here
