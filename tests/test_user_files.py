@@ -310,3 +310,14 @@ def test_a_lora_on_a_flow_transformer(tmp_path):
     assert not torch.equal(
         lora.invert(scene(), steps=3, skip=0.0).noise_maps, plain.invert(scene(), steps=3, skip=0.0).noise_maps
     )
+
+
+def test_the_command_line_says_the_schedulers_rule_is_unused(sd_folder, tmp_path, caplog):
+    """Shown without --quiet (the library itself logs it at INFO, which a command line hides)."""
+    from leditspp.cli import main
+
+    image = tmp_path / "in.png"
+    scene(64, 64).save(image)
+    args = ["invert", str(image), "--model", str(sd_folder), "--steps", "2", "--device", "cpu"]
+    assert main([*args, "-o", str(tmp_path / "i.safetensors")]) == 0
+    assert any("PNDMScheduler lends its noise schedule" in r.getMessage() for r in caplog.records)

@@ -522,7 +522,7 @@ def _say_scheduler(scheduler: Any) -> None:
     kind = type(scheduler).__name__
     if scheduler is None or kind in SOLVER_SCHEDULERS:
         return
-    logger.info(
+    logging.getLogger("leditspp.scheduler").info(  # the command line shows this logger's lines
         "the model's %s lends its noise schedule and timestep spacing; its update rule is not used — "
         "leditspp steps with its solver= (%s)",
         kind,

@@ -298,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="leditspp: %(message)s")
     if not getattr(args, "quiet", False):
         logging.getLogger("leditspp.jobs").setLevel(logging.INFO)  # "loading model …", "loaded … in 9.8 s"
+        logging.getLogger("leditspp.scheduler").setLevel(logging.INFO)  # the scheduler's rule is not used
     try:
         with library_warnings_silenced(getattr(args, "quiet", False)):
             return _run(args)
