@@ -46,7 +46,8 @@ def add_endpoints(service: Any) -> None:
         given = dict(steps=steps, skip=skip, solver=solver, seed=seed, source_guidance=source_guidance)
         settings = _settings(service, given, source_prompt, mask_mode=mask_mode, preserve=preserve)
         try:
-            rows = [concept_row(Edit.parse(text, **_edit_defaults(service))) for text in concepts]
+            defaults = _edit_defaults(service)
+            rows = [concept_row(Edit.parse(text, **defaults)) for text in concepts]
             result = edit_request(service, _path(image), rows, read_settings(settings))
         except LeditsError as exc:
             raise gr.Error(str(exc)) from None
