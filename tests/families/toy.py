@@ -1,9 +1,8 @@
-"""A model family defined outside the package joins through the registry (issue 21: the one-file claim).
+"""A model family defined outside the package: everything a new family's file holds.
 
-Everything below is what a new family's file holds: a network (here a toy one), an adapter class
-with its detection, size rule and construction, and which attention layer to arm (a cross-attention). Registered with
-``leditspp.models.registered``, it is loaded by ``Editor.from_pipe``, inverts exactly, edits with
-implicit masks and is refused options it does not take — with no line of the package changed.
+A network (here a toy one), an adapter class with its detection, size rule and construction, and
+which attention layer to arm (a cross-attention). Registered with ``leditspp.models.registered``, it
+joins the conformance suite (``test_toy.py``) with no line of the package changed.
 """
 
 from __future__ import annotations
@@ -13,21 +12,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.models.attention_processor import Attention
 
-from leditspp import Conditioning, Edit, Editor, LeditsError
+from leditspp import Conditioning
 from leditspp.attention import AttentionRecorder
-from leditspp.models import registered
 from leditspp.models.capture import CROSS_ATTENTION, capture_layers
 from leditspp.models.families import Part, Parts
 from leditspp.models.sd3 import TransformerModel
 from leditspp.solvers import NoiseLevel
 from leditspp.testing import tiny_vae
-
-from .conftest import scene
 
 
 class ToyDenoiser(torch.nn.Module):
@@ -63,7 +58,7 @@ class Toy(TransformerModel):
     text_encoder: Any
     tokenizer: Any
     family: str = "toy"
-    title: ClassVar[str] = "Toy (tests/test_toy_family.py)"
+    title: ClassVar[str] = "Toy (tests/families/toy.py)"
     condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
     options: ClassVar[frozenset[str]] = frozenset()
 
@@ -117,8 +112,8 @@ class Toy(TransformerModel):
             yield recorder
 
 
-@pytest.fixture(scope="module")
-def toy_components(tokenizer):
+def toy_components(tokenizer: Any) -> dict[str, Any]:
+    """The toy family's components: a pipeline's worth, without a pipeline class."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return {
@@ -128,19 +123,3 @@ def toy_components(tokenizer):
             "tokenizer": tokenizer,
             "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0),
         }
-
-
-def test_a_family_from_outside_the_package_edits_end_to_end(toy_components):
-    with registered(Toy):
-        editor = Editor.from_pipe(toy_components)
-        assert editor.model.family == "toy" and editor.size_multiple == 16
-        for solver, steps in (("dpmsolver++", 4), ("ddpm", 1)):
-            inv = editor.invert(scene(64, 64), steps=steps, skip=0.0, solver=solver, seed=0)
-            assert torch.equal(editor.edit(inv, [], decode=False).latents, inv.source_latents)
-        result = editor.edit(inv, [Edit("red circle", scale=6.0, threshold=0.5)], mask_mode="intersect")
-        assert torch.isfinite(result.latents).all() and (result.latents - inv.source_latents).abs().max() > 1e-3
-        assert 0 < result.masks.mean() < 1
-        with pytest.raises(LeditsError, match="toy models do not take mask_level"):
-            Editor.from_pipe(toy_components, mask_level=2)
-    with pytest.raises(LeditsError, match=r"ToyDenoiser models .* not supported; supported families: Stable Diffusion"):
-        Editor.from_pipe(toy_components)
