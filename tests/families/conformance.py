@@ -27,11 +27,12 @@ import pytest
 import torch
 from PIL import Image
 
-from leditspp import Edit, Editor, Inversion, LeditsError
+from leditspp import Edit, Editor, Inversion, LeditsError, offload
 from leditspp.cli import main
 from leditspp.masking import MASK_MODES
 from leditspp.models import size_multiple_hint
 from leditspp.models.families import family_of, parts_of, parts_of_folder
+from leditspp.offload import MemoryPlan
 from leditspp.solvers import NoiseLevel
 from leditspp.testing import replay_tolerance
 
@@ -440,6 +441,21 @@ class FamilyTests:
                 else:
                     expected = {"leaf_level"} if encoder else {"block_level"} if module is denoiser else set()
                 assert _hooks(module) == expected, (plan, name)
+
+    def test_auto_counts_the_weights_already_on_the_device(self, request, monkeypatch):
+        """``auto`` on a device (``meta`` here, standing for a GPU) that already holds every weight:
+        those bytes are free for them, so with half the model's bytes free besides, nothing is
+        offloaded — the same free memory with the weights in host RAM is not enough."""
+        pipe = self.make_pipeline(request)
+        components = dict(pipe.components) if hasattr(pipe, "components") else dict(pipe)
+        total = offload.component_bytes(components).resident("none")
+        monkeypatch.setattr(offload, "free_bytes", lambda device: total // 2)
+        meta = torch.device("meta")
+        assert offload.resolve(MemoryPlan(), components, meta).offload != "none"
+        for module in components.values():
+            if isinstance(module, torch.nn.Module):
+                module.to(meta)
+        assert offload.resolve(MemoryPlan(), components, meta).offload == "none"
 
     # -- saved inversions and the front ends ------------------------------------------------------------
 
