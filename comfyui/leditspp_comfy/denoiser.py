@@ -11,7 +11,8 @@ Variance-preserving families (ε- and v-prediction) live in ComfyUI's space ``x 
 ``apply_model`` returns the data prediction ``D``; the estimate the guidance acts on is
 ``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1 and SD3 are on
 ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's ``y`` itself; there
-``(x − D)/σ`` is the velocity v the flow solvers take.
+``(x − D)/σ`` is the velocity v the flow solvers take. Qwen-Image is on the same path; its latents
+carry a frame axis (B, C, 1, h, w) in ComfyUI, which the loops do not see.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from leditspp.errors import LeditsError
 from leditspp.models.base import Conditioning
 from leditspp.solvers import FlowPath, NoiseLevel, NoisePath, Path
 
-from .attention import JointAttentionTap, UNetAttentionTap
+from .attention import JointAttentionTap, UNetAttentionTap, text_mask_options
 
 #: The model families of ComfyUI this pack edits, by ComfyUI's model-config class name.
 SUPPORTED: dict[str, str] = {
@@ -41,9 +42,13 @@ SUPPORTED: dict[str, str] = {
     "Flux": "FLUX.1 [dev]",
     "FluxSchnell": "FLUX.1 [schnell]",
     "SD3": "Stable Diffusion 3 and 3.5",
+    "QwenImage": "Qwen-Image",
 }
 #: The families on a rectified-flow path (ComfyUI's CONST parameterisation); the rest are VP.
-FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3"})
+FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3", "QwenImage"})
+#: The families whose prompts keep their own token counts (no padding to a fixed length): rows of
+#: different lengths are stacked zero-padded, with a text mask that the attention kernel applies.
+TEXT_MASK_FAMILIES = frozenset({"QwenImage"})
 
 
 def model_name(patcher: Any) -> str:
@@ -100,7 +105,7 @@ def flow_path(sampling: Any) -> FlowPath:
 
 @dataclass(eq=False)
 class ComfyDenoiser:
-    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1) for the loops: estimates, data
+    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1, Qwen-Image) for the loops: estimates, data
     predictions, the noise path and the attention tap for M¹ — the part of
     :class:`~leditspp.models.base.ModelAdapter` the loops call. The text and the autoencoder parts
     are ComfyUI's ``CLIP`` (:mod:`.text`) and ``VAE`` (:mod:`.run`)."""
@@ -126,8 +131,34 @@ class ComfyDenoiser:
 
     @property
     def flow(self) -> bool:
-        """Whether the model is on a rectified-flow path (FLUX.1, SD3) rather than a VP one."""
+        """Whether the model is on a rectified-flow path (FLUX.1, SD3, Qwen-Image) rather than a VP one."""
         return model_name(self.patcher) in FLOW_FAMILIES
+
+    @property
+    def text_mask(self) -> bool:
+        """Whether conditionings of different lengths stack zero-padded with a text mask (Qwen-Image)."""
+        return model_name(self.patcher) in TEXT_MASK_FAMILIES
+
+    @property
+    def frames(self) -> bool:
+        """Whether the model's latents have a frame axis (B, C, T, h, w) (Qwen-Image's Wan 2.1 latents)."""
+        return self.patcher.model.latent_format.latent_dimensions == 3
+
+    def latent_in(self, latent: torch.Tensor) -> torch.Tensor:
+        """A ``LATENT``'s samples in the model's space, as the loops take them: (B, C, h, w).
+        A frame-axis model's latents (B, C, 1, h, w) lose their one frame (a 4-D latent gets one
+        first, as ComfyUI's samplers give it)."""
+        if self.frames and latent.dim() == 4:
+            latent = latent[:, :, None]
+        x0 = self.patcher.model.process_latent_in(latent)
+        return x0[:, :, 0] if self.frames else x0
+
+    def latent_out(self, latents: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Model-space latents (B, C, h, w) as samples shaped like the user's ``like`` (4-D, or 5-D
+        with one frame)."""
+        if self.frames:
+            latents = latents[:, :, None]
+        return self.patcher.model.process_latent_out(latents).reshape(like.shape)
 
     @property
     def path(self) -> Path:
@@ -147,7 +178,7 @@ class ComfyDenoiser:
 
     @property
     def cell(self) -> int:
-        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on FLUX.1 and SD3."""
+        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on a transformer."""
         return self.patcher.model.diffusion_model.patch_size if self.flow else 2**self.mask_level
 
     def mask_grid(self, height: int, width: int) -> tuple[int, int]:
@@ -180,12 +211,25 @@ class ComfyDenoiser:
 
     def _apply(self, x: torch.Tensor, sigmas: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """ComfyUI's data prediction for ``x`` (R, C, h, w) in its space at ``sigmas`` (R,), through
-        the model's ``model_function_wrapper`` when a patch set one (as its samplers do)."""
+        the model's ``model_function_wrapper`` when a patch set one (as its samplers do). Rows whose
+        text is zero-padded (a ``mask`` (R, L) with False on the padding) have the padded keys masked
+        in every attention kernel call."""
         model = self.patcher.model
         options = dict(self.patcher.model_options.get("transformer_options", {}))
         options["sigmas"] = sigmas
         if self._tap is not None:
             options = self._tap.options(options, cond.embeds.shape[1])
+        mask = cond.get("mask")
+        if mask is not None and not mask.all():
+            options = text_mask_options(options, mask)
+        if self.frames:
+            return self._call(model, x[:, :, None], sigmas, cond, options)[:, :, 0]
+        return self._call(model, x, sigmas, cond, options)
+
+    def _call(
+        self, model: Any, x: torch.Tensor, sigmas: torch.Tensor, cond: Conditioning, options: dict[str, Any]
+    ) -> torch.Tensor:
+        """``apply_model`` on ``x`` in the model's own layout with the call's ``transformer_options``."""
         rows = x.shape[0]
         c = {
             name: value.process_cond(batch_size=rows, area=None).cond
@@ -201,7 +245,8 @@ class ComfyDenoiser:
         """The model's inputs beside the latents, as ComfyUI's samplers make them
         (``BaseModel.extra_conds``; the image size is the latent's times 8, as theirs): the text
         embeddings, for SDXL the added conditions from the pooled vector and the size, for FLUX.1
-        the pooled vector and its guidance input (3.5, as ComfyUI's default); one per row."""
+        the pooled vector and its guidance input (3.5, as ComfyUI's default); one per row
+        (Qwen-Image: the embeddings alone)."""
         height, width = (8 * side for side in x.shape[-2:])
         return self.patcher.model.extra_conds(
             cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device

@@ -4,6 +4,9 @@
 Token positions are read from ComfyUI's own tokenization (``CLIP.tokenize(…, return_word_ids=True)``):
 every token that belongs to a word (word id > 0) of the prompt, across ComfyUI's 77-token chunks,
 so a prompt's weights syntax, embeddings and long prompts count as ComfyUI counts them.
+Qwen-Image's text encoder reads the prompt inside a chat template, as one word, and the transformer
+sees the tokens after the template's prefix: there the prompt's tokens are those that differ from
+the template's own, counted from where the prefix ends.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from comfy.text_encoders.qwen_image import QwenImageTEModel
 from comfy.text_encoders.sd3_clip import SD3ClipModel
 
 from leditspp.errors import LeditsError
@@ -20,20 +24,25 @@ from leditspp.models.base import Conditioning
 
 
 def encode(clip: Any, text: str) -> Conditioning:
-    """``text`` through ``clip``: embeds (1, L, D) fp32, L = 77 per ComfyUI chunk, and the pooled
-    vector (1, P) (SDXL's added conditions read it)."""
+    """``text`` through ``clip``: embeds (1, L, D) fp32 (L = 77 per ComfyUI chunk on the CLIPs,
+    the prompt's own count on Qwen-Image) and, where the encoder gives one, the pooled vector
+    (1, P) (SDXL's added conditions read it)."""
     embeds, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
-    return Conditioning.of(embeds.float(), pooled.float())
+    return Conditioning.of(embeds.float(), None if pooled is None else pooled.float())
 
 
-def token_positions(clip: Any, text: str) -> tuple[int, ...]:
+def token_positions(clip: Any, text: str, length: int | None = None) -> tuple[int, ...]:
     """Positions of ``text``'s word tokens in its encoding's L tokens (start, end and padding
     excluded). SD3's sequence is [CLIP-L ⊕ CLIP-G; T5]: the CLIPs' tokens (the two must agree) and
     T5's after them, each part where its encoder is loaded. Where a T5 gives the sequence alone
     (FLUX.1; CLIP-L only its pooled vector) its tokens count; otherwise every text encoder of the
-    CLIP (SDXL: CLIP-L and CLIP-G) must agree on them."""
+    CLIP (SDXL: CLIP-L and CLIP-G) must agree on them. Qwen-Image: see :func:`template_positions`
+    (``length``: the encoding's L where known, else it is encoded)."""
     tokenized = clip.tokenize(text, return_word_ids=True)
     model = clip.cond_stage_model
+    if isinstance(model, QwenImageTEModel):
+        length = encode(clip, text).embeds.shape[1] if length is None else length
+        return template_positions(clip, tokenized, length)
     if isinstance(model, SD3ClipModel):
         return sd3_positions(model, tokenized, text)
     sequences = [tokenized["t5xxl"]] if "t5xxl" in tokenized else list(tokenized.values())
@@ -50,6 +59,20 @@ def sd3_positions(model: Any, tokenized: dict[str, Any], text: str) -> tuple[int
         return positions
     t5, _ = agreed_positions([tokenized["t5xxl"]], text)
     return tuple(length + p for p in t5)
+
+
+def template_positions(clip: Any, tokenized: dict[str, Any], length: int) -> tuple[int, ...]:
+    """The prompt's tokens in a chat template's encoding of ``length`` tokens: the tokens between
+    the longest prefix and suffix it shares with the template's own (an empty prompt's)
+    tokenization, shifted by the template prefix that the encoder drops (what the tokenization
+    has beyond ``length``)."""
+    (full,) = ([token for chunk in chunks for token, *_ in chunk] for chunks in tokenized.values())
+    (bare,) = ([token for chunk in chunks for token, *_ in chunk] for chunks in clip.tokenize("").values())
+    shared = min(len(full), len(bare))
+    prefix = next((i for i in range(shared) if full[i] != bare[i]), shared)
+    suffix = next((i for i in range(shared - prefix) if full[-1 - i] != bare[-1 - i]), shared - prefix)
+    dropped = len(full) - length
+    return tuple(i - dropped for i in range(prefix, len(full) - suffix) if i >= dropped)
 
 
 def agreed_positions(sequences: Sequence[Any], text: str) -> tuple[tuple[int, ...], int]:
@@ -71,6 +94,24 @@ def from_conditioning(conditioning: Sequence[Sequence[Any]], name: str) -> Condi
         )
     pooled = conditioning[0][1].get("pooled_output")
     return Conditioning.of(conditioning[0][0].float(), None if pooled is None else pooled.float())
+
+
+def pad_to_longest(conds: Sequence[Conditioning]) -> list[Conditioning]:
+    """``conds`` zero-padded after their tokens to the longest one's count L, each with its text
+    mask (n, L) bool (True on its own tokens): the attention kernel masks the padded keys, and the
+    text's rotary positions do not move, so a padded row computes what it does alone."""
+    length = max(c.embeds.shape[1] for c in conds)
+    return [pad_tokens(c, length) for c in conds]
+
+
+def pad_tokens(cond: Conditioning, length: int) -> Conditioning:
+    """``cond`` (n, l, D) zero-padded to ``length`` tokens, with ``mask`` (n, length) (its own mask
+    padded with False, or True on its l tokens)."""
+    rows, own, _ = cond.embeds.shape
+    mask = cond.get("mask")
+    mask = torch.ones(rows, own, dtype=torch.bool, device=cond.embeds.device) if mask is None else mask
+    embeds = torch.nn.functional.pad(cond.embeds, (0, 0, 0, length - own))
+    return Conditioning({**cond.tensors, "embeds": embeds, "mask": torch.nn.functional.pad(mask, (0, length - own))})
 
 
 def to_common_length(conds: Sequence[Conditioning]) -> list[Conditioning]:
