@@ -65,6 +65,7 @@ def test_qwen_image_concept_tokens_are_the_prompts_inside_the_template(qwen):
     the concept's tokens are the prompt's own, counted from there: those whose characters lie in
     the prompt, by the tokenizer's offsets."""
     _, clip, _ = qwen
+    assert clip.tokenizer.llama_template == TEMPLATE
     tokenizer = clip.tokenizer.qwen25_7b.tokenizer
     for prompt in ("a red hat", "sunglasses, a beard", "A cat"):
         full = tokenizer(TEMPLATE.format(prompt), return_offsets_mapping=True)
