@@ -1,7 +1,7 @@
 """Qwen-Image in the pack, on a tiny model and a tiny Qwen2.5-VL built in ComfyUI's own classes
 (with Qwen-Image's Wan 2.1 VAE): exact reconstruction on ComfyUI's flow path, the concept's tokens
-inside the chat template, prompts of different lengths stacked with a text mask, and M¹ from the
-blocks' kernel calls."""
+inside the chat template, prompts of different lengths stacked with a text mask, M¹ from the
+blocks' kernel calls, and the same edit through leditspp's own adapter on twin weights."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ require_comfyui()
 
 import comfy.supported_models  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingAuraFlow  # noqa: E402
-from leditspp_comfy import text  # noqa: E402
+from leditspp_comfy import run, text  # noqa: E402
 from leditspp_comfy.denoiser import ComfyDenoiser  # noqa: E402
 
+from leditspp.editing import edit_loop  # noqa: E402
 from leditspp.errors import LeditsError  # noqa: E402
 from leditspp.models.base import Conditioning  # noqa: E402
-from leditspp.models.qwenimage import DROP, TEMPLATE  # noqa: E402
+from leditspp.models.qwenimage import DROP, TEMPLATE, QwenImage  # noqa: E402
 from leditspp.solvers import FlowPath, NoiseLevel  # noqa: E402
 
 from . import tiny  # noqa: E402
@@ -152,3 +153,33 @@ def test_the_refusal_lists_qwen_image():
     pix2pix.model = comfy.supported_models.SD15_instructpix2pix(dict(tiny.TINY_UNET)).get_model({})
     with pytest.raises(LeditsError, match=r"SD15_instructpix2pix.*supported: .*QwenImage \(Qwen-Image\)"):
         ComfyDenoiser.of(pix2pix)
+
+
+def test_the_pack_and_leditspps_adapter_agree_on_twin_weights(qwen):
+    """The same edit through the pack and through leditspp's own Qwen-Image adapter on a diffusers
+    transformer with the same weights (on the pack's noise path, inversion and conditionings) agrees
+    to fp32 noise: the estimates of padded rows, M¹ from the blocks' joint attention, and the
+    concept's tokens as the adapter marks them with ComfyUI's tokenizer."""
+    from diffusers import QwenImageTransformer2DModel
+
+    model, clip, _ = qwen
+    inversion = invert(qwen, steps=3, source_text="a photo")
+    concepts = concept(clip, "a red hat", scale=6.0, threshold=0.5)
+    packed = edit(model, inversion, concepts)[0]
+
+    transformer = QwenImageTransformer2DModel(**{k: v for k, v in tiny.TINY_QWEN_IMAGE.items() if k != "image_model"})
+    transformer.load_state_dict(model.model.diffusion_model.state_dict(), strict=True)
+    denoiser = ComfyDenoiser.of(model)
+    tokenizer = clip.tokenizer.qwen25_7b.tokenizer
+    adapter = QwenImage(
+        transformer=transformer.eval(), vae=None, path=denoiser.path, text_encoder=None, tokenizer=tokenizer
+    )
+    assert adapter.token_positions("a red hat") == list(concepts[0].positions)
+    source = inversion.inversion
+    base, batch = run.concept_batch(denoiser, inversion.base, concepts)
+    with adapter.capture_attention() as recorder:
+        table = run.check_inversion(denoiser, inversion)
+        latents = edit_loop(adapter, source, table, base, 3.5, batch, "intersect", None, 0.0, recorder)[0]
+    theirs = denoiser.latent_out(latents, inversion.latent)
+    torch.testing.assert_close(packed, theirs, rtol=1e-3, atol=5e-4)  # fp32 noise through 3 guided steps
+    assert (theirs - inversion.latent).abs().max() > 0.5, "the edit must be far larger than the tolerance"
