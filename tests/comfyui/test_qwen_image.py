@@ -50,6 +50,17 @@ def test_qwen_image_reconstructs_exactly_without_a_concept(qwen, solver, steps):
     assert masks.shape == (batch, 64, 64) and not masks.any()
 
 
+def test_a_vae_without_a_frame_axis_gives_its_latent_back_in_its_own_shape(qwen):
+    """A 16-channel image VAE's latent (B, 16, h, w) gets the frame axis only inside the model (as
+    ComfyUI's samplers add it) and comes back 4-D, exactly."""
+    model, clip, _ = qwen
+    vae = tiny.tiny_vae(channels=16)
+    inversion = invert((model, clip, vae), steps=2)
+    assert torch.equal(edit(model, inversion)[0], vae.encode(tiny.image()))
+    latent, _ = edit(model, inversion, concept(clip, "a red hat"))
+    assert latent.shape == (1, 16, 8, 8) and not torch.equal(latent, vae.encode(tiny.image()))
+
+
 def test_qwen_image_runs_on_comfyuis_flow_shift_and_on_a_shift_node(qwen):
     """Its own sampling is ComfyUI's ModelSamplingFlux with μ = 1.15; ComfyUI's Qwen-Image workflows
     set a static shift with ModelSamplingAuraFlow, which reconstructs exactly too."""
