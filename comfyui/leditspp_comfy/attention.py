@@ -124,9 +124,9 @@ class UNetAttentionTap:
 
 @dataclass(eq=False)
 class JointAttentionTap:
-    """M¹ of a two-stream transformer: the joint attention of each FLUX.1 double block or SD3 joint
-    block ([text; image] keys, text first after SD3's register tokens, after q/k norms and rotary
-    positions), as leditspp's diffusers FLUX and SD3 adapters read it.
+    """M¹ of a two-stream transformer: the joint attention of each FLUX.1 or Chroma double block or
+    SD3 joint block ([text; image] keys, text first after SD3's register tokens, after q/k norms and
+    rotary positions), as leditspp's diffusers FLUX, Chroma and SD3 adapters read it.
 
     ComfyUI's calls there do not say which block they are in, so each block is wrapped with
     ComfyUI's per-block patch (``patches_replace["dit"][("double_block", i)]``, chaining one another
@@ -142,7 +142,7 @@ class JointAttentionTap:
 
     @classmethod
     def of(cls, network: Any) -> JointAttentionTap:
-        """The tap of a ComfyUI ``Flux`` (its ``double_blocks``) or ``MMDiT`` (its ``joint_blocks``)."""
+        """The tap of a ComfyUI ``Flux`` or ``Chroma`` (their ``double_blocks``) or ``MMDiT`` (its ``joint_blocks``)."""
         if getattr(network, "flipped_img_txt", False):
             raise LeditsError("this FLUX-like model puts the image before the text; set mask mode to noise or none")
         blocks = network.joint_blocks if hasattr(network, "joint_blocks") else network.double_blocks
@@ -188,10 +188,21 @@ class JointAttentionTap:
 
     def _record(self, q: torch.Tensor, k: torch.Tensor, heads: int, kwargs: dict[str, Any]) -> None:
         """The armed rows' image queries (R, heads, Q, d) against all keys (R, heads, K, d), with the
-        kernel's scale d^−½ and its mask (FLUX.1's), keeping the text columns."""
+        kernel's scale d^−½ and its mask (Chroma's padded text), keeping the text columns."""
         rows, start, end = self.recorder.rows, self.offset, self.offset + self._text
         if not kwargs.get("skip_reshape", False):  # SD3 gives (B, tokens, heads·d)
             q, k = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
-        mask = kwargs.get("mask")
-        bias = None if mask is None else mask[rows][..., end:, :]
+        bias = image_query_mask(kwargs.get("mask"), rows, end)
         self.recorder.record(q[rows][:, :, end:], k[rows], q.shape[-1] ** -0.5, text=slice(start, end), mask=bias)
+
+
+def image_query_mask(mask: torch.Tensor | None, rows: Any, start: int) -> torch.Tensor | None:
+    """A kernel's ``mask`` — (Q or 1, K), (B or 1, Q or 1, K) or with heads, as ComfyUI's kernels read
+    it (a batch, then heads, added where missing) — for the recorder: (R or 1, heads or 1, Q' or 1,
+    K), the ``rows`` and the queries from ``start`` on (the image's)."""
+    if mask is None:
+        return None
+    mask = mask[None] if mask.dim() == 2 else mask
+    mask = mask[:, None] if mask.dim() == 3 else mask
+    mask = mask[rows] if mask.shape[0] > 1 else mask
+    return mask if mask.shape[2] == 1 else mask[:, :, start:]

@@ -9,8 +9,8 @@ the noise levels are the model's ``model_sampling`` sigmas.
 Variance-preserving families (ε- and v-prediction) live in ComfyUI's space ``x = x0 + σ·ε`` with
 ``σ = s/a``; leditspp's latents are ``y = a·x0 + s·ε`` (paper Eq. 6), so ``x = y/a``. ComfyUI's
 ``apply_model`` returns the data prediction ``D``; the estimate the guidance acts on is
-``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1 and SD3 are on
-ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's ``y`` itself; there
+``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1, Chroma and
+SD3 are on ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's ``y`` itself; there
 ``(x − D)/σ`` is the velocity v the flow solvers take.
 """
 
@@ -41,9 +41,13 @@ SUPPORTED: dict[str, str] = {
     "Flux": "FLUX.1 [dev]",
     "FluxSchnell": "FLUX.1 [schnell]",
     "SD3": "Stable Diffusion 3 and 3.5",
+    "Chroma": "Chroma",
 }
 #: The families on a rectified-flow path (ComfyUI's CONST parameterisation); the rest are VP.
-FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3"})
+FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3", "Chroma"})
+#: The families whose network takes a text attention mask: prompts of different token counts are
+#: padded to one and the pads masked out (see :func:`.text.pad_to_common_length`).
+TEXT_MASK_FAMILIES = frozenset({"Chroma"})
 
 
 def model_name(patcher: Any) -> str:
@@ -100,7 +104,7 @@ def flow_path(sampling: Any) -> FlowPath:
 
 @dataclass(eq=False)
 class ComfyDenoiser:
-    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1) for the loops: estimates, data
+    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1, Chroma) for the loops: estimates, data
     predictions, the noise path and the attention tap for M¹ — the part of
     :class:`~leditspp.models.base.ModelAdapter` the loops call. The text and the autoencoder parts
     are ComfyUI's ``CLIP`` (:mod:`.text`) and ``VAE`` (:mod:`.run`)."""
@@ -126,8 +130,13 @@ class ComfyDenoiser:
 
     @property
     def flow(self) -> bool:
-        """Whether the model is on a rectified-flow path (FLUX.1, SD3) rather than a VP one."""
+        """Whether the model is on a rectified-flow path (FLUX.1, Chroma, SD3) rather than a VP one."""
         return model_name(self.patcher) in FLOW_FAMILIES
+
+    @property
+    def text_mask(self) -> bool:
+        """Whether the network masks text tokens (Chroma), so that padded prompts stack in one call."""
+        return model_name(self.patcher) in TEXT_MASK_FAMILIES
 
     @property
     def path(self) -> Path:
@@ -147,7 +156,7 @@ class ComfyDenoiser:
 
     @property
     def cell(self) -> int:
-        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on FLUX.1 and SD3."""
+        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on a transformer."""
         return self.patcher.model.diffusion_model.patch_size if self.flow else 2**self.mask_level
 
     def mask_grid(self, height: int, width: int) -> tuple[int, int]:
@@ -201,11 +210,27 @@ class ComfyDenoiser:
         """The model's inputs beside the latents, as ComfyUI's samplers make them
         (``BaseModel.extra_conds``; the image size is the latent's times 8, as theirs): the text
         embeddings, for SDXL the added conditions from the pooled vector and the size, for FLUX.1
-        the pooled vector and its guidance input (3.5, as ComfyUI's default); one per row."""
+        the pooled vector and its guidance input (3.5, as ComfyUI's default; Chroma's is 0), and
+        where some row's text is padded, the joint attention's mask (:meth:`_joint_mask`); one per row."""
         height, width = (8 * side for side in x.shape[-2:])
+        masked = {}
+        text_mask = cond.get("mask")
+        if text_mask is not None and not bool(text_mask.all()):
+            grid = self.mask_grid(*x.shape[-2:])
+            masked = {"attention_mask": self._joint_mask(text_mask, grid), "attention_mask_img_shape": grid, "noise": x}
         return self.patcher.model.extra_conds(
-            cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device
+            cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device, **masked
         )
+
+    @staticmethod
+    def _joint_mask(text_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The additive key mask (R, 1, L + h'·w') of a joint [text; image] attention for text masks
+        (R, L) (1: a token, 0: a pad): −inf on the pads' keys, 0 on the rest, the same for every
+        query (ComfyUI's kernels broadcast a mask of one query). Every query keeps its image keys,
+        so no softmax row is empty, and a padded row's image output is the unpadded row's."""
+        bias = torch.zeros(text_mask.shape[0], 1, text_mask.shape[1] + grid[0] * grid[1], device=text_mask.device)
+        bias[:, 0, : text_mask.shape[1]].masked_fill_(text_mask <= 0, float("-inf"))
+        return bias
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:

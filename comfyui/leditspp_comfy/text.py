@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from comfy.text_encoders.sd3_clip import SD3ClipModel
 
 from leditspp.errors import LeditsError
@@ -20,10 +21,11 @@ from leditspp.models.base import Conditioning
 
 
 def encode(clip: Any, text: str) -> Conditioning:
-    """``text`` through ``clip``: embeds (1, L, D) fp32, L = 77 per ComfyUI chunk, and the pooled
-    vector (1, P) (SDXL's added conditions read it)."""
+    """``text`` through ``clip``: embeds (1, L, D) fp32 (L = 77 per ComfyUI chunk for a CLIP; the
+    prompt's own tokens and its end token for Chroma's T5) and the pooled vector (1, P) where the
+    CLIP has one (SDXL's added conditions read it)."""
     embeds, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
-    return Conditioning.of(embeds.float(), pooled.float())
+    return Conditioning.of(embeds.float(), None if pooled is None else pooled.float())
 
 
 def token_positions(clip: Any, text: str) -> tuple[int, ...]:
@@ -79,6 +81,28 @@ def to_common_length(conds: Sequence[Conditioning]) -> list[Conditioning]:
     that one network call can stack them (a long prompt has 77 tokens per chunk)."""
     length = math.lcm(*(c.embeds.shape[1] for c in conds))
     return [repeat_tokens(c, length) for c in conds]
+
+
+def pad_to_common_length(conds: Sequence[Conditioning]) -> list[Conditioning]:
+    """``conds`` padded to the longest one's token count, each with its text mask, for a network
+    that masks text (Chroma): padded positions get no attention, so each row's output is its own."""
+    length = max(c.embeds.shape[1] for c in conds)
+    return [pad_tokens(c, length) for c in conds]
+
+
+def pad_tokens(cond: Conditioning, length: int) -> Conditioning:
+    """``cond`` (n, l, D) with zero embeddings appended up to ``length`` tokens and ``mask``
+    (n, length): its own mask (1 on every token where it has none), 0 on the appended pads."""
+    n, own, _ = cond.embeds.shape
+    mask = cond.get("mask")
+    mask = cond.embeds.new_ones(n, own) if mask is None else mask
+    return Conditioning(
+        {
+            **cond.tensors,
+            "embeds": F.pad(cond.embeds, (0, 0, 0, length - own)),
+            "mask": F.pad(mask, (0, length - own)),
+        }
+    )
 
 
 def repeat_tokens(cond: Conditioning, length: int) -> Conditioning:
