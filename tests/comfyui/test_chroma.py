@@ -121,10 +121,16 @@ def test_chroma_attention_mask_is_the_joint_softmax_over_each_rows_own_text(chro
 
 
 def test_chroma_concept_tokens_are_t5s(chroma):
+    """A concept's tokens are its T5 word pieces (no start token); ComfyUI does not pad, and the
+    pads a T5TokenizerOptions node asks for stay in the encoding and out of the concept's tokens."""
     _, clip, _ = chroma
     pieces = clip.tokenizer.clip_t5xxl.tokenizer(SHORT)["input_ids"][:-1]  # T5's own, without its end token
     assert text.token_positions(clip, SHORT) == tuple(range(len(pieces)))
-    assert text.encode(clip, SHORT).embeds.shape[1] == len(pieces) + 1  # ComfyUI does not pad
+    assert text.encode(clip, SHORT).embeds.shape[1] == len(pieces) + 1
+    padded = clip.clone()
+    padded.set_tokenizer_option("t5xxl_min_padding", 2)
+    assert text.token_positions(padded, SHORT) == tuple(range(len(pieces)))
+    assert text.encode(padded, SHORT).embeds.shape[1] == len(pieces) + 3
 
 
 def test_an_unsupported_model_is_refused_with_chroma_among_the_supported():
