@@ -159,16 +159,16 @@ TINY_CHROMA = {
 }
 
 
-def tiny_chroma(seed: int = 0) -> tuple[Any, Any]:
-    """A ``ModelPatcher`` around a tiny Chroma model and its ``CLIP`` (the T5 ComfyUI gives Chroma:
-    no padding, no attention mask)."""
+def tiny_chroma(seed: int = 0, **config: Any) -> tuple[Any, Any]:
+    """A ``ModelPatcher`` around a tiny Chroma model (:data:`TINY_CHROMA`, changed by ``config``) and
+    its ``CLIP`` (the T5 ComfyUI gives Chroma: no padding, no attention mask)."""
     import comfy.model_patcher
     import comfy.sd
     import comfy.supported_models
     import comfy.text_encoders.pixart_t5
     from comfy.supported_models_base import ClipTarget
 
-    model = comfy.supported_models.Chroma(dict(TINY_CHROMA)).get_model({})
+    model = comfy.supported_models.Chroma({**TINY_CHROMA, **config}).get_model({})
     randomize(model.diffusion_model, seed)
     cpu = torch.device("cpu")
     t5 = comfy.text_encoders.pixart_t5
