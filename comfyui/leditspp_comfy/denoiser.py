@@ -9,9 +9,9 @@ the noise levels are the model's ``model_sampling`` sigmas.
 Variance-preserving families (ε- and v-prediction) live in ComfyUI's space ``x = x0 + σ·ε`` with
 ``σ = s/a``; leditspp's latents are ``y = a·x0 + s·ε`` (paper Eq. 6), so ``x = y/a``. ComfyUI's
 ``apply_model`` returns the data prediction ``D``; the estimate the guidance acts on is
-``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1 and SD3 are on
-ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's ``y`` itself; there
-``(x − D)/σ`` is the velocity v the flow solvers take. Qwen-Image is on the same path; its latents
+``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1, Chroma,
+SD3 and Qwen-Image are on ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's
+``y`` itself; there ``(x − D)/σ`` is the velocity v the flow solvers take. Qwen-Image's latents
 carry a frame axis (B, C, 1, h, w) in ComfyUI, which the loops do not see.
 """
 
@@ -42,13 +42,17 @@ SUPPORTED: dict[str, str] = {
     "Flux": "FLUX.1 [dev]",
     "FluxSchnell": "FLUX.1 [schnell]",
     "SD3": "Stable Diffusion 3 and 3.5",
+    "Chroma": "Chroma",
     "QwenImage": "Qwen-Image",
 }
 #: The families on a rectified-flow path (ComfyUI's CONST parameterisation); the rest are VP.
-FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3", "QwenImage"})
-#: The families whose prompts keep their own token counts (no padding to a fixed length): rows of
-#: different lengths are stacked zero-padded, with a text mask that the attention kernel applies.
-TEXT_MASK_FAMILIES = frozenset({"QwenImage"})
+FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3", "Chroma", "QwenImage"})
+#: The families whose prompts keep their own token counts: prompts of different counts are padded
+#: to one and the pads masked out (see :func:`.text.pad_to_common_length`).
+TEXT_MASK_FAMILIES = frozenset({"Chroma", "QwenImage"})
+#: Of those, the ones whose network in this ComfyUI drops a text mask (Qwen-Image's attention never
+#: passes it on): the pads are masked in the attention kernel instead (:func:`.attention.text_mask_options`).
+KERNEL_MASK_FAMILIES = frozenset({"QwenImage"})
 
 
 def model_name(patcher: Any) -> str:
@@ -105,8 +109,8 @@ def flow_path(sampling: Any) -> FlowPath:
 
 @dataclass(eq=False)
 class ComfyDenoiser:
-    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1, Qwen-Image) for the loops: estimates, data
-    predictions, the noise path and the attention tap for M¹ — the part of
+    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1, Chroma, Qwen-Image) for the
+    loops: estimates, data predictions, the noise path and the attention tap for M¹ — the part of
     :class:`~leditspp.models.base.ModelAdapter` the loops call. The text and the autoencoder parts
     are ComfyUI's ``CLIP`` (:mod:`.text`) and ``VAE`` (:mod:`.run`)."""
 
@@ -131,13 +135,18 @@ class ComfyDenoiser:
 
     @property
     def flow(self) -> bool:
-        """Whether the model is on a rectified-flow path (FLUX.1, SD3, Qwen-Image) rather than a VP one."""
+        """Whether the model is on a rectified-flow path (FLUX.1, Chroma, SD3, Qwen-Image) rather than a VP one."""
         return model_name(self.patcher) in FLOW_FAMILIES
 
     @property
     def text_mask(self) -> bool:
-        """Whether conditionings of different lengths stack zero-padded with a text mask (Qwen-Image)."""
+        """Whether padded prompts stack in one call with their pads masked (Chroma, Qwen-Image)."""
         return model_name(self.patcher) in TEXT_MASK_FAMILIES
+
+    @property
+    def kernel_mask(self) -> bool:
+        """Whether the pads are masked in the attention kernel, the network dropping a text mask (Qwen-Image)."""
+        return model_name(self.patcher) in KERNEL_MASK_FAMILIES
 
     @property
     def frames(self) -> bool:
@@ -212,15 +221,15 @@ class ComfyDenoiser:
     def _apply(self, x: torch.Tensor, sigmas: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """ComfyUI's data prediction for ``x`` (R, C, h, w) in its space at ``sigmas`` (R,), through
         the model's ``model_function_wrapper`` when a patch set one (as its samplers do). Rows whose
-        text is zero-padded (a ``mask`` (R, L) with False on the padding) have the padded keys masked
-        in every attention kernel call."""
+        text is zero-padded (a ``mask`` (R, L), 0 on the padding) have the padded keys masked in every
+        attention kernel call where the network drops the mask (Qwen-Image)."""
         model = self.patcher.model
         options = dict(self.patcher.model_options.get("transformer_options", {}))
         options["sigmas"] = sigmas
         if self._tap is not None:
             options = self._tap.options(options, cond.embeds.shape[1])
         mask = cond.get("mask")
-        if mask is not None and not mask.all():
+        if mask is not None and self.kernel_mask and not bool(mask.all()):
             options = text_mask_options(options, mask)
         if self.frames:
             return self._call(model, x[:, :, None], sigmas, cond, options)[:, :, 0]
@@ -245,12 +254,28 @@ class ComfyDenoiser:
         """The model's inputs beside the latents, as ComfyUI's samplers make them
         (``BaseModel.extra_conds``; the image size is the latent's times 8, as theirs): the text
         embeddings, for SDXL the added conditions from the pooled vector and the size, for FLUX.1
-        the pooled vector and its guidance input (3.5, as ComfyUI's default); one per row
-        (Qwen-Image: the embeddings alone)."""
+        the pooled vector and its guidance input (3.5, as ComfyUI's default; Chroma's is 0), and
+        where some row's text is padded and the network masks text itself (Chroma), the joint
+        attention's mask (:meth:`_joint_mask`); one per row (Qwen-Image: the embeddings alone)."""
         height, width = (8 * side for side in x.shape[-2:])
+        masked = {}
+        text_mask = cond.get("mask")
+        if text_mask is not None and not bool(text_mask.all()) and not self.kernel_mask:
+            grid = self.mask_grid(*x.shape[-2:])
+            masked = {"attention_mask": self._joint_mask(text_mask, grid), "attention_mask_img_shape": grid, "noise": x}
         return self.patcher.model.extra_conds(
-            cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device
+            cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device, **masked
         )
+
+    @staticmethod
+    def _joint_mask(text_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The additive key mask (R, 1, L + h'·w') of a joint [text; image] attention for text masks
+        (R, L) (1: a token, 0: a pad): −inf on the pads' keys, 0 on the rest, the same for every
+        query (ComfyUI's kernels broadcast a mask of one query). Every query keeps its image keys,
+        so no softmax row is empty, and a padded row's image output is the unpadded row's."""
+        bias = torch.zeros(text_mask.shape[0], 1, text_mask.shape[1] + grid[0] * grid[1], device=text_mask.device)
+        bias[:, 0, : text_mask.shape[1]].masked_fill_(text_mask <= 0, float("-inf"))
+        return bias
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:

@@ -44,15 +44,15 @@ class LeditsInvert:
                 "model": (
                     "MODEL",
                     {
-                        "tooltip": "The diffusion model (SD 1.x/2.x, SDXL, SD3/3.5, FLUX.1, Qwen-Image), with its "
-                        "LoRAs and patches."
+                        "tooltip": "The diffusion model (SD 1.x/2.x, SDXL, SD3/3.5, FLUX.1, Chroma, Qwen-Image), "
+                        "with its LoRAs and patches."
                     },
                 ),
                 "vae": ("VAE", {"tooltip": "Encodes the image into the model's latents."}),
                 "clip": ("CLIP", {"tooltip": "Encodes the empty prompt (and the source text) for the inversion."}),
                 "image": (
                     "IMAGE",
-                    {"tooltip": "Sides: multiples of 32 (SD 1.x/2.x, SDXL) or 16 (SD3, FLUX.1, Qwen-Image)."},
+                    {"tooltip": "Sides: multiples of 32 (SD 1.x/2.x, SDXL) or 16 (SD3, FLUX.1, Chroma, Qwen-Image)."},
                 ),
                 "steps": ("INT", {"default": defaults.STEPS, "min": 1, "max": 1000, "tooltip": "Steps N."}),
                 "skip": (

@@ -151,12 +151,12 @@ def check_inversion(denoiser: ComfyDenoiser, inv: ComfyInversion) -> StepTable:
 
 
 def fit_lengths(denoiser: ComfyDenoiser, conds: Sequence[Conditioning]) -> list[Conditioning]:
-    """``conds`` brought to one token count so that one call stacks them: zero-padded with a text
-    mask where the family's prompts keep their own lengths (:func:`.text.pad_to_longest`), else
-    repeated (:func:`.text.to_common_length`). A joint attention (FLUX.1, SD3) would weigh repeated
-    text keys against the image's, so there the counts must already be equal."""
+    """``conds`` brought to one token count so that one call stacks them: padded and masked where the
+    family's prompts keep their own counts (Chroma, Qwen-Image; :func:`.text.pad_to_common_length`),
+    else repeated (:func:`.text.to_common_length`). A joint attention without a text mask (FLUX.1,
+    SD3) would weigh repeated text keys against the image's, so there the counts must already be equal."""
     if denoiser.text_mask:
-        return text.pad_to_longest(conds)
+        return text.pad_to_common_length(conds)
     lengths = sorted({c.embeds.shape[1] for c in conds})
     if denoiser.flow and len(lengths) > 1:
         raise LeditsError(
@@ -175,7 +175,8 @@ def concept_batch(
     edits = tuple(k.edit for k in concepts)
     fitted = fit_lengths(denoiser, [*base, *(e.conditioning for e in edits)])
     length = fitted[0].embeds.shape[1]
-    own = [length if denoiser.text_mask else e.conditioning.embeds.shape[1] for e in edits]  # padded: one copy
+    # a repeated conditioning holds its tokens once per copy, a padded one once
+    own = [length if denoiser.text_mask else e.conditioning.embeds.shape[1] for e in edits]
     rows = fitted[len(base) :]
     cond = Conditioning.cat(rows) if rows else fitted[0].map(lambda t: t[:0])
     weights = text.token_weights([k.positions for k in concepts], own, length)

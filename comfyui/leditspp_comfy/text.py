@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from comfy.text_encoders.qwen_image import QwenImageTEModel
 from comfy.text_encoders.sd3_clip import SD3ClipModel
 
@@ -24,9 +25,10 @@ from leditspp.models.base import Conditioning
 
 
 def encode(clip: Any, text: str) -> Conditioning:
-    """``text`` through ``clip``: embeds (1, L, D) fp32 (L = 77 per ComfyUI chunk on the CLIPs,
-    the prompt's own count on Qwen-Image) and, where the encoder gives one, the pooled vector
-    (1, P) (SDXL's added conditions read it)."""
+    """``text`` through ``clip``: embeds (1, L, D) fp32 (L = 77 per ComfyUI chunk for a CLIP; the
+    prompt's own tokens and its end token for Chroma's T5; the prompt's own count after the chat
+    template's prefix on Qwen-Image) and the pooled vector (1, P) where the CLIP has one (SDXL's
+    added conditions read it)."""
     embeds, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
     return Conditioning.of(embeds.float(), None if pooled is None else pooled.float())
 
@@ -96,30 +98,35 @@ def from_conditioning(conditioning: Sequence[Sequence[Any]], name: str) -> Condi
     return Conditioning.of(conditioning[0][0].float(), None if pooled is None else pooled.float())
 
 
-def pad_to_longest(conds: Sequence[Conditioning]) -> list[Conditioning]:
-    """``conds`` zero-padded after their tokens to the longest one's count L, each with its text
-    mask (n, L) bool (True on its own tokens): the attention kernel masks the padded keys, and the
-    text's rotary positions do not move, so a padded row computes what it does alone."""
-    length = max(c.embeds.shape[1] for c in conds)
-    return [pad_tokens(c, length) for c in conds]
-
-
-def pad_tokens(cond: Conditioning, length: int) -> Conditioning:
-    """``cond`` (n, l, D) zero-padded to ``length`` tokens, with ``mask`` (n, length) (its own mask
-    padded with False, or True on its l tokens)."""
-    rows, own, _ = cond.embeds.shape
-    mask = cond.get("mask")
-    mask = torch.ones(rows, own, dtype=torch.bool, device=cond.embeds.device) if mask is None else mask
-    embeds = torch.nn.functional.pad(cond.embeds, (0, 0, 0, length - own))
-    return Conditioning({**cond.tensors, "embeds": embeds, "mask": torch.nn.functional.pad(mask, (0, length - own))})
-
-
 def to_common_length(conds: Sequence[Conditioning]) -> list[Conditioning]:
     """``conds`` with their embeddings repeated to one token count, the least common multiple of
     theirs (as ComfyUI batches conditionings of different lengths, ``CONDCrossAttn.concat``), so
     that one network call can stack them (a long prompt has 77 tokens per chunk)."""
     length = math.lcm(*(c.embeds.shape[1] for c in conds))
     return [repeat_tokens(c, length) for c in conds]
+
+
+def pad_to_common_length(conds: Sequence[Conditioning]) -> list[Conditioning]:
+    """``conds`` padded to the longest one's token count, each with its text mask, for a family whose
+    pads are masked (Chroma, Qwen-Image): padded positions get no attention and the text's rotary
+    positions do not move, so each row's output is its own."""
+    length = max(c.embeds.shape[1] for c in conds)
+    return [pad_tokens(c, length) for c in conds]
+
+
+def pad_tokens(cond: Conditioning, length: int) -> Conditioning:
+    """``cond`` (n, l, D) with zero embeddings appended up to ``length`` tokens and ``mask``
+    (n, length): its own mask (1 on every token where it has none), 0 on the appended pads."""
+    n, own, _ = cond.embeds.shape
+    mask = cond.get("mask")
+    mask = cond.embeds.new_ones(n, own) if mask is None else mask
+    return Conditioning(
+        {
+            **cond.tensors,
+            "embeds": F.pad(cond.embeds, (0, 0, 0, length - own)),
+            "mask": F.pad(mask, (0, length - own)),
+        }
+    )
 
 
 def repeat_tokens(cond: Conditioning, length: int) -> Conditioning:

@@ -97,7 +97,7 @@ def test_prompts_of_different_lengths_stack_with_a_text_mask(qwen):
     model, clip, _ = qwen
     denoiser = ComfyDenoiser.of(model)
     short, long = text.encode(clip, ""), text.encode(clip, "a photo of a cat wearing a red hat")
-    padded = text.pad_to_longest([short, long])
+    padded = text.pad_to_common_length([short, long])
     assert padded[0].get("mask").sum() == short.embeds.shape[1] < padded[0].embeds.shape[1]
     assert padded[1].get("mask").all() and torch.equal(padded[1].embeds, long.embeds)
     x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -124,7 +124,7 @@ def test_qwen_image_attention_mask_is_the_joint_softmax_of_each_block(qwen):
     model = model.clone()
     model.model_options["transformer_options"] = {"optimized_attention_override": recording}
     denoiser = ComfyDenoiser.of(model)
-    base, hat = text.pad_to_longest([text.encode(clip, "a photo of a garden"), text.encode(clip, "a red hat")])
+    base, hat = text.pad_to_common_length([text.encode(clip, "a photo of a garden"), text.encode(clip, "a red hat")])
     positions = list(text.token_positions(clip, "a red hat"))
     tokens, own = base.embeds.shape[1], int(hat.get("mask").sum())
     weights = torch.zeros(1, tokens)

@@ -1,5 +1,5 @@
-"""Tiny SD 1.x/2.x, SDXL, SD3, FLUX.1 and Qwen-Image models in ComfyUI's own classes, from fixed
-seeds (no download)."""
+"""Tiny SD 1.x/2.x, SDXL, SD3, FLUX.1, Chroma and Qwen-Image models in ComfyUI's own classes, from
+fixed seeds (no download)."""
 
 from __future__ import annotations
 
@@ -132,6 +132,49 @@ def tiny_flux(seed: int = 0, variant: str = "Flux") -> tuple[Any, Any]:
     target = ClipTarget(comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip())
     options = {"clip_l_model_config": dict(TINY_CLIP), "t5xxl_model_config": dict(TINY_T5)}
     clip = comfy.sd.CLIP(target, model_options=options)
+    randomize(clip.cond_stage_model, seed + 1)
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
+
+
+#: A Chroma transformer (one double and one single block, 64 wide; a 2-layer modulation
+#: approximator) for the tiny T5 above. ComfyUI fixes the approximator's input (64: time, guidance
+#: and the modulation index, 16 + 16 + 32) and the packed channels (64 = 16 latent channels × 2×2).
+TINY_CHROMA = {
+    "image_model": "chroma",
+    "in_channels": 64,
+    "out_channels": 64,
+    "patch_size": 2,
+    "context_in_dim": 32,
+    "hidden_size": 64,
+    "mlp_ratio": 2.0,
+    "num_heads": 2,
+    "depth": 1,
+    "depth_single_blocks": 1,
+    "axes_dim": [4, 14, 14],
+    "theta": 10000,
+    "qkv_bias": True,
+    "in_dim": 64,
+    "out_dim": 64,
+    "hidden_dim": 32,
+    "n_layers": 2,
+}
+
+
+def tiny_chroma(seed: int = 0, **config: Any) -> tuple[Any, Any]:
+    """A ``ModelPatcher`` around a tiny Chroma model (:data:`TINY_CHROMA`, changed by ``config``) and
+    its ``CLIP`` (the T5 ComfyUI gives Chroma: no padding, no attention mask)."""
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.supported_models
+    import comfy.text_encoders.pixart_t5
+    from comfy.supported_models_base import ClipTarget
+
+    model = comfy.supported_models.Chroma({**TINY_CHROMA, **config}).get_model({})
+    randomize(model.diffusion_model, seed)
+    cpu = torch.device("cpu")
+    t5 = comfy.text_encoders.pixart_t5
+    target = ClipTarget(t5.PixArtTokenizer, t5.pixart_te())
+    clip = comfy.sd.CLIP(target, model_options={"t5xxl_model_config": dict(TINY_T5)})
     randomize(clip.cond_stage_model, seed + 1)
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
 
