@@ -30,6 +30,11 @@ def encode_prompts(model: Any, prompts: list[str]) -> Conditioning:
     return model.encode_prompts(prompts)
 
 
+def unconditional(model: Any, negative_prompt: str, count: int) -> Conditioning:
+    """c_∅: ``count`` rows of the negative prompt's conditioning."""
+    return model.unconditional(negative_prompt, count)
+
+
 def token_positions(model: Any, prompt: str) -> list[int]:
     """Where the prompt's word tokens sit in the conditioning's text sequence."""
     return model.token_positions(prompt)
@@ -50,6 +55,11 @@ def mask_grid(model: Any, height: int, width: int) -> tuple[int, int]:
 def encode(model: Any, pixels: torch.Tensor) -> torch.Tensor:
     """Pixels (B, 3, H, W) in [−1, 1] → latents (B, C, h, w)."""
     return model.encode(pixels)
+
+
+def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Latents (B, C, h, w) → pixels (B, 3, H, W) in [−1, 1]."""
+    return model.decode(latents)
 
 
 def text_tokens(model: Any) -> int:

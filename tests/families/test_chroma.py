@@ -109,7 +109,7 @@ class TestChroma(FamilyTests):
         settings = {"height": 64, "width": 96, "num_inference_steps": 3, "guidance_scale": scale}
         pipe.set_progress_bar_config(disable=True)
         reference = unpack(pipe(prompt, latents=pack(x), output_type="latent", **settings).images, 8, 12)
-        conditioning = Conditioning.cat([model.unconditional("", 1), seam.encode_prompts(model, [prompt])])
+        conditioning = Conditioning.cat([seam.unconditional(model, "", 1), seam.encode_prompts(model, [prompt])])
         sigmas = pipe.scheduler.sigmas
         for i, t in enumerate(pipe.scheduler.timesteps):
             v_neg, v_cond = seam.estimate(model, x.repeat(2, 1, 1, 1), _level(t.expand(2)), conditioning).chunk(2)

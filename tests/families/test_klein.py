@@ -75,7 +75,7 @@ class TestKlein(FamilyTests):
         finally:
             handle.remove()
         assert len(calls) == 6  # a cond and an uncond call per step
-        conds = [seam.encode_prompts(model, ["a red circle"]), model.unconditional("", 1)]
+        conds = [seam.encode_prompts(model, ["a red circle"]), seam.unconditional(model, "", 1)]
         for i, (inputs, output) in enumerate(calls):
             x = self.latents_of(inputs["hidden_states"], 4, 6)
             assert torch.equal(conds[i % 2].embeds, inputs["encoder_hidden_states"])
@@ -99,7 +99,7 @@ class TestKlein(FamilyTests):
             raw = pipe._unpatchify_latents(z * std + bn.running_mean.view(1, -1, 1, 1))
             decoded = pipe.vae.decode(raw, return_dict=False)[0].clamp(-1, 1)
         assert z.shape == (1, 128, 4, 6) and torch.allclose(z, reference, atol=1e-6)
-        assert torch.allclose(editor.model.decode(z), decoded, atol=1e-6)
+        assert torch.allclose(seam.decode(editor.model, z), decoded, atol=1e-6)
 
     def test_a_prompt_longer_than_the_window_warns_and_keeps_its_first_tokens(self, editor, pipe, caplog):
         short = Editor.from_pipe(pipe, max_sequence_length=8)  # the template alone is 12 tokens

@@ -87,14 +87,14 @@ class TestQwenImage(FamilyTests):
         assert torch.allclose(ours, theirs[:, :, 0], atol=1e-6, rtol=0)
         raw = model.vae.encode(pixels[:, :, None]).latent_dist.mode()
         direct = model.vae.decode(raw).sample[:, :, 0].clamp(-1, 1)
-        assert torch.allclose(model.decode(ours), direct, atol=1e-5, rtol=0)
+        assert torch.allclose(seam.decode(model, ours), direct, atol=1e-5, rtol=0)
 
     def test_rows_keep_each_prompts_mask(self, editor):
         """Repeated and stacked rows carry their own masks (the pipeline's ``num_images_per_prompt``
         pairs them with the wrong prompts; ours are repeated key by key), and the padding is zeros."""
         model = editor.model
         prompts = ["a red circle", "a blue square"]
-        rows = Conditioning.cat([model.unconditional("", 2), seam.encode_prompts(model, prompts)]).repeat_rows(2)
+        rows = Conditioning.cat([seam.unconditional(model, "", 2), seam.encode_prompts(model, prompts)]).repeat_rows(2)
         mask = rows.get("mask")
         assert mask.dtype == torch.bool and mask.sum(1).tolist() == [5, 5, 5, 5, 8, 8, 8, 8]
         assert not rows.embeds[~mask].any() and rows.embeds[mask].abs().amin(-1).gt(0).any()
