@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import threading
@@ -153,17 +152,17 @@ def tokenize(tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def runs_on(module: Any) -> torch.device:
-    """The device ``module`` computes on. Under a memory plan its parameters wait elsewhere: diffusers'
-    group offloading names its onload device, accelerate's offload hooks (``enable_model_cpu_offload``,
-    ``cpu_offload_with_hook``) their execution device; otherwise it is where its parameters are."""
-    from diffusers.hooks.group_offloading import _get_group_onload_device  # what ModelMixin.device reads
-
-    with contextlib.suppress(ValueError):
-        return torch.device(_get_group_onload_device(module))
-    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    """The device ``module`` computes on. Under a memory plan its parameters wait elsewhere: accelerate's
+    offload hooks (``enable_model_cpu_offload``, ``cpu_offload_with_hook``) name their execution device,
+    diffusers' group offloading its onload device; otherwise it is where its parameters are."""
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)  # as diffusers' pipelines read it
     if device is not None:
         return torch.device(device)
-    return next(itertools.chain(module.parameters(), module.buffers())).device
+    from diffusers import ModelMixin
+
+    # ModelMixin.device: the group-offload onload device, else the parameters' — for any module
+    # (the text encoders are transformers models)
+    return ModelMixin.device.fget(module)
 
 
 def warn_if_truncated(tokenizer: Any, prompts: list[str], limit: int | None = None) -> None:
