@@ -1,7 +1,9 @@
-"""A ComfyUI ``MODEL`` behind leditspp's seam: the denoiser part of a model family.
+"""ComfyUI's ``MODEL``, ``CLIP`` and ``VAE`` behind leditspp's seam, as the parts of a model adapter.
 
 The loops (:mod:`leditspp.inversion`, :mod:`leditspp.editing`) see noise estimates and noise
-paths only. :class:`ComfyDenoiser` gives them both from ComfyUI's own objects: the network call is
+paths only. :func:`comfy_adapter` composes a :class:`~leditspp.models.base.ModelAdapter` of
+ComfyUI's own objects: :class:`ComfyDenoiser` (the ``MODEL``), :class:`ComfyTap` (its attention
+hook), :class:`~.text.ComfyText` (the ``CLIP``) and :class:`ComfyAutoencoder` (the ``VAE``). The network call is
 ``BaseModel.apply_model`` on the user's ``ModelPatcher`` (its LoRAs, weight casts and
 ``transformer_options`` patches stay in force; ``comfy.model_management`` loads the weights), and
 the noise levels are the model's ``model_sampling`` sigmas.
@@ -17,9 +19,10 @@ ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import comfy.model_management
 import comfy.model_sampling
@@ -28,10 +31,11 @@ import torch
 from leditspp import defaults
 from leditspp.attention import AttentionRecorder
 from leditspp.errors import LeditsError
-from leditspp.models.base import Conditioning
+from leditspp.models.base import Conditioning, ModelAdapter
 from leditspp.solvers import FlowPath, NoiseLevel, NoisePath, Path
 
 from .attention import JointAttentionTap, UNetAttentionTap
+from .text import ComfyText
 
 #: The model families of ComfyUI this pack edits, by ComfyUI's model-config class name.
 SUPPORTED: dict[str, str] = {
@@ -99,26 +103,39 @@ def flow_path(sampling: Any) -> FlowPath:
 
 
 @dataclass(eq=False)
+class ComfyTap:
+    """The attention part: M¹ from ComfyUI's own attention hook (:mod:`.attention`), at
+    ``mask_level`` (the patch grid on FLUX.1 and SD3). While a capture is open, the denoiser's calls
+    carry its override (:meth:`options`)."""
+
+    network: Any  # the ModelPatcher's diffusion_model
+    mask_level: int
+    flow: bool
+    _active: UNetAttentionTap | JointAttentionTap | None = field(default=None, init=False)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        """Record the concept rows' attention for the calls made inside."""
+        tap = JointAttentionTap.of(self.network) if self.flow else UNetAttentionTap.of(self.network, self.mask_level)
+        self._active = tap
+        try:
+            yield tap.recorder
+        finally:
+            self._active = None
+
+    def options(self, transformer_options: dict[str, Any], text_tokens: int) -> dict[str, Any]:
+        """``transformer_options`` for a call whose text has ``text_tokens`` tokens: with the capture's
+        override while one is open."""
+        return transformer_options if self._active is None else self._active.options(transformer_options, text_tokens)
+
+
+@dataclass(frozen=True, eq=False)
 class ComfyDenoiser:
-    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1) for the loops: estimates, data
-    predictions, the noise path and the attention tap for M¹ — the part of
-    :class:`~leditspp.models.base.ModelAdapter` the loops call. The text and the autoencoder parts
-    are ComfyUI's ``CLIP`` (:mod:`.text`) and ``VAE`` (:mod:`.run`)."""
+    """The denoiser part of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1): estimates, data
+    predictions and the noise path from its ``ModelPatcher``; its calls carry ``tap``'s override."""
 
     patcher: Any  # comfy.model_patcher.ModelPatcher
-    mask_level: int = defaults.MASK_LEVEL
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
-    _tap: UNetAttentionTap | JointAttentionTap | None = field(default=None, init=False)
-
-    @classmethod
-    def of(cls, patcher: Any) -> ComfyDenoiser:
-        """The denoiser of ``patcher``, refused (:class:`LeditsError`) for an unsupported model."""
-        check_supported(patcher)
-        return cls(patcher)
-
-    @property
-    def family(self) -> str:
-        return f"comfyui-{model_name(self.patcher).lower()}"
+    tap: ComfyTap
 
     @property
     def sampling(self) -> Any:
@@ -145,19 +162,16 @@ class ComfyDenoiser:
     def dtype(self) -> torch.dtype:
         return self.patcher.model_dtype()
 
-    @property
-    def cell(self) -> int:
-        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on FLUX.1 and SD3."""
-        return self.patcher.model.diffusion_model.patch_size if self.flow else 2**self.mask_level
-
-    def mask_grid(self, height: int, width: int) -> tuple[int, int]:
-        """M¹'s grid for an ``height × width`` latent grid (see :attr:`cell`)."""
-        return height // self.cell, width // self.cell
+    def modules(self) -> dict[str, Any]:
+        return {"diffusion_model": self.patcher.model.diffusion_model}
 
     def row_bytes(self, height: int, width: int) -> int:
         """ComfyUI's own estimate of one row's activation memory (``BaseModel.memory_required``)."""
         channels = self.patcher.model.latent_format.latent_channels
         return int(self.patcher.model.memory_required([1, channels, height, width]))
+
+    def compile(self, **options: Any) -> None:
+        raise LeditsError("compile the model with ComfyUI's own nodes (TorchCompileModel) before LEDITS++")
 
     @torch.no_grad()
     def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
@@ -184,8 +198,7 @@ class ComfyDenoiser:
         model = self.patcher.model
         options = dict(self.patcher.model_options.get("transformer_options", {}))
         options["sigmas"] = sigmas
-        if self._tap is not None:
-            options = self._tap.options(options, cond.embeds.shape[1])
+        options = self.tap.options(options, cond.embeds.shape[1])
         rows = x.shape[0]
         c = {
             name: value.process_cond(batch_size=rows, area=None).cond
@@ -207,20 +220,61 @@ class ComfyDenoiser:
             cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device
         )
 
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record the concept rows' cross-attention at the mask level for the calls made inside
-        (see :class:`~.attention.UNetAttentionTap`)."""
-        network = self.patcher.model.diffusion_model
-        tap = JointAttentionTap.of(network) if self.flow else UNetAttentionTap.of(network, self.mask_level)
-        self._tap = tap
-        try:
-            yield tap.recorder
-        finally:
-            self._tap = None
-
     def load(self, latent_shape: tuple[int, ...], rows: int) -> None:
         """Have ComfyUI's memory manager load the weights (with their patches) for calls of
         ``rows`` rows on latents of ``latent_shape`` (B, C, h, w)."""
         memory = self.patcher.model.memory_required([rows, *latent_shape[1:]])
         comfy.model_management.load_models_gpu([self.patcher], memory_required=memory)
+
+
+@dataclass(frozen=True, eq=False)
+class ComfyAutoencoder:
+    """The autoencoder part: ComfyUI's ``VAE`` and the model's latent format. The loops run in the
+    model's latent space, ``process_latent_in`` of what the VAE encodes."""
+
+    vae: Any  # comfy.sd.VAE; None where a node has none connected
+    model: Any  # the ModelPatcher's BaseModel
+
+    def _connected(self) -> Any:
+        if self.vae is None:
+            raise LeditsError("this LEDITS++ node has no VAE connected")
+        return self.vae
+
+    @property
+    def factor(self) -> int:
+        return int(self._connected().downscale_ratio)
+
+    def latent(self, image: torch.Tensor) -> torch.Tensor:
+        """ComfyUI's ``LATENT`` samples (B, C, h, w) of an ``IMAGE`` (B, H, W, C) in [0, 1], as VAEEncode gives them."""
+        return self._connected().encode(image[..., :3])
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → the model's latents (B, C, h, w), fp32."""
+        image = ((pixels + 1) / 2).permute(0, 2, 3, 1)
+        return self.model.process_latent_in(self.latent(image)).float()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The model's latents (B, C, h, w) → images (B, 3, H, W) in [−1, 1], fp32."""
+        image = self._connected().decode(self.model.process_latent_out(latents))
+        return (image[..., :3].permute(0, 3, 1, 2).float() * 2 - 1).clamp(-1, 1)
+
+    def modules(self) -> dict[str, Any]:
+        return {}
+
+
+def comfy_adapter(patcher: Any, clip: Any = None, vae: Any = None) -> ModelAdapter:
+    """leditspp's adapter of a ComfyUI model, composed of ComfyUI's own parts: the ``MODEL``'s
+    denoiser and attention tap, the ``CLIP``'s text stack, the ``VAE`` (either may be None where a
+    node has none). Refused (:class:`LeditsError`) for a model it cannot edit."""
+    check_supported(patcher)
+    network = patcher.model.diffusion_model
+    flow = model_name(patcher) in FLOW_FAMILIES
+    level = int(math.log2(network.patch_size)) if flow else defaults.MASK_LEVEL
+    tap = ComfyTap(network, level, flow)
+    return ModelAdapter(
+        family=f"comfyui-{model_name(patcher).lower()}",
+        text=ComfyText(clip),
+        denoiser=ComfyDenoiser(patcher, tap),
+        autoencoder=ComfyAutoencoder(vae, patcher.model),
+        attention=tap,
+    )

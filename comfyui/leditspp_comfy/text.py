@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -98,3 +99,27 @@ def token_weights(positions: Sequence[Sequence[int]], lengths: Sequence[int], le
     for i, (own_positions, own) in enumerate(zip(positions, lengths, strict=True)):
         weights[i, repeated_positions(own_positions, own, length)] = 1.0
     return weights
+
+
+@dataclass(frozen=True, eq=False)
+class ComfyText:
+    """The text part: a ComfyUI ``CLIP`` (None where a node has none connected)."""
+
+    clip: Any
+    condition_keys: tuple[str, ...] = ("embeds", "pooled")
+    zeros_for_empty: bool = False
+
+    def _connected(self) -> Any:
+        if self.clip is None:
+            raise LeditsError("this LEDITS++ node has no CLIP connected")
+        return self.clip
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """One row per prompt, its tokens repeated to one count (:func:`to_common_length`)."""
+        return Conditioning.cat(to_common_length([encode(self._connected(), p) for p in prompts]))
+
+    def token_positions(self, prompt: str) -> list[int]:
+        return list(token_positions(self._connected(), prompt))
+
+    def modules(self) -> dict[str, Any]:
+        return {}

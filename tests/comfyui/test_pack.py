@@ -15,7 +15,7 @@ import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete  # noqa: E402
 from leditspp_comfy import run, text  # noqa: E402
-from leditspp_comfy.denoiser import ComfyDenoiser  # noqa: E402
+from leditspp_comfy.denoiser import comfy_adapter  # noqa: E402
 from leditspp_comfy.nodes import LeditsConcept, LeditsEdit, LeditsInvert  # noqa: E402
 
 from leditspp.errors import LeditsError  # noqa: E402
@@ -168,7 +168,7 @@ def test_attention_mask_is_the_softmax_of_the_kernels_q_and_k(parts):
 
     model = unet.clone()
     model.model_options["transformer_options"] = {"optimized_attention_override": recording}
-    denoiser = ComfyDenoiser.of(model)
+    denoiser = comfy_adapter(model)
     cond = text.encode(clip, "a red hat")
     positions = text.token_positions(clip, "a red hat")
     assert positions == (1, 2, 3)
@@ -203,7 +203,7 @@ def test_flux_attention_mask_is_the_joint_softmax_of_its_double_block():
 
     model = model.clone()
     model.model_options["transformer_options"] = {"optimized_attention_override": recording}
-    denoiser = ComfyDenoiser.of(model)
+    denoiser = comfy_adapter(model)
     cond = text.encode(clip, "a red hat")
     positions = list(text.token_positions(clip, "a red hat"))
     weights = torch.zeros(1, cond.embeds.shape[1])
@@ -243,11 +243,11 @@ def test_models_it_cannot_edit_are_refused_by_name(parts):
     unet, _, _ = parts
     x0_model = ModelSamplingDiscrete().patch(unet, "x0", False)[0]
     with pytest.raises(LeditsError, match="predicts with X0"):
-        ComfyDenoiser.of(x0_model)
+        comfy_adapter(x0_model)
     pix2pix = unet.clone()
     pix2pix.model = comfy.supported_models.SD15_instructpix2pix(dict(tiny.TINY_UNET)).get_model({})
     with pytest.raises(LeditsError, match=r"SD15_instructpix2pix.*supported: SD15"):
-        ComfyDenoiser.of(pix2pix)
+        comfy_adapter(pix2pix)
 
 
 def test_progress_advances_per_step_and_cancel_stops(parts):
