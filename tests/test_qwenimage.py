@@ -80,7 +80,7 @@ def test_detected_through_the_registry_and_options_it_cannot_use_are_refused(
         with pytest.raises(LeditsError, match=r"max_sequence_length must be an integer in \[1, 1024\]"):
             Editor.from_pipe(qwen_pipe, max_sequence_length=bad)
     short = Editor.from_pipe(qwen_pipe, max_sequence_length=24).model
-    assert short.encode_prompts(["a red circle"]).embeds.shape == (1, 24, 32) and short.text_tokens == 24
+    assert short.encode_prompts(["a red circle"]).embeds.shape == (1, 24, 32) and short.denoiser.text_tokens == 24
     long = "a red circle " * 10
     with caplog.at_level("WARNING", logger="leditspp"):
         cut = short.encode_prompts([long])
