@@ -248,3 +248,46 @@ def write_checkpoint(path: str, seed: int = 0) -> None:
     vae_sd = {k: v.half() for k, v in vae.get_sd().items()}
     sd = model.state_dict_for_saving(clip_sd, vae_sd)
     comfy.utils.save_torch_file({k: v.half().contiguous() if v.is_floating_point() else v for k, v in sd.items()}, path)
+
+
+def tap_and_kernel_calls(
+    model: Any, clip: Any, x: torch.Tensor, level: Any, grid: tuple[int, int], prompt: str = "a red hat"
+) -> tuple[torch.Tensor, list[tuple], int, tuple[int, ...]]:
+    """One estimate of ``model`` on latents ``x`` (B, C, h, w) at ``level`` with the pack's attention
+    tap armed on ``prompt``'s tokens, every kernel call recorded by an override set before the pack's
+    (which calls it in turn). Returns the tap's M¹ (B, *grid), the calls' (q, k, heads, block), the
+    text token count and the concept's token positions."""
+    from leditspp_comfy import text
+    from leditspp_comfy.denoiser import ComfyDenoiser
+
+    calls: list[tuple] = []
+
+    def recording(func, q, k, v, heads, **kwargs):
+        calls.append((q, k, heads, kwargs.get("transformer_options", {}).get("block")))
+        return func(q, k, v, heads, **kwargs)
+
+    model = model.clone()
+    model.model_options["transformer_options"] = {"optimized_attention_override": recording}
+    denoiser = ComfyDenoiser.of(model)
+    cond = text.encode(clip, prompt)
+    positions = tuple(text.token_positions(clip, prompt))
+    weights = torch.zeros(1, cond.embeds.shape[1])
+    weights[0, list(positions)] = 1.0
+    with denoiser.capture_attention() as recorder:
+        recorder.arm(slice(0, None), weights)
+        denoiser.estimate(x, level, cond)
+        got = recorder.take(grid)
+    return got, calls, cond.embeds.shape[1], positions
+
+
+def kernel_mask(
+    q: torch.Tensor, k: torch.Tensor, heads: int, positions: tuple[int, ...], text_tokens: int = 0
+) -> torch.Tensor:
+    """A direct softmax of one kernel call's q and k: the image queries' (those after the first
+    ``text_tokens``) attention over all keys, summed over the concept's key ``positions`` and
+    averaged over heads, (B, image tokens). q, k: (B, L, heads·d), or (B, heads, L, d) as FLUX's
+    calls pass them."""
+    if q.dim() == 3:
+        q, k = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
+    probs = torch.softmax(q[:, :, text_tokens:] @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
+    return probs[..., list(positions)].sum(-1).mean(1)
