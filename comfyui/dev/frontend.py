@@ -6,7 +6,8 @@ Against a running ComfyUI server, with a Python that has ``playwright`` (and Chr
 
 prints, per workflow, a JSON object: the node types the front end loaded (a type it has no
 definition for loads as an empty node), the nodes it flagged with errors, the dialogs and toasts it
-showed, the errors it logged, and the API prompt it makes of the graph (``app.graphToPrompt``).
+showed, the errors it logged or threw (but failed fetches: the server is offline) and the API
+prompt it makes of the graph (``app.graphToPrompt``).
 """
 
 from __future__ import annotations
@@ -21,16 +22,25 @@ from typing import Any
 #: Front-end settings: no first-run template gallery, no minimap over the graph.
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: How Chromium logs a failed fetch.
+OFFLINE = "Failed to load resource"
 #: What the page reports after a load (``app.graph``'s nodes, open dialogs and toasts, the prompt).
 REPORT = """async () => {
   const nodes = window.app.graph._nodes;
   const texts = selector => [...document.querySelectorAll(selector)].map(e => e.innerText);
+  let prompt = null, errors = [];
+  try {
+    prompt = (await window.app.graphToPrompt()).output;
+  } catch (e) {
+    errors.push(String(e));
+  }
   return {
     types: nodes.map(n => n.type),
     flagged: nodes.filter(n => n.has_errors).map(n => n.last_serialization?.type ?? n.type),
     dialogs: texts(".p-dialog"),
     toasts: texts(".p-toast-message"),
-    prompt: (await window.app.graphToPrompt()).output,
+    prompt,
+    errors,
   };
 }"""
 
@@ -45,7 +55,10 @@ def open_app(browser: Any, url: str, size: tuple[int, int]) -> tuple[Any, list[s
     """A page with the app loaded from ``url``, and the list its console errors collect in."""
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    # the app's own fetches that fail offline (user.css, templates, release notes) are not the graph's
+    page.on(
+        "console", lambda m: errors.append(m.text) if m.type == "error" and not m.text.startswith(OFFLINE) else None
+    )
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url, wait_until="networkidle")
     page.wait_for_function("window.app && window.app.graph", timeout=60_000)
@@ -58,18 +71,22 @@ def load(page: Any, errors: list[str], graph: dict) -> dict[str, Any]:
     errors.clear()
     page.evaluate("graph => window.app.loadGraphData(graph)", graph)
     page.wait_for_timeout(2000)
-    return {**page.evaluate(REPORT), "errors": list(errors)}
+    report = page.evaluate(REPORT)
+    return {**report, "errors": report["errors"] + errors}
 
 
 def check(url: str, workflows: list[Path], size: tuple[int, int] = (1600, 1000)) -> list[dict[str, Any]]:
-    """The front end's report on each of ``workflows``, loaded one after another into one page."""
+    """The front end's report on each of ``workflows``, each loaded into a page of its own."""
     from playwright.sync_api import sync_playwright
 
     apply_settings(url)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page, errors = open_app(browser, url, size)
-        reports = [load(page, errors, json.loads(path.read_text())) for path in workflows]
+        reports = []
+        for path in workflows:
+            page, errors = open_app(browser, url, size)
+            reports.append(load(page, errors, json.loads(path.read_text())))
+            page.close()
         browser.close()
     return reports
 

@@ -272,13 +272,14 @@ def browser_missing() -> str | None:
     return None
 
 
+BROWSER_MISSING = browser_missing()
+
+
+@pytest.mark.skipif(BROWSER_MISSING is not None, reason=str(BROWSER_MISSING))
 def test_the_ui_examples_load_in_the_front_end_as_their_api_twins(server):
     """Each UI example loaded into ComfyUI's front end (headless Chromium, ``comfyui/dev/frontend.py``):
     every node is defined (none loads empty or flagged), no dialog, toast or error shows, and the
     front end's API prompt of the graph is the API example's (which the tests above run)."""
-    reason = browser_missing()
-    if reason:
-        pytest.skip(reason)
     url, _ = server
     paths = [PACK / "example_workflows" / f"{name}.json" for name in EXAMPLES]
     script = [BROWSER_PYTHON, str(PACK / "dev" / "frontend.py"), url, *map(str, paths)]
