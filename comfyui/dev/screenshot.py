@@ -87,7 +87,7 @@ def main() -> None:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=base)
             try:
                 wait_for(f"http://127.0.0.1:{port}", process)
-                shoot(f"http://127.0.0.1:{port}/", graph, args.out, (1600, 1000))
+                shoot(f"http://127.0.0.1:{port}", graph, args.out, (1600, 1000))
             finally:
                 process.terminate()
                 process.wait(timeout=30)
