@@ -36,7 +36,7 @@ from . import tiny  # noqa: E402
 EXAMPLES = ("ledits_sd15", "ledits_sdxl", "ledits_flux")
 #: The family each example's single-file checkpoint is written as.
 CHECKPOINTS = {"ledits_sd15": "SD15", "ledits_sdxl": "SDXL"}
-#: Image side: latents of 16 × 16 (SD's masks at 8 × 8, FLUX.1's at 8 × 8 tokens).
+#: Image side (latents of 16 × 16).
 SIZE = 128
 #: The Python that drives the browser (it needs ``playwright``; ComfyUI's environment has none):
 #: comfyui/dev/test.sh names the project's test environment.
