@@ -3,7 +3,8 @@
 The loops (:mod:`leditspp.inversion`, :mod:`leditspp.editing`) see noise estimates and noise
 paths only. :func:`comfy_adapter` composes a :class:`~leditspp.models.base.ModelAdapter` of
 ComfyUI's own objects: :class:`ComfyDenoiser` (the ``MODEL``), :class:`ComfyTap` (its attention
-hook), :class:`~.text.ComfyText` (the ``CLIP``) and :class:`ComfyAutoencoder` (the ``VAE``). The network call is
+hook), :class:`~.text.ComfyText` (the ``CLIP``) and :class:`ComfyAutoencoder` (the ``VAE``). The
+network call is
 ``BaseModel.apply_model`` on the user's ``ModelPatcher`` (its LoRAs, weight casts and
 ``transformer_options`` patches stay in force; ``comfy.model_management`` loads the weights), and
 the noise levels are the model's ``model_sampling`` sigmas.
@@ -11,9 +12,10 @@ the noise levels are the model's ``model_sampling`` sigmas.
 Variance-preserving families (ε- and v-prediction) live in ComfyUI's space ``x = x0 + σ·ε`` with
 ``σ = s/a``; leditspp's latents are ``y = a·x0 + s·ε`` (paper Eq. 6), so ``x = y/a``. ComfyUI's
 ``apply_model`` returns the data prediction ``D``; the estimate the guidance acts on is
-``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1 and SD3 are on
-ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's ``y`` itself; there
-``(x − D)/σ`` is the velocity v the flow solvers take.
+``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1, Chroma,
+SD3 and Qwen-Image are on ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's
+``y`` itself; there ``(x − D)/σ`` is the velocity v the flow solvers take. Qwen-Image's latents
+carry a frame axis (B, C, 1, h, w) in ComfyUI, which the loops do not see.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from leditspp.errors import LeditsError
 from leditspp.models.base import Conditioning, ModelAdapter
 from leditspp.solvers import FlowPath, NoiseLevel, NoisePath, Path
 
-from .attention import JointAttentionTap, UNetAttentionTap
+from .attention import JointAttentionTap, UNetAttentionTap, text_mask_options
 from .text import ComfyText
 
 #: The model families of ComfyUI this pack edits, by ComfyUI's model-config class name.
@@ -45,9 +47,17 @@ SUPPORTED: dict[str, str] = {
     "Flux": "FLUX.1 [dev]",
     "FluxSchnell": "FLUX.1 [schnell]",
     "SD3": "Stable Diffusion 3 and 3.5",
+    "Chroma": "Chroma",
+    "QwenImage": "Qwen-Image",
 }
 #: The families on a rectified-flow path (ComfyUI's CONST parameterisation); the rest are VP.
-FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3"})
+FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3", "Chroma", "QwenImage"})
+#: The families whose prompts keep their own token counts: prompts of different counts are padded
+#: to one and the pads masked out (see :func:`.text.pad_to_common_length`).
+TEXT_MASK_FAMILIES = frozenset({"Chroma", "QwenImage"})
+#: Of those, the ones whose network in this ComfyUI drops a text mask (Qwen-Image's attention never
+#: passes it on): the pads are masked in the attention kernel instead (:func:`.attention.text_mask_options`).
+KERNEL_MASK_FAMILIES = frozenset({"QwenImage"})
 
 
 def model_name(patcher: Any) -> str:
@@ -104,9 +114,9 @@ def flow_path(sampling: Any) -> FlowPath:
 
 @dataclass(eq=False)
 class ComfyTap:
-    """The attention part: M¹ from ComfyUI's own attention hook (:mod:`.attention`), at
-    ``mask_level`` (the patch grid on FLUX.1 and SD3). While a capture is open, the denoiser's calls
-    carry its override (:meth:`options`)."""
+    """The attention part: M¹ from ComfyUI's own attention hook (:mod:`.attention`) at ``mask_level``
+    (the patch grid on a transformer). While a capture is open, the denoiser's calls carry its
+    override (:meth:`options`)."""
 
     network: Any  # the ModelPatcher's diffusion_model
     mask_level: int
@@ -115,7 +125,7 @@ class ComfyTap:
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record the concept rows' attention for the calls made inside."""
+        """Record the concept rows' attention for the calls made inside (see :mod:`.attention`)."""
         tap = JointAttentionTap.of(self.network) if self.flow else UNetAttentionTap.of(self.network, self.mask_level)
         self._active = tap
         try:
@@ -124,15 +134,16 @@ class ComfyTap:
             self._active = None
 
     def options(self, transformer_options: dict[str, Any], text_tokens: int) -> dict[str, Any]:
-        """``transformer_options`` for a call whose text has ``text_tokens`` tokens: with the capture's
-        override while one is open."""
+        """``transformer_options`` for a call whose text has ``text_tokens`` tokens, with the open
+        capture's override and markers."""
         return transformer_options if self._active is None else self._active.options(transformer_options, text_tokens)
 
 
 @dataclass(frozen=True, eq=False)
 class ComfyDenoiser:
-    """The denoiser part of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1): estimates, data
-    predictions and the noise path from its ``ModelPatcher``; its calls carry ``tap``'s override."""
+    """The denoiser part of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1, Chroma, Qwen-Image):
+    estimates, data predictions and the noise path from its ``ModelPatcher``; its calls carry
+    ``tap``'s override while a capture is open."""
 
     patcher: Any  # comfy.model_patcher.ModelPatcher
     tap: ComfyTap
@@ -143,8 +154,39 @@ class ComfyDenoiser:
 
     @property
     def flow(self) -> bool:
-        """Whether the model is on a rectified-flow path (FLUX.1, SD3) rather than a VP one."""
+        """Whether the model is on a rectified-flow path (FLUX.1, Chroma, SD3, Qwen-Image) rather than a VP one."""
         return model_name(self.patcher) in FLOW_FAMILIES
+
+    @property
+    def text_mask(self) -> bool:
+        """Whether padded prompts stack in one call with their pads masked (Chroma, Qwen-Image)."""
+        return model_name(self.patcher) in TEXT_MASK_FAMILIES
+
+    @property
+    def kernel_mask(self) -> bool:
+        """Whether the pads are masked in the attention kernel, the network dropping a text mask (Qwen-Image)."""
+        return model_name(self.patcher) in KERNEL_MASK_FAMILIES
+
+    @property
+    def frames(self) -> bool:
+        """Whether the model's latents have a frame axis (B, C, T, h, w) (Qwen-Image's Wan 2.1 latents)."""
+        return self.patcher.model.latent_format.latent_dimensions == 3
+
+    def latent_in(self, latent: torch.Tensor) -> torch.Tensor:
+        """A ``LATENT``'s samples in the model's space, as the loops take them: (B, C, h, w).
+        A frame-axis model's latents (B, C, 1, h, w) lose their one frame (a 4-D latent gets one
+        first, as ComfyUI's samplers give it)."""
+        if self.frames and latent.dim() == 4:
+            latent = latent[:, :, None]
+        x0 = self.patcher.model.process_latent_in(latent)
+        return x0[:, :, 0] if self.frames else x0
+
+    def latent_out(self, latents: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Model-space latents (B, C, h, w) as samples shaped like the user's ``like`` (4-D, or 5-D
+        with one frame)."""
+        if self.frames:
+            latents = latents[:, :, None]
+        return self.patcher.model.process_latent_out(latents).reshape(like.shape)
 
     @property
     def path(self) -> Path:
@@ -165,13 +207,13 @@ class ComfyDenoiser:
     def modules(self) -> dict[str, Any]:
         return {"diffusion_model": self.patcher.model.diffusion_model}
 
+    def compile(self, **options: Any) -> None:
+        raise LeditsError("compile the model with ComfyUI's own nodes (TorchCompileModel) before LEDITS++")
+
     def row_bytes(self, height: int, width: int) -> int:
         """ComfyUI's own estimate of one row's activation memory (``BaseModel.memory_required``)."""
         channels = self.patcher.model.latent_format.latent_channels
         return int(self.patcher.model.memory_required([1, channels, height, width]))
-
-    def compile(self, **options: Any) -> None:
-        raise LeditsError("compile the model with ComfyUI's own nodes (TorchCompileModel) before LEDITS++")
 
     @torch.no_grad()
     def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
@@ -194,11 +236,24 @@ class ComfyDenoiser:
 
     def _apply(self, x: torch.Tensor, sigmas: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """ComfyUI's data prediction for ``x`` (R, C, h, w) in its space at ``sigmas`` (R,), through
-        the model's ``model_function_wrapper`` when a patch set one (as its samplers do)."""
+        the model's ``model_function_wrapper`` when a patch set one (as its samplers do). Rows whose
+        text is zero-padded (a ``mask`` (R, L), 0 on the padding) have the padded keys masked in every
+        attention kernel call where the network drops the mask (Qwen-Image)."""
         model = self.patcher.model
         options = dict(self.patcher.model_options.get("transformer_options", {}))
         options["sigmas"] = sigmas
         options = self.tap.options(options, cond.embeds.shape[1])
+        mask = cond.get("mask")
+        if mask is not None and self.kernel_mask and not bool(mask.all()):
+            options = text_mask_options(options, mask)
+        if self.frames:
+            return self._call(model, x[:, :, None], sigmas, cond, options)[:, :, 0]
+        return self._call(model, x, sigmas, cond, options)
+
+    def _call(
+        self, model: Any, x: torch.Tensor, sigmas: torch.Tensor, cond: Conditioning, options: dict[str, Any]
+    ) -> torch.Tensor:
+        """``apply_model`` on ``x`` in the model's own layout with the call's ``transformer_options``."""
         rows = x.shape[0]
         c = {
             name: value.process_cond(batch_size=rows, area=None).cond
@@ -214,11 +269,28 @@ class ComfyDenoiser:
         """The model's inputs beside the latents, as ComfyUI's samplers make them
         (``BaseModel.extra_conds``; the image size is the latent's times 8, as theirs): the text
         embeddings, for SDXL the added conditions from the pooled vector and the size, for FLUX.1
-        the pooled vector and its guidance input (3.5, as ComfyUI's default); one per row."""
+        the pooled vector and its guidance input (3.5, as ComfyUI's default; Chroma's is 0), and
+        where some row's text is padded and the network masks text itself (Chroma), the joint
+        attention's mask (:meth:`_joint_mask`); one per row (Qwen-Image: the embeddings alone)."""
         height, width = (8 * side for side in x.shape[-2:])
+        masked = {}
+        text_mask = cond.get("mask")
+        if text_mask is not None and not bool(text_mask.all()) and not self.kernel_mask:
+            grid = (x.shape[-2] >> self.tap.mask_level, x.shape[-1] >> self.tap.mask_level)
+            masked = {"attention_mask": self._joint_mask(text_mask, grid), "attention_mask_img_shape": grid, "noise": x}
         return self.patcher.model.extra_conds(
-            cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device
+            cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device, **masked
         )
+
+    @staticmethod
+    def _joint_mask(text_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The additive key mask (R, 1, L + h'·w') of a joint [text; image] attention for text masks
+        (R, L) (1: a token, 0: a pad): −inf on the pads' keys, 0 on the rest, the same for every
+        query (ComfyUI's kernels broadcast a mask of one query). Every query keeps its image keys,
+        so no softmax row is empty, and a padded row's image output is the unpadded row's."""
+        bias = torch.zeros(text_mask.shape[0], 1, text_mask.shape[1] + grid[0] * grid[1], device=text_mask.device)
+        bias[:, 0, : text_mask.shape[1]].masked_fill_(text_mask <= 0, float("-inf"))
+        return bias
 
     def load(self, latent_shape: tuple[int, ...], rows: int) -> None:
         """Have ComfyUI's memory manager load the weights (with their patches) for calls of
@@ -229,11 +301,11 @@ class ComfyDenoiser:
 
 @dataclass(frozen=True, eq=False)
 class ComfyAutoencoder:
-    """The autoencoder part: ComfyUI's ``VAE`` and the model's latent format. The loops run in the
-    model's latent space, ``process_latent_in`` of what the VAE encodes."""
+    """The autoencoder part: ComfyUI's ``VAE`` (None where a node has none connected) and the model's
+    latent format (``denoiser``'s: the loops run in the model's space)."""
 
-    vae: Any  # comfy.sd.VAE; None where a node has none connected
-    model: Any  # the ModelPatcher's BaseModel
+    vae: Any  # comfy.sd.VAE
+    denoiser: ComfyDenoiser
 
     def _connected(self) -> Any:
         if self.vae is None:
@@ -242,21 +314,26 @@ class ComfyAutoencoder:
 
     @property
     def factor(self) -> int:
-        return int(self._connected().downscale_ratio)
+        return int(self._connected().spacial_compression_encode())
 
     def latent(self, image: torch.Tensor) -> torch.Tensor:
-        """ComfyUI's ``LATENT`` samples (B, C, h, w) of an ``IMAGE`` (B, H, W, C) in [0, 1], as VAEEncode gives them."""
-        return self._connected().encode(image[..., :3])
+        """An ``IMAGE`` (B, H, W, 3) in [0, 1] as ComfyUI's ``VAE`` encodes it: (B, C, h, w), or
+        (B, C, 1, h, w) from a video VAE (Qwen-Image's Wan 2.1), which would take a batch as the
+        frames of one video, so there each image is encoded on its own."""
+        vae = self._connected()
+        if vae.latent_dim == 3:
+            return torch.cat([vae.encode(one) for one in image.split(1)])
+        return vae.encode(image)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [−1, 1] → the model's latents (B, C, h, w), fp32."""
-        image = ((pixels + 1) / 2).permute(0, 2, 3, 1)
-        return self.model.process_latent_in(self.latent(image)).float()
+        """Images (B, 3, H, W) in [−1, 1] → the model's latents (B, C, h, w)."""
+        return self.denoiser.latent_in(self.latent(((pixels + 1) / 2).permute(0, 2, 3, 1)))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """The model's latents (B, C, h, w) → images (B, 3, H, W) in [−1, 1], fp32."""
-        image = self._connected().decode(self.model.process_latent_out(latents))
-        return (image[..., :3].permute(0, 3, 1, 2).float() * 2 - 1).clamp(-1, 1)
+        samples = self.denoiser.latent_out(latents, latents[:, :, None] if self.denoiser.frames else latents)
+        image = self._connected().decode(samples)  # (B, H, W, 3); a video VAE's (B, 1, H, W, 3)
+        return image.reshape(-1, *image.shape[-3:])[..., :3].permute(0, 3, 1, 2).float() * 2 - 1
 
     def modules(self) -> dict[str, Any]:
         return {}
@@ -264,17 +341,17 @@ class ComfyAutoencoder:
 
 def comfy_adapter(patcher: Any, clip: Any = None, vae: Any = None) -> ModelAdapter:
     """leditspp's adapter of a ComfyUI model, composed of ComfyUI's own parts: the ``MODEL``'s
-    denoiser and attention tap, the ``CLIP``'s text stack, the ``VAE`` (either may be None where a
-    node has none). Refused (:class:`LeditsError`) for a model it cannot edit."""
+    denoiser and attention tap, the ``CLIP``'s text stack and the ``VAE`` (either None where a node
+    has none connected). Refused (:class:`LeditsError`) for a model it cannot edit."""
     check_supported(patcher)
     network = patcher.model.diffusion_model
     flow = model_name(patcher) in FLOW_FAMILIES
-    level = int(math.log2(network.patch_size)) if flow else defaults.MASK_LEVEL
-    tap = ComfyTap(network, level, flow)
+    tap = ComfyTap(network, int(math.log2(network.patch_size)) if flow else defaults.MASK_LEVEL, flow)
+    denoiser = ComfyDenoiser(patcher, tap)
     return ModelAdapter(
         family=f"comfyui-{model_name(patcher).lower()}",
-        text=ComfyText(clip),
-        denoiser=ComfyDenoiser(patcher, tap),
-        autoencoder=ComfyAutoencoder(vae, patcher.model),
+        text=ComfyText(clip, padded=denoiser.text_mask),
+        denoiser=denoiser,
+        autoencoder=ComfyAutoencoder(vae, denoiser),
         attention=tap,
     )
