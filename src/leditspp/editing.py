@@ -30,7 +30,6 @@ from .edits import Edit
 from .guidance import base_estimate, direction_terms, is_active, rescale
 from .inversion import Inversion
 from .masking import edit_region, implicit_masks, keep_outside
-from .memory import even_chunk
 from .models.base import Conditioning, ModelAdapter
 from .rows import RowLayout
 from .solvers import NoiseLevel, StepTable, add_noise_map, step_mean
@@ -132,29 +131,29 @@ def estimate_in_chunks(
     ``layout`` (the ``k`` base conditions, then the active concepts), and with a ``recorder`` the
     concept rows' attention (A·B, h', w') on ``grid``.
 
-    The groups go through the network ``groups_per_call`` at a time (evened out; one call when they
-    fit, as every step does when memory is ample); rows are independent, so the split changes the
+    The groups go through the network ``groups_per_call`` at a time (:meth:`RowLayout.calls`; one
+    call when they fit, as every step does when memory is ample); rows are independent, so the split changes the
     estimates by float rounding only. Each call's estimates are copied out before the next call:
     a CUDA-graphed network (``Editor.compile`` on a GPU) returns them in buffers that its next
     replay overwrites.
     """
-    per_call = even_chunk(layout.groups, groups_per_call or layout.groups)
+    calls = layout.calls(groups_per_call)
     eps, maps = None, []
-    for start in range(0, layout.groups, per_call):
-        part = RowLayout(min(per_call, layout.groups - start), layout.batch)
-        rows = slice(start * layout.batch, (start + part.groups) * layout.batch)
-        concepts = max(k, start) - start  # the first concept group of this call, counted in the call
-        armed = recorder is not None and concepts < part.groups
-        if armed:
-            first_row = (start + concepts - k) * layout.batch
-            recorder.arm(part.from_group(concepts), call.token_weights[first_row : rows.stop - k * layout.batch])
-        out = model.estimate(part.repeat(x), levels.at(j, part.rows), call.cond.map(lambda t, r=rows: t[r]))
-        if per_call == layout.groups:
+    for part in calls:
+        concept_rows = None if recorder is None else part.rows_from(k)
+        if concept_rows is not None:
+            in_call, of_concepts = concept_rows
+            recorder.arm(in_call, call.token_weights[of_concepts])
+        rows = part.rows
+        out = model.estimate(
+            part.layout.repeat(x), levels.at(j, part.layout.rows), call.cond.map(lambda t, r=rows: t[r])
+        )
+        if len(calls) == 1:
             eps = out  # one call: nothing to keep across calls
         else:
             eps = out.new_empty((layout.rows, *out.shape[1:])) if eps is None else eps
             eps[rows] = out
-        if armed:
+        if concept_rows is not None:
             maps.append(recorder.take(grid))
             recorder.disarm()
     return layout.split(eps), (torch.cat(maps) if maps else None)
