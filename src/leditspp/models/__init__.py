@@ -15,7 +15,6 @@ from .loading import (
     DEMO_NAME,
     DEMO_PATH,
     load_pipeline,
-    quiet_loading,
     resolve_model,
     source_name,
 )
@@ -67,7 +66,6 @@ __all__ = [
     "is_flow_model",
     "load_pipeline",
     "model_settings",
-    "quiet_loading",
     "recommendation_sources",
     "register",
     "registered",
