@@ -53,13 +53,13 @@ def test_a_diffusers_backend_without_the_kernel_is_refused(chroma):
     model = chroma.model
     cond, x, level = inputs(model)
     w, _ = weights(model, cond)
-    model.transformer.set_attention_backend("flex")
+    model.denoiser.transformer.set_attention_backend("flex")
     try:
         with pytest.raises(LeditsError, match=r"set_attention_backend\('native'\)"), model.capture_attention() as rec:
             rec.arm(slice(1, None), w)
             model.estimate(x, level, cond)
     finally:
-        model.transformer.set_attention_backend("native")
+        model.denoiser.transformer.set_attention_backend("native")
 
 
 def test_a_layer_with_two_kernel_calls_is_refused():

@@ -30,6 +30,7 @@ from PIL import Image
 from leditspp import Edit, Editor, Inversion, LeditsError, offload
 from leditspp.cli import main
 from leditspp.masking import MASK_MODES
+from leditspp.model_options import ModelOptions
 from leditspp.models import size_multiple_hint
 from leditspp.models.families import family_of, parts_of, parts_of_folder
 from leditspp.offload import MemoryPlan
@@ -495,7 +496,7 @@ class FamilyTests:
         from leditspp.webui import EditorService, run_edit
 
         self._needs_folder(folder)
-        service = EditorService(model=str(folder), device="cpu")
+        service = EditorService(model=str(folder), options=ModelOptions(device="cpu"))
         settings = {"steps": 3, "skip": 0.0, "solver": "dpmsolver++", "seed": 0, "source_prompt": ""}
         rows = [["red circle", "+", 4, 0.8, 0, None], ["blue square", "-", 3, 0.8, 0, None]]
         edited, overlays, *_ = run_edit(

@@ -64,7 +64,7 @@ def decode(model: Any, latents: torch.Tensor) -> torch.Tensor:
 
 def text_tokens(model: Any) -> int:
     """Text tokens of one conditioning row."""
-    return model.text_tokens
+    return model.denoiser.text_tokens
 
 
 def components(model: Any) -> dict[str, Any]:
@@ -73,7 +73,8 @@ def components(model: Any) -> dict[str, Any]:
 
 def network(model: Any) -> torch.nn.Module:
     """The denoiser: a UNet or a transformer."""
-    return model.unet if hasattr(model, "unet") else model.transformer
+    denoiser = model.denoiser
+    return denoiser.unet if hasattr(denoiser, "unet") else denoiser.transformer
 
 
 def levels(model: Any, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

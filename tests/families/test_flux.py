@@ -30,7 +30,7 @@ class TestFlux(FamilyTests):
 
     def defaults(self, editor):
         """[dev]'s embedded guidance is the pipeline's ``guidance_scale``."""
-        return {**super().defaults(editor), "guidance_scale": editor.model.guidance}
+        return {**super().defaults(editor), "guidance_scale": editor.model.denoiser.guidance}
 
     def test_the_shift_follows_the_size(self, editor):
         assert seam.noise_path(editor.model, 8, 8).describe() != seam.noise_path(editor.model, 8, 12).describe()

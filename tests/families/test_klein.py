@@ -105,7 +105,7 @@ class TestKlein(FamilyTests):
         short = Editor.from_pipe(pipe, max_sequence_length=8)  # the template alone is 12 tokens
         with caplog.at_level("WARNING", logger="leditspp"):
             seam.encode_prompts(short.model, ["red circle"])
-        assert "prompt 'red circle' is 14 tokens in the chat template" in caplog.text
+        assert "prompt 'red circle' is 14 tokens as the text encoder reads it; it reads only the first 8" in caplog.text
         assert seam.token_positions(short.model, "red circle") == [3, 4]
         batch = seam.concept_weights(editor, ["red circle"])
         assert batch.shape == (1, 512)

@@ -71,7 +71,7 @@ class TestQwenImage(FamilyTests):
             theirs = unpack(call["output"].float(), 8, 8)
             assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), (ours - theirs).abs().max()
 
-    def test_latents_are_the_img2img_pipelines_and_decode_undoes_them(self, editor, monkeypatch):
+    def test_latents_are_the_img2img_pipelines_and_decode_undoes_them(self, editor, pipe, monkeypatch):
         """encode = ``QwenImageImg2ImgPipeline._encode_vae_image`` (posterior mode, per-channel
         ``(z − mean)·(1/std)``) without the frame axis; decode undoes exactly that normalisation."""
         import diffusers.pipelines.qwenimage.pipeline_qwenimage_img2img as img2img
@@ -80,13 +80,13 @@ class TestQwenImage(FamilyTests):
         pixels = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1
         mode = img2img.retrieve_latents
         monkeypatch.setattr(img2img, "retrieve_latents", lambda out, generator=None: mode(out, sample_mode="argmax"))
-        pipe = img2img.QwenImageImg2ImgPipeline(None, model.vae, model.text_encoder, model.tokenizer, model.transformer)
-        theirs = pipe._encode_vae_image(pixels[:, :, None], generator=None)
+        parts = (pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.transformer)
+        theirs = img2img.QwenImageImg2ImgPipeline(None, *parts)._encode_vae_image(pixels[:, :, None], generator=None)
         ours = seam.encode(model, pixels)
         assert ours.shape == (2, 16, 8, 12) and theirs.shape == (2, 16, 1, 8, 12)
         assert torch.allclose(ours, theirs[:, :, 0], atol=1e-6, rtol=0)
-        raw = model.vae.encode(pixels[:, :, None]).latent_dist.mode()
-        direct = model.vae.decode(raw).sample[:, :, 0].clamp(-1, 1)
+        raw = pipe.vae.encode(pixels[:, :, None]).latent_dist.mode()
+        direct = pipe.vae.decode(raw).sample[:, :, 0].clamp(-1, 1)
         assert torch.allclose(seam.decode(model, ours), direct, atol=1e-5, rtol=0)
 
     def test_rows_keep_each_prompts_mask(self, editor):
@@ -121,7 +121,7 @@ class TestQwenImage(FamilyTests):
             positions = seam.token_positions(model, prompt)
             ids = templated(pipe, prompt)
             assert ids[:drop] == templated(pipe, "")[:drop]
-            states = model.text_encoder(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
+            states = pipe.text_encoder(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
             embeds = seam.encode_prompts(model, [prompt]).embeds[0]
             assert torch.allclose(embeds[positions], states[[drop + p for p in positions]], atol=1e-6)
 

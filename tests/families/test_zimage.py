@@ -53,7 +53,7 @@ class TestZImage(FamilyTests):
         masked padding key's zero logit would weigh nothing either way), so the mask visibly counts."""
         model = Editor.from_pipe(tiny_zimage_pipeline(seed=0)).model
         with torch.no_grad():
-            for layer in model.transformer.layers:
+            for layer in seam.network(model).layers:
                 layer.attention.norm_q.weight.mul_(0.1)
                 layer.attention.norm_k.weight.mul_(0.1)
         return model
