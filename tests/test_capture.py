@@ -44,7 +44,7 @@ class Kernel:
     """
 
     prefixes: tuple[str, ...]
-    suffix: str
+    suffix: str | tuple[str, ...]
     order: str
 
 
@@ -58,8 +58,21 @@ KERNELS = {
     "qwenimage": Kernel(("transformer_blocks.",), ".attn", "text_image"),
     "zimage": Kernel(("layers.",), ".attention", "image_pad_text"),
     "toy": Kernel(("",), "attn", "cross"),
+    # 8×8 of 64² (the tiny UNet has 1 attention per down block, 2 per up block), mid block out
+    "deepfloyd-if": Kernel(("down_blocks.3.", "up_blocks.0."), ("attentions.0", "attentions.1"), "text_keys_first"),
 }
-FAMILIES = ["editor", "xl_editor", "sd3_editor", "flux_editor", "klein", "zimage", "qwenimage", "chroma", "toy"]
+FAMILIES = [
+    "editor",
+    "xl_editor",
+    "sd3_editor",
+    "flux_editor",
+    "klein",
+    "zimage",
+    "qwenimage",
+    "chroma",
+    "toy",
+    "if_editor",
+]
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +178,8 @@ def _places(order: str, queries: int, keys: int, cells: int, tokens: int) -> tup
     ``queries`` × ``keys`` on a grid of ``cells`` and a conditioning of ``tokens`` text tokens."""
     if order == "cross":
         return slice(None), 0, slice(None)
+    if order == "text_keys_first":
+        return slice(None), 0, slice(0, tokens)
     if order == "image_text":
         return slice(0, queries - tokens), keys - tokens, slice(keys - tokens, None)
     if order == "text_image":
@@ -233,7 +248,7 @@ def test_m1_is_the_softmax_of_the_kernels_own_inputs(family, request, monkeypatc
     assert (got[0] - got[1]).abs().max() > 100 * (got.flatten(1) - direct).abs().max() + 1e-5
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "if_editor"])  # IF: see the next test
 def test_the_concepts_text_keys_are_where_this_test_reads_them(family, request, monkeypatch):
     """The test's own layout, checked on the kernel's keys: changing the concept's text embeddings
     moves, in the first armed layer, its token columns (and for a cross-attention or an MMDiT only
@@ -256,6 +271,33 @@ def test_the_concepts_text_keys_are_where_this_test_reads_them(family, request, 
     assert set(stated) <= set(changed) <= set(range(keys[0].shape[1])[text])
     if order != "image_pad_text":
         assert changed == stated
+
+
+def test_deepfloyd_ifs_text_keys_are_its_added_key_projection_first(if_editor, monkeypatch):
+    """IF pools the text into its time embedding, so changing a concept moves image keys too; its
+    text keys are told instead by the layers' added key projection (the text's own keys): in every
+    armed kernel call the first L keys are that projection's output split into heads, and the
+    image cells' L + h·w keys follow."""
+    model = if_editor.model
+    cond, x, level = _inputs(model)
+    grid = model.mask_grid(*x.shape[-2:])
+    projected: list[torch.Tensor] = []
+    hooks = [
+        layer.add_k_proj.register_forward_hook(lambda _m, _i, out: projected.append(out.detach().clone()))
+        for layer in _armed_layers(model)
+    ]
+    try:
+        with kernel_calls(model, monkeypatch) as calls:
+            model.estimate(x, level, cond)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    tokens = cond.embeds.shape[1]
+    assert len(calls) == len(projected) == len(_armed_layers(model)) > 0
+    for (_, key, _, _), text in zip(calls, projected, strict=True):
+        rows, heads, count, dim = key.shape
+        assert count == tokens + grid[0] * grid[1]
+        assert torch.equal(key[:, :, :tokens], text.view(rows, tokens, heads, dim).transpose(1, 2))
 
 
 @pytest.mark.parametrize("family", ["editor", "zimage"])
@@ -389,7 +431,7 @@ def test_text_past_the_last_key_gets_no_probability():
     assert torch.allclose(recorder.take((2, 2)).flatten(), probs[..., 4].mean(0), atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["editor", "xl_editor", "sd3_editor", "flux_editor"])
+@pytest.mark.parametrize("family", ["editor", "xl_editor", "sd3_editor", "flux_editor", "if_editor"])
 def test_a_concepts_token_weights_sit_exactly_on_its_word_tokens(family, request):
     """Editor level: the weights (E, L) are 1 where the encoded sequence holds the concept's own
     word tokens (found here from the padded ids) and 0 elsewhere — never on a start token."""

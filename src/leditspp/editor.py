@@ -24,7 +24,7 @@ from .edits import Edit, as_edits, check_warmup
 from .errors import LeditsError
 from .inversion import Inversion, invert_latents, noising_levels
 from .inversion_file import InversionInfo
-from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
+from .io import ImageInput, as_pixel_batch, centre_crop, load_mask, resize_pixels, target_size, to_pil
 from .lora import Lora, apply_loras, describe, parse_recorded, with_loras
 from .masking import MASK_MODES, check_preserve, keep_outside, needs_attention, resize_user_mask
 from .memory import edit_groups, inversion_chunk
@@ -265,7 +265,8 @@ class Editor:
         """Invert one image or a batch (a list) exactly; returns an :class:`Inversion`.
 
         Images are processed at their size rounded down to :attr:`size_multiple` unless
-        ``height``/``width`` are given. ``seed=k`` is a CPU generator seeded with ``k`` (the same
+        ``height``/``width`` are given — or, for a model made for one size (DeepFloyd IF's stage I:
+        64²), centre-cropped to its aspect and resized to it. ``seed=k`` is a CPU generator seeded with ``k`` (the same
         auxiliary noises as diffusers' port with that generator); with neither ``seed`` nor
         ``generator``, the seed is ``defaults.SEED`` (as in the CLI and the web UI).
         ``inversion_batch`` is the number of steps per network call (the calls are independent;
@@ -278,6 +279,9 @@ class Editor:
         check_invert_arguments(inversion_batch, source_prompt, negative_prompt, source_guidance, noise_shift)
         check_solver(solver, steps, skip)  # before the VAE runs; the table needs the latent size
         pixels = as_pixel_batch(images)
+        native = getattr(self.model, "native_size", None)  # a model made for one size (DeepFloyd IF: 64²)
+        if native is not None and height is None and width is None:
+            pixels, (height, width) = [centre_crop(p, native) for p in pixels], native
         size = target_size(pixels, height, width, self.size_multiple, max_pixels)
         check_size(self.model, *size)
         x0 = self.model.encode(resize_pixels(pixels, size) * 2 - 1)

@@ -1,0 +1,282 @@
+"""DeepFloyd IF, the paper's third model: LEDITS++ on its pixel-space stage I, then its stage II.
+
+Stage I (IF-I-*) denoises RGB pixels directly, 64×64 (the UNet's ``sample_size``): there is no
+autoencoder, so ``encode`` and ``decode`` are the identity on [−1, 1] pixels, and an image given
+without a size is centre-cropped to a square and resized to 64² (:attr:`DeepFloydIF.native_size`),
+as the authors' IF pipeline does.
+
+* Text: T5's last hidden states of the lower-cased, stripped prompt, 77 tokens, padding masked
+  inside T5, as IF's pipelines encode it; c_∅ is the encoded negative prompt ("" by default).
+* Attention: IF's UNet runs diffusers' added-KV attention (``AttnAddedKVProcessor2_0``): the text
+  is projected to keys and values placed *before* the image's own keys, under one softmax. M¹
+  reads the text columns [0, L) of that softmax (:func:`text_before_image`) in the attention of the
+  down and up blocks at 1/2^level of the image; level 3 by default, the authors' 8×8 maps of 64².
+* Output: 6 channels, the noise ε and a learned variance (the scheduler's ``learned_range``). The
+  loops use ε only: the solvers' variances are fixed (the DDPM posterior's, DPM-Solver++'s SDE
+  noise), as in the authors' pipeline, which also turns off the scheduler's clipping and dynamic
+  thresholding of x̂0.
+
+Stage II (IF-II-*, diffusers' ``IFSuperResolutionPipeline``) is optional: the ``upscaler`` option
+(a hub id or folder, or a loaded pipeline). Given, ``decode`` samples the 4× image from the edited
+64² one with the empty prompt and ``noise_level`` 0 (a fixed seed, so equal pixels decode to equal
+images); without it, results are stage I's 64² pixels. Stage II never touches the inversion: an
+inversion made with or without it edits with either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..attention import AttentionRecorder
+from ..errors import LeditsError
+from ..solvers import NoiseLevel, NoisePath
+from .base import Conditioning, runs_on, tokenize, warn_if_truncated
+from .capture import Layout, capture_layers
+from .components import Fit, TextInput, config_int
+from .families import Parts, parts_of, refuse
+from .sd import _word_positions
+from .unet import UNetModel, check_mask_level, prediction_type, to_epsilon
+
+#: The attention maps M¹ reads: 1/2^3 of stage I's 64² pixels, the authors' 8×8.
+MASK_LEVEL = 3
+#: T5 tokens IF's pipelines encode a prompt to.
+MAX_LENGTH = 77
+#: The seed of stage II's sampling noise: the same 64² pixels always decode to the same image.
+UPSCALER_SEED = 0
+
+
+def prepared(prompt: str) -> str:
+    """A prompt as IF's pipelines give it to T5 without caption cleaning: lower-cased, stripped."""
+    return prompt.lower().strip()
+
+
+def text_before_image(tokens: int) -> Layout:
+    """Added-KV attention: every query an image cell, the keys [text (``tokens``); image]."""
+    return Layout(image=slice(None), text=slice(0, tokens))
+
+
+def mask_attention_layers(unet: Any, level: int) -> list[Any]:
+    """The added-KV attention modules of the down and up blocks at ``1/2^level`` of the image
+    (down block ``i`` runs at ``1/2^i``, up block ``i`` at ``1/2^(n−1−i)``; the middle block is
+    left out, as the authors do)."""
+    n = len(unet.down_blocks)
+    if not 0 <= level < n:
+        return []
+    blocks = [unet.down_blocks[level], unet.up_blocks[n - 1 - level]]
+    return [m for b in blocks for m in b.modules() if getattr(m, "add_k_proj", None) is not None]
+
+
+@dataclass(kw_only=True)
+class DeepFloydIF(UNetModel):
+    """Adapter for DeepFloyd IF stage I components in diffusers format (``IFPipeline``: IF-I-M,
+    IF-I-L, IF-I-XL), with an optional stage II ``IFSuperResolutionPipeline`` as ``upscaler``."""
+
+    text_encoder: Any
+    tokenizer: Any
+    vae: Any = None  # pixel space: no autoencoder
+    mask_level: int = MASK_LEVEL
+    #: Stage II (an ``IFSuperResolutionPipeline``, its text encoder not needed), or None.
+    upscaler: Any = None
+    #: Stage II's sampling steps (its pipeline's default).
+    upscaler_steps: int = 50
+    family: str = "deepfloyd-if"
+    title: ClassVar[str] = (
+        "DeepFloyd IF stage I (pixel-space UNet, T5, addition_embed_type='text'), with its stage II "
+        "upscaler as the option upscaler"
+    )
+    condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
+    options: ClassVar[frozenset[str]] = frozenset({"mask_level", "spacing", "upscaler"})
+    #: What it needs beside its UNet: no autoencoder.
+    required: ClassVar[tuple[str, ...]] = ("tokenizer", "scheduler")
+    text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer"),)
+
+    @classmethod
+    def matches(cls, parts: Parts) -> bool:
+        """A UNet with T5 states in its time embedding (``addition_embed_type="text"``) and no VAE."""
+        unet = parts.get("unet")
+        return unet is not None and unet.config.get("addition_embed_type") == "text" and "vae" not in parts
+
+    @classmethod
+    def fits(cls, parts: Parts) -> list[Fit]:
+        """The UNet projects T5's states from ``encoder_hid_dim``."""
+        dim = config_int(parts, "unet", "encoder_hid_dim")
+        return [Fit(("text_encoder",), "width", dim, f"the unet's encoder_hid_dim is {dim}")]
+
+    @classmethod
+    def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
+        """Pixel space: sides must be multiples of 2^mask_level, so the attention grid is exact."""
+        return 2 ** options.get("mask_level", MASK_LEVEL)
+
+    @classmethod
+    def recommended(cls, parts: Parts, pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
+        """The authors' IF settings: 100 steps, skip 0.15 (their ``invert`` defaults)."""
+        return {"steps": 100, "skip": 0.15}
+
+    @classmethod
+    def from_components(
+        cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any
+    ) -> DeepFloydIF:
+        """``upscaler``: stage II, a hub id, a folder or a loaded ``IFSuperResolutionPipeline``."""
+        unet = components["unet"]
+        if unet.config.in_channels * 2 != unet.config.out_channels:
+            raise refuse(
+                "this is a DeepFloyd IF super-resolution stage (its unet takes the upsampled image beside the "
+                "noisy one); give stage I (IF-I-*) as the model and this one as its upscaler option"
+            )
+        if components.get("text_encoder") is None:
+            raise refuse("this DeepFloyd IF model lacks its T5 text encoder")
+        level = options.get("mask_level", MASK_LEVEL)
+        check_mask_level(level)
+        config = parts_of({"scheduler": components["scheduler"]})["scheduler"].config
+        sampler = {**config, "thresholding": False}  # x̂0 as the network gives it, as the authors sample IF
+        model = cls(
+            unet=unet,
+            path=NoisePath.from_scheduler_config(sampler, options.get("spacing")),
+            prediction=prediction_type(config),
+            mask_level=level,
+            text_encoder=components["text_encoder"],
+            tokenizer=components["tokenizer"],
+        )
+        model.upscaler = upscaler_for(model, options.get("upscaler"))
+        return model
+
+    def components(self) -> dict[str, Any]:
+        """Stage I's networks (stage II is not part of an inversion's model)."""
+        return {"unet": self.unet, "text_encoder": self.text_encoder}
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """(height, width) stage I was trained at; images given without a size are centre-cropped
+        to its aspect and resized to it."""
+        side = int(self.unet.config.sample_size)
+        return side, side
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """T5 last hidden states (n, 77, D) of the prepared prompts, in the UNet's dtype."""
+        texts = [prepared(p) for p in prompts]
+        warn_if_truncated(self.tokenizer, texts, MAX_LENGTH)
+        tokens = tokenize(
+            self.tokenizer, texts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
+        )
+        device = runs_on(self.text_encoder)
+        hidden = self.text_encoder(tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device))[0]
+        return Conditioning.of(hidden.to(self.unet.dtype))
+
+    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
+        """c_∅: the encoding of the negative prompt ("" by default), ``count`` rows."""
+        return self.encode_prompts([negative_prompt]).repeat_rows(count)
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """Positions of the prepared prompt's tokens but T5's end token (T5 has no start token)."""
+        return _word_positions(self.tokenizer, prepared(prompt), MAX_LENGTH)
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The noise estimate ε (R, 3, h, w) fp32 for pixel rows ``latents`` (R, 3, h, w): the first
+        half of the UNet's channels (the second, its learned variance, is not used)."""
+        out = self.unet(latents.to(self.unet.dtype), level.t.to(latents.device), encoder_hidden_states=cond.embeds)
+        eps = out.sample.float()[:, : latents.shape[1]]
+        a, s = (v.to(eps)[:, None, None, None] for v in (level.a, level.s))
+        return to_epsilon(eps, latents.float(), a, s, self.prediction)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        """Record the concept rows' attention on the text keys at the mask level (see
+        :mod:`.capture`); the keys are [text; image] under one softmax."""
+        layers = mask_attention_layers(self.unet, self.mask_level)
+        if not layers:
+            raise LeditsError(
+                f"this UNet has no text attention at 1/{2**self.mask_level} of the image, so the attention mask M¹ "
+                "is unavailable; use another mask_level, or mask_mode='noise' or 'none'"
+            )
+        with capture_layers(self.unet, layers, text_before_image) as recorder:
+            yield recorder
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → stage I's data, the same pixels, fp32 on the device."""
+        return pixels.float().to(self.device)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Stage I pixels (B, 3, h, w) → images in [−1, 1], fp32: (B, 3, h, w) as they are, or
+        stage II's (B, 3, f·h, f·w) where an upscaler is given (f = 4 for IF-II)."""
+        pixels = latents.float().clamp(-1, 1)
+        if self.upscaler is None:
+            return pixels
+        return self.upscale(pixels)
+
+    def upscale(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Stage II on (B, 3, h, w) pixels in [−1, 1]: the empty prompt, ``noise_level`` 0, no
+        guidance (with one prompt it would change nothing), a fixed seed."""
+        stage = self.upscaler
+        device = self.device
+        if runs_on(stage.unet) != device:
+            stage.to(device)
+        factor = int(stage.unet.config.sample_size) // int(self.unet.config.sample_size)
+        empty = self.encode_prompts([""]).repeat_rows(pixels.shape[0]).embeds
+        out = stage(
+            image=pixels.to(device, stage.unet.dtype),
+            prompt_embeds=empty.to(device, stage.unet.dtype),
+            guidance_scale=1.0,
+            noise_level=0,
+            num_inference_steps=self.upscaler_steps,
+            height=pixels.shape[-2] * factor,
+            width=pixels.shape[-1] * factor,
+            generator=torch.Generator("cpu").manual_seed(UPSCALER_SEED),
+            output_type="pt",
+        ).images
+        return out.float().clamp(-1, 1)
+
+
+def upscaler_for(model: DeepFloydIF, upscaler: Any) -> Any:
+    """Stage II for ``model``: None, a loaded pipeline, or one loaded from a hub id or folder in
+    the UNet's dtype, without its text encoder; refused where it does not fit stage I."""
+    if upscaler is None:
+        return None
+    if isinstance(upscaler, str):
+        upscaler = load_upscaler(upscaler, model.unet.dtype)
+    unet = getattr(upscaler, "unet", None)
+    if unet is None or not hasattr(upscaler, "image_noising_scheduler"):
+        raise LeditsError(
+            f"upscaler must be a DeepFloyd IF stage II model (IFSuperResolutionPipeline); got {type(upscaler).__name__}"
+        )
+    width = model.text_encoder.config.d_model
+    if unet.config.in_channels != 2 * model.unet.config.in_channels or unet.config.encoder_hid_dim != width:
+        raise LeditsError(
+            f"the upscaler's unet takes {unet.config.in_channels} channels and T5 states of width "
+            f"{unet.config.encoder_hid_dim}; stage I needs {2 * model.unet.config.in_channels} and {width} — give "
+            "the IF stage II model made for this stage I (e.g. DeepFloyd/IF-II-L-v1.0)"
+        )
+    upscaler.set_progress_bar_config(disable=True)
+    return upscaler
+
+
+def load_upscaler(name: str, dtype: torch.dtype) -> Any:
+    """An ``IFSuperResolutionPipeline`` from a hub id or folder, without text encoder, safety
+    checker and watermarker (stage I's T5 encodes its prompt)."""
+    from diffusers import IFSuperResolutionPipeline
+
+    from .loading import check_reachable
+
+    check_reachable(name)
+    try:
+        return IFSuperResolutionPipeline.from_pretrained(
+            name,
+            text_encoder=None,
+            safety_checker=None,
+            feature_extractor=None,
+            watermarker=None,
+            requires_safety_checker=False,
+            dtype=dtype,
+        )
+    except (OSError, ValueError) as exc:
+        raise LeditsError(
+            f"cannot load the upscaler {name!r}: {str(exc).splitlines()[0]} — give a DeepFloyd IF stage II model "
+            "(a hub id such as DeepFloyd/IF-II-L-v1.0, whose licence is accepted on the hub, or a local folder)"
+        ) from exc
