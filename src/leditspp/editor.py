@@ -265,8 +265,7 @@ class Editor:
         """Invert one image or a batch (a list) exactly; returns an :class:`Inversion`.
 
         Images are processed at their size rounded down to :attr:`size_multiple` unless
-        ``height``/``width`` are given — or, for a model made for one size (DeepFloyd IF's stage I:
-        64²), centre-cropped to its aspect and resized to it. ``seed=k`` is a CPU generator seeded with ``k`` (the same
+        ``height``/``width`` are given. ``seed=k`` is a CPU generator seeded with ``k`` (the same
         auxiliary noises as diffusers' port with that generator); with neither ``seed`` nor
         ``generator``, the seed is ``defaults.SEED`` (as in the CLI and the web UI).
         ``inversion_batch`` is the number of steps per network call (the calls are independent;
@@ -274,14 +273,17 @@ class Editor:
         :mod:`leditspp.memory`). ``max_pixels`` caps height × width of the processed images
         (None: no cap). ``noise_shift`` δ ∈ [0, 1]: TurboEdit's shift for few-step models, Eq. 6
         noises at ``t_j − δ·(t_0 − t_1)`` (see :func:`leditspp.inversion.noising_levels`).
+        A model made for one size (DeepFloyd IF's stage I: 64², the default ``height``/``width``
+        there) gets each image centre-cropped to the processing size's aspect first, never stretched.
         """
         generator = _generator(seed, generator)
         check_invert_arguments(inversion_batch, source_prompt, negative_prompt, source_guidance, noise_shift)
         check_solver(solver, steps, skip)  # before the VAE runs; the table needs the latent size
         pixels = as_pixel_batch(images)
         native = getattr(self.model, "native_size", None)  # a model made for one size (DeepFloyd IF: 64²)
-        if native is not None and height is None and width is None:
-            pixels, (height, width) = [centre_crop(p, native) for p in pixels], native
+        if native is not None:
+            height, width = height or native[0], width or native[1]
+            pixels = [centre_crop(p, (height, width)) for p in pixels]
         size = target_size(pixels, height, width, self.size_multiple, max_pixels)
         check_size(self.model, *size)
         x0 = self.model.encode(resize_pixels(pixels, size) * 2 - 1)

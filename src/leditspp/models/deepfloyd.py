@@ -1,9 +1,9 @@
 """DeepFloyd IF, the paper's third model: LEDITS++ on its pixel-space stage I, then its stage II.
 
 Stage I (IF-I-*) denoises RGB pixels directly, 64×64 (the UNet's ``sample_size``): there is no
-autoencoder, so ``encode`` and ``decode`` are the identity on [−1, 1] pixels, and an image given
-without a size is centre-cropped to a square and resized to 64² (:attr:`DeepFloydIF.native_size`),
-as the authors' IF pipeline does.
+autoencoder, so ``encode`` and ``decode`` are the identity on [−1, 1] pixels, and an image is
+centre-cropped to a square and resized to 64² (:attr:`DeepFloydIF.native_size`), as the authors'
+IF pipeline does.
 
 * Text: T5's last hidden states of the lower-cased, stripped prompt, 77 tokens, padding masked
   inside T5, as IF's pipelines encode it; c_∅ is the encoded negative prompt ("" by default).
@@ -151,8 +151,8 @@ class DeepFloydIF(UNetModel):
 
     @property
     def native_size(self) -> tuple[int, int]:
-        """(height, width) stage I was trained at; images given without a size are centre-cropped
-        to its aspect and resized to it."""
+        """(height, width) stage I was trained at: the default processing size; every image is
+        centre-cropped to the processing size's aspect, then resized to it (never stretched)."""
         side = int(self.unet.config.sample_size)
         return side, side
 
