@@ -24,6 +24,41 @@ from leditspp.attention import AttentionRecorder
 from leditspp.errors import LeditsError
 
 BLOCKS = ("input", "output")  # the middle block is not read (as leditspp's diffusers UNets)
+#: The kernel's parameters after ``heads``, in order: a call may pass them positionally
+#: (Qwen-Image passes its mask so).
+KERNEL_PARAMETERS = ("mask", "attn_precision", "skip_reshape", "skip_output_reshape")
+
+
+def by_name(rest: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A kernel call's arguments after ``heads`` (``rest`` positional, then ``kwargs``) all by name."""
+    return {**dict(zip(KERNEL_PARAMETERS, rest, strict=False)), **kwargs}
+
+
+def text_mask_options(transformer_options: dict[str, Any], mask: torch.Tensor) -> dict[str, Any]:
+    """A copy of ``transformer_options`` whose kernel override masks zero-padded text keys: ``mask``
+    (R, L), 0 on padding (:func:`.text.pad_to_common_length`), for [text; image] joint keys (text
+    first). The kernel gets an additive bias (R, 1, 1, K), ``−max`` on the padded keys (every ComfyUI
+    kernel takes that shape), added to a mask the call already has; the override that was set runs
+    next (a tap sees the mask)."""
+    inner = transformer_options.get("optimized_attention_override")
+
+    def masked(
+        func: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, *rest: Any, **kwargs: Any
+    ) -> Any:
+        named = by_name(rest, kwargs)
+        keys = k.shape[-2] if named.get("skip_reshape", False) else k.shape[1]
+        bias = torch.zeros(mask.shape[0], 1, 1, keys, dtype=q.dtype, device=q.device)
+        bias[:, 0, 0, : mask.shape[1]].masked_fill_(mask.to(q.device) <= 0, -torch.finfo(q.dtype).max)
+        given = named.get("mask")
+        named["mask"] = bias if given is None else given + bias
+        return (inner or call_kernel)(func, q, k, v, heads, **named)
+
+    return {**transformer_options, "optimized_attention_override": masked}
+
+
+def call_kernel(func: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs: Any) -> Any:
+    """The kernel itself, as an override calls it."""
+    return func(q, k, v, heads, **kwargs)
 
 
 def blocks_at_level(unet: Any, level: int) -> list[Any]:
@@ -124,9 +159,10 @@ class UNetAttentionTap:
 
 @dataclass(eq=False)
 class JointAttentionTap:
-    """M¹ of a two-stream transformer: the joint attention of each FLUX.1 double block or SD3 joint
-    block ([text; image] keys, text first after SD3's register tokens, after q/k norms and rotary
-    positions), as leditspp's diffusers FLUX and SD3 adapters read it.
+    """M¹ of a two-stream transformer: the joint attention of each FLUX.1 or Chroma double block, SD3
+    joint block or Qwen-Image transformer block ([text; image] keys, text first after SD3's register
+    tokens, after q/k norms and rotary positions; padded text keys masked), as leditspp's diffusers
+    FLUX, Chroma, SD3 and Qwen-Image adapters read it.
 
     ComfyUI's calls there do not say which block they are in, so each block is wrapped with
     ComfyUI's per-block patch (``patches_replace["dit"][("double_block", i)]``, chaining one another
@@ -142,11 +178,12 @@ class JointAttentionTap:
 
     @classmethod
     def of(cls, network: Any) -> JointAttentionTap:
-        """The tap of a ComfyUI ``Flux`` (its ``double_blocks``) or ``MMDiT`` (its ``joint_blocks``)."""
+        """The tap of a ComfyUI ``Flux`` or ``Chroma`` (their ``double_blocks``), ``MMDiT`` (its
+        ``joint_blocks``) or ``QwenImageTransformer2DModel`` (its ``transformer_blocks``)."""
         if getattr(network, "flipped_img_txt", False):
             raise LeditsError("this FLUX-like model puts the image before the text; set mask mode to noise or none")
-        blocks = network.joint_blocks if hasattr(network, "joint_blocks") else network.double_blocks
-        return cls(AttentionRecorder(len(blocks)), int(getattr(network, "register_length", 0)))
+        name = next(n for n in ("joint_blocks", "transformer_blocks", "double_blocks") if hasattr(network, n))
+        return cls(AttentionRecorder(len(getattr(network, name))), int(getattr(network, "register_length", 0)))
 
     def options(self, transformer_options: dict[str, Any], text_tokens: int) -> dict[str, Any]:
         """A copy of ``transformer_options`` with the block markers and the override, for a call whose
@@ -177,21 +214,39 @@ class JointAttentionTap:
         return block
 
     def _kernel(
-        self, inner: Any, func: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs: Any
+        self,
+        inner: Any,
+        func: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        heads: int,
+        *rest: Any,
+        **kwargs: Any,
     ) -> Any:
+        named = by_name(rest, kwargs)
         if self._in_block and self.recorder.armed:
-            self._record(q, k, heads, kwargs)
+            self._record(q, k, heads, named)
         self._in_block = False
-        if inner is not None:
-            return inner(func, q, k, v, heads, **kwargs)
-        return func(q, k, v, heads, **kwargs)
+        return (inner or call_kernel)(func, q, k, v, heads, **named)
 
     def _record(self, q: torch.Tensor, k: torch.Tensor, heads: int, kwargs: dict[str, Any]) -> None:
         """The armed rows' image queries (R, heads, Q, d) against all keys (R, heads, K, d), with the
-        kernel's scale d^−½ and its mask (FLUX.1's), keeping the text columns."""
+        kernel's scale d^−½ and its mask (Chroma's and Qwen-Image's padded text), keeping the text columns."""
         rows, start, end = self.recorder.rows, self.offset, self.offset + self._text
-        if not kwargs.get("skip_reshape", False):  # SD3 gives (B, tokens, heads·d)
+        if not kwargs.get("skip_reshape", False):  # SD3 and Qwen-Image give (B, tokens, heads·d)
             q, k = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
-        mask = kwargs.get("mask")
-        bias = None if mask is None else mask[rows][..., end:, :]
+        bias = image_query_mask(kwargs.get("mask"), rows, end)
         self.recorder.record(q[rows][:, :, end:], k[rows], q.shape[-1] ** -0.5, text=slice(start, end), mask=bias)
+
+
+def image_query_mask(mask: torch.Tensor | None, rows: Any, start: int) -> torch.Tensor | None:
+    """A kernel's ``mask`` — (Q or 1, K), (B or 1, Q or 1, K) or with heads, as ComfyUI's kernels read
+    it (a batch, then heads, added where missing) — for the recorder: (R or 1, heads or 1, Q' or 1,
+    K), the ``rows`` and the queries from ``start`` on (the image's)."""
+    if mask is None:
+        return None
+    mask = mask[None] if mask.dim() == 2 else mask
+    mask = mask[:, None] if mask.dim() == 3 else mask
+    mask = mask[rows] if mask.shape[0] > 1 else mask
+    return mask if mask.shape[2] == 1 else mask[:, :, start:]

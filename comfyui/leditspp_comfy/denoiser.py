@@ -9,9 +9,10 @@ the noise levels are the model's ``model_sampling`` sigmas.
 Variance-preserving families (ε- and v-prediction) live in ComfyUI's space ``x = x0 + σ·ε`` with
 ``σ = s/a``; leditspp's latents are ``y = a·x0 + s·ε`` (paper Eq. 6), so ``x = y/a``. ComfyUI's
 ``apply_model`` returns the data prediction ``D``; the estimate the guidance acts on is
-``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1 and SD3 are on
-ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's ``y`` itself; there
-``(x − D)/σ`` is the velocity v the flow solvers take.
+``ε = (x − D)/σ`` (paper Eq. 8's ε_θ), whatever the network's prediction type. FLUX.1, Chroma,
+SD3 and Qwen-Image are on ComfyUI's flow path ``x = (1 − σ)·x0 + σ·ε`` (CONST), which is leditspp's
+``y`` itself; there ``(x − D)/σ`` is the velocity v the flow solvers take. Qwen-Image's latents
+carry a frame axis (B, C, 1, h, w) in ComfyUI, which the loops do not see.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from leditspp.errors import LeditsError
 from leditspp.models.base import Conditioning
 from leditspp.solvers import FlowPath, NoiseLevel, NoisePath, Path
 
-from .attention import JointAttentionTap, UNetAttentionTap
+from .attention import JointAttentionTap, UNetAttentionTap, text_mask_options
 
 #: The model families of ComfyUI this pack edits, by ComfyUI's model-config class name.
 SUPPORTED: dict[str, str] = {
@@ -41,9 +42,17 @@ SUPPORTED: dict[str, str] = {
     "Flux": "FLUX.1 [dev]",
     "FluxSchnell": "FLUX.1 [schnell]",
     "SD3": "Stable Diffusion 3 and 3.5",
+    "Chroma": "Chroma",
+    "QwenImage": "Qwen-Image",
 }
 #: The families on a rectified-flow path (ComfyUI's CONST parameterisation); the rest are VP.
-FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3"})
+FLOW_FAMILIES = frozenset({"Flux", "FluxSchnell", "SD3", "Chroma", "QwenImage"})
+#: The families whose prompts keep their own token counts: prompts of different counts are padded
+#: to one and the pads masked out (see :func:`.text.pad_to_common_length`).
+TEXT_MASK_FAMILIES = frozenset({"Chroma", "QwenImage"})
+#: Of those, the ones whose network in this ComfyUI drops a text mask (Qwen-Image's attention never
+#: passes it on): the pads are masked in the attention kernel instead (:func:`.attention.text_mask_options`).
+KERNEL_MASK_FAMILIES = frozenset({"QwenImage"})
 
 
 def model_name(patcher: Any) -> str:
@@ -100,8 +109,8 @@ def flow_path(sampling: Any) -> FlowPath:
 
 @dataclass(eq=False)
 class ComfyDenoiser:
-    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1) for the loops: estimates, data
-    predictions, the noise path and the attention tap for M¹ — the part of
+    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1, Chroma, Qwen-Image) for the
+    loops: estimates, data predictions, the noise path and the attention tap for M¹ — the part of
     :class:`~leditspp.models.base.ModelAdapter` the loops call. The text and the autoencoder parts
     are ComfyUI's ``CLIP`` (:mod:`.text`) and ``VAE`` (:mod:`.run`)."""
 
@@ -126,8 +135,39 @@ class ComfyDenoiser:
 
     @property
     def flow(self) -> bool:
-        """Whether the model is on a rectified-flow path (FLUX.1, SD3) rather than a VP one."""
+        """Whether the model is on a rectified-flow path (FLUX.1, Chroma, SD3, Qwen-Image) rather than a VP one."""
         return model_name(self.patcher) in FLOW_FAMILIES
+
+    @property
+    def text_mask(self) -> bool:
+        """Whether padded prompts stack in one call with their pads masked (Chroma, Qwen-Image)."""
+        return model_name(self.patcher) in TEXT_MASK_FAMILIES
+
+    @property
+    def kernel_mask(self) -> bool:
+        """Whether the pads are masked in the attention kernel, the network dropping a text mask (Qwen-Image)."""
+        return model_name(self.patcher) in KERNEL_MASK_FAMILIES
+
+    @property
+    def frames(self) -> bool:
+        """Whether the model's latents have a frame axis (B, C, T, h, w) (Qwen-Image's Wan 2.1 latents)."""
+        return self.patcher.model.latent_format.latent_dimensions == 3
+
+    def latent_in(self, latent: torch.Tensor) -> torch.Tensor:
+        """A ``LATENT``'s samples in the model's space, as the loops take them: (B, C, h, w).
+        A frame-axis model's latents (B, C, 1, h, w) lose their one frame (a 4-D latent gets one
+        first, as ComfyUI's samplers give it)."""
+        if self.frames and latent.dim() == 4:
+            latent = latent[:, :, None]
+        x0 = self.patcher.model.process_latent_in(latent)
+        return x0[:, :, 0] if self.frames else x0
+
+    def latent_out(self, latents: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Model-space latents (B, C, h, w) as samples shaped like the user's ``like`` (4-D, or 5-D
+        with one frame)."""
+        if self.frames:
+            latents = latents[:, :, None]
+        return self.patcher.model.process_latent_out(latents).reshape(like.shape)
 
     @property
     def path(self) -> Path:
@@ -147,7 +187,7 @@ class ComfyDenoiser:
 
     @property
     def cell(self) -> int:
-        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on FLUX.1 and SD3."""
+        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on a transformer."""
         return self.patcher.model.diffusion_model.patch_size if self.flow else 2**self.mask_level
 
     def mask_grid(self, height: int, width: int) -> tuple[int, int]:
@@ -180,12 +220,25 @@ class ComfyDenoiser:
 
     def _apply(self, x: torch.Tensor, sigmas: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """ComfyUI's data prediction for ``x`` (R, C, h, w) in its space at ``sigmas`` (R,), through
-        the model's ``model_function_wrapper`` when a patch set one (as its samplers do)."""
+        the model's ``model_function_wrapper`` when a patch set one (as its samplers do). Rows whose
+        text is zero-padded (a ``mask`` (R, L), 0 on the padding) have the padded keys masked in every
+        attention kernel call where the network drops the mask (Qwen-Image)."""
         model = self.patcher.model
         options = dict(self.patcher.model_options.get("transformer_options", {}))
         options["sigmas"] = sigmas
         if self._tap is not None:
             options = self._tap.options(options, cond.embeds.shape[1])
+        mask = cond.get("mask")
+        if mask is not None and self.kernel_mask and not bool(mask.all()):
+            options = text_mask_options(options, mask)
+        if self.frames:
+            return self._call(model, x[:, :, None], sigmas, cond, options)[:, :, 0]
+        return self._call(model, x, sigmas, cond, options)
+
+    def _call(
+        self, model: Any, x: torch.Tensor, sigmas: torch.Tensor, cond: Conditioning, options: dict[str, Any]
+    ) -> torch.Tensor:
+        """``apply_model`` on ``x`` in the model's own layout with the call's ``transformer_options``."""
         rows = x.shape[0]
         c = {
             name: value.process_cond(batch_size=rows, area=None).cond
@@ -201,11 +254,28 @@ class ComfyDenoiser:
         """The model's inputs beside the latents, as ComfyUI's samplers make them
         (``BaseModel.extra_conds``; the image size is the latent's times 8, as theirs): the text
         embeddings, for SDXL the added conditions from the pooled vector and the size, for FLUX.1
-        the pooled vector and its guidance input (3.5, as ComfyUI's default); one per row."""
+        the pooled vector and its guidance input (3.5, as ComfyUI's default; Chroma's is 0), and
+        where some row's text is padded and the network masks text itself (Chroma), the joint
+        attention's mask (:meth:`_joint_mask`); one per row (Qwen-Image: the embeddings alone)."""
         height, width = (8 * side for side in x.shape[-2:])
+        masked = {}
+        text_mask = cond.get("mask")
+        if text_mask is not None and not bool(text_mask.all()) and not self.kernel_mask:
+            grid = self.mask_grid(*x.shape[-2:])
+            masked = {"attention_mask": self._joint_mask(text_mask, grid), "attention_mask_img_shape": grid, "noise": x}
         return self.patcher.model.extra_conds(
-            cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device
+            cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device, **masked
         )
+
+    @staticmethod
+    def _joint_mask(text_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The additive key mask (R, 1, L + h'·w') of a joint [text; image] attention for text masks
+        (R, L) (1: a token, 0: a pad): −inf on the pads' keys, 0 on the rest, the same for every
+        query (ComfyUI's kernels broadcast a mask of one query). Every query keeps its image keys,
+        so no softmax row is empty, and a padded row's image output is the unpadded row's."""
+        bias = torch.zeros(text_mask.shape[0], 1, text_mask.shape[1] + grid[0] * grid[1], device=text_mask.device)
+        bias[:, 0, : text_mask.shape[1]].masked_fill_(text_mask <= 0, float("-inf"))
+        return bias
 
     @contextlib.contextmanager
     def capture_attention(self) -> Iterator[AttentionRecorder]:

@@ -43,13 +43,16 @@ class LeditsInvert:
             "required": {
                 "model": (
                     "MODEL",
-                    {"tooltip": "The diffusion model (SD 1.x/2.x, SDXL, SD3/3.5, FLUX.1), with its LoRAs and patches."},
+                    {
+                        "tooltip": "The diffusion model (SD 1.x/2.x, SDXL, SD3/3.5, FLUX.1, Chroma, Qwen-Image), "
+                        "with its LoRAs and patches."
+                    },
                 ),
                 "vae": ("VAE", {"tooltip": "Encodes the image into the model's latents."}),
                 "clip": ("CLIP", {"tooltip": "Encodes the empty prompt (and the source text) for the inversion."}),
                 "image": (
                     "IMAGE",
-                    {"tooltip": "Sides: multiples of 32 (SD 1.x/2.x, SDXL) or 16 (SD3, FLUX.1)."},
+                    {"tooltip": "Sides: multiples of 32 (SD 1.x/2.x, SDXL) or 16 (SD3, FLUX.1, Chroma, Qwen-Image)."},
                 ),
                 "steps": ("INT", {"default": defaults.STEPS, "min": 1, "max": 1000, "tooltip": "Steps N."}),
                 "skip": (
@@ -182,6 +185,7 @@ class LeditsConcept:
             raise LeditsError("LeditsConcept: text is empty; type the concept to add or remove, e.g. sunglasses")
         if cooldown and cooldown <= warmup:
             raise LeditsError(f"LeditsConcept: cooldown ({cooldown}) must be 0 (never) or above warmup ({warmup})")
+        conditioning = encode(clip, text)
         edit = Edit(
             text.strip(),
             scale=scale,
@@ -189,9 +193,10 @@ class LeditsConcept:
             remove=direction == "remove",
             warmup_steps=warmup,
             cooldown_steps=cooldown or None,
-            conditioning=encode(clip, text),
+            conditioning=conditioning,
         )
-        return ((*concepts, run.Concept(edit, token_positions(clip, text))),)
+        positions = token_positions(clip, text, conditioning.embeds.shape[1])
+        return ((*concepts, run.Concept(edit, positions)),)
 
 
 class LeditsEdit:

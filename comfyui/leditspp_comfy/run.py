@@ -41,7 +41,7 @@ class ComfyInversion:
     made (ComfyUI hands one cached output to every later prompt)."""
 
     inversion: Inversion  # the loops' value, on the CPU
-    latent: torch.Tensor  # (B, C, h, w): the VAE's latent, as ComfyUI's VAEEncode gives it
+    latent: torch.Tensor  # (B, C, h, w) or (B, C, 1, h, w): the VAE's latent, as ComfyUI's VAEEncode gives it
     base: tuple[Conditioning, ...]  # c_∅ and, with a source prompt, c_src: one row each
 
 
@@ -93,9 +93,9 @@ def invert(
     check_solver(solver, steps, skip)
     generator = torch.Generator("cpu").manual_seed(check_seed(seed))
     batch, height, width, _ = image.shape
-    check_size(height, width, vae.downscale_ratio * denoiser.cell)
-    latent = vae.encode(image[..., :3])
-    x0 = denoiser.patcher.model.process_latent_in(latent).to(denoiser.device)
+    check_size(height, width, vae.spacial_compression_encode() * denoiser.cell)
+    latent = encode_images(vae, image[..., :3])
+    x0 = denoiser.latent_in(latent).to(denoiser.device)
     path = denoiser.noise_path(*x0.shape[-2:])
     table = step_table(solver, path, steps, skip)
     rows = len(base) * batch
@@ -124,6 +124,15 @@ def invert(
     return ComfyInversion(inversion, latent.clone(), tuple(c.map(lambda t: t.cpu()) for c in base))
 
 
+def encode_images(vae: Any, image: torch.Tensor) -> torch.Tensor:
+    """``image`` (B, H, W, 3) through ComfyUI's ``VAE``: (B, C, h, w), or (B, C, 1, h, w) from a video
+    VAE (Qwen-Image's Wan 2.1), which would take a batch as the frames of one video, so there each
+    image is encoded on its own."""
+    if vae.latent_dim == 3:
+        return torch.cat([vae.encode(one) for one in image.split(1)])
+    return vae.encode(image)
+
+
 def check_inversion(denoiser: ComfyDenoiser, inv: ComfyInversion) -> StepTable:
     """The solver table to replay ``inv`` with on this model, refused for another family's schedule."""
     info = inv.inversion.info
@@ -142,9 +151,12 @@ def check_inversion(denoiser: ComfyDenoiser, inv: ComfyInversion) -> StepTable:
 
 
 def fit_lengths(denoiser: ComfyDenoiser, conds: Sequence[Conditioning]) -> list[Conditioning]:
-    """``conds`` brought to one token count so that one call stacks them (:func:`.text.to_common_length`).
-    A joint attention (FLUX.1, SD3) would weigh repeated text keys against the image's, so there the
-    counts must already be equal."""
+    """``conds`` brought to one token count so that one call stacks them: padded and masked where the
+    family's prompts keep their own counts (Chroma, Qwen-Image; :func:`.text.pad_to_common_length`),
+    else repeated (:func:`.text.to_common_length`). A joint attention without a text mask (FLUX.1,
+    SD3) would weigh repeated text keys against the image's, so there the counts must already be equal."""
+    if denoiser.text_mask:
+        return text.pad_to_common_length(conds)
     lengths = sorted({c.embeds.shape[1] for c in conds})
     if denoiser.flow and len(lengths) > 1:
         raise LeditsError(
@@ -163,9 +175,10 @@ def concept_batch(
     edits = tuple(k.edit for k in concepts)
     fitted = fit_lengths(denoiser, [*base, *(e.conditioning for e in edits)])
     length = fitted[0].embeds.shape[1]
-    own = [e.conditioning.embeds.shape[1] for e in edits]
+    # a repeated conditioning holds its tokens once per copy, a padded one once
+    own = [length if denoiser.text_mask else e.conditioning.embeds.shape[1] for e in edits]
     rows = fitted[len(base) :]
-    cond = Conditioning.cat(rows) if rows else Conditioning.of(torch.zeros(0, length, base[0].embeds.shape[-1]))
+    cond = Conditioning.cat(rows) if rows else fitted[0].map(lambda t: t[:0])
     weights = text.token_weights([k.positions for k in concepts], own, length)
     per_concept = torch.tensor([[e.direction, e.scale, e.threshold] for e in edits]).reshape(-1, 3)
     batch = ConceptBatch(
@@ -189,7 +202,7 @@ def edit(
     user_mask: torch.Tensor | None,
     preserve: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edit ``inv`` with ``concepts`` (paper Eqs. 8–14). Returns the ``LATENT`` samples (B, C, h, w)
+    """Edit ``inv`` with ``concepts`` (paper Eqs. 8–14). Returns the ``LATENT`` samples (shaped as the VAE's)
     and each concept's mask averaged over its steps, (E·B, H, W) at the image's size (concept-major;
     one zero mask per image without concepts)."""
     if mask_mode not in MASK_MODES:
@@ -228,11 +241,12 @@ def edit(
 
 
 def output_latent(denoiser: ComfyDenoiser, inv: ComfyInversion, latents: torch.Tensor) -> torch.Tensor:
-    """The edit's ``LATENT`` samples (B, C, h, w): the user's latent where the edit left the source
+    """The edit's ``LATENT`` samples (shaped as the VAE's): the user's latent where the edit left the source
     ``x0`` as it was, ``process_latent_out`` of the edited latents elsewhere."""
     latents = latents.cpu()
-    edited = denoiser.patcher.model.process_latent_out(latents)
-    return torch.where(latents == inv.inversion.source_latents, inv.latent, edited)
+    edited = denoiser.latent_out(latents, inv.latent)
+    kept = (latents == inv.inversion.source_latents).reshape(inv.latent.shape)
+    return torch.where(kept, inv.latent, edited)
 
 
 def pixel_masks(means: torch.Tensor, inv: ComfyInversion) -> torch.Tensor:

@@ -4,6 +4,9 @@
 Token positions are read from ComfyUI's own tokenization (``CLIP.tokenize(…, return_word_ids=True)``):
 every token that belongs to a word (word id > 0) of the prompt, across ComfyUI's 77-token chunks,
 so a prompt's weights syntax, embeddings and long prompts count as ComfyUI counts them.
+Qwen-Image's text encoder reads the prompt inside a chat template, as one word, and the transformer
+sees the tokens after the template's prefix: there the prompt's tokens are those that differ from
+the template's own, counted from where the prefix ends.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from comfy.text_encoders.qwen_image import QwenImageTEModel
 from comfy.text_encoders.sd3_clip import SD3ClipModel
 
 from leditspp.errors import LeditsError
@@ -20,20 +25,26 @@ from leditspp.models.base import Conditioning
 
 
 def encode(clip: Any, text: str) -> Conditioning:
-    """``text`` through ``clip``: embeds (1, L, D) fp32, L = 77 per ComfyUI chunk, and the pooled
-    vector (1, P) (SDXL's added conditions read it)."""
+    """``text`` through ``clip``: embeds (1, L, D) fp32 (L = 77 per ComfyUI chunk for a CLIP; the
+    prompt's own tokens and its end token for Chroma's T5; the prompt's own count after the chat
+    template's prefix on Qwen-Image) and the pooled vector (1, P) where the CLIP has one (SDXL's
+    added conditions read it)."""
     embeds, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
-    return Conditioning.of(embeds.float(), pooled.float())
+    return Conditioning.of(embeds.float(), None if pooled is None else pooled.float())
 
 
-def token_positions(clip: Any, text: str) -> tuple[int, ...]:
+def token_positions(clip: Any, text: str, length: int | None = None) -> tuple[int, ...]:
     """Positions of ``text``'s word tokens in its encoding's L tokens (start, end and padding
     excluded). SD3's sequence is [CLIP-L ⊕ CLIP-G; T5]: the CLIPs' tokens (the two must agree) and
     T5's after them, each part where its encoder is loaded. Where a T5 gives the sequence alone
     (FLUX.1; CLIP-L only its pooled vector) its tokens count; otherwise every text encoder of the
-    CLIP (SDXL: CLIP-L and CLIP-G) must agree on them."""
+    CLIP (SDXL: CLIP-L and CLIP-G) must agree on them. Qwen-Image: see :func:`template_positions`
+    (``length``: the encoding's L where known, else it is encoded)."""
     tokenized = clip.tokenize(text, return_word_ids=True)
     model = clip.cond_stage_model
+    if isinstance(model, QwenImageTEModel):
+        length = encode(clip, text).embeds.shape[1] if length is None else length
+        return template_positions(clip, tokenized, length)
     if isinstance(model, SD3ClipModel):
         return sd3_positions(model, tokenized, text)
     sequences = [tokenized["t5xxl"]] if "t5xxl" in tokenized else list(tokenized.values())
@@ -50,6 +61,20 @@ def sd3_positions(model: Any, tokenized: dict[str, Any], text: str) -> tuple[int
         return positions
     t5, _ = agreed_positions([tokenized["t5xxl"]], text)
     return tuple(length + p for p in t5)
+
+
+def template_positions(clip: Any, tokenized: dict[str, Any], length: int) -> tuple[int, ...]:
+    """The prompt's tokens in a chat template's encoding of ``length`` tokens: the tokens between
+    the longest prefix and suffix it shares with the template's own (an empty prompt's)
+    tokenization, shifted by the template prefix that the encoder drops (what the tokenization
+    has beyond ``length``)."""
+    (full,) = ([token for chunk in chunks for token, *_ in chunk] for chunks in tokenized.values())
+    (bare,) = ([token for chunk in chunks for token, *_ in chunk] for chunks in clip.tokenize("").values())
+    shared = min(len(full), len(bare))
+    prefix = next((i for i in range(shared) if full[i] != bare[i]), shared)
+    suffix = next((i for i in range(shared - prefix) if full[-1 - i] != bare[-1 - i]), shared - prefix)
+    dropped = len(full) - length
+    return tuple(i - dropped for i in range(prefix, len(full) - suffix) if i >= dropped)
 
 
 def agreed_positions(sequences: Sequence[Any], text: str) -> tuple[tuple[int, ...], int]:
@@ -79,6 +104,29 @@ def to_common_length(conds: Sequence[Conditioning]) -> list[Conditioning]:
     that one network call can stack them (a long prompt has 77 tokens per chunk)."""
     length = math.lcm(*(c.embeds.shape[1] for c in conds))
     return [repeat_tokens(c, length) for c in conds]
+
+
+def pad_to_common_length(conds: Sequence[Conditioning]) -> list[Conditioning]:
+    """``conds`` padded to the longest one's token count, each with its text mask, for a family whose
+    pads are masked (Chroma, Qwen-Image): padded positions get no attention and the text's rotary
+    positions do not move, so each row's output is its own."""
+    length = max(c.embeds.shape[1] for c in conds)
+    return [pad_tokens(c, length) for c in conds]
+
+
+def pad_tokens(cond: Conditioning, length: int) -> Conditioning:
+    """``cond`` (n, l, D) with zero embeddings appended up to ``length`` tokens and ``mask``
+    (n, length): its own mask (1 on every token where it has none), 0 on the appended pads."""
+    n, own, _ = cond.embeds.shape
+    mask = cond.get("mask")
+    mask = cond.embeds.new_ones(n, own) if mask is None else mask
+    return Conditioning(
+        {
+            **cond.tensors,
+            "embeds": F.pad(cond.embeds, (0, 0, 0, length - own)),
+            "mask": F.pad(mask, (0, length - own)),
+        }
+    )
 
 
 def repeat_tokens(cond: Conditioning, length: int) -> Conditioning:

@@ -1,4 +1,5 @@
-"""Tiny SD 1.x/2.x, SDXL, SD3 and FLUX.1 models in ComfyUI's own classes, from fixed seeds (no download)."""
+"""Tiny SD 1.x/2.x, SDXL, SD3, FLUX.1, Chroma and Qwen-Image models in ComfyUI's own classes, from
+fixed seeds (no download)."""
 
 from __future__ import annotations
 
@@ -135,6 +136,49 @@ def tiny_flux(seed: int = 0, variant: str = "Flux") -> tuple[Any, Any]:
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
 
 
+#: A Chroma transformer (one double and one single block, 64 wide; a 2-layer modulation
+#: approximator) for the tiny T5 above. ComfyUI fixes the approximator's input (64: time, guidance
+#: and the modulation index, 16 + 16 + 32) and the packed channels (64 = 16 latent channels × 2×2).
+TINY_CHROMA = {
+    "image_model": "chroma",
+    "in_channels": 64,
+    "out_channels": 64,
+    "patch_size": 2,
+    "context_in_dim": 32,
+    "hidden_size": 64,
+    "mlp_ratio": 2.0,
+    "num_heads": 2,
+    "depth": 1,
+    "depth_single_blocks": 1,
+    "axes_dim": [4, 14, 14],
+    "theta": 10000,
+    "qkv_bias": True,
+    "in_dim": 64,
+    "out_dim": 64,
+    "hidden_dim": 32,
+    "n_layers": 2,
+}
+
+
+def tiny_chroma(seed: int = 0, **config: Any) -> tuple[Any, Any]:
+    """A ``ModelPatcher`` around a tiny Chroma model (:data:`TINY_CHROMA`, changed by ``config``) and
+    its ``CLIP`` (the T5 ComfyUI gives Chroma: no padding, no attention mask)."""
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.supported_models
+    import comfy.text_encoders.pixart_t5
+    from comfy.supported_models_base import ClipTarget
+
+    model = comfy.supported_models.Chroma({**TINY_CHROMA, **config}).get_model({})
+    randomize(model.diffusion_model, seed)
+    cpu = torch.device("cpu")
+    t5 = comfy.text_encoders.pixart_t5
+    target = ClipTarget(t5.PixArtTokenizer, t5.pixart_te())
+    clip = comfy.sd.CLIP(target, model_options={"t5xxl_model_config": dict(TINY_T5)})
+    randomize(clip.cond_stage_model, seed + 1)
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
+
+
 #: An SD3.5-shaped MMDiT (two joint blocks, 128 wide: ComfyUI fixes 64 channels a block and a head
 #: per block; RMS q/k norms; the first block with SD3.5 Medium's extra image self-attention) for the
 #: tiny CLIP-L + CLIP-G (32 + 32 pooled) and a T5 as wide as ComfyUI pads the CLIPs (4096).
@@ -174,6 +218,62 @@ def tiny_sd3(seed: int = 0, t5: bool = True) -> tuple[Any, Any]:
     clip = comfy.sd.CLIP(target, model_options={**options, "t5xxl_model_config": dict(SD3_T5)})
     randomize(clip.cond_stage_model, seed + 1)
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
+
+
+#: A Qwen-Image transformer (two blocks, 64 wide, heads of 32 with rotary axes 8 + 12 + 12) on
+#: 16-channel latents packed 2×2, reading the 32-wide Qwen2.5-VL below.
+TINY_QWEN_IMAGE = {
+    "image_model": "qwen_image",
+    "patch_size": 2,
+    "in_channels": 64,
+    "out_channels": 16,
+    "num_layers": 2,
+    "attention_head_dim": 32,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 32,
+    "axes_dims_rope": (8, 12, 12),
+}
+#: Qwen2.5-VL's language model made tiny (ComfyUI fixes its heads at 128 channels and its
+#: vocabulary at Qwen's 152,064 tokens; ComfyUI's own Qwen2.5 tokenizer is in its tree).
+TINY_QWEN25 = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+}
+
+
+def tiny_qwen_image(seed: int = 0) -> tuple[Any, Any]:
+    """A ``ModelPatcher`` around a tiny Qwen-Image model (ComfyUI's flow sampling, shift 1.15) and its
+    ``CLIP`` (the tiny Qwen2.5-VL in Qwen-Image's chat template). ComfyUI builds the encoder's vision
+    tower at its fixed full size (0.66 B parameters, never filled); text prompts never run it, so it
+    is dropped."""
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.supported_models
+    import comfy.text_encoders.qwen_image
+    from comfy.supported_models_base import ClipTarget
+
+    model = comfy.supported_models.QwenImage(dict(TINY_QWEN_IMAGE)).get_model({})
+    randomize(model.diffusion_model, seed)
+    cpu = torch.device("cpu")
+    target = ClipTarget(comfy.text_encoders.qwen_image.QwenImageTokenizer, comfy.text_encoders.qwen_image.te())
+    clip = comfy.sd.CLIP(target, model_options={"qwen25_7b_model_config": dict(TINY_QWEN25)})
+    encoder = clip.cond_stage_model.qwen25_7b.transformer
+    del encoder.visual
+    randomize(encoder, seed + 1)
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu), clip
+
+
+def wan_vae(seed: int = 2) -> Any:
+    """A ComfyUI ``VAE`` of Qwen-Image's kind (Wan 2.1: 16 channels, factor 8, latents with a frame
+    axis (B, 16, 1, h, w)) at the width ComfyUI fixes for it (0.13 B parameters)."""
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd={"decoder.middle.0.residual.0.gamma": torch.ones(384, 1, 1, 1)})
+    randomize(vae.first_stage_model, seed)
+    return vae
 
 
 def tiny_model(seed: int = 0, family: str = "SD15") -> Any:
