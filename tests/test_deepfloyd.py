@@ -210,3 +210,10 @@ def test_the_centre_crop_keeps_the_middle_at_the_sizes_aspect():
     assert torch.equal(centre_crop(tall, (64, 64)), tall[:, 20:100])
     assert torch.equal(centre_crop(tall, (64, 32)), tall[:, :, 10:70])  # taller than the image: the sides go
     assert torch.equal(centre_crop(tall, (96, 64)), tall)
+
+
+def test_prompts_are_lower_cased_and_stripped_as_ifs_pipelines_give_them_to_t5(if_editor):
+    model = if_editor.model
+    shouted = model.encode_prompts(["  A RED Hat "]).embeds
+    assert torch.equal(shouted, model.encode_prompts(["a red hat"]).embeds)
+    assert model.token_positions("  A RED Hat ") == model.token_positions("a red hat") == [0, 1, 2]
