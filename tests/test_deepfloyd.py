@@ -217,3 +217,11 @@ def test_prompts_are_lower_cased_and_stripped_as_ifs_pipelines_give_them_to_t5(i
     shouted = model.encode_prompts(["  A RED Hat "]).embeds
     assert torch.equal(shouted, model.encode_prompts(["a red hat"]).embeds)
     assert model.token_positions("  A RED Hat ") == model.token_positions("a red hat") == [0, 1, 2]
+
+
+def test_only_a_family_that_declares_it_goes_without_a_vae(editor):
+    """IF needs no VAE (its ``required``); SD without its VAE is still refused before it is built."""
+    components = dict(editor.pipeline.components, vae=None)
+    with pytest.raises(LeditsError, match="the model lacks vae; supported families"):
+        Editor.from_pipe(components)
+    assert "vae" not in DeepFloydIF.required

@@ -401,7 +401,8 @@ class Editor:
                 check_edited(latents[k : k + 1], image, self.decode(inv.source_latents[k : k + 1])[0])
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        """Latents (B, C, h, w) → PIL images through the VAE."""
+        """Latents (B, C, h, w) → PIL images through the model's decoder (a VAE; DeepFloyd IF: its
+        stage I pixels as they are, or its stage II upscaler)."""
         return to_pil(self.model.decode(latents))
 
     # -- helpers ------------------------------------------------------------------------------
