@@ -225,3 +225,17 @@ def test_only_a_family_that_declares_it_goes_without_a_vae(editor):
     with pytest.raises(LeditsError, match="the model lacks vae; supported families"):
         Editor.from_pipe(components)
     assert "vae" not in DeepFloydIF.required
+
+
+def test_the_text_conditions_are_what_ifs_own_pipeline_gives_its_unet(if_folder, if_editor):
+    """``IFPipeline.__call__``'s UNet input for a prompt with guidance: [c_∅; c] as ours encode them."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(if_folder)
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["encoder_hidden_states"]), with_kwargs=True)
+    pipe("A Red Hat ", num_inference_steps=1, guidance_scale=7.0, clean_caption=False, output_type="pt")
+    model = if_editor.model
+    ours = torch.cat([model.unconditional("", 1).embeds, model.encode_prompts(["A Red Hat "]).embeds])
+    assert len(seen) == 1 and torch.equal(seen[0], ours)
