@@ -20,12 +20,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from frontend import CHROMIUM, apply_settings, load, open_app
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
 PACK = Path(__file__).resolve().parents[1]
-#: Front-end settings: no first-run template gallery, no minimap over the graph.
-SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
 
 
 def free_port() -> int:
@@ -35,14 +34,11 @@ def free_port() -> int:
 
 
 def prepare(base: Path, image: str) -> None:
-    """The server's base directory: the pack linked, the workflow's input image, the settings."""
+    """The server's base directory: the pack linked, the workflow's input image."""
     (base / "custom_nodes").mkdir(parents=True)
     (base / "custom_nodes" / "leditspp").symlink_to(PACK, target_is_directory=True)
     (base / "input").mkdir()
     Image.new("RGB", (512, 512), (128, 144, 160)).save(base / "input" / image)
-    settings = base / "user" / "default" / "comfy.settings.json"
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps(SETTINGS))
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 180.0) -> None:
@@ -59,18 +55,15 @@ def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 180.0)
 
 def shoot(url: str, graph: dict, out: Path, size: tuple[int, int]) -> None:
     """Open ``url`` in headless Chromium, load ``graph`` into the canvas and save ``out``."""
+    apply_settings(url)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": size[0], "height": size[1]})
-        page.goto(url, wait_until="networkidle")
-        page.wait_for_function("window.app && window.app.graph", timeout=60_000)
-        page.evaluate("graph => window.app.loadGraphData(graph)", graph)
-        page.wait_for_timeout(2000)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page, errors = open_app(browser, url, size)
+        report = load(page, errors, graph)
         page.keyboard.press("Escape")  # any dialog the front end opened over the canvas
         page.wait_for_timeout(1000)
-        types = page.evaluate("window.app.graph._nodes.map(n => n.type)")
-        if sorted(types) != sorted(n["type"] for n in graph["nodes"]):
-            raise SystemExit(f"the front end loaded {types}")
+        if sorted(report["types"]) != sorted(n["type"] for n in graph["nodes"]) or report["flagged"]:
+            raise SystemExit(f"the front end loaded {report['types']}, flagged {report['flagged']}")
         page.screenshot(path=str(out))
         browser.close()
 
@@ -94,7 +87,7 @@ def main() -> None:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=base)
             try:
                 wait_for(f"http://127.0.0.1:{port}", process)
-                shoot(f"http://127.0.0.1:{port}/", graph, args.out, (1600, 1000))
+                shoot(f"http://127.0.0.1:{port}", graph, args.out, (1600, 1000))
             finally:
                 process.terminate()
                 process.wait(timeout=30)

@@ -6,7 +6,8 @@
 #
 # ComfyUI is looked for in $LEDITSPP_COMFYUI, then ../shared/comfyui beside the repository; where
 # there is none the pack's tests are not run (said in one line). LEDITSPP_COMFY_VENV names another
-# environment folder.
+# environment folder; LEDITSPP_BROWSER_PYTHON a Python with playwright for the front-end test
+# (default: the Makefile's .venv).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 comfy=${LEDITSPP_COMFYUI:-$repo/../shared/comfyui}
@@ -25,4 +26,7 @@ if [ ! -f "$venv/.complete" ]; then
 fi
 "$venv/bin/pip" install --quiet --no-deps -e "$repo"
 cd "$repo"
-LEDITSPP_COMFYUI="$comfy" LEDITSPP_REQUIRE_COMFYUI=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs tests/comfyui
+# the front-end test drives Chromium through playwright, which the project's test environment has
+browser_python=${LEDITSPP_BROWSER_PYTHON:-$repo/.venv/bin/python}
+LEDITSPP_COMFYUI="$comfy" LEDITSPP_REQUIRE_COMFYUI=1 LEDITSPP_BROWSER_PYTHON="$browser_python" \
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs tests/comfyui

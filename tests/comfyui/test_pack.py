@@ -157,37 +157,15 @@ def test_preserve_keeps_the_user_latent_outside_the_region(parts):
 
 
 def test_attention_mask_is_the_softmax_of_the_kernels_q_and_k(parts):
-    """M¹ from the tap equals a direct softmax of the q and k the kernel received (recorded by an
-    override set before the pack's, which the pack's calls in turn)."""
+    """M¹ from the tap equals a direct softmax of the q and k the kernel received."""
     unet, clip, _ = parts
-    seen = []
-
-    def recording(func, q, k, v, heads, **kwargs):
-        seen.append((q, k, heads, kwargs["transformer_options"].get("block")))
-        return func(q, k, v, heads, **kwargs)
-
-    model = unet.clone()
-    model.model_options["transformer_options"] = {"optimized_attention_override": recording}
-    denoiser = ComfyDenoiser.of(model)
-    cond = text.encode(clip, "a red hat")
-    positions = text.token_positions(clip, "a red hat")
-    assert positions == (1, 2, 3)
-    weights = torch.zeros(1, cond.embeds.shape[1])
-    weights[0, list(positions)] = 1.0
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     level = NoiseLevel(torch.tensor([500.0]), torch.tensor([0.6]), torch.tensor([0.8]))
-    with denoiser.capture_attention() as recorder:
-        recorder.arm(slice(0, None), weights)
-        denoiser.estimate(x, level, cond)
-        got = recorder.take((2, 2))
-    cross = [(q, k, h) for q, k, h, block in seen if k.shape[1] == 77 and q.shape[1] == 4 and block[0] != "middle"]
+    got, calls, _, positions = tiny.tap_and_kernel_calls(unet, clip, x, level, (2, 2))
+    assert positions == (1, 2, 3)
+    cross = [(q, k, h) for q, k, h, block in calls if k.shape[1] == 77 and q.shape[1] == 4 and block[0] != "middle"]
     assert len(cross) == 3
-    maps = []
-    for q, k, heads in cross:
-        q, k = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
-        probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
-        maps.append(probs[..., list(positions)].sum(-1).mean(1))
-    expected = torch.stack(maps).mean(0).view(1, 2, 2)
+    expected = torch.stack([tiny.kernel_mask(q, k, h, positions) for q, k, h in cross]).mean(0).view(1, 2, 2)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 
 
@@ -195,30 +173,12 @@ def test_flux_attention_mask_is_the_joint_softmax_of_its_double_block():
     """On FLUX.1, M¹ is the image queries' joint softmax over [text; image] keys of the double block
     (its first kernel call; the single block's is left out), summed over the concept's T5 tokens."""
     model, clip = tiny.tiny_flux()
-    seen = []
-
-    def recording(func, q, k, v, heads, **kwargs):
-        seen.append((q, k))
-        return func(q, k, v, heads, **kwargs)
-
-    model = model.clone()
-    model.model_options["transformer_options"] = {"optimized_attention_override": recording}
-    denoiser = ComfyDenoiser.of(model)
-    cond = text.encode(clip, "a red hat")
-    positions = list(text.token_positions(clip, "a red hat"))
-    weights = torch.zeros(1, cond.embeds.shape[1])
-    weights[0, positions] = 1.0
     x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
     level = NoiseLevel(torch.tensor([500.0]), torch.tensor([0.5]), torch.tensor([0.5]))
-    with denoiser.capture_attention() as recorder:
-        recorder.arm(slice(0, None), weights)
-        denoiser.estimate(x, level, cond)
-        got = recorder.take((4, 4))
-    assert len(seen) == 2  # the double block's kernel call, then the single block's
-    q, k = seen[0]
-    text_tokens = cond.embeds.shape[1]
-    probs = torch.softmax(q[:, :, text_tokens:] @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
-    expected = probs[..., positions].sum(-1).mean(1).view(1, 4, 4)
+    got, calls, tokens, positions = tiny.tap_and_kernel_calls(model, clip, x, level, (4, 4))
+    assert len(calls) == 2  # the double block's kernel call, then the single block's
+    q, k, heads, _ = calls[0]
+    expected = tiny.kernel_mask(q, k, heads, positions, tokens).view(1, 4, 4)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 
 

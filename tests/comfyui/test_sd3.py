@@ -60,31 +60,9 @@ def test_sd3_attention_mask_is_the_joint_softmax_of_each_joint_block(sd3):
     call (the SD3.5 block's image self-attention after it is left out), summed over the concept's
     tokens and averaged over blocks."""
     model, clip, _ = sd3
-    seen = []
-
-    def recording(func, q, k, v, heads, **kwargs):
-        seen.append((q, k, heads))
-        return func(q, k, v, heads, **kwargs)
-
-    model = model.clone()
-    model.model_options["transformer_options"] = {"optimized_attention_override": recording}
-    denoiser = ComfyDenoiser.of(model)
-    cond = text.encode(clip, "a red hat")
-    positions = list(text.token_positions(clip, "a red hat"))
-    weights = torch.zeros(1, cond.embeds.shape[1])
-    weights[0, positions] = 1.0
     x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
     level = NoiseLevel(torch.tensor([500.0]), torch.tensor([0.5]), torch.tensor([0.5]))
-    with denoiser.capture_attention() as recorder:
-        recorder.arm(slice(0, None), weights)
-        denoiser.estimate(x, level, cond)
-        got = recorder.take((4, 4))
-    tokens = cond.embeds.shape[1]
-    assert [k.shape[1] for _, k, _ in seen] == [tokens + 16, 16, tokens + 16]
-    maps = []
-    for q, k, heads in (seen[0], seen[2]):
-        q, k = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
-        probs = torch.softmax(q[:, :, tokens:] @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
-        maps.append(probs[..., positions].sum(-1).mean(1))
-    expected = torch.stack(maps).mean(0).view(1, 4, 4)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    got, calls, tokens, positions = tiny.tap_and_kernel_calls(model, clip, x, level, (4, 4))
+    assert [k.shape[1] for _, k, _, _ in calls] == [tokens + 16, 16, tokens + 16]
+    maps = [tiny.kernel_mask(q, k, heads, positions, tokens) for q, k, heads, _ in (calls[0], calls[2])]
+    torch.testing.assert_close(got, torch.stack(maps).mean(0).view(1, 4, 4), rtol=1e-5, atol=1e-7)

@@ -329,22 +329,136 @@ CHECKPOINT_VAE = {
 }
 
 
-def write_checkpoint(path: str, seed: int = 0) -> None:
-    """A ComfyUI-loadable SD 1.x checkpoint (fp16): the UNet above, CLIP-L (the size ComfyUI fixes
-    for SD 1.x) and SD's VAE, random from ``seed``; ~0.4 GB."""
+def half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` with its floating-point tensors in fp16, contiguous (as checkpoints are shared)."""
+    return {k: v.half().contiguous() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def write_checkpoint(path: str, seed: int = 0, family: str = "SD15") -> None:
+    """A ComfyUI-loadable single-file checkpoint (fp16) of ``family``, random from ``seed``: the
+    UNet above (SD15, ~0.4 GB) or below (SDXL, ~2 GB), the text encoders at the sizes ComfyUI fixes
+    for the family (SD 1.x: CLIP-L; SDXL: CLIP-L and CLIP-G) and SD's VAE."""
     import comfy.sd
     import comfy.sd1_clip
+    import comfy.sdxl_clip
     import comfy.supported_models
     import comfy.utils
     from comfy.supported_models_base import ClipTarget
 
-    model = comfy.supported_models.SD15(dict(CHECKPOINT_UNET)).get_model({})
+    unet, target = {
+        "SD15": (CHECKPOINT_UNET, ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)),
+        "SDXL": (CHECKPOINT_SDXL_UNET, ClipTarget(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)),
+    }[family]
+    model = getattr(comfy.supported_models, family)(dict(unet)).get_model({})
     randomize(model.diffusion_model, seed)
-    clip = comfy.sd.CLIP(ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel))
+    clip = comfy.sd.CLIP(target)
     randomize(clip.cond_stage_model, seed + 1)
     vae = comfy.sd.VAE(sd={}, config={"params": CHECKPOINT_VAE})
     randomize(vae.first_stage_model, seed + 2)
-    clip_sd = {k: v.half() if v.is_floating_point() else v for k, v in clip.get_sd().items()}
-    vae_sd = {k: v.half() for k, v in vae.get_sd().items()}
-    sd = model.state_dict_for_saving(clip_sd, vae_sd)
-    comfy.utils.save_torch_file({k: v.half().contiguous() if v.is_floating_point() else v for k, v in sd.items()}, path)
+    sd = model.state_dict_for_saving(half(clip.get_sd()), half(vae.get_sd()))
+    comfy.utils.save_torch_file(half(sd), path)
+
+
+#: The smallest UNet ComfyUI still detects as SDXL: it matches SDXL's widths (320 channels, 2048-wide
+#: text, 2816 added conditions) and its input blocks' transformer depths (0, 0, 2, 2, 10, 10); the
+#: levels stay 320 wide and the middle and output blocks hold one transformer each where SDXL's do.
+CHECKPOINT_SDXL_UNET = {
+    **TINY_UNET,
+    **FAMILIES["SDXL"][4],
+    "model_channels": 320,
+    "channel_mult": [1, 1, 1],
+    "num_res_blocks": [2, 2, 2],
+    "transformer_depth": [0, 0, 2, 2, 10, 10],
+    "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1],
+    "transformer_depth_middle": 1,
+    "context_dim": 2048,
+    "adm_in_channels": 2816,
+}
+#: The smallest FLUX.1 [dev] ComfyUI detects: its widths are fixed (3072 wide, 24 heads, 4096-wide T5
+#: text, CLIP-L's 768-wide pooled vector), the depth is not (one double and one single block, ~0.5 B
+#: parameters).
+CHECKPOINT_FLUX = {
+    **TINY_FLUX,
+    "vec_in_dim": 768,
+    "context_in_dim": 4096,
+    "hidden_size": 3072,
+    "mlp_ratio": 4.0,
+    "num_heads": 24,
+    "axes_dim": [16, 56, 56],
+}
+#: ``model_options`` for ComfyUI's FLUX.1 text stack (CLIP-L and T5) with a one-layer T5 as wide as
+#: FLUX.1 reads it: ComfyUI's loaders fix T5-XXL's size (4.8 B parameters; CLIP-L's is 0.1 B).
+FLUX_TEXT_OPTIONS = {"t5xxl_model_config": SD3_T5}
+
+
+def write_flux(unet: str, clip_l: str, t5: str, vae: str, seed: int = 0) -> None:
+    """The files a FLUX.1 graph loads (fp16), random from ``seed``: the diffusion model
+    (:data:`CHECKPOINT_FLUX`, for ``UNETLoader``, ~1 GB), CLIP-L and the T5 of
+    :data:`FLUX_TEXT_OPTIONS` and FLUX.1's autoencoder layout (no quant convs, 16 latent channels,
+    for ``VAELoader``)."""
+    import comfy.sd
+    import comfy.supported_models
+    import comfy.text_encoders.flux
+    import comfy.utils
+    from comfy.ldm.models.autoencoder import AutoencodingEngine
+    from comfy.supported_models_base import ClipTarget
+
+    model = comfy.supported_models.Flux(dict(CHECKPOINT_FLUX)).get_model({})
+    comfy.utils.save_torch_file(half(randomize(model.diffusion_model, seed).state_dict()), unet)
+    del model
+    target = ClipTarget(comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip())
+    clip = comfy.sd.CLIP(target, model_options=FLUX_TEXT_OPTIONS)
+    randomize(clip.cond_stage_model, seed + 1)
+    for path, name in ((clip_l, "clip_l"), (t5, "t5xxl")):
+        sd = half(getattr(clip.cond_stage_model, name).state_dict())
+        comfy.utils.save_torch_file({k.removeprefix("transformer."): v for k, v in sd.items()}, path)
+    ddconfig = {**CHECKPOINT_VAE["ddconfig"], "z_channels": 16}
+    engine = AutoencodingEngine(
+        regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+        encoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Encoder", "params": ddconfig},
+        decoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Decoder", "params": ddconfig},
+    )
+    comfy.utils.save_torch_file(half(randomize(engine, seed + 2).state_dict()), vae)
+
+
+def tap_and_kernel_calls(
+    model: Any, clip: Any, x: torch.Tensor, level: Any, grid: tuple[int, int], prompt: str = "a red hat"
+) -> tuple[torch.Tensor, list[tuple], int, tuple[int, ...]]:
+    """One estimate of ``model`` on latents ``x`` (B, C, h, w) at ``level`` with the pack's attention
+    tap armed on ``prompt``'s tokens, every kernel call recorded by an override set before the pack's
+    (which calls it in turn). Returns the tap's M¹ (B, *grid), the calls' (q, k, heads, block), the
+    text token count and the concept's token positions."""
+    from leditspp_comfy import text
+    from leditspp_comfy.denoiser import ComfyDenoiser
+
+    calls: list[tuple] = []
+
+    def recording(func, q, k, v, heads, **kwargs):
+        calls.append((q, k, heads, kwargs.get("transformer_options", {}).get("block")))
+        return func(q, k, v, heads, **kwargs)
+
+    model = model.clone()
+    model.model_options["transformer_options"] = {"optimized_attention_override": recording}
+    denoiser = ComfyDenoiser.of(model)
+    cond = text.encode(clip, prompt)
+    positions = tuple(text.token_positions(clip, prompt))
+    weights = torch.zeros(1, cond.embeds.shape[1])
+    weights[0, list(positions)] = 1.0
+    with denoiser.capture_attention() as recorder:
+        recorder.arm(slice(0, None), weights)
+        denoiser.estimate(x, level, cond)
+        got = recorder.take(grid)
+    return got, calls, cond.embeds.shape[1], positions
+
+
+def kernel_mask(
+    q: torch.Tensor, k: torch.Tensor, heads: int, positions: tuple[int, ...], text_tokens: int = 0
+) -> torch.Tensor:
+    """A direct softmax of one kernel call's q and k: the image queries' (those after the first
+    ``text_tokens``) attention over all keys, summed over the concept's key ``positions`` and
+    averaged over heads, (B, image tokens). q, k: (B, L, heads·d), or (B, heads, L, d) as FLUX's
+    calls pass them."""
+    if q.dim() == 3:
+        q, k = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k))
+    probs = torch.softmax(q[:, :, text_tokens:] @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
+    return probs[..., list(positions)].sum(-1).mean(1)
