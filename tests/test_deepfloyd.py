@@ -133,8 +133,7 @@ def test_stage_ii_returns_256_pixels_from_any_inversion(if_folder, if_editor, up
     without stage II edits with it."""
     from diffusers import DiffusionPipeline
 
-    with_stage_ii = Editor.from_pipe(DiffusionPipeline.from_pretrained(if_folder), upscaler=upscaler)
-    with_stage_ii.model.upscaler_steps = 2
+    with_stage_ii = Editor.from_pipe(DiffusionPipeline.from_pretrained(if_folder), upscaler=upscaler, upscaler_steps=2)
     assert with_stage_ii.fingerprint == if_editor.fingerprint
     inversion = if_editor.invert(photo, steps=STEPS, seed=0)
     result = with_stage_ii.edit(inversion, "+a red hat")
@@ -156,15 +155,28 @@ def if_folder_with_stage_ii(tmp_path_factory, if_folder, upscaler_folder):
     """The tiny IF with its ``leditspp.json`` naming the tiny stage II as its upscaler."""
     folder = tmp_path_factory.mktemp("if-with-ii") / "model"
     shutil.copytree(if_folder, folder)
-    (folder / "leditspp.json").write_text(json.dumps({"upscaler": str(upscaler_folder)}))
+    (folder / "leditspp.json").write_text(json.dumps({"upscaler": str(upscaler_folder), "upscaler_steps": 2}))
     return folder
 
 
-def test_a_folders_leditspp_json_names_stage_ii(if_folder_with_stage_ii):
-    """What the CLI, the web UI and eval load: ``Editor.from_pretrained`` of the folder."""
+def test_a_folders_leditspp_json_names_stage_ii_for_the_command_line(if_folder_with_stage_ii, photo, tmp_path):
+    """``leditspp edit`` of an IF folder whose ``leditspp.json`` names stage II (2 steps): a 256² PNG."""
     model = Editor.from_pretrained(str(if_folder_with_stage_ii), device="cpu").model
-    assert model.upscaler is not None and model.upscaler.text_encoder is None
-    assert model.upscaler.unet.config.sample_size == 4 * model.unet.config.sample_size
+    assert model.upscaler is not None and model.upscaler.text_encoder is None and model.upscaler_steps == 2
+    source, out = tmp_path / "photo.png", tmp_path / "out.png"
+    photo.save(source)
+    args = ["edit", str(source), "-e", "+a red hat", "--steps", "3", "-o", str(out), "--quiet"]
+    assert main([*args, "--model", str(if_folder_with_stage_ii), "--device", "cpu"]) == 0
+    with Image.open(out) as im:
+        assert im.size == (256, 256)
+
+
+@pytest.mark.parametrize("steps", [0, True, "2"])
+def test_bad_upscaler_steps_are_refused(if_folder, steps):
+    from diffusers import DiffusionPipeline
+
+    with pytest.raises(LeditsError, match="upscaler_steps must be an integer"):
+        Editor.from_pipe(DiffusionPipeline.from_pretrained(if_folder), upscaler_steps=steps)
 
 
 def test_the_command_line_inverts_and_edits_an_if_model(if_folder, photo, tmp_path, capsys):

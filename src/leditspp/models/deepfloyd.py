@@ -48,6 +48,8 @@ MASK_LEVEL = 3
 MAX_LENGTH = 77
 #: The seed of stage II's sampling noise: the same 64² pixels always decode to the same image.
 UPSCALER_SEED = 0
+#: Stage II's sampling steps unless the ``upscaler_steps`` option says otherwise (its pipeline's default).
+UPSCALER_STEPS = 50
 
 
 def prepared(prompt: str) -> str:
@@ -82,15 +84,15 @@ class DeepFloydIF(UNetModel):
     mask_level: int = MASK_LEVEL
     #: Stage II (an ``IFSuperResolutionPipeline``, its text encoder not needed), or None.
     upscaler: Any = None
-    #: Stage II's sampling steps (its pipeline's default).
-    upscaler_steps: int = 50
+    #: Stage II's sampling steps.
+    upscaler_steps: int = UPSCALER_STEPS
     family: str = "deepfloyd-if"
     title: ClassVar[str] = (
         "DeepFloyd IF stage I (pixel-space UNet, T5, addition_embed_type='text'), with its stage II "
         "upscaler as the option upscaler"
     )
     condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
-    options: ClassVar[frozenset[str]] = frozenset({"mask_level", "spacing", "upscaler"})
+    options: ClassVar[frozenset[str]] = frozenset({"mask_level", "spacing", "upscaler", "upscaler_steps"})
     #: What it needs beside its UNet: no autoencoder.
     required: ClassVar[tuple[str, ...]] = ("tokenizer", "scheduler")
     text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer"),)
@@ -121,7 +123,8 @@ class DeepFloydIF(UNetModel):
     def from_components(
         cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any
     ) -> DeepFloydIF:
-        """``upscaler``: stage II, a hub id, a folder or a loaded ``IFSuperResolutionPipeline``."""
+        """``upscaler``: stage II, a hub id, a folder or a loaded ``IFSuperResolutionPipeline``;
+        ``upscaler_steps``: its sampling steps (default 50, its pipeline's)."""
         unet = components["unet"]
         if unet.config.in_channels * 2 != unet.config.out_channels:
             raise refuse(
@@ -143,6 +146,7 @@ class DeepFloydIF(UNetModel):
             tokenizer=components["tokenizer"],
         )
         model.upscaler = upscaler_for(model, options.get("upscaler"))
+        model.upscaler_steps = check_upscaler_steps(options.get("upscaler_steps", UPSCALER_STEPS))
         return model
 
     def components(self) -> dict[str, Any]:
@@ -232,6 +236,12 @@ class DeepFloydIF(UNetModel):
             output_type="pt",
         ).images
         return out.float().clamp(-1, 1)
+
+
+def check_upscaler_steps(steps: Any) -> int:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise LeditsError(f"upscaler_steps must be an integer ≥ 1 (stage II's sampling steps); got {steps!r}")
+    return steps
 
 
 def upscaler_for(model: DeepFloydIF, upscaler: Any) -> Any:
