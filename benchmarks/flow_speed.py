@@ -326,7 +326,7 @@ def run(preset: Preset, repeats: int, offload: str = "none", compiled: bool = Fa
 
 def _counted(editor: Editor, m: Any, compiled: bool) -> contextlib.AbstractContextManager:
     """Count the transformer's rows into ``m`` (not when compiled: the hook would recompile)."""
-    return contextlib.nullcontext() if compiled else count_rows(editor.model.transformer, m, "hidden_states")
+    return contextlib.nullcontext() if compiled else count_rows(editor.model.denoiser.transformer, m, "hidden_states")
 
 
 def _mib(value: int | None) -> str:

@@ -21,7 +21,7 @@ warnings.filterwarnings("ignore")
 
 
 def port_error(editor, scheduler, image, steps, skip, source_prompt=""):
-    with keep_attention_processors(editor.model.unet):
+    with keep_attention_processors(editor.model.denoiser.unet):
         port = diffusers_port(editor.model, scheduler)
         try:
             x0 = port.encode_image(image)[0]

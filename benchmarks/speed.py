@@ -380,7 +380,7 @@ def _best_time(job: Callable, steps: int, edits: tuple[Edit, ...], repeats: int,
 
 def _usage(job: Callable, steps: int, edits: tuple[Edit, ...], editor: Editor) -> dict[str, Any]:
     """Peak memory and UNet rows of one run of ``job``."""
-    with measure(editor.device) as m, count_rows(editor.model.unet, m):
+    with measure(editor.device) as m, count_rows(editor.model.denoiser.unet, m):
         job(steps, edits)
     return {"peak": m.peak_bytes, "rows": m.rows}
 

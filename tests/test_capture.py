@@ -104,7 +104,7 @@ def zimage():
 
     editor = Editor.from_pipe(tiny_zimage_pipeline(seed=0))
     with torch.no_grad():
-        for layer in editor.model.transformer.layers:
+        for layer in editor.model.denoiser.transformer.layers:
             layer.attention.norm_q.weight.mul_(0.1)
             layer.attention.norm_k.weight.mul_(0.1)
     return editor
@@ -131,7 +131,7 @@ def toy(toy_components):  # noqa: F811 (the imported fixture)
 
 
 def _network(model) -> torch.nn.Module:
-    return model.unet if hasattr(model, "unet") else model.transformer
+    return model.denoiser.unet if hasattr(model.denoiser, "unet") else model.denoiser.transformer
 
 
 def _armed_layers(model) -> list[torch.nn.Module]:
@@ -362,13 +362,13 @@ def test_a_diffusers_backend_without_the_kernel_is_refused(chroma):
     model = chroma.model
     cond, x, level = _inputs(model)
     weights, _ = _weights(model, cond)
-    model.transformer.set_attention_backend("flex")
+    model.denoiser.transformer.set_attention_backend("flex")
     try:
         with pytest.raises(LeditsError, match=r"set_attention_backend\('native'\)"), model.capture_attention() as rec:
             rec.arm(slice(1, None), weights)
             model.estimate(x, level, cond)
     finally:
-        model.transformer.set_attention_backend("native")
+        model.denoiser.transformer.set_attention_backend("native")
 
 
 def test_a_layer_with_two_kernel_calls_is_refused():
@@ -440,11 +440,15 @@ def test_a_concepts_token_weights_sit_exactly_on_its_word_tokens(family, request
     editor = request.getfixturevalue(family)
     model = editor.model
     weights = editor._concepts((Edit("red circle"), Edit("a blue cat")), use_attention=True).token_weights
-    tokenizer, offset, length = model.tokenizer, 0, model.tokenizer.model_max_length
-    if getattr(model, "tokenizer_3", None) is not None:  # SD3: T5's tokens follow CLIP's 77
-        tokenizer, offset, length = model.tokenizer_3, model.tokenizer.model_max_length, model.max_sequence_length
+    tokenizer, offset, length = model.text.tokenizer, 0, model.text.tokenizer.model_max_length
+    if getattr(model.text, "tokenizer_3", None) is not None:  # SD3: T5's tokens follow CLIP's 77
+        tokenizer, offset, length = (
+            model.text.tokenizer_3,
+            model.text.tokenizer.model_max_length,
+            model.text.max_sequence_length,
+        )
     elif model.family == "flux":
-        tokenizer, length = model.tokenizer_2, model.max_sequence_length
+        tokenizer, length = model.text.tokenizer_2, model.text.max_sequence_length
     for row, prompt in enumerate(("red circle", "a blue cat")):
         special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
         words = [t for t in tokenizer(prompt).input_ids if t not in special]

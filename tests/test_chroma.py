@@ -47,9 +47,13 @@ def pipe(chroma, chroma_folder):
 
     model = chroma.model
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(str(chroma_folder / "scheduler"))
-    parts = {"transformer": model.transformer, "vae": model.vae, "text_encoder": model.text_encoder}
+    parts = {
+        "transformer": model.denoiser.transformer,
+        "vae": model.autoencoder.vae,
+        "text_encoder": model.text.text_encoder,
+    }
     pipe = ChromaPipeline(
-        scheduler=scheduler, tokenizer=model.tokenizer, image_encoder=None, feature_extractor=None, **parts
+        scheduler=scheduler, tokenizer=model.text.tokenizer, image_encoder=None, feature_extractor=None, **parts
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -77,7 +81,7 @@ def test_chroma_is_detected_by_the_registry_and_refuses_what_it_cannot_use(chrom
             Editor.from_pipe(pipe, **{option: 1 if option == "mask_level" else "trailing"})
     with pytest.raises(LeditsError, match="max_sequence_length must be an integer in"):
         Editor.from_pipe(pipe, max_sequence_length=600)
-    assert Editor.from_pipe(pipe, max_sequence_length=64).model.text_tokens == 64
+    assert Editor.from_pipe(pipe, max_sequence_length=64).model.denoiser.text_tokens == 64
     components = dict(pipe.components)
     with pytest.raises(LeditsError, match=r"lacks its T5 text_encoder; supported families: .*Chroma"):
         adapter_from_components({**components, "text_encoder": None})
@@ -118,12 +122,12 @@ def test_the_estimate_is_the_velocity_the_pipeline_computes(chroma, pipe):
         assert (ours[row] - reference[0]).abs().max() <= 1e-5, prompt
     # The mask reaches the blocks: without it (or with the intended bool mask) the network differs.
     cond = model.encode_prompts(prompts[:1])
-    unmasked = model.transformer(
+    unmasked = model.denoiser.transformer(
         hidden_states=pack(x[:1]),
         timestep=t[:1] / 1000,
         encoder_hidden_states=cond.embeds,
         txt_ids=torch.zeros(cond.embeds.shape[1], 3),
-        img_ids=model._image_ids(8, 12, x.device),
+        img_ids=model.denoiser._image_ids(8, 12, x.device),
         return_dict=False,
     )[0]
     assert (unpack(unmasked, 8, 12) - ours[:1]).abs().max() > 1e-3
@@ -205,7 +209,7 @@ def test_a_concepts_token_weights_sit_exactly_on_its_t5_word_tokens(chroma):
     on ``</s>`` nor on the attended first pad — and the text mask covers them."""
     model = chroma.model
     weights = chroma._concepts((Edit("red circle"), Edit("a blue cat")), use_attention=True).token_weights
-    tokenizer, length = model.tokenizer, model.max_sequence_length
+    tokenizer, length = model.text.tokenizer, model.text.max_sequence_length
     masks = model.encode_prompts(["red circle", "a blue cat"]).tensors["mask"]
     for row, prompt in enumerate(("red circle", "a blue cat")):
         special = {tokenizer.eos_token_id, tokenizer.pad_token_id}

@@ -82,7 +82,7 @@ def test_the_estimate_is_the_noise_half_of_the_unets_six_channels(if_editor):
     t = torch.tensor([700.0, 300.0])
     a, s = model.path.levels(t)
     eps = model.estimate(x, NoiseLevel(t, a.float(), s.float()), cond)
-    out = model.unet(x, t, encoder_hidden_states=cond.embeds).sample
+    out = model.denoiser.unet(x, t, encoder_hidden_states=cond.embeds).sample
     assert out.shape[1] == 6 and eps.shape == x.shape
     assert torch.equal(eps, out[:, :3]) and not torch.allclose(out[:, :3], out[:, 3:], atol=1e-2)
 
@@ -147,7 +147,7 @@ def test_an_upscaler_of_another_kind_is_refused(if_folder, if_editor):
     from diffusers import DiffusionPipeline
 
     with pytest.raises(LeditsError, match="must be a DeepFloyd IF stage II model"):
-        Editor.from_pipe(DiffusionPipeline.from_pretrained(if_folder), upscaler=if_editor.model.text_encoder)
+        Editor.from_pipe(DiffusionPipeline.from_pretrained(if_folder), upscaler=if_editor.model.text.text_encoder)
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +161,8 @@ def if_folder_with_stage_ii(tmp_path_factory, if_folder, upscaler_folder):
 
 def test_a_folders_leditspp_json_names_stage_ii_for_the_command_line(if_folder_with_stage_ii, photo, tmp_path):
     """``leditspp edit`` of an IF folder whose ``leditspp.json`` names stage II (2 steps): a 256² PNG."""
-    model = Editor.from_pretrained(str(if_folder_with_stage_ii), device="cpu").model
-    assert model.upscaler is not None and model.upscaler.text_encoder is None and model.upscaler_steps == 2
+    stage_two = Editor.from_pretrained(str(if_folder_with_stage_ii), device="cpu").model.autoencoder.stage_two
+    assert stage_two.pipeline.text_encoder is None and stage_two.steps == 2
     source, out = tmp_path / "photo.png", tmp_path / "out.png"
     photo.save(source)
     args = ["edit", str(source), "-e", "+a red hat", "--steps", "3", "-o", str(out), "--quiet"]

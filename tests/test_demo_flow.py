@@ -45,7 +45,9 @@ def test_the_flow_demo_ships_small_and_loads_offline(demo):
     weights = sum(f.stat().st_size for f in DEMO_FLOW_PATH.rglob("*.safetensors"))
     assert weights <= 40e6
     assert demo.model.family == "sd3" and demo.size_multiple == 8  # VAE factor 4 × patch 2
-    assert demo.model.max_sequence_length == 0 and demo.model.text_tokens == 32  # no T5: its leditspp.json
+    assert (
+        demo.model.text.max_sequence_length == 0 and demo.model.denoiser.text_tokens == 32
+    )  # no T5: its leditspp.json
     assert demo.recommended["mask_mode"] == "intersect"
 
 

@@ -77,23 +77,23 @@ def test_corrupt_and_foreign_inversion_files_are_refused(tmp_path):
 
 
 def test_attention_processors_are_restored(editor, inversion):
-    before = dict(editor.model.unet.attn_processors)
+    before = dict(editor.model.denoiser.unet.attn_processors)
     editor.edit(inversion, EDITS, mask_mode="intersect")
-    after = dict(editor.model.unet.attn_processors)
+    after = dict(editor.model.denoiser.unet.attn_processors)
     assert before.keys() == after.keys() and all(before[k] is after[k] for k in before)
 
 
 def test_attention_processors_are_restored_after_an_error(editor, inversion, monkeypatch):
-    before = dict(editor.model.unet.attn_processors)
+    before = dict(editor.model.denoiser.unet.attn_processors)
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(editor.model, "estimate", boom)
+    monkeypatch.setattr(type(editor.model.denoiser), "estimate", boom)
     with pytest.raises(RuntimeError, match="boom"):
         editor.edit(inversion, EDITS, mask_mode="intersect")
     monkeypatch.undo()
-    assert all(before[k] is v for k, v in editor.model.unet.attn_processors.items())
+    assert all(before[k] is v for k, v in editor.model.denoiser.unet.attn_processors.items())
 
 
 def test_a_reused_editor_equals_fresh_editors(sd_folder):
@@ -236,7 +236,7 @@ def test_bad_edit_input(editor, inversion, edits, kwargs, message):
 
 
 def test_unknown_family_is_refused_with_the_supported_list(editor):
-    components = dict(editor.model.components(), tokenizer=editor.model.tokenizer, scheduler=None)
+    components = dict(editor.model.components(), tokenizer=editor.model.text.tokenizer, scheduler=None)
     with pytest.raises(LeditsError, match="supported families"):
         Editor.from_pipe(components)
 

@@ -207,7 +207,7 @@ def test_long_prompts_are_cut_with_a_warning(editor, small_inversion, caplog):
     long = "a red hat with " + "very " * 90 + "big feathers"
     with caplog.at_level("WARNING", logger="leditspp"):
         editor.edit(small_inversion, Edit(long, scale=1.0), decode=False)
-    assert "tokens; the text encoder reads only the first 77" in caplog.text
+    assert "tokens as the text encoder reads it; it reads only the first 77" in caplog.text
 
 
 # --- images that used to be read wrong ------------------------------------------------------
@@ -270,7 +270,7 @@ def test_the_pixel_limits_are_declared_once():
 def test_two_threads_editing_on_one_editor_match_the_serial_results(editor):
     """Issue 11.1: concurrent edits with the attention mask each get their own capture, results
     equal the serial ones, and the UNet's processors are restored afterwards."""
-    layers = mask_attention_layers(editor.model.unet)
+    layers = mask_attention_layers(editor.model.denoiser.unet)
     before = [layer.processor for layer in layers]
     invs = [editor.invert(scene(64, 64, seed=s), steps=6, seed=s) for s in (7, 8)]
     edits = [[Edit("a red hat", scale=6.0), Edit("a cat", remove=True)], [Edit("snow", scale=5.0, threshold=0.7)]]
@@ -303,9 +303,10 @@ def test_tokenizing_from_two_threads_keeps_each_calls_padding(editor):
     """Hugging Face tokenizers hold padding/truncation on the shared backend during a call: two
     threads tokenizing at once got each other's (a 77-token caption came back with 5 tokens, 7 in
     3,000 calls here); every family tokenizes through one lock."""
-    from leditspp.models.base import tokenize, warn_if_truncated
+    from leditspp.models.base import tokenize
+    from leditspp.models.text import warn_if_truncated
 
-    tokenizer, lengths = editor.model.tokenizer, []
+    tokenizer, lengths = editor.model.text.tokenizer, []
     barrier = threading.Barrier(2)
 
     def padded() -> None:

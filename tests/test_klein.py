@@ -67,7 +67,7 @@ def test_detected_through_the_registry_and_foreign_options_refused(klein, klein_
             Editor.from_pipe(klein_pipe, **option)
     with pytest.raises(LeditsError, match=r"max_sequence_length .*\[1, 512\]"):
         Editor.from_pipe(klein_pipe, max_sequence_length=0)
-    assert Editor.from_pipe(klein_pipe, max_sequence_length=64).model.text_tokens == 64
+    assert Editor.from_pipe(klein_pipe, max_sequence_length=64).model.denoiser.text_tokens == 64
     # FLUX.2 [dev] has the same transformer class but a Mistral text encoder: not this family
     parts = parts_of_folder(klein_folder)
     assert family_of({**parts, "text_encoder": Part("Mistral3ForConditionalGeneration", {})}) is None
@@ -172,16 +172,16 @@ def test_a_saved_inversion_keeps_size_and_steps_and_another_size_is_refused(klei
 
 
 def test_token_weights_sit_on_the_concepts_own_tokens_in_the_template(klein, klein_pipe, caplog):
-    tokenizer = klein.model.tokenizer
+    tokenizer = klein.model.text.tokenizer
     for prompt in ("red circle", "user", "a user with a hat"):  # "user" is also the template's role word
-        ids = tokenizer(klein.model._template(prompt)).input_ids
+        ids = tokenizer(klein.model.text.template.render(prompt)).input_ids
         positions = klein.model.token_positions(prompt)
         assert positions == list(range(3, 3 + len(positions)))  # after <|im_start|> user \n
         assert [ids[p] for p in positions] == tokenizer(prompt, add_special_tokens=False).input_ids
     short = Editor.from_pipe(klein_pipe, max_sequence_length=8)  # the template alone is 12 tokens
     with caplog.at_level("WARNING", logger="leditspp"):
         short.model.encode_prompts(["red circle"])
-    assert "prompt 'red circle' is 14 tokens in the chat template" in caplog.text
+    assert "prompt 'red circle' is 14 tokens as the text encoder reads it; it reads only the first 8" in caplog.text
     assert short.model.token_positions("red circle") == [3, 4]
     batch = klein._concepts((Edit("red circle"),), use_attention=True)
     assert batch.token_weights.shape == (1, 512)

@@ -112,7 +112,7 @@ def test_every_plan_gives_the_same_latents(tokenizer, tokenizer_t5, family):
 
 def test_fp8_weights_store_one_byte_and_still_reconstruct_exactly(tokenizer):
     editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer, seed=0), offload=MemoryPlan("none", fp8=True))
-    unet = editor.model.unet
+    unet = editor.model.denoiser.unet
     assert {p.dtype for p in unet.parameters()} >= {torch.float8_e4m3fn}
     assert editor.model.dtype == torch.float32  # each layer computes in the model's dtype
     plain = Editor.from_pipe(tiny_sd_pipeline(tokenizer, seed=0), offload="none")
@@ -126,7 +126,7 @@ def test_fp8_klein_edits_with_the_attention_mask():
     """FLUX.2 [klein]'s weights stored in fp8 (each layer upcast to compute): the attention mask is
     read from the attention kernel's inputs, never from a stored weight, so a masked edit runs."""
     editor = Editor.from_pipe(tiny_klein_pipeline(seed=0), offload=MemoryPlan("none", fp8=True))
-    assert torch.float8_e4m3fn in {p.dtype for p in editor.model.transformer.parameters()}
+    assert torch.float8_e4m3fn in {p.dtype for p in editor.model.denoiser.transformer.parameters()}
     inversion = editor.invert(scene(seed=12), steps=3, skip=0.0, seed=0)
     out = editor.edit(inversion, Edit("red circle", scale=6.0, threshold=0.7), mask_mode="attention", decode=False)
     assert torch.isfinite(out.latents).all() and 0 < float(out.mask_means.mean()) < 1
@@ -134,9 +134,9 @@ def test_fp8_klein_edits_with_the_attention_mask():
 
 def test_vae_tiling_and_slicing_are_switched_on_where_asked(tokenizer):
     editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer), offload=MemoryPlan("none", vae_tiling=True))
-    assert editor.model.vae.use_tiling and not editor.model.vae.use_slicing
+    assert editor.model.autoencoder.vae.use_tiling and not editor.model.autoencoder.vae.use_slicing
     editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer), offload=MemoryPlan("none", vae_slicing=True))
-    assert editor.model.vae.use_slicing and not editor.model.vae.use_tiling
+    assert editor.model.autoencoder.vae.use_slicing and not editor.model.autoencoder.vae.use_tiling
 
 
 # -- where things run -------------------------------------------------------------------------------
@@ -165,9 +165,9 @@ def test_text_encoders_leave_the_device_after_each_encoding(tokenizer, monkeypat
         CpuOffload, "init_hook", lambda hook, module: left.append(type(module)) or back_to_cpu(hook, module)
     )
     inversion = editor.invert(scene(seed=13), steps=3, seed=0)
-    assert left == [type(editor.model.text_encoder)]
+    assert left == [type(editor.model.text.text_encoder)]
     editor.edit(inversion, "+a hat", decode=False)
-    assert len(left) == 2 and next(editor.model.text_encoder.parameters()).device == torch.device("cpu")
+    assert len(left) == 2 and next(editor.model.text.text_encoder.parameters()).device == torch.device("cpu")
     with pytest.raises(LeditsError), offload.encoders_leave(editor.model.components()):
         raise LeditsError("an error while encoding")
     assert len(left) == 3  # errors included

@@ -38,3 +38,11 @@ def test_the_licence_file_is_the_one_pyproject_declares():
     assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == "Apache-2.0"
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_the_models_package_exports_what_it_lists_and_every_built_in_family():
+    import leditspp.models as models
+    from leditspp.models.families import FAMILIES
+
+    assert [name for name in models.__all__ if not hasattr(models, name)] == []
+    assert {family.__name__ for family in FAMILIES} <= set(models.__all__)

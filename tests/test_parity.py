@@ -36,7 +36,7 @@ STEPS, SKIP = 20, 0.15  # M = 23 ≥ 15
 @pytest.fixture(scope="module")
 def port(editor):
     scheduler = exact_port_scheduler()
-    with keep_attention_processors(editor.model.unet):  # the port replaces every processor
+    with keep_attention_processors(editor.model.denoiser.unet):  # the port replaces every processor
         yield diffusers_port(editor.model, scheduler)
 
 
@@ -120,8 +120,8 @@ def test_the_attention_mask_matches_the_port_where_the_ports_token_count_is_righ
     image = scene(64, 64, seed=8)
     expected = _port_edit(port, image, edits, cross_attention=True)
     inv = editor.invert(image, steps=STEPS, skip=SKIP, seed=0)
-    with keep_attention_processors(editor.model.unet):  # the port's processors compute no SDPA call to read
-        editor.model.unet.set_attn_processor(AttnProcessor2_0())
+    with keep_attention_processors(editor.model.denoiser.unet):  # the port's processors compute no SDPA call to read
+        editor.model.denoiser.unet.set_attn_processor(AttnProcessor2_0())
         ours = editor.edit(inv, edits, mask_mode="attention", decode=False).latents
     noise_only = editor.edit(inv, edits, mask_mode="noise", decode=False).latents
     assert (ours - expected).abs().max() <= 1e-4
@@ -146,7 +146,7 @@ def test_v_prediction_edits_match_the_port(tokenizer_2):
     editor = Editor.from_pipe(tiny_sd_pipeline(tokenizer_2, seed=2, prediction_type="v_prediction"))
     scheduler = exact_port_scheduler(prediction_type="v_prediction")
     image = scene(64, 96, seed=9)
-    with keep_attention_processors(editor.model.unet):
+    with keep_attention_processors(editor.model.denoiser.unet):
         expected = _port_edit(diffusers_port(editor.model, scheduler), image, EDITS)
     inv = editor.invert(image, steps=STEPS, skip=SKIP, seed=0)
     ours = editor.edit(inv, EDITS, mask_mode="noise", decode=False).latents
@@ -158,7 +158,7 @@ def test_the_ports_default_scheduler_does_not_reconstruct_but_ours_does(editor):
     """SPEC P1: with its default DPM scheduler (final sigma 0) the port's "perfect" inversion is not."""
     scheduler = DPMSolverMultistepScheduler.from_config(SD_SCHEDULE, algorithm_type="sde-dpmsolver++")
     image = scene(64, 64, seed=8)
-    with keep_attention_processors(editor.model.unet):
+    with keep_attention_processors(editor.model.denoiser.unet):
         port = diffusers_port(editor.model, scheduler)
         port.invert(image=image, num_inversion_steps=30, skip=0.15, generator=torch.Generator().manual_seed(0))
         theirs = port(editing_prompt=None, output_type="latent").images

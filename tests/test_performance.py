@@ -48,7 +48,7 @@ def test_steps_per_call_fits_the_budget_and_evens_out_the_calls(steps, rows, row
 def test_row_bytes_scale_with_the_grid_the_width_and_the_dtype(editor):
     model = editor.model
     one = model.row_bytes(8, 8)
-    assert one == defaults.ACTIVATION_ELEMENTS * 64 * model.unet.config.block_out_channels[0] * 4
+    assert one == defaults.ACTIVATION_ELEMENTS * 64 * model.denoiser.unet.config.block_out_channels[0] * 4
     assert model.row_bytes(16, 8) == 2 * one
 
 
@@ -65,16 +65,16 @@ def unet_calls(unet):
 
 def test_inversion_chunks_follow_free_memory_and_stay_exact(editor, monkeypatch):
     image = scene(seed=3)
-    with unet_calls(editor.model.unet) as calls:
+    with unet_calls(editor.model.denoiser.unet) as calls:
         roomy = editor.invert(image, steps=10, seed=0)
     assert calls == [5, 5]  # on the CPU at most 8 rows per call, evened out
     monkeypatch.setattr(memory, "free_bytes", lambda device: editor.model.row_bytes(8, 8) * 5)
-    with unet_calls(editor.model.unet) as calls:
+    with unet_calls(editor.model.denoiser.unet) as calls:
         tight = editor.invert(image, steps=10, seed=0)
     assert calls == [2] * 5  # half of the 5 rows' worth of free memory: 2 steps per call
     assert torch.allclose(tight.noise_maps, roomy.noise_maps, atol=1e-4)
     assert torch.equal(editor.edit(tight, decode=False).latents, tight.source_latents)
-    with unet_calls(editor.model.unet) as calls:
+    with unet_calls(editor.model.denoiser.unet) as calls:
         editor.invert(image, steps=10, seed=0, inversion_batch=10)
     assert calls == [10]  # the override wins
 
@@ -84,15 +84,15 @@ def test_inversion_chunks_follow_free_memory_and_stay_exact(editor, monkeypatch)
 
 def test_unet_rows_are_the_floor_and_inactive_concepts_cost_nothing(editor):
     image, n = scene(seed=4), 8
-    with unet_calls(editor.model.unet) as calls:
+    with unet_calls(editor.model.denoiser.unet) as calls:
         inversion = editor.invert(image, steps=n, seed=0)
     assert sum(calls) == n  # N: one row per step
     edits = ["+a hat", "-a cat", "+a tree"]
-    with unet_calls(editor.model.unet) as calls:
+    with unet_calls(editor.model.denoiser.unet) as calls:
         editor.edit(inversion, edits, decode=False)
     assert calls == [1 + 3] * n  # N·(1 + E)
     late = [Edit("a hat", warmup_steps=3), Edit("a cat", warmup_steps=5, cooldown_steps=7)]
-    with unet_calls(editor.model.unet) as calls:
+    with unet_calls(editor.model.denoiser.unet) as calls:
         editor.edit(inversion, late, decode=False)
     assert calls == [2, 2, 3, 3, 2]  # steps 0–2 replay the inversion; each step has its active rows
 
@@ -118,12 +118,12 @@ def test_an_edit_step_splits_into_calls_that_fit_and_agrees(editor, monkeypatch,
     """Two images, a source prompt and three concepts: 5 groups of 2 rows, split at group bounds."""
     inversion = editor.invert([scene(seed=14), scene(seed=15)], steps=3, seed=0, source_prompt="a photo")
     edits = ["+a hat", Edit("a cat", remove=True), "+a tree"]
-    with unet_calls(editor.model.unet) as seen:
+    with unet_calls(editor.model.denoiser.unet) as seen:
         whole = editor.edit(inversion, edits, decode=False)
     assert seen == [10] * 3  # everything fits: one call a step
     row = editor.model.row_bytes(8, 8)
     monkeypatch.setattr(memory, "free_bytes", lambda device: int(fit * 2 * row / defaults.CALL_MEMORY_FRACTION))
-    with unet_calls(editor.model.unet) as seen:
+    with unet_calls(editor.model.denoiser.unet) as seen:
         split = editor.edit(inversion, edits, decode=False)
     assert seen == calls * 3
     scale = whole.latents.abs().max()
@@ -162,7 +162,7 @@ def test_loops_take_each_call_before_the_next_overwrites_it(tokenizer, family, m
     (a replayed CUDA graph reuses its output buffers): the same results as fresh outputs."""
     pipe = tiny_sd_pipeline(tokenizer) if family == "sd" else tiny_klein_pipeline(seed=0)
     editor = Editor.from_pipe(pipe)
-    network = editor.model.unet if family == "sd" else editor.model.transformer
+    network = editor.model.denoiser.unet if family == "sd" else editor.model.denoiser.transformer
     images = [scene(seed=14), scene(seed=15)]
     edits = ["+a hat", Edit("a cat", remove=True), "+a tree"]
     inversion = editor.invert(images, steps=4, seed=0, inversion_batch=2)

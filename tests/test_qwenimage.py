@@ -51,7 +51,9 @@ def qwen_pipe(qwen_editor, qwen_folder):
 
     model = qwen_editor.model
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(qwen_folder / "scheduler")
-    pipe = QwenImagePipeline(scheduler, model.vae, model.text_encoder, model.tokenizer, model.transformer)
+    pipe = QwenImagePipeline(
+        scheduler, model.autoencoder.vae, model.text.text_encoder, model.text.tokenizer, model.denoiser.transformer
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -78,7 +80,7 @@ def test_detected_through_the_registry_and_options_it_cannot_use_are_refused(
         with pytest.raises(LeditsError, match=r"max_sequence_length must be an integer in \[1, 1024\]"):
             Editor.from_pipe(qwen_pipe, max_sequence_length=bad)
     short = Editor.from_pipe(qwen_pipe, max_sequence_length=24).model
-    assert short.encode_prompts(["a red circle"]).embeds.shape == (1, 24, 32) and short.text_tokens == 24
+    assert short.encode_prompts(["a red circle"]).embeds.shape == (1, 24, 32) and short.denoiser.text_tokens == 24
     long = "a red circle " * 10
     with caplog.at_level("WARNING", logger="leditspp"):
         cut = short.encode_prompts([long])
@@ -100,7 +102,7 @@ def test_velocity_equals_what_the_pipeline_gets_from_its_transformer(qwen_editor
     def spy(module, args, kwargs, output):
         calls.append({**kwargs, "output": output[0]})
 
-    handle = model.transformer.register_forward_hook(spy, with_kwargs=True)
+    handle = model.denoiser.transformer.register_forward_hook(spy, with_kwargs=True)
     try:
         for prompts in (["a red circle"], ["a red circle", "a yellow cat wearing sunglasses"]):
             qwen_pipe(prompts, height=64, width=64, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
@@ -129,13 +131,15 @@ def test_latents_are_the_img2img_pipelines_and_decode_undoes_them(qwen_editor, m
     pixels = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1
     mode = img2img.retrieve_latents
     monkeypatch.setattr(img2img, "retrieve_latents", lambda out, generator=None: mode(out, sample_mode="argmax"))
-    pipe = img2img.QwenImageImg2ImgPipeline(None, model.vae, model.text_encoder, model.tokenizer, model.transformer)
+    pipe = img2img.QwenImageImg2ImgPipeline(
+        None, model.autoencoder.vae, model.text.text_encoder, model.text.tokenizer, model.denoiser.transformer
+    )
     theirs = pipe._encode_vae_image(pixels[:, :, None], generator=None)
     ours = model.encode(pixels)
     assert ours.shape == (2, 16, 8, 12) and theirs.shape == (2, 16, 1, 8, 12)
     assert torch.allclose(ours, theirs[:, :, 0], atol=1e-6, rtol=0)
-    raw = model.vae.encode(pixels[:, :, None]).latent_dist.mode()
-    direct = model.vae.decode(raw).sample[:, :, 0].clamp(-1, 1)
+    raw = model.autoencoder.vae.encode(pixels[:, :, None]).latent_dist.mode()
+    direct = model.autoencoder.vae.decode(raw).sample[:, :, 0].clamp(-1, 1)
     assert torch.allclose(model.decode(ours), direct, atol=1e-5, rtol=0)
 
 
@@ -199,7 +203,7 @@ def test_non_square_batches_source_prompt_and_concepts_of_different_lengths(qwen
 
 def test_token_weights_sit_on_the_concepts_own_tokens_after_the_dropped_template(qwen_editor):
     model = qwen_editor.model
-    tokenizer = model.tokenizer
+    tokenizer = model.text.tokenizer
     prefix = tokenizer(TEMPLATE.split("{}")[0]).input_ids
     assert len(prefix) == DROP == 34  # the pipeline's prompt_template_encode_start_idx
     for prompt, words in (("a red circle", ["a", " red", " circle"]), ("a purple dog wearing a hat", None)):
@@ -210,7 +214,7 @@ def test_token_weights_sit_on_the_concepts_own_tokens_after_the_dropped_template
         if words:
             assert [tokenizer.decode([ids[DROP + p]]) for p in positions] == words
         # the conditioning's rows at these positions are the encoder's states of those tokens
-        states = model.text_encoder(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
+        states = model.text.text_encoder(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
         embeds = model.encode_prompts([prompt]).embeds[0]
         assert torch.allclose(embeds[positions], states[[DROP + p for p in positions]], atol=1e-6)
     edits = (Edit("a red circle"), Edit("a yellow cat wearing sunglasses"))

@@ -8,6 +8,7 @@ at ½ and ¼ latent resolution, a ``force_upcast`` VAE and SDXL's Euler schedule
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -43,8 +44,8 @@ def test_conditioning_is_both_penultimate_states_and_the_projected_pool(xl_edito
     m = xl_editor.model
     cond = m.encode_prompts(["a red hat", "a cat"])
     assert cond.embeds.shape == (2, 77, 32 + 48) and cond.pooled.shape == (2, 40)
-    ids_2 = m.tokenizer_2(["a cat"], padding="max_length", max_length=77, return_tensors="pt").input_ids
-    out_2 = m.text_encoder_2(ids_2, output_hidden_states=True)
+    ids_2 = m.text.tokenizer_2(["a cat"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    out_2 = m.text.text_encoder_2(ids_2, output_hidden_states=True)
     assert torch.allclose(cond.embeds[1, :, 32:], out_2.hidden_states[-2][0])
     assert torch.allclose(cond.pooled[1], out_2.text_embeds[0])
 
@@ -54,16 +55,13 @@ def test_unconditional_is_zero_only_for_an_empty_prompt_when_the_model_says_so(x
     zero = m.unconditional("", 2)
     assert len(zero) == 2 and not zero.embeds.any() and not zero.pooled.any()
     assert m.unconditional("blurry", 1).embeds.abs().sum() > 0
-    m.force_zeros_for_empty_prompt = False
-    try:
-        assert m.unconditional("", 1).pooled.abs().sum() > 0
-    finally:
-        m.force_zeros_for_empty_prompt = True
+    encoded = replace(m, text=replace(m.text, zeros_for_empty=False))
+    assert encoded.unconditional("", 1).pooled.abs().sum() > 0
 
 
 def test_time_ids_are_height_then_width(xl_editor):
     latents = torch.zeros(1, 4, 8, 12)  # 64 × 96 image
-    assert xl_editor.model.time_ids(latents).tolist() == [[64.0, 96.0, 0.0, 0.0, 64.0, 96.0]]
+    assert xl_editor.model.denoiser.time_ids(latents).tolist() == [[64.0, 96.0, 0.0, 0.0, 64.0, 96.0]]
 
 
 def test_concept_tokens_come_from_the_second_tokenizer(xl_editor):
@@ -123,7 +121,7 @@ def test_inversions_are_refused_across_families(xl_editor, editor, tmp_path):
 
 
 def test_the_vae_runs_in_fp32_when_it_asks_for_force_upcast(xl_editor):
-    vae = xl_editor.model.vae
+    vae = xl_editor.model.autoencoder.vae
     inv32 = xl_editor.invert(scene(64, 64), steps=3, seed=0)
     vae.to(torch.float16)
     try:
@@ -140,7 +138,7 @@ def test_the_vae_runs_in_fp32_when_it_asks_for_force_upcast(xl_editor):
 
 @pytest.fixture(scope="module")
 def port(xl_editor):
-    with keep_attention_processors(xl_editor.model.unet):
+    with keep_attention_processors(xl_editor.model.denoiser.unet):
         yield diffusers_port_xl(xl_editor.model, exact_port_scheduler())
 
 

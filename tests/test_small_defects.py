@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from leditspp.models import base
+from leditspp.models import autoencoder, base
 
 from .conftest import scene
 
@@ -22,14 +22,16 @@ def test_the_inversion_bar_moves_with_every_network_call(editor):
 def test_different_vaes_do_not_wait_for_each_other():
     """The fp32 upcast lock is per VAE: a second model's VAE is not held up by the first one's."""
     first, second = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
-    assert base._vae_lock(first) is base._vae_lock(first) and base._vae_lock(first) is not base._vae_lock(second)
+    assert autoencoder.vae_lock(first) is autoencoder.vae_lock(first) and autoencoder.vae_lock(
+        first
+    ) is not autoencoder.vae_lock(second)
     entered = threading.Event()
-    with base._vae_lock(first):
-        worker = threading.Thread(target=lambda: (base._vae_lock(second).acquire(), entered.set()))
+    with autoencoder.vae_lock(first):
+        worker = threading.Thread(target=lambda: (autoencoder.vae_lock(second).acquire(), entered.set()))
         worker.start()
         assert entered.wait(5), "another VAE's lock was blocked by this one"
         blocked = threading.Event()
-        waiter = threading.Thread(target=lambda: (base._vae_lock(first).acquire(), blocked.set()))
+        waiter = threading.Thread(target=lambda: (autoencoder.vae_lock(first).acquire(), blocked.set()))
         waiter.start()
         time.sleep(0.2)
         assert not blocked.is_set(), "the same VAE's lock must be exclusive"
@@ -40,19 +42,21 @@ def test_different_vaes_do_not_wait_for_each_other():
 
 def test_per_size_caches_stay_bounded(xl_editor):
     model = xl_editor.model
-    model._time_ids.clear()
+    model.denoiser._time_ids.clear()
     for side in range(1, 3 * base.SIZE_CACHE):
-        model.time_ids(torch.zeros(1, 4, side, side))
-        assert len(model._time_ids) <= base.SIZE_CACHE
-    again = model.time_ids(torch.zeros(1, 4, 5, 5))
-    side = 5 * base.vae_scale_factor(model.vae)
+        model.denoiser.time_ids(torch.zeros(1, 4, side, side))
+        assert len(model.denoiser._time_ids) <= base.SIZE_CACHE
+    again = model.denoiser.time_ids(torch.zeros(1, 4, 5, 5))
+    side = 5 * autoencoder.vae_scale_factor(model.autoencoder.vae)
     assert again.tolist() == [[side, side, 0, 0, side, side]]
 
 
 def test_flux_position_ids_cache_stays_bounded(flux_editor):
     model = flux_editor.model
-    model._ids.clear()
+    model.denoiser._ids.clear()
     for side in range(2, 2 + 3 * base.SIZE_CACHE * 2, 2):
-        model._image_ids(side, side, torch.device("cpu"))
-        assert len(model._ids) <= base.SIZE_CACHE
-    assert model._image_ids(4, 6, torch.device("cpu")).tolist() == [[0, r, c] for r in range(2) for c in range(3)]
+        model.denoiser._image_ids(side, side, torch.device("cpu"))
+        assert len(model.denoiser._ids) <= base.SIZE_CACHE
+    assert model.denoiser._image_ids(4, 6, torch.device("cpu")).tolist() == [
+        [0, r, c] for r in range(2) for c in range(3)
+    ]

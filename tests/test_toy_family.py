@@ -1,15 +1,15 @@
 """A model family defined outside the package joins through the registry (issue 21: the one-file claim).
 
-Everything below is what a new family's file holds: a network (here a toy one), an adapter class
-with its detection, size rule and construction, and which attention layer to arm (a cross-attention). Registered with
+Everything below is what a new family's file holds: a network (here a toy one), its text stack and
+denoiser parts, and an adapter class with its detection, size rule and construction composing them
+with the shared VAE part and an attention tap on the layer to arm (a cross-attention). Registered with
 ``leditspp.models.registered``, it is loaded by ``Editor.from_pipe``, inverts exactly, edits with
 implicit masks and is refused options it does not take — with no line of the package changed.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,11 +19,10 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.models.attention_processor import Attention
 
 from leditspp import Conditioning, Edit, Editor, LeditsError
-from leditspp.attention import AttentionRecorder
 from leditspp.models import registered
-from leditspp.models.capture import CROSS_ATTENTION, capture_layers
+from leditspp.models.capture import CROSS_ATTENTION
 from leditspp.models.families import Part, Parts
-from leditspp.models.sd3 import TransformerModel
+from leditspp.models.transformer import FlowTransformer, TransformerFamily, kernel_tap
 from leditspp.solvers import NoiseLevel
 from leditspp.testing import tiny_vae
 
@@ -56,15 +55,50 @@ class ToyDenoiser(torch.nn.Module):
         return self.unpatchify(tokens.transpose(1, 2).reshape(b, c, hh, ww))
 
 
-@dataclass(kw_only=True)
-class Toy(TransformerModel):
-    """The toy family: token embeddings as text, a flow path, masks from the one attention layer."""
+@dataclass(frozen=True)
+class ToyText:
+    """The toy text stack: token embeddings, 16 tokens."""
 
-    text_encoder: Any
     tokenizer: Any
+    text_encoder: Any
+    condition_keys: tuple[str, ...] = ("embeds",)
+    zeros_for_empty: bool = False
+
+    def modules(self) -> dict[str, Any]:
+        return {"text_encoder": self.text_encoder}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        ids = self.tokenizer(prompts, padding="max_length", max_length=16, truncation=True, return_tensors="pt")
+        return Conditioning.of(self.text_encoder(ids.input_ids))
+
+    def token_positions(self, prompt: str) -> list[int]:
+        ids = self.tokenizer(prompt, truncation=True, max_length=16).input_ids
+        return list(range(1, len(ids) - 1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToyNet(FlowTransformer):
+    """The toy denoiser: the network's velocity on the shared flow base."""
+
+    def row_bytes(self, height: int, width: int) -> int:
+        return 16 * (self.image_tokens(height, width) + self.text_tokens) * 32 * 4
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        return self.transformer(latents, level.t.float(), cond.embeds).float()
+
+
+def the_attention(network: ToyDenoiser) -> list[Any]:
+    return [network.attn]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Toy(TransformerFamily):
+    """The toy family: its parts composed, a flow path, masks from the one attention layer."""
+
     family: str = "toy"
     title: ClassVar[str] = "Toy (tests/test_toy_family.py)"
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
     options: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
@@ -77,44 +111,9 @@ class Toy(TransformerModel):
 
     @classmethod
     def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> Toy:
-        return cls(
-            transformer=components["transformer"],
-            vae=components["vae"],
-            path=cls.flow_path(components),
-            text_encoder=components["text_encoder"],
-            tokenizer=components["tokenizer"],
-        )
-
-    @property
-    def text_tokens(self) -> int:
-        return 16
-
-    def row_bytes(self, height: int, width: int) -> int:
-        return 16 * (height * width // 4 + self.text_tokens) * 32 * 4
-
-    def components(self) -> dict[str, Any]:
-        return {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder}
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        ids = self.tokenizer(prompts, padding="max_length", max_length=16, truncation=True, return_tensors="pt")
-        return Conditioning.of(self.text_encoder(ids.input_ids))
-
-    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
-        return self.encode_prompts([negative_prompt]).repeat_rows(count)
-
-    def token_positions(self, prompt: str) -> list[int]:
-        ids = self.tokenizer(prompt, truncation=True, max_length=16).input_ids
-        return list(range(1, len(ids) - 1))
-
-    @torch.no_grad()
-    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
-        return self.transformer(latents, level.t.float(), cond.embeds).float()
-
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecorder]:
-        with capture_layers(self.transformer, [self.transformer.attn], CROSS_ATTENTION) as recorder:
-            yield recorder
+        text = ToyText(components["tokenizer"], components["text_encoder"])
+        parts = cls.flow_parts(components, ToyNet, tap=kernel_tap(the_attention, CROSS_ATTENTION), text_tokens=16)
+        return cls(text=text, **parts)
 
 
 @pytest.fixture(scope="module")

@@ -417,4 +417,4 @@ def _fill(page, row: int, col: int, text: str) -> None:
 def test_the_service_loads_its_editor_with_the_memory_plan_it_was_given(sd_folder):
     service = EditorService(model=str(sd_folder), device="cpu", offload="model")
     assert service.editor.plan.offload == "model"
-    assert hasattr(service.editor.model.text_encoder, "_hf_hook")  # the encoder visits the device per call
+    assert hasattr(service.editor.model.text.text_encoder, "_hf_hook")  # the encoder visits the device per call

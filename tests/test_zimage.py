@@ -106,7 +106,7 @@ def test_the_velocity_is_what_the_pipelines_scheduler_steps_with(zimage_pipe):
         assert v.shape == (1, 16, 8, 12) and (v - v_pipe).abs().max() <= 1e-5
     both = model.encode_prompts([prompt, ""])
     assert both.get("mask").sum(1).tolist() == [
-        len(model.tokenizer(model_text(model, p)).input_ids) for p in (prompt, "")
+        len(model.text.tokenizer(model_text(model, p)).input_ids) for p in (prompt, "")
     ]
     for x, t_in, outs in calls[4:]:
         latents = torch.stack(x).squeeze(2)
@@ -117,9 +117,7 @@ def test_the_velocity_is_what_the_pipelines_scheduler_steps_with(zimage_pipe):
 
 
 def model_text(model, prompt: str) -> str:
-    from leditspp.models.zimage import chat_text
-
-    return chat_text(model.tokenizer, prompt)
+    return model.text.template.render(prompt)
 
 
 # -- exactness -----------------------------------------------------------------------------------------
@@ -167,9 +165,9 @@ def test_token_positions_are_the_concepts_words_inside_the_chat_template(zimage_
     model = zimage_editor.model
     for prompt, words in [("a red hat", ["a", " red", " hat"]), ("user assistant", ["user", " assistant"])]:
         text = model_text(model, prompt)
-        ids = model.tokenizer(text).input_ids
+        ids = model.text.tokenizer(text).input_ids
         positions = model.token_positions(prompt)
-        assert [model.tokenizer.decode([ids[p]]) for p in positions] == words
+        assert [model.text.tokenizer.decode([ids[p]]) for p in positions] == words
         assert positions == list(range(3, len(ids) - 5))  # after <|im_start|>user\n, before the 5-token suffix
     assert model.token_positions("") == []
 

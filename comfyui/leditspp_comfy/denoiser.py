@@ -1,7 +1,10 @@
-"""A ComfyUI ``MODEL`` behind leditspp's seam: the denoiser part of a model family.
+"""ComfyUI's ``MODEL``, ``CLIP`` and ``VAE`` behind leditspp's seam, as the parts of a model adapter.
 
 The loops (:mod:`leditspp.inversion`, :mod:`leditspp.editing`) see noise estimates and noise
-paths only. :class:`ComfyDenoiser` gives them both from ComfyUI's own objects: the network call is
+paths only. :func:`comfy_adapter` composes a :class:`~leditspp.models.base.ModelAdapter` of
+ComfyUI's own objects: :class:`ComfyDenoiser` (the ``MODEL``), :class:`ComfyTap` (its attention
+hook), :class:`~.text.ComfyText` (the ``CLIP``) and :class:`ComfyAutoencoder` (the ``VAE``). The
+network call is
 ``BaseModel.apply_model`` on the user's ``ModelPatcher`` (its LoRAs, weight casts and
 ``transformer_options`` patches stay in force; ``comfy.model_management`` loads the weights), and
 the noise levels are the model's ``model_sampling`` sigmas.
@@ -18,9 +21,10 @@ carry a frame axis (B, C, 1, h, w) in ComfyUI, which the loops do not see.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import comfy.model_management
 import comfy.model_sampling
@@ -29,10 +33,11 @@ import torch
 from leditspp import defaults
 from leditspp.attention import AttentionRecorder
 from leditspp.errors import LeditsError
-from leditspp.models.base import Conditioning
+from leditspp.models.base import Conditioning, ModelAdapter
 from leditspp.solvers import FlowPath, NoiseLevel, NoisePath, Path
 
 from .attention import JointAttentionTap, UNetAttentionTap, text_mask_options
+from .text import ComfyText
 
 #: The model families of ComfyUI this pack edits, by ComfyUI's model-config class name.
 SUPPORTED: dict[str, str] = {
@@ -108,26 +113,40 @@ def flow_path(sampling: Any) -> FlowPath:
 
 
 @dataclass(eq=False)
+class ComfyTap:
+    """The attention part: M¹ from ComfyUI's own attention hook (:mod:`.attention`) at ``mask_level``
+    (the patch grid on a transformer). While a capture is open, the denoiser's calls carry its
+    override (:meth:`options`)."""
+
+    network: Any  # the ModelPatcher's diffusion_model
+    mask_level: int
+    flow: bool
+    _active: UNetAttentionTap | JointAttentionTap | None = field(default=None, init=False)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        """Record the concept rows' attention for the calls made inside (see :mod:`.attention`)."""
+        tap = JointAttentionTap.of(self.network) if self.flow else UNetAttentionTap.of(self.network, self.mask_level)
+        self._active = tap
+        try:
+            yield tap.recorder
+        finally:
+            self._active = None
+
+    def options(self, transformer_options: dict[str, Any], text_tokens: int) -> dict[str, Any]:
+        """``transformer_options`` for a call whose text has ``text_tokens`` tokens, with the open
+        capture's override and markers."""
+        return transformer_options if self._active is None else self._active.options(transformer_options, text_tokens)
+
+
+@dataclass(frozen=True, eq=False)
 class ComfyDenoiser:
-    """The denoiser of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1, Chroma, Qwen-Image) for the
-    loops: estimates, data predictions, the noise path and the attention tap for M¹ — the part of
-    :class:`~leditspp.models.base.ModelAdapter` the loops call. The text and the autoencoder parts
-    are ComfyUI's ``CLIP`` (:mod:`.text`) and ``VAE`` (:mod:`.run`)."""
+    """The denoiser part of a ComfyUI model (SD 1.x/2.x, SDXL, SD3, FLUX.1, Chroma, Qwen-Image):
+    estimates, data predictions and the noise path from its ``ModelPatcher``; its calls carry
+    ``tap``'s override while a capture is open."""
 
     patcher: Any  # comfy.model_patcher.ModelPatcher
-    mask_level: int = defaults.MASK_LEVEL
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
-    _tap: UNetAttentionTap | JointAttentionTap | None = field(default=None, init=False)
-
-    @classmethod
-    def of(cls, patcher: Any) -> ComfyDenoiser:
-        """The denoiser of ``patcher``, refused (:class:`LeditsError`) for an unsupported model."""
-        check_supported(patcher)
-        return cls(patcher)
-
-    @property
-    def family(self) -> str:
-        return f"comfyui-{model_name(self.patcher).lower()}"
+    tap: ComfyTap
 
     @property
     def sampling(self) -> Any:
@@ -185,14 +204,11 @@ class ComfyDenoiser:
     def dtype(self) -> torch.dtype:
         return self.patcher.model_dtype()
 
-    @property
-    def cell(self) -> int:
-        """Latent cells per side of one M¹ cell: 2^mask_level on a UNet, the patch size on a transformer."""
-        return self.patcher.model.diffusion_model.patch_size if self.flow else 2**self.mask_level
+    def modules(self) -> dict[str, Any]:
+        return {"diffusion_model": self.patcher.model.diffusion_model}
 
-    def mask_grid(self, height: int, width: int) -> tuple[int, int]:
-        """M¹'s grid for an ``height × width`` latent grid (see :attr:`cell`)."""
-        return height // self.cell, width // self.cell
+    def compile(self, **options: Any) -> None:
+        raise LeditsError("compile the model with ComfyUI's own nodes (TorchCompileModel) before LEDITS++")
 
     def row_bytes(self, height: int, width: int) -> int:
         """ComfyUI's own estimate of one row's activation memory (``BaseModel.memory_required``)."""
@@ -226,8 +242,7 @@ class ComfyDenoiser:
         model = self.patcher.model
         options = dict(self.patcher.model_options.get("transformer_options", {}))
         options["sigmas"] = sigmas
-        if self._tap is not None:
-            options = self._tap.options(options, cond.embeds.shape[1])
+        options = self.tap.options(options, cond.embeds.shape[1])
         mask = cond.get("mask")
         if mask is not None and self.kernel_mask and not bool(mask.all()):
             options = text_mask_options(options, mask)
@@ -261,7 +276,7 @@ class ComfyDenoiser:
         masked = {}
         text_mask = cond.get("mask")
         if text_mask is not None and not bool(text_mask.all()) and not self.kernel_mask:
-            grid = self.mask_grid(*x.shape[-2:])
+            grid = (x.shape[-2] >> self.tap.mask_level, x.shape[-1] >> self.tap.mask_level)
             masked = {"attention_mask": self._joint_mask(text_mask, grid), "attention_mask_img_shape": grid, "noise": x}
         return self.patcher.model.extra_conds(
             cross_attn=cond.embeds, pooled_output=cond.pooled, width=width, height=height, device=x.device, **masked
@@ -277,20 +292,66 @@ class ComfyDenoiser:
         bias[:, 0, : text_mask.shape[1]].masked_fill_(text_mask <= 0, float("-inf"))
         return bias
 
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record the concept rows' cross-attention at the mask level for the calls made inside
-        (see :class:`~.attention.UNetAttentionTap`)."""
-        network = self.patcher.model.diffusion_model
-        tap = JointAttentionTap.of(network) if self.flow else UNetAttentionTap.of(network, self.mask_level)
-        self._tap = tap
-        try:
-            yield tap.recorder
-        finally:
-            self._tap = None
-
     def load(self, latent_shape: tuple[int, ...], rows: int) -> None:
         """Have ComfyUI's memory manager load the weights (with their patches) for calls of
         ``rows`` rows on latents of ``latent_shape`` (B, C, h, w)."""
         memory = self.patcher.model.memory_required([rows, *latent_shape[1:]])
         comfy.model_management.load_models_gpu([self.patcher], memory_required=memory)
+
+
+@dataclass(frozen=True, eq=False)
+class ComfyAutoencoder:
+    """The autoencoder part: ComfyUI's ``VAE`` (None where a node has none connected) and the model's
+    latent format (``denoiser``'s: the loops run in the model's space)."""
+
+    vae: Any  # comfy.sd.VAE
+    denoiser: ComfyDenoiser
+
+    def _connected(self) -> Any:
+        if self.vae is None:
+            raise LeditsError("this LEDITS++ node has no VAE connected")
+        return self.vae
+
+    @property
+    def factor(self) -> int:
+        return int(self._connected().spacial_compression_encode())
+
+    def latent(self, image: torch.Tensor) -> torch.Tensor:
+        """An ``IMAGE`` (B, H, W, 3) in [0, 1] as ComfyUI's ``VAE`` encodes it: (B, C, h, w), or
+        (B, C, 1, h, w) from a video VAE (Qwen-Image's Wan 2.1), which would take a batch as the
+        frames of one video, so there each image is encoded on its own."""
+        vae = self._connected()
+        if vae.latent_dim == 3:
+            return torch.cat([vae.encode(one) for one in image.split(1)])
+        return vae.encode(image)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → the model's latents (B, C, h, w)."""
+        return self.denoiser.latent_in(self.latent(((pixels + 1) / 2).permute(0, 2, 3, 1)))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The model's latents (B, C, h, w) → images (B, 3, H, W) in [−1, 1], fp32."""
+        samples = self.denoiser.latent_out(latents, latents[:, :, None] if self.denoiser.frames else latents)
+        image = self._connected().decode(samples)  # (B, H, W, 3); a video VAE's (B, 1, H, W, 3)
+        return image.reshape(-1, *image.shape[-3:])[..., :3].permute(0, 3, 1, 2).float() * 2 - 1
+
+    def modules(self) -> dict[str, Any]:
+        return {}
+
+
+def comfy_adapter(patcher: Any, clip: Any = None, vae: Any = None) -> ModelAdapter:
+    """leditspp's adapter of a ComfyUI model, composed of ComfyUI's own parts: the ``MODEL``'s
+    denoiser and attention tap, the ``CLIP``'s text stack and the ``VAE`` (either None where a node
+    has none connected). Refused (:class:`LeditsError`) for a model it cannot edit."""
+    check_supported(patcher)
+    network = patcher.model.diffusion_model
+    flow = model_name(patcher) in FLOW_FAMILIES
+    tap = ComfyTap(network, int(math.log2(network.patch_size)) if flow else defaults.MASK_LEVEL, flow)
+    denoiser = ComfyDenoiser(patcher, tap)
+    return ModelAdapter(
+        family=f"comfyui-{model_name(patcher).lower()}",
+        text=ComfyText(clip, padded=denoiser.text_mask),
+        denoiser=denoiser,
+        autoencoder=ComfyAutoencoder(vae, denoiser),
+        attention=tap,
+    )

@@ -18,7 +18,7 @@ from leditspp.masking import MASK_MODES, MAX_PRESERVE
 from leditspp.validation import SEED_LIMIT
 
 from . import run
-from .denoiser import ComfyDenoiser
+from .denoiser import comfy_adapter
 from .text import encode, from_conditioning, token_positions
 
 CATEGORY = "LEDITS++"
@@ -115,10 +115,10 @@ class LeditsInvert:
             base, named = [*base, from_conditioning(source, "source")], "(the source conditioning)"
         elif source_text.strip():
             base, named = [*base, encode(clip, source_text)], source_text
-        denoiser = ComfyDenoiser.of(model)
+        adapter = comfy_adapter(model, clip, vae)
         options = {"steps": steps, "skip": skip, "seed": seed, "solver": solver, "source_guidance": source_guidance}
         options["source_prompt"] = named
-        return (run.invert(denoiser, vae, image, base, **options),)
+        return (run.invert(adapter, image, base, **options),)
 
 
 class LeditsConcept:
@@ -251,7 +251,7 @@ class LeditsEdit:
         mask: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         latent, masks = run.edit(
-            ComfyDenoiser.of(model),
+            comfy_adapter(model),
             inversion,
             concepts,
             mask_mode=mask_mode,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import comfy.model_management
 import comfy.utils
@@ -27,12 +26,12 @@ from leditspp.inversion import Inversion, invert_latents
 from leditspp.inversion_file import InversionInfo
 from leditspp.masking import MASK_MODES, check_preserve, needs_attention, resize_user_mask
 from leditspp.memory import edit_groups, inversion_chunk
-from leditspp.models.base import Conditioning
+from leditspp.models.base import Conditioning, ModelAdapter
 from leditspp.solvers import StepTable, check_solver, step_table
 from leditspp.validation import check_seed
 
 from . import text
-from .denoiser import ComfyDenoiser, model_name
+from .denoiser import model_name
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,7 @@ def check_size(height: int, width: int, multiple: int) -> None:
 
 @torch.no_grad()
 def invert(
-    denoiser: ComfyDenoiser,
-    vae: Any,
+    model: ModelAdapter,
     image: torch.Tensor,
     base: Sequence[Conditioning],
     *,
@@ -88,26 +86,27 @@ def invert(
     source_guidance: float,
     source_prompt: str = "",
 ) -> ComfyInversion:
-    """Invert ``image`` (B, H, W, C) in [0, 1] (paper Eqs. 6–7). ``base``: ``[c_∅]`` or ``[c_∅, c_src]``;
+    """Invert ``image`` (B, H, W, C) in [0, 1] (paper Eqs. 6–7) with ``model`` (its VAE connected). ``base``:
+    ``[c_∅]`` or ``[c_∅, c_src]``;
     ``source_prompt`` names c_src in the inversion's info."""
     check_solver(solver, steps, skip)
     generator = torch.Generator("cpu").manual_seed(check_seed(seed))
     batch, height, width, _ = image.shape
-    check_size(height, width, vae.spacial_compression_encode() * denoiser.cell)
-    latent = encode_images(vae, image[..., :3])
-    x0 = denoiser.latent_in(latent).to(denoiser.device)
-    path = denoiser.noise_path(*x0.shape[-2:])
+    check_size(height, width, model.size_multiple)
+    latent = model.autoencoder.latent(image[..., :3])
+    x0 = model.denoiser.latent_in(latent).to(model.device)
+    path = model.noise_path(*x0.shape[-2:])
     table = step_table(solver, path, steps, skip)
     rows = len(base) * batch
-    chunk = inversion_chunk(denoiser, steps, rows, *x0.shape[-2:])
-    denoiser.load(tuple(x0.shape), rows * chunk)
-    on_device = [c.map(lambda t: t.to(denoiser.device)) for c in fit_lengths(denoiser, base)]
+    chunk = inversion_chunk(model, steps, rows, *x0.shape[-2:])
+    model.denoiser.load(tuple(x0.shape), rows * chunk)
+    on_device = [c.map(lambda t: t.to(model.device)) for c in fit_lengths(model, base)]
     ys, denoised, zs = invert_latents(
-        denoiser, x0, table, on_device, float(source_guidance), generator, chunk, None, progress_bar(steps)
+        model, x0, table, on_device, float(source_guidance), generator, chunk, None, progress_bar(steps)
     )
     info = InversionInfo(
-        model=f"comfyui:{model_name(denoiser.patcher)}",
-        family=denoiser.family,
+        model=f"comfyui:{model_name(model.denoiser.patcher)}",
+        family=model.family,
         solver=solver,
         steps=steps,
         skip=float(skip),
@@ -116,7 +115,7 @@ def invert(
         negative_prompt="",
         height=height,
         width=width,
-        dtype=str(denoiser.dtype).removeprefix("torch."),
+        dtype=str(model.dtype).removeprefix("torch."),
         version=leditspp.__version__,
         noise_path=path.describe(),
     )
@@ -124,24 +123,15 @@ def invert(
     return ComfyInversion(inversion, latent.clone(), tuple(c.map(lambda t: t.cpu()) for c in base))
 
 
-def encode_images(vae: Any, image: torch.Tensor) -> torch.Tensor:
-    """``image`` (B, H, W, 3) through ComfyUI's ``VAE``: (B, C, h, w), or (B, C, 1, h, w) from a video
-    VAE (Qwen-Image's Wan 2.1), which would take a batch as the frames of one video, so there each
-    image is encoded on its own."""
-    if vae.latent_dim == 3:
-        return torch.cat([vae.encode(one) for one in image.split(1)])
-    return vae.encode(image)
-
-
-def check_inversion(denoiser: ComfyDenoiser, inv: ComfyInversion) -> StepTable:
+def check_inversion(model: ModelAdapter, inv: ComfyInversion) -> StepTable:
     """The solver table to replay ``inv`` with on this model, refused for another family's schedule."""
     info = inv.inversion.info
-    if info.family != denoiser.family:
+    if info.family != model.family:
         raise LeditsError(
             f"this inversion was made with a {info.family} model; the model connected to the edit is "
-            f"{denoiser.family} — connect the same model to LeditsInvert and LeditsEdit"
+            f"{model.family} — connect the same model to LeditsInvert and LeditsEdit"
         )
-    table = step_table(info.solver, denoiser.noise_path(info.height, info.width), info.steps, info.skip)
+    table = step_table(info.solver, model.noise_path(info.height, info.width), info.steps, info.skip)
     if not torch.equal(table.timesteps, inv.inversion.timesteps.double()):
         raise LeditsError(
             "this inversion's timesteps do not match the connected model's noise schedule; connect the "
@@ -150,15 +140,15 @@ def check_inversion(denoiser: ComfyDenoiser, inv: ComfyInversion) -> StepTable:
     return table
 
 
-def fit_lengths(denoiser: ComfyDenoiser, conds: Sequence[Conditioning]) -> list[Conditioning]:
+def fit_lengths(model: ModelAdapter, conds: Sequence[Conditioning]) -> list[Conditioning]:
     """``conds`` brought to one token count so that one call stacks them: padded and masked where the
     family's prompts keep their own counts (Chroma, Qwen-Image; :func:`.text.pad_to_common_length`),
     else repeated (:func:`.text.to_common_length`). A joint attention without a text mask (FLUX.1,
     SD3) would weigh repeated text keys against the image's, so there the counts must already be equal."""
-    if denoiser.text_mask:
+    if model.denoiser.text_mask:
         return text.pad_to_common_length(conds)
     lengths = sorted({c.embeds.shape[1] for c in conds})
-    if denoiser.flow and len(lengths) > 1:
+    if model.denoiser.flow and len(lengths) > 1:
         raise LeditsError(
             f"the prompts have {lengths} text tokens; on FLUX.1 and SD3 they must have the same count — shorten the "
             f"longer ones to under {lengths[0]} tokens"
@@ -167,16 +157,16 @@ def fit_lengths(denoiser: ComfyDenoiser, conds: Sequence[Conditioning]) -> list[
 
 
 def concept_batch(
-    denoiser: ComfyDenoiser, base: Sequence[Conditioning], concepts: Sequence[Concept]
+    model: ModelAdapter, base: Sequence[Conditioning], concepts: Sequence[Concept]
 ) -> tuple[list[Conditioning], ConceptBatch]:
     """The base conditions and the concepts as the edit loop takes them, every conditioning
     brought to one token count (:func:`fit_lengths`), on the model's device."""
-    device = denoiser.device
+    device = model.device
     edits = tuple(k.edit for k in concepts)
-    fitted = fit_lengths(denoiser, [*base, *(e.conditioning for e in edits)])
+    fitted = fit_lengths(model, [*base, *(e.conditioning for e in edits)])
     length = fitted[0].embeds.shape[1]
     # a repeated conditioning holds its tokens once per copy, a padded one once
-    own = [length if denoiser.text_mask else e.conditioning.embeds.shape[1] for e in edits]
+    own = [length if model.denoiser.text_mask else e.conditioning.embeds.shape[1] for e in edits]
     rows = fitted[len(base) :]
     cond = Conditioning.cat(rows) if rows else fitted[0].map(lambda t: t[:0])
     weights = text.token_weights([k.positions for k in concepts], own, length)
@@ -194,7 +184,7 @@ def concept_batch(
 
 @torch.no_grad()
 def edit(
-    denoiser: ComfyDenoiser,
+    model: ModelAdapter,
     inv: ComfyInversion,
     concepts: Sequence[Concept],
     *,
@@ -208,22 +198,22 @@ def edit(
     if mask_mode not in MASK_MODES:
         raise LeditsError(f"mask mode must be one of {MASK_MODES}; got {mask_mode!r}")
     preserve = check_preserve(preserve, mask_mode)
-    table = check_inversion(denoiser, inv)
+    table = check_inversion(model, inv)
     check_warmup([k.edit for k in concepts], len(table))
-    source = inv.inversion.to(denoiser.device)
+    source = inv.inversion.to(model.device)
     batch, _, h, w = source.latents.shape
-    base, batch_concepts = concept_batch(denoiser, inv.base, concepts)
+    base, batch_concepts = concept_batch(model, inv.base, concepts)
     mask = None
     if user_mask is not None:
-        mask = resize_user_mask(user_mask, (h, w)).to(denoiser.device)
+        mask = resize_user_mask(user_mask, (h, w)).to(model.device)
         if mask.shape[0] not in (1, batch):
             raise LeditsError(f"the mask has {mask.shape[0]} masks for {batch} images; give 1 or {batch}")
-    groups = edit_groups(denoiser, batch, h, w)
-    denoiser.load(tuple(source.latents.shape), batch * min(groups, len(base) + len(concepts)))
+    groups = edit_groups(model, batch, h, w)
+    model.denoiser.load(tuple(source.latents.shape), batch * min(groups, len(base) + len(concepts)))
     use_attention = bool(concepts) and needs_attention(mask_mode)
-    with denoiser.capture_attention() if use_attention else contextlib.nullcontext() as recorder:
+    with model.capture_attention() if use_attention else contextlib.nullcontext() as recorder:
         latents, _, means, _ = edit_loop(
-            denoiser,
+            model,
             source,
             table,
             base,
@@ -237,14 +227,14 @@ def edit(
             preserve,
             groups,
         )
-    return output_latent(denoiser, inv, latents), pixel_masks(means, inv)
+    return output_latent(model, inv, latents), pixel_masks(means, inv)
 
 
-def output_latent(denoiser: ComfyDenoiser, inv: ComfyInversion, latents: torch.Tensor) -> torch.Tensor:
+def output_latent(model: ModelAdapter, inv: ComfyInversion, latents: torch.Tensor) -> torch.Tensor:
     """The edit's ``LATENT`` samples (shaped as the VAE's): the user's latent where the edit left the source
     ``x0`` as it was, ``process_latent_out`` of the edited latents elsewhere."""
     latents = latents.cpu()
-    edited = denoiser.latent_out(latents, inv.latent)
+    edited = model.denoiser.latent_out(latents, inv.latent)
     kept = (latents == inv.inversion.source_latents).reshape(inv.latent.shape)
     return torch.where(kept, inv.latent, edited)
 

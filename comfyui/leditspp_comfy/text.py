@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -146,3 +147,35 @@ def token_weights(positions: Sequence[Sequence[int]], lengths: Sequence[int], le
     for i, (own_positions, own) in enumerate(zip(positions, lengths, strict=True)):
         weights[i, repeated_positions(own_positions, own, length)] = 1.0
     return weights
+
+
+@dataclass(frozen=True, eq=False)
+class ComfyText:
+    """The text part: a ComfyUI ``CLIP`` (None where a node has none connected). ``padded``: the
+    family's prompts keep their own token counts, padded and masked to stack (Chroma, Qwen-Image);
+    otherwise repeated to a common count."""
+
+    clip: Any
+    padded: bool = False
+    zeros_for_empty: bool = False
+
+    @property
+    def condition_keys(self) -> tuple[str, ...]:
+        return ("embeds", "mask") if self.padded else ("embeds", "pooled")
+
+    def _connected(self) -> Any:
+        if self.clip is None:
+            raise LeditsError("this LEDITS++ node has no CLIP connected")
+        return self.clip
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """One row per prompt, brought to one token count (:func:`pad_to_common_length` or
+        :func:`to_common_length`)."""
+        encoded = [encode(self._connected(), p) for p in prompts]
+        return Conditioning.cat(pad_to_common_length(encoded) if self.padded else to_common_length(encoded))
+
+    def token_positions(self, prompt: str) -> list[int]:
+        return list(token_positions(self._connected(), prompt))
+
+    def modules(self) -> dict[str, Any]:
+        return {}

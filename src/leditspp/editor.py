@@ -236,8 +236,9 @@ class Editor:
 
     @property
     def size_multiple(self) -> int:
-        """Image sides must be multiples of this (the VAE's factor times 2^mask_level, so that the
-        attention mask's grid is exact; SPEC B §2)."""
+        """Image sides must be multiples of this: the autoencoder's factor times 2^mask_level, so
+        that the latents cover whole cells of the attention mask's grid (whole tokens of a
+        transformer's patches)."""
         return self.model.size_multiple
 
     # -- inversion ----------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class EditorService:
     model: str = defaults.MODEL
     device: str | None = None
     offload: str = defaults.OFFLOAD  # the memory plan (Editor.from_pretrained's offload=)
-    compile: bool = False  # torch.compile the UNet once loaded (Editor.compile)
+    compile: bool = False  # torch.compile the denoiser (UNet or transformer) once loaded (Editor.compile)
     base: str | None = None  # a single-file model's base (Editor.from_pretrained's base=)
     loras: tuple[str, ...] = ()  # LoRAs as PATH[:SCALE] (Editor.from_pretrained's loras=)
     cache_size: int = 8
@@ -216,7 +216,7 @@ def concept_row(edit: Edit) -> list[Any]:
 
 def example_rows(model: str, recommended: dict[str, Any]) -> list[list[Any]]:
     """The concepts the bundled example is edited with: the edit the built-in model does right on
-    it (the UNet demo's for any other model), at the model's recommended threshold."""
+    it (the built-in SD demo's for any other model), at the model's recommended threshold."""
     from .demo import EXAMPLE_EDITS
 
     texts = EXAMPLE_EDITS.get(model, EXAMPLE_EDITS["demo"])
@@ -533,7 +533,7 @@ def serve(
     loras: tuple[str, ...] = (),
 ) -> Any:
     """Start the app; ``block=False`` returns the running app (for tests and notebooks).
-    ``compile``: ``torch.compile`` the UNet (worth it for a long-running server on a GPU);
+    ``compile``: ``torch.compile`` the denoiser, UNet or transformer (worth it for a long-running server on a GPU);
     ``offload``: the memory plan (:mod:`leditspp.offload`); ``base``, ``loras``: a single-file
     model's base and the LoRAs applied (see :meth:`leditspp.Editor.from_pretrained`)."""
     upload_bytes = upload_limit(max_upload_mb)

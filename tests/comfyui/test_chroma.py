@@ -14,14 +14,17 @@ ROOT = require_comfyui()
 
 import comfy.supported_models  # noqa: E402
 from leditspp_comfy import run, text  # noqa: E402
-from leditspp_comfy.denoiser import ComfyDenoiser  # noqa: E402
+from leditspp_comfy.denoiser import comfy_adapter  # noqa: E402
 
 from leditspp.editor import Editor  # noqa: E402
 from leditspp.edits import Edit  # noqa: E402
 from leditspp.errors import LeditsError  # noqa: E402
 from leditspp.inversion import Inversion, invert_latents  # noqa: E402
+from leditspp.models.autoencoder import ScaledVAE  # noqa: E402
 from leditspp.models.base import Conditioning  # noqa: E402
-from leditspp.models.chroma import Chroma  # noqa: E402
+from leditspp.models.capture import KernelTap, text_first  # noqa: E402
+from leditspp.models.chroma import Chroma, ChromaText, ChromaTransformer  # noqa: E402
+from leditspp.models.sd3 import joint_blocks  # noqa: E402
 from leditspp.solvers import FlowPath, NoiseLevel, step_table  # noqa: E402
 
 from . import tiny  # noqa: E402
@@ -68,7 +71,7 @@ def test_chroma_edits_where_its_concept_mask_is(chroma):
 
 
 def test_chroma_runs_on_comfyuis_flux_shifted_flow_path(chroma):
-    assert ComfyDenoiser.of(chroma[0]).path == FlowPath(dynamic=True, mu=1.15)
+    assert comfy_adapter(chroma[0]).path == FlowPath(dynamic=True, mu=1.15)
 
 
 def test_a_padded_prompt_with_its_text_mask_keeps_its_own_estimate(chroma):
@@ -76,7 +79,7 @@ def test_a_padded_prompt_with_its_text_mask_keeps_its_own_estimate(chroma):
     its pads masked, so its row's estimate is the unpadded one's (fp32 noise), while the same
     pads left unmasked change it."""
     model, clip, _ = chroma
-    denoiser = ComfyDenoiser.of(model)
+    denoiser = comfy_adapter(model)
     short, long = text.encode(clip, SHORT), text.encode(clip, LONG)
     assert short.embeds.shape[1] < long.embeds.shape[1]
     padded = text.pad_to_common_length([short, long])
@@ -103,7 +106,7 @@ def test_chroma_attention_mask_is_the_joint_softmax_over_each_rows_own_text(chro
 
     model = model.clone()
     model.model_options["transformer_options"] = {"optimized_attention_override": recording}
-    denoiser = ComfyDenoiser.of(model)
+    denoiser = comfy_adapter(model)
     conds = [text.encode(clip, SHORT), text.encode(clip, LONG)]
     cond = Conditioning.cat(text.pad_to_common_length(conds))
     positions = list(text.token_positions(clip, SHORT))
@@ -142,7 +145,7 @@ def test_an_unsupported_model_is_refused_with_chroma_among_the_supported():
     model, _ = tiny.tiny_chroma()
     model.model.model_config = comfy.supported_models.ChromaRadiance(dict(tiny.TINY_CHROMA))
     with pytest.raises(LeditsError, match=r"loaded as ChromaRadiance; supported: .*Chroma \(Chroma\)"):
-        ComfyDenoiser.of(model)
+        comfy_adapter(model)
 
 
 #: ComfyUI reads Chroma's modulations at fixed offsets among 344 (full Chroma's 19 double and 38
@@ -240,14 +243,18 @@ def test_the_pack_and_leditspps_chroma_adapter_agree_on_twin_weights():
     model, clip = tiny.tiny_chroma(**TWIN)
     vae = tiny.tiny_vae(channels=16)
     encoder, tokenizer = hf_t5(clip)
-    denoiser = ComfyDenoiser.of(model)
+    denoiser = comfy_adapter(model, vae=vae)
+    transformer = diffusers_chroma(model)
     adapter = Chroma(
-        transformer=diffusers_chroma(model),
-        vae=None,
-        path=FlowPath(dynamic=True, base_shift=1.15, max_shift=1.15),  # μ = 1.15 at every size, as ComfyUI's
-        text_encoder=encoder,
-        tokenizer=tokenizer,
-        max_sequence_length=3,
+        text=ChromaText(tokenizer=tokenizer, text_encoder=encoder, max_sequence_length=3),
+        denoiser=ChromaTransformer(
+            transformer=transformer,
+            path=FlowPath(dynamic=True, base_shift=1.15, max_shift=1.15),  # μ = 1.15 at every size, as ComfyUI's
+            patch=2,
+            text_tokens=3,
+        ),
+        autoencoder=ScaledVAE(None),
+        attention=KernelTap(transformer, joint_blocks, text_first, 1),
     )
     ids = tokenizer("sunglasses").input_ids
     torch.testing.assert_close(encoder(torch.tensor([ids]))[0], text.encode(clip, "sunglasses").embeds)
@@ -258,7 +265,7 @@ def test_the_pack_and_leditspps_chroma_adapter_agree_on_twin_weights():
     image = tiny.image(seed=9)
     steps = {"steps": 3, "skip": 0.15, "seed": 0, "solver": "dpmsolver++", "source_guidance": 3.5}
     base = [Conditioning.of(embeds[:1])]
-    inversion = run.invert(denoiser, vae, image, base, **steps)
+    inversion = run.invert(denoiser, image, base, **steps)
     edit = Edit("sunglasses", scale=6.0, threshold=0.5, conditioning=Conditioning.of(embeds[1:]))
     positions = tuple(text.token_positions(clip, "sunglasses"))
     assert list(positions) == adapter.token_positions("sunglasses")

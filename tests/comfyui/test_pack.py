@@ -15,7 +15,7 @@ import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete  # noqa: E402
 from leditspp_comfy import run, text  # noqa: E402
-from leditspp_comfy.denoiser import ComfyDenoiser  # noqa: E402
+from leditspp_comfy.denoiser import comfy_adapter  # noqa: E402
 from leditspp_comfy.nodes import LeditsConcept, LeditsEdit, LeditsInvert  # noqa: E402
 
 from leditspp.errors import LeditsError  # noqa: E402
@@ -203,11 +203,11 @@ def test_models_it_cannot_edit_are_refused_by_name(parts):
     unet, _, _ = parts
     x0_model = ModelSamplingDiscrete().patch(unet, "x0", False)[0]
     with pytest.raises(LeditsError, match="predicts with X0"):
-        ComfyDenoiser.of(x0_model)
+        comfy_adapter(x0_model)
     pix2pix = unet.clone()
     pix2pix.model = comfy.supported_models.SD15_instructpix2pix(dict(tiny.TINY_UNET)).get_model({})
     with pytest.raises(LeditsError, match=r"SD15_instructpix2pix.*supported: SD15"):
-        ComfyDenoiser.of(pix2pix)
+        comfy_adapter(pix2pix)
 
 
 def test_progress_advances_per_step_and_cancel_stops(parts):

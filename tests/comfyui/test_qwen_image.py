@@ -16,12 +16,15 @@ require_comfyui()
 import comfy.supported_models  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingAuraFlow  # noqa: E402
 from leditspp_comfy import run, text  # noqa: E402
-from leditspp_comfy.denoiser import ComfyDenoiser  # noqa: E402
+from leditspp_comfy.denoiser import comfy_adapter  # noqa: E402
 
 from leditspp.editing import edit_loop  # noqa: E402
 from leditspp.errors import LeditsError  # noqa: E402
+from leditspp.models.autoencoder import ScaledVAE  # noqa: E402
 from leditspp.models.base import Conditioning  # noqa: E402
-from leditspp.models.qwenimage import DROP, TEMPLATE, QwenImage  # noqa: E402
+from leditspp.models.capture import KernelTap, text_first  # noqa: E402
+from leditspp.models.qwenimage import DROP, TEMPLATE, QwenImage, QwenImageTransformer, QwenVLText  # noqa: E402
+from leditspp.models.sd3 import joint_blocks  # noqa: E402
 from leditspp.solvers import FlowPath, NoiseLevel  # noqa: E402
 
 from . import tiny  # noqa: E402
@@ -65,9 +68,9 @@ def test_qwen_image_runs_on_comfyuis_flow_shift_and_on_a_shift_node(qwen):
     """Its own sampling is ComfyUI's ModelSamplingFlux with μ = 1.15; ComfyUI's Qwen-Image workflows
     set a static shift with ModelSamplingAuraFlow, which reconstructs exactly too."""
     model, _, vae = qwen
-    assert ComfyDenoiser.of(model).path == FlowPath(dynamic=True, mu=1.15)
+    assert comfy_adapter(model).path == FlowPath(dynamic=True, mu=1.15)
     shifted = ModelSamplingAuraFlow().patch_aura(model, 3.1)[0]
-    assert ComfyDenoiser.of(shifted).path == FlowPath(shift=3.1)
+    assert comfy_adapter(shifted).path == FlowPath(shift=3.1)
     inversion = invert(qwen, model=shifted, steps=3)
     assert torch.equal(edit(shifted, inversion)[0], vae.encode(tiny.image()))
 
@@ -95,7 +98,7 @@ def test_prompts_of_different_lengths_stack_with_a_text_mask(qwen):
     alone (the kernel masks its padded keys; the text's rotary positions do not move); unmasked,
     the padding would change it."""
     model, clip, _ = qwen
-    denoiser = ComfyDenoiser.of(model)
+    denoiser = comfy_adapter(model)
     short, long = text.encode(clip, ""), text.encode(clip, "a photo of a cat wearing a red hat")
     padded = text.pad_to_common_length([short, long])
     assert padded[0].get("mask").sum() == short.embeds.shape[1] < padded[0].embeds.shape[1]
@@ -123,7 +126,7 @@ def test_qwen_image_attention_mask_is_the_joint_softmax_of_each_block(qwen):
 
     model = model.clone()
     model.model_options["transformer_options"] = {"optimized_attention_override": recording}
-    denoiser = ComfyDenoiser.of(model)
+    denoiser = comfy_adapter(model)
     base, hat = text.pad_to_common_length([text.encode(clip, "a photo of a garden"), text.encode(clip, "a red hat")])
     positions = list(text.token_positions(clip, "a red hat"))
     tokens, own = base.embeds.shape[1], int(hat.get("mask").sum())
@@ -163,7 +166,7 @@ def test_the_refusal_lists_qwen_image():
     pix2pix = tiny.tiny_model()
     pix2pix.model = comfy.supported_models.SD15_instructpix2pix(dict(tiny.TINY_UNET)).get_model({})
     with pytest.raises(LeditsError, match=r"SD15_instructpix2pix.*supported: .*QwenImage \(Qwen-Image\)"):
-        ComfyDenoiser.of(pix2pix)
+        comfy_adapter(pix2pix)
 
 
 def test_the_pack_and_leditspps_adapter_agree_on_twin_weights(qwen):
@@ -180,10 +183,13 @@ def test_the_pack_and_leditspps_adapter_agree_on_twin_weights(qwen):
 
     transformer = QwenImageTransformer2DModel(**{k: v for k, v in tiny.TINY_QWEN_IMAGE.items() if k != "image_model"})
     transformer.load_state_dict(model.model.diffusion_model.state_dict(), strict=True)
-    denoiser = ComfyDenoiser.of(model)
+    denoiser = comfy_adapter(model)
     tokenizer = clip.tokenizer.qwen25_7b.tokenizer
     adapter = QwenImage(
-        transformer=transformer.eval(), vae=None, path=denoiser.path, text_encoder=None, tokenizer=tokenizer
+        text=QwenVLText(tokenizer=tokenizer, text_encoder=None, max_sequence_length=512),
+        denoiser=QwenImageTransformer(transformer=transformer.eval(), path=denoiser.path, patch=2, text_tokens=512),
+        autoencoder=ScaledVAE(None),
+        attention=KernelTap(transformer, joint_blocks, text_first, 1),
     )
     assert adapter.token_positions("a red hat") == list(concepts[0].positions)
     source = inversion.inversion
@@ -191,6 +197,6 @@ def test_the_pack_and_leditspps_adapter_agree_on_twin_weights(qwen):
     with adapter.capture_attention() as recorder:
         table = run.check_inversion(denoiser, inversion)
         latents = edit_loop(adapter, source, table, base, 3.5, batch, "intersect", None, 0.0, recorder)[0]
-    theirs = denoiser.latent_out(latents, inversion.latent)
+    theirs = denoiser.denoiser.latent_out(latents, inversion.latent)
     torch.testing.assert_close(packed, theirs, rtol=1e-3, atol=5e-4)  # fp32 noise through 3 guided steps
     assert (theirs - inversion.latent).abs().max() > 0.5, "the edit must be far larger than the tolerance"

@@ -12,7 +12,7 @@ from .comfy_env import require_comfyui
 require_comfyui()
 
 from leditspp_comfy import text  # noqa: E402
-from leditspp_comfy.denoiser import ComfyDenoiser  # noqa: E402
+from leditspp_comfy.denoiser import comfy_adapter  # noqa: E402
 
 from leditspp.solvers import FlowPath, NoiseLevel  # noqa: E402
 
@@ -38,7 +38,7 @@ def test_sd3_reconstructs_exactly_and_edits_with_its_joint_attention_mask(sd3, s
 
 
 def test_sd3_runs_on_its_shifted_flow_path(sd3):
-    assert ComfyDenoiser.of(sd3[0]).path == FlowPath(shift=3.0)
+    assert comfy_adapter(sd3[0]).path == FlowPath(shift=3.0)
 
 
 def test_sd3_concept_tokens_are_t5s_else_the_clips():

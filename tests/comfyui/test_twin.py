@@ -11,13 +11,16 @@ from .comfy_env import require_comfyui
 ROOT = require_comfyui()
 
 import comfy.utils  # noqa: E402
-from leditspp_comfy.denoiser import ComfyDenoiser  # noqa: E402
+from leditspp_comfy.denoiser import comfy_adapter  # noqa: E402
 from leditspp_comfy.nodes import LeditsConcept, LeditsEdit, LeditsInvert  # noqa: E402
 
 from leditspp.editor import Editor  # noqa: E402
 from leditspp.edits import Edit  # noqa: E402
 from leditspp.inversion import Inversion, invert_latents  # noqa: E402
-from leditspp.models.sd import StableDiffusion  # noqa: E402
+from leditspp.models.autoencoder import ScaledVAE  # noqa: E402
+from leditspp.models.sd import ClipText, StableDiffusion  # noqa: E402
+from leditspp.models.unet import UNetDenoiser  # noqa: E402
+from leditspp.models.unet_attention import UNetTap  # noqa: E402
 from leditspp.solvers import NoisePath, step_table  # noqa: E402
 
 from . import tiny  # noqa: E402
@@ -68,7 +71,13 @@ def test_the_pack_and_leditspp_agree_on_twin_weights():
 
     encoder, tokenizer = hf_text_encoder(clip)
     path = NoisePath.from_scheduler_config(SCHEDULE)
-    sd = StableDiffusion(unet=diffusers_unet(unet), vae=None, path=path, text_encoder=encoder, tokenizer=tokenizer)
+    network = diffusers_unet(unet)
+    sd = StableDiffusion(
+        text=ClipText(tokenizer=tokenizer, text_encoder=encoder),
+        denoiser=UNetDenoiser(unet=network, path=path),
+        autoencoder=ScaledVAE(None),
+        attention=UNetTap(network),
+    )
     editor = Editor(sd)
     x0 = inversion.inversion.source_latents
     table = step_table("dpmsolver++", path, 4, 0.15)
@@ -80,7 +89,7 @@ def test_the_pack_and_leditspp_agree_on_twin_weights():
 
     torch.testing.assert_close(inversion.inversion.denoised, denoised, rtol=1e-4, atol=1e-5)
     assert torch.equal(inversion.inversion.timesteps, table.timesteps)
-    assert ComfyDenoiser.of(unet).path.spacing == path.spacing
+    assert comfy_adapter(unet).path.spacing == path.spacing
     theirs = unet.model.process_latent_out(result.latents)
     torch.testing.assert_close(packed, theirs, rtol=1e-3, atol=5e-4)  # fp32 noise through 4 guided steps
     assert (theirs - inversion.latent).abs().max() > 0.5, "the edit must be far larger than the tolerance"

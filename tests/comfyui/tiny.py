@@ -429,7 +429,7 @@ def tap_and_kernel_calls(
     (which calls it in turn). Returns the tap's M¹ (B, *grid), the calls' (q, k, heads, block), the
     text token count and the concept's token positions."""
     from leditspp_comfy import text
-    from leditspp_comfy.denoiser import ComfyDenoiser
+    from leditspp_comfy.denoiser import comfy_adapter
 
     calls: list[tuple] = []
 
@@ -439,7 +439,7 @@ def tap_and_kernel_calls(
 
     model = model.clone()
     model.model_options["transformer_options"] = {"optimized_attention_override": recording}
-    denoiser = ComfyDenoiser.of(model)
+    denoiser = comfy_adapter(model)
     cond = text.encode(clip, prompt)
     positions = tuple(text.token_positions(clip, prompt))
     weights = torch.zeros(1, cond.embeds.shape[1])

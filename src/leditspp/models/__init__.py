@@ -1,9 +1,10 @@
 """Model families: the built-in adapters registered in the order they are tried, and the public names
-of the package (detection in ``families.py``, settings in ``settings.py``, loading in ``loading.py``)."""
+of the package (the parts an adapter is composed of in ``base.py``, detection in ``families.py``,
+settings in ``settings.py``, loading in ``loading.py``)."""
 
 from __future__ import annotations
 
-from .base import Conditioning, ModelAdapter, fingerprint
+from .base import AttentionTap, Autoencoder, Conditioning, Denoiser, ModelAdapter, TextStack, fingerprint
 from .chroma import Chroma
 from .deepfloyd import DeepFloydIF
 from .families import FAMILIES, adapter_from_components, register, registered, supported
@@ -58,11 +59,21 @@ __all__ = [
     "FAMILIES",
     "FEW_STEP_RECOMMENDED",
     "RECOMMENDABLE",
+    "AttentionTap",
+    "Autoencoder",
+    "Chroma",
     "Conditioning",
     "DeepFloydIF",
+    "Denoiser",
+    "Flux",
+    "Klein",
     "ModelAdapter",
+    "QwenImage",
     "StableDiffusion",
+    "StableDiffusion3",
     "StableDiffusionXL",
+    "TextStack",
+    "ZImage",
     "adapter_from_components",
     "fingerprint",
     "is_flow_model",

@@ -1,19 +1,21 @@
 """What every model family provides to the one inversion loop and the one edit loop.
 
-A family adapter turns text into :class:`Conditioning`, runs the denoiser on stacked rows, and
-moves images in and out of latent space. Everything else (solver, guidance, masks) is shared.
+A family's adapter (:class:`ModelAdapter`) is composed of four parts with one job each: a
+:class:`TextStack` turns text into :class:`Conditioning`, a :class:`Denoiser` runs the network on
+stacked rows on its noise path, an :class:`Autoencoder` moves images in and out of latent space,
+an :class:`AttentionTap` reads the attention for the mask M¹. Everything else (solver, guidance,
+masks) is shared. Helpers every part uses live here too (the tokenizer lock, where a module runs,
+per-size caches, the weights' fingerprint).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import threading
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,39 +87,39 @@ class Conditioning:
         return self.map(lambda t: t[i : i + 1])
 
 
-class ModelAdapter(Protocol):
-    """The seam between the loops and a model family (SD 1.x/2.x, SDXL, few-step distillations …).
+class TextStack(Protocol):
+    """Text → :class:`Conditioning`: the prompts' encodings and where a concept's tokens sit."""
 
-    The loops see noise estimates, noise paths, conditionings and attention recorders — never a
-    network. A family is a new file under ``models/`` that provides these.
-    """
+    #: The tensors of its Conditioning (see :meth:`encode_prompts`).
+    condition_keys: tuple[str, ...]
+    #: c_∅ of the empty negative prompt is all zeros (SDXL's ``force_zeros_for_empty_prompt``).
+    zeros_for_empty: bool
 
-    family: str
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """One row per prompt, in the encoder's dtype (the adapter casts to the denoiser's)."""
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """The positions of ``prompt``'s own tokens among the L text tokens the denoiser sees."""
+
+    def modules(self) -> dict[str, Any]:
+        """Its networks by component name (``text_encoder``, …)."""
+
+
+class Denoiser(Protocol):
+    """The network on stacked rows and the noise path it was trained on."""
+
     path: Path  # the noise levels and the spacing the solver tables are built from
-    mask_level: int  # the attention mask M¹ is read at 1/2^mask_level of the latent resolution
-    condition_keys: tuple[str, ...]  # the tensors of its Conditioning (see encode_prompts)
-
-    def noise_path(self, height: int, width: int) -> Path:
-        """The path for an ``height × width`` latent grid (FLUX's shift depends on the size)."""
 
     @property
     def device(self) -> torch.device:
-        """The execution device: where the denoiser runs and the loops' tensors live (under a memory
+        """The execution device: where the network runs and the loops' tensors live (under a memory
         plan its parameters may wait elsewhere, see :mod:`leditspp.offload`)."""
 
     @property
     def dtype(self) -> torch.dtype: ...
 
-    @property
-    def size_multiple(self) -> int: ...
-
-    def mask_grid(self, height: int, width: int) -> tuple[int, int]: ...
-
-    def encode_prompts(self, prompts: list[str]) -> Conditioning: ...
-
-    def unconditional(self, negative_prompt: str, count: int) -> Conditioning: ...
-
-    def token_positions(self, prompt: str) -> list[int]: ...
+    def noise_path(self, height: int, width: int) -> Path:
+        """The path for an ``height × width`` latent grid (FLUX's shift depends on the size)."""
 
     def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
         """The estimate guidance acts on, (R, C, h, w) fp32: ε for DDPM-trained families, the
@@ -126,17 +128,148 @@ class ModelAdapter(Protocol):
     def to_data(self, estimate: torch.Tensor, x: torch.Tensor, level: NoiseLevel) -> torch.Tensor:
         """The data prediction x̂0 of a (guided) estimate at ``x``, (B, C, h, w)."""
 
-    def row_bytes(self, height: int, width: int) -> int: ...
+    def row_bytes(self, height: int, width: int) -> int:
+        """Estimated peak activation bytes of one row on an ``height × width`` latent grid."""
 
-    def compile(self, **options: Any) -> None: ...
+    def compile(self, **options: Any) -> None:
+        """``torch.compile`` the network in place."""
 
-    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionRecorder]: ...
+    def modules(self) -> dict[str, Any]:
+        """Its network by component name (``unet`` or ``transformer``)."""
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+class Autoencoder(Protocol):
+    """Pixels in and out of the denoiser's latent space."""
 
-    def components(self) -> dict[str, Any]: ...
+    #: Image pixels per latent cell along a side.
+    factor: int
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → latents (B, C, H/factor, W/factor), fp32."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B, C, h, w) → images (B, 3, h·factor, w·factor) in [−1, 1], fp32."""
+
+    def modules(self) -> dict[str, Any]:
+        """Its network by component name (``vae``)."""
+
+
+class AttentionTap(Protocol):
+    """Where the attention mask M¹ is read (paper Eq. 13)."""
+
+    #: M¹'s grid is 1/2^mask_level of the latent grid.
+    mask_level: int
+
+    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionRecorder]:
+        """Arm the attention layers for the calls made inside; yields their recorder."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelAdapter:
+    """The seam between the loops and a model family: four parts, one job each.
+
+    A family (a file under ``models/``, or another host such as ComfyUI) composes its adapter from
+    a :class:`TextStack`, a :class:`Denoiser`, an :class:`Autoencoder` and an
+    :class:`AttentionTap`; families that share an encoder or a network share the part (FLUX.2
+    [klein] and Z-Image one Qwen3 chat-template text stack). A built-in family subclasses this
+    class only to add its detection and construction (:mod:`.families`)::
+
+        adapter = ModelAdapter(family="mine", text=MyText(...), denoiser=MyNet(...),
+                               autoencoder=ScaledVAE(vae), attention=KernelTap(net, layers, layout, 1))
+
+    The loops (inversion, editing, masks, rows) read it as below and never see a network.
+    """
+
+    family: str
+    text: TextStack
+    denoiser: Denoiser
+    autoencoder: Autoencoder
+    attention: AttentionTap
+
+    # -- the denoiser --------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.denoiser.path
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoiser.dtype
+
+    def noise_path(self, height: int, width: int) -> Path:
+        return self.denoiser.noise_path(height, width)
+
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        return self.denoiser.estimate(latents, level, cond)
+
+    def to_data(self, estimate: torch.Tensor, x: torch.Tensor, level: NoiseLevel) -> torch.Tensor:
+        return self.denoiser.to_data(estimate, x, level)
+
+    def row_bytes(self, height: int, width: int) -> int:
+        return self.denoiser.row_bytes(height, width)
+
+    def compile(self, **options: Any) -> None:
+        self.denoiser.compile(**options)
+
+    # -- the attention mask --------------------------------------------------------------------
+
+    @property
+    def mask_level(self) -> int:
+        return self.attention.mask_level
+
+    def mask_grid(self, height: int, width: int) -> tuple[int, int]:
+        """M¹'s grid for an ``height × width`` latent grid."""
+        return height >> self.mask_level, width >> self.mask_level
+
+    def capture_attention(self) -> contextlib.AbstractContextManager[AttentionRecorder]:
+        return self.attention.capture_attention()
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: the autoencoder's factor times 2^mask_level, so
+        that the latents cover whole cells of M¹'s grid (whole tokens of a patched transformer)."""
+        return self.autoencoder.factor << self.mask_level
+
+    # -- the text ------------------------------------------------------------------------------
+
+    @property
+    def condition_keys(self) -> tuple[str, ...]:
+        return self.text.condition_keys
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """The text stack's encoding, floating tensors in the denoiser's dtype, on its device."""
+        device, dtype = self.device, self.dtype
+        return self.text.encode_prompts(prompts).map(
+            lambda t: t.to(device, dtype) if t.is_floating_point() else t.to(device)
+        )
+
+    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
+        """c_∅, ``count`` rows: the encoded negative prompt ("" by default), all zeros for "" where
+        the text stack says so."""
+        cond = self.encode_prompts([negative_prompt])
+        if not negative_prompt and self.text.zeros_for_empty:
+            cond = cond.map(torch.zeros_like)
+        return cond.repeat_rows(count)
+
+    def token_positions(self, prompt: str) -> list[int]:
+        return self.text.token_positions(prompt)
+
+    # -- pixels --------------------------------------------------------------------------------
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → latents (B, C, h, w), fp32, on the denoiser's device."""
+        return self.autoencoder.encode(pixels).to(self.device)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(latents)
+
+    def components(self) -> dict[str, Any]:
+        """The networks of every part by component name (what fingerprints and memory plans see)."""
+        return {**self.text.modules(), **self.denoiser.modules(), **self.autoencoder.modules()}
 
 
 #: Hugging Face tokenizers set their padding and truncation on the shared backend for the length
@@ -153,55 +286,17 @@ def tokenize(tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def runs_on(module: Any) -> torch.device:
-    """The device ``module`` computes on. Under a memory plan its parameters wait elsewhere: diffusers'
-    group offloading names its onload device, accelerate's offload hooks (``enable_model_cpu_offload``,
-    ``cpu_offload_with_hook``) their execution device; otherwise it is where its parameters are."""
-    from diffusers.hooks.group_offloading import _get_group_onload_device  # what ModelMixin.device reads
-
-    with contextlib.suppress(ValueError):
-        return torch.device(_get_group_onload_device(module))
-    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    """The device ``module`` computes on. Under a memory plan its parameters wait elsewhere: accelerate's
+    offload hooks (``enable_model_cpu_offload``, ``cpu_offload_with_hook``) name their execution device,
+    diffusers' group offloading its onload device; otherwise it is where its parameters are."""
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)  # as diffusers' pipelines read it
     if device is not None:
         return torch.device(device)
-    return next(itertools.chain(module.parameters(), module.buffers())).device
+    from diffusers import ModelMixin
 
-
-def warn_if_truncated(tokenizer: Any, prompts: list[str], limit: int | None = None) -> None:
-    """Log a warning for each prompt longer than the text encoder's window (``limit``, default
-    the tokenizer's ``model_max_length``): it is cut there."""
-    limit = limit or tokenizer.model_max_length
-    for prompt in prompts:
-        count = len(tokenize(tokenizer, prompt, truncation=False, verbose=False).input_ids)
-        if count > limit:
-            logger.warning(
-                "prompt %r has %d tokens; the text encoder reads only the first %d (the rest is ignored) — shorten it",
-                prompt if len(prompt) <= 60 else prompt[:57] + "…",
-                count,
-                limit,
-            )
-
-
-@torch.no_grad()
-def encode_text(
-    tokenizer: Any, encoder: Any, prompts: list[str], max_length: int | None = None, *, all_layers: bool = True
-) -> Any:
-    """One text encoder's output for ``prompts`` padded to ``max_length`` (default the
-    tokenizer's window). With ``all_layers``, ``out.hidden_states[-2]`` (n, L, D) is the
-    penultimate layer SDXL and SD3 condition on; ``out[0]`` is a CLIP's projected embedding
-    (``out.pooler_output`` its pooled one) or T5's last hidden states."""
-    ids = tokenize(
-        tokenizer,
-        prompts,
-        padding="max_length",
-        max_length=max_length or tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    return encoder(ids.to(runs_on(encoder)), output_hidden_states=all_layers)
-
-
-def vae_scale_factor(vae: Any) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    # ModelMixin.device: the group-offload onload device, else the parameters' — for any module
+    # (the text encoders are transformers models)
+    return ModelMixin.device.fget(module)
 
 
 #: Per-size caches of small device tensors (SDXL's time ids, FLUX's position ids) keep at most
@@ -213,55 +308,6 @@ def bound_cache(cache: dict[Any, Any]) -> None:
     """Empty ``cache`` when it holds :data:`SIZE_CACHE` entries (call before inserting one)."""
     if len(cache) >= SIZE_CACHE:
         cache.clear()
-
-
-_vae_locks: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
-_vae_locks_guard = threading.Lock()
-
-
-def _vae_lock(vae: Any) -> threading.RLock:
-    """The lock of one VAE: callers of the same VAE wait for each other, other models' VAEs don't."""
-    with _vae_locks_guard:
-        lock = _vae_locks.get(vae)
-        if lock is None:
-            lock = _vae_locks[vae] = threading.RLock()
-        return lock
-
-
-@contextlib.contextmanager
-def _vae_precision(vae: Any) -> Iterator[torch.dtype]:
-    """Run the VAE in fp32 when it is fp16 and its config asks for ``force_upcast``; restore after.
-
-    Holds the VAE's own lock for the whole call, so concurrent callers never see it mid-cast."""
-    with _vae_lock(vae):
-        dtype = vae.dtype
-        upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
-        if upcast:
-            vae.to(torch.float32)
-        try:
-            yield torch.float32 if upcast else dtype
-        finally:
-            if upcast:
-                vae.to(dtype)
-
-
-@torch.no_grad()
-def encode_pixels(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
-    """Images (B, 3, H, W) in [−1, 1] → scaled posterior-mean latents (B, C, H/f, W/f), fp32."""
-    with _vae_precision(vae) as dtype:
-        dist = vae.encode(pixels.to(runs_on(vae), dtype)).latent_dist
-        latents = dist.mode().float()
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (latents - shift) * vae.config.scaling_factor
-
-
-@torch.no_grad()
-def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents (B, C, h, w) → images (B, 3, H, W) in [−1, 1], fp32."""
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    with _vae_precision(vae) as dtype:
-        z = (latents / vae.config.scaling_factor + shift).to(runs_on(vae), dtype)
-        return vae.decode(z).sample.float().clamp(-1, 1)
 
 
 def fingerprint(modules: dict[str, Any]) -> str:

@@ -231,3 +231,20 @@ def capture_layers(network: Any, layers: list[Any], layout: Layouts) -> Iterator
                 for layer, processor in inst.saved:
                     layer.set_processor(processor)
                 del _installations[id(network)]
+
+
+@dataclass(frozen=True)
+class KernelTap:
+    """The attention tap of a family whose M¹ is read at the kernel (:class:`~.base.AttentionTap`):
+    ``layers(network)`` gives the layers to arm, ``layout`` where their kernel calls hold the image
+    queries and the text keys, on a grid of 1/2^``mask_level`` of the latents."""
+
+    network: Any
+    layers: Callable[[Any], list[Any]]
+    layout: Layouts
+    mask_level: int
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        with capture_layers(self.network, self.layers(self.network), self.layout) as recorder:
+            yield recorder

@@ -27,23 +27,70 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Conditioning, runs_on, tokenize, warn_if_truncated
+from .base import Conditioning, runs_on, tokenize
 from .components import Fit, TextInput, config_int
 from .families import Part, Parts, refuse
-from .flux import PackedTransformer
-from .sd import _word_positions
-from .sd3 import check_sequence_length
+from .flux import PackedFamily, PackedTransformer
+from .text import warn_if_truncated, word_positions
+from .transformer import sequence_length
 
 
-@dataclass(kw_only=True)
-class Chroma(PackedTransformer):
+@dataclass(frozen=True, kw_only=True)
+class ChromaText:
+    """Chroma's text stack: T5 run with the tokenizer's mask, and the pipeline's text mask."""
+
+    tokenizer: Any
+    text_encoder: Any  # T5
+    max_sequence_length: int
+    condition_keys: tuple[str, ...] = ("embeds", "mask")
+    zeros_for_empty: bool = False
+
+    def modules(self) -> dict[str, Any]:
+        return {"text_encoder": self.text_encoder}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """embeds (n, L, D): T5 run with the tokenizer's mask; mask (n, L) float: 1 up to and
+        including the first pad (``ChromaPipeline._get_t5_prompt_embeds``)."""
+        warn_if_truncated(self.tokenizer, prompts, self.max_sequence_length)
+        tokens = tokenize(
+            self.tokenizer,
+            prompts,
+            padding="max_length",
+            max_length=self.max_sequence_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = runs_on(self.text_encoder)
+        attended = tokens.attention_mask.to(device)
+        embeds = self.text_encoder(tokens.input_ids.to(device), attention_mask=attended, output_hidden_states=False)[0]
+        positions = torch.arange(attended.shape[1], device=device)[None, :]
+        mask = positions <= attended.sum(dim=1, keepdim=True)  # the first pad stays attended
+        return Conditioning.of(embeds, mask=mask.to(embeds.dtype))
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """The prompt's word tokens in T5's sequence (the text part of the joint attention)."""
+        return word_positions(self.tokenizer, prompt, self.max_sequence_length)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChromaTransformer(PackedTransformer):
+    """Chroma's transformer: FLUX.1's inputs, no pooled text or guidance, the text mask."""
+
+    def conditioning_inputs(self, cond: Conditioning, latents: torch.Tensor) -> dict[str, Any]:
+        """The pipeline's ``attention_mask`` (R, L + h/2·w/2): each row's text mask, then 1 on every
+        image token (``ChromaPipeline._prepare_attention_mask``), float as the pipeline makes it."""
+        text = cond.tensors["mask"]
+        image = text.new_ones(text.shape[0], self.image_tokens(*latents.shape[-2:]))
+        return {"attention_mask": torch.cat([text, image], dim=1).to(latents.device, self.transformer.dtype)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chroma(PackedFamily):
     """Adapter for Chroma components in diffusers format (``ChromaTransformer2DModel`` + T5)."""
 
-    text_encoder: Any  # T5
-    tokenizer: Any
     family: str = "chroma"
     title: ClassVar[str] = "Chroma (ChromaTransformer2DModel, flow matching, T5 with a text mask)"
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "mask")
 
     @classmethod
     def recommended(cls, parts: Parts, pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,46 +114,8 @@ class Chroma(PackedTransformer):
         """``max_sequence_length``: T5's tokens (the pipeline's default 512)."""
         if components.get("text_encoder") is None:
             raise refuse("this Chroma model lacks its T5 text_encoder")
-        return cls(
-            transformer=components["transformer"],
-            vae=components["vae"],
-            path=cls.flow_path(components),
-            text_encoder=components["text_encoder"],
-            tokenizer=components["tokenizer"],
-            **check_sequence_length(options, "Chroma", low=1),
+        length = sequence_length(options, "Chroma", 512, low=1)
+        text = ChromaText(
+            tokenizer=components["tokenizer"], text_encoder=components["text_encoder"], max_sequence_length=length
         )
-
-    def components(self) -> dict[str, Any]:
-        return {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder}
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """embeds (n, L, D): T5 run with the tokenizer's mask; mask (n, L): 1 up to and including the
-        first pad (``ChromaPipeline._get_t5_prompt_embeds``); both in the transformer's dtype."""
-        warn_if_truncated(self.tokenizer, prompts, self.max_sequence_length)
-        tokens = tokenize(
-            self.tokenizer,
-            prompts,
-            padding="max_length",
-            max_length=self.max_sequence_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        device = runs_on(self.text_encoder)
-        attended = tokens.attention_mask.to(device)
-        embeds = self.text_encoder(tokens.input_ids.to(device), attention_mask=attended, output_hidden_states=False)[0]
-        positions = torch.arange(attended.shape[1], device=device)[None, :]
-        mask = positions <= attended.sum(dim=1, keepdim=True)  # the first pad stays attended
-        dtype = self.transformer.dtype
-        return Conditioning.of(embeds.to(dtype), mask=mask.to(dtype))
-
-    def token_positions(self, prompt: str) -> list[int]:
-        """The prompt's word tokens in T5's sequence (the text part of the joint attention)."""
-        return _word_positions(self.tokenizer, prompt, self.max_sequence_length)
-
-    def conditioning_inputs(self, cond: Conditioning, latents: torch.Tensor) -> dict[str, Any]:
-        """The pipeline's ``attention_mask`` (R, L + h/2·w/2): each row's text mask, then 1 on every
-        image token (``ChromaPipeline._prepare_attention_mask``), float as the pipeline makes it."""
-        text = cond.tensors["mask"]
-        image = text.new_ones(text.shape[0], (latents.shape[-2] // 2) * (latents.shape[-1] // 2))
-        return {"attention_mask": torch.cat([text, image], dim=1).to(latents.device, self.transformer.dtype)}
+        return cls(text=text, **cls.packed_parts(components, ChromaTransformer, length))

@@ -25,22 +25,21 @@ inversion made with or without it edits with either.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import NoiseLevel, NoisePath
-from .base import Conditioning, runs_on, tokenize, warn_if_truncated
-from .capture import Layout, capture_layers
+from .base import Conditioning, runs_on, tokenize
+from .capture import KernelTap, Layout
 from .components import Fit, TextInput, config_int
 from .families import Parts, parts_of, refuse
-from .sd import _word_positions
-from .unet import UNetModel, check_mask_level, prediction_type, to_epsilon
+from .text import warn_if_truncated, word_positions
+from .unet import UNetDenoiser, UNetFamily, check_mask_level, prediction_type, to_epsilon
 
 #: The attention maps M¹ reads: 1/2^3 of stage I's 64² pixels, the authors' 8×8.
 MASK_LEVEL = 3
@@ -65,33 +64,127 @@ def text_before_image(tokens: int) -> Layout:
 def mask_attention_layers(unet: Any, level: int) -> list[Any]:
     """The added-KV attention modules of the down and up blocks at ``1/2^level`` of the image
     (down block ``i`` runs at ``1/2^i``, up block ``i`` at ``1/2^(n−1−i)``; the middle block is
-    left out, as the authors do)."""
+    left out, as the authors do); refused where there are none."""
     n = len(unet.down_blocks)
-    if not 0 <= level < n:
-        return []
-    blocks = [unet.down_blocks[level], unet.up_blocks[n - 1 - level]]
-    return [m for b in blocks for m in b.modules() if getattr(m, "add_k_proj", None) is not None]
+    blocks = [unet.down_blocks[level], unet.up_blocks[n - 1 - level]] if 0 <= level < n else []
+    layers = [m for b in blocks for m in b.modules() if getattr(m, "add_k_proj", None) is not None]
+    if not layers:
+        raise LeditsError(
+            f"this UNet has no text attention at 1/{2**level} of the image, so the attention mask M¹ is "
+            "unavailable; use another mask_level, or mask_mode='noise' or 'none'"
+        )
+    return layers
 
 
-@dataclass(kw_only=True)
-class DeepFloydIF(UNetModel):
+@dataclass(frozen=True, kw_only=True)
+class T5Text:
+    """IF's text stack: T5's last hidden states (n, 77, D) of the prepared prompts, padding masked
+    inside T5."""
+
+    tokenizer: Any
+    text_encoder: Any
+    condition_keys: tuple[str, ...] = ("embeds",)
+    zeros_for_empty: bool = False
+
+    def modules(self) -> dict[str, Any]:
+        return {"text_encoder": self.text_encoder}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        texts = [prepared(p) for p in prompts]
+        warn_if_truncated(self.tokenizer, texts, MAX_LENGTH)
+        tokens = tokenize(
+            self.tokenizer, texts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
+        )
+        device = runs_on(self.text_encoder)
+        return Conditioning.of(
+            self.text_encoder(tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device))[0]
+        )
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """Positions of the prepared prompt's tokens but T5's end token (T5 has no start token)."""
+        return word_positions(self.tokenizer, prepared(prompt), MAX_LENGTH)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IFDenoiser(UNetDenoiser):
+    """Stage I's UNet: ε is the first half of its 6 output channels (the second, its learned
+    variance, is not used)."""
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The noise estimate ε (R, 3, h, w) fp32 for pixel rows ``latents`` (R, 3, h, w)."""
+        out = self.unet(latents.to(self.unet.dtype), level.t.to(latents.device), encoder_hidden_states=cond.embeds)
+        eps = out.sample.float()[:, : latents.shape[1]]
+        a, s = (v.to(eps)[:, None, None, None] for v in (level.a, level.s))
+        return to_epsilon(eps, latents.float(), a, s, self.prediction)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageTwo:
+    """IF's stage II (an ``IFSuperResolutionPipeline``, its text encoder not needed) run on stage I's
+    pixels: the empty prompt (encoded by stage I's ``text``), ``noise_level`` 0, no guidance (with one
+    prompt it would change nothing), ``steps`` sampling steps, a fixed seed."""
+
+    pipeline: Any
+    text: T5Text
+    stage_one: Any  # stage I's UNet: where stage II runs, and the upscaling factor
+    steps: int = UPSCALER_STEPS
+
+    @torch.no_grad()
+    def upscale(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) pixels in [−1, 1] → (B, 3, f·h, f·w) in [−1, 1], fp32 (f = 4 for IF-II)."""
+        stage = self.pipeline
+        device = runs_on(self.stage_one)
+        if runs_on(stage.unet) != device:
+            stage.to(device)
+        factor = int(stage.unet.config.sample_size) // int(self.stage_one.config.sample_size)
+        empty = self.text.encode_prompts([""]).repeat_rows(pixels.shape[0]).embeds
+        out = stage(
+            image=pixels.to(device, stage.unet.dtype),
+            prompt_embeds=empty.to(device, stage.unet.dtype),
+            guidance_scale=1.0,
+            noise_level=0,
+            num_inference_steps=self.steps,
+            height=pixels.shape[-2] * factor,
+            width=pixels.shape[-1] * factor,
+            generator=torch.Generator("cpu").manual_seed(UPSCALER_SEED),
+            output_type="pt",
+        ).images
+        return out.float().clamp(-1, 1)
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """Stage I's autoencoder: none — its data are the pixels; decoded through stage II where given.
+    Stage II is not part of the inversion's model (no modules: not fingerprinted, not planned)."""
+
+    stage_two: StageTwo | None = None
+    factor: int = 1
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → stage I's data, the same pixels, fp32."""
+        return pixels.float()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Stage I pixels (B, 3, h, w) → images in [−1, 1], fp32: as they are, or stage II's."""
+        pixels = latents.float().clamp(-1, 1)
+        return pixels if self.stage_two is None else self.stage_two.upscale(pixels)
+
+    def modules(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepFloydIF(UNetFamily):
     """Adapter for DeepFloyd IF stage I components in diffusers format (``IFPipeline``: IF-I-M,
     IF-I-L, IF-I-XL), with an optional stage II ``IFSuperResolutionPipeline`` as ``upscaler``."""
 
-    text_encoder: Any
-    tokenizer: Any
-    vae: Any = None  # pixel space: no autoencoder
-    mask_level: int = MASK_LEVEL
-    #: Stage II (an ``IFSuperResolutionPipeline``, its text encoder not needed), or None.
-    upscaler: Any = None
-    #: Stage II's sampling steps.
-    upscaler_steps: int = UPSCALER_STEPS
     family: str = "deepfloyd-if"
     title: ClassVar[str] = (
         "DeepFloyd IF stage I (pixel-space UNet, T5, addition_embed_type='text'), with its stage II "
         "upscaler as the option upscaler"
     )
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
     options: ClassVar[frozenset[str]] = frozenset({"mask_level", "spacing", "upscaler", "upscaler_steps"})
     #: What it needs beside its UNet: no autoencoder.
     required: ClassVar[tuple[str, ...]] = ("tokenizer", "scheduler")
@@ -137,105 +230,25 @@ class DeepFloydIF(UNetModel):
         check_mask_level(level)
         config = parts_of({"scheduler": components["scheduler"]})["scheduler"].config
         sampler = {**config, "thresholding": False}  # x̂0 as the network gives it, as the authors sample IF
-        model = cls(
-            unet=unet,
-            path=NoisePath.from_scheduler_config(sampler, options.get("spacing")),
-            prediction=prediction_type(config),
-            mask_level=level,
-            text_encoder=components["text_encoder"],
-            tokenizer=components["tokenizer"],
+        path = NoisePath.from_scheduler_config(sampler, options.get("spacing"))
+        text = T5Text(tokenizer=components["tokenizer"], text_encoder=components["text_encoder"])
+        upscaler = upscaler_for(unet, text.text_encoder, options.get("upscaler"))
+        steps = check_upscaler_steps(options.get("upscaler_steps", UPSCALER_STEPS))
+        return cls(
+            text=text,
+            denoiser=IFDenoiser(unet=unet, path=path, prediction=prediction_type(config)),
+            autoencoder=Pixels(
+                None if upscaler is None else StageTwo(pipeline=upscaler, text=text, stage_one=unet, steps=steps)
+            ),
+            attention=KernelTap(unet, functools.partial(mask_attention_layers, level=level), text_before_image, level),
         )
-        model.upscaler = upscaler_for(model, options.get("upscaler"))
-        model.upscaler_steps = check_upscaler_steps(options.get("upscaler_steps", UPSCALER_STEPS))
-        return model
-
-    def components(self) -> dict[str, Any]:
-        """Stage I's networks (stage II is not part of an inversion's model)."""
-        return {"unet": self.unet, "text_encoder": self.text_encoder}
 
     @property
     def native_size(self) -> tuple[int, int]:
         """(height, width) stage I was trained at: the default processing size; every image is
         centre-cropped to the processing size's aspect, then resized to it (never stretched)."""
-        side = int(self.unet.config.sample_size)
+        side = int(self.denoiser.unet.config.sample_size)
         return side, side
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """T5 last hidden states (n, 77, D) of the prepared prompts, in the UNet's dtype."""
-        texts = [prepared(p) for p in prompts]
-        warn_if_truncated(self.tokenizer, texts, MAX_LENGTH)
-        tokens = tokenize(
-            self.tokenizer, texts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
-        )
-        device = runs_on(self.text_encoder)
-        hidden = self.text_encoder(tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device))[0]
-        return Conditioning.of(hidden.to(self.unet.dtype))
-
-    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
-        """c_∅: the encoding of the negative prompt ("" by default), ``count`` rows."""
-        return self.encode_prompts([negative_prompt]).repeat_rows(count)
-
-    def token_positions(self, prompt: str) -> list[int]:
-        """Positions of the prepared prompt's tokens but T5's end token (T5 has no start token)."""
-        return _word_positions(self.tokenizer, prepared(prompt), MAX_LENGTH)
-
-    @torch.no_grad()
-    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
-        """The noise estimate ε (R, 3, h, w) fp32 for pixel rows ``latents`` (R, 3, h, w): the first
-        half of the UNet's channels (the second, its learned variance, is not used)."""
-        out = self.unet(latents.to(self.unet.dtype), level.t.to(latents.device), encoder_hidden_states=cond.embeds)
-        eps = out.sample.float()[:, : latents.shape[1]]
-        a, s = (v.to(eps)[:, None, None, None] for v in (level.a, level.s))
-        return to_epsilon(eps, latents.float(), a, s, self.prediction)
-
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record the concept rows' attention on the text keys at the mask level (see
-        :mod:`.capture`); the keys are [text; image] under one softmax."""
-        layers = mask_attention_layers(self.unet, self.mask_level)
-        if not layers:
-            raise LeditsError(
-                f"this UNet has no text attention at 1/{2**self.mask_level} of the image, so the attention mask M¹ "
-                "is unavailable; use another mask_level, or mask_mode='noise' or 'none'"
-            )
-        with capture_layers(self.unet, layers, text_before_image) as recorder:
-            yield recorder
-
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [−1, 1] → stage I's data, the same pixels, fp32 on the device."""
-        return pixels.float().to(self.device)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Stage I pixels (B, 3, h, w) → images in [−1, 1], fp32: (B, 3, h, w) as they are, or
-        stage II's (B, 3, f·h, f·w) where an upscaler is given (f = 4 for IF-II)."""
-        pixels = latents.float().clamp(-1, 1)
-        if self.upscaler is None:
-            return pixels
-        return self.upscale(pixels)
-
-    def upscale(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Stage II on (B, 3, h, w) pixels in [−1, 1]: the empty prompt, ``noise_level`` 0, no
-        guidance (with one prompt it would change nothing), a fixed seed."""
-        stage = self.upscaler
-        device = self.device
-        if runs_on(stage.unet) != device:
-            stage.to(device)
-        factor = int(stage.unet.config.sample_size) // int(self.unet.config.sample_size)
-        empty = self.encode_prompts([""]).repeat_rows(pixels.shape[0]).embeds
-        out = stage(
-            image=pixels.to(device, stage.unet.dtype),
-            prompt_embeds=empty.to(device, stage.unet.dtype),
-            guidance_scale=1.0,
-            noise_level=0,
-            num_inference_steps=self.upscaler_steps,
-            height=pixels.shape[-2] * factor,
-            width=pixels.shape[-1] * factor,
-            generator=torch.Generator("cpu").manual_seed(UPSCALER_SEED),
-            output_type="pt",
-        ).images
-        return out.float().clamp(-1, 1)
 
 
 def check_upscaler_steps(steps: Any) -> int:
@@ -244,23 +257,23 @@ def check_upscaler_steps(steps: Any) -> int:
     return steps
 
 
-def upscaler_for(model: DeepFloydIF, upscaler: Any) -> Any:
-    """Stage II for ``model``: None, a loaded pipeline, or one loaded from a hub id or folder in
-    the UNet's dtype, without its text encoder; refused where it does not fit stage I."""
+def upscaler_for(stage_one: Any, text_encoder: Any, upscaler: Any) -> Any:
+    """Stage II for the UNet ``stage_one`` and its T5: None, a loaded pipeline, or one loaded from a
+    hub id or folder in the UNet's dtype, without its text encoder; refused where it does not fit."""
     if upscaler is None:
         return None
     if isinstance(upscaler, str):
-        upscaler = load_upscaler(upscaler, model.unet.dtype)
+        upscaler = load_upscaler(upscaler, stage_one.dtype)
     unet = getattr(upscaler, "unet", None)
     if unet is None or not hasattr(upscaler, "image_noising_scheduler"):
         raise LeditsError(
             f"upscaler must be a DeepFloyd IF stage II model (IFSuperResolutionPipeline); got {type(upscaler).__name__}"
         )
-    width = model.text_encoder.config.d_model
-    if unet.config.in_channels != 2 * model.unet.config.in_channels or unet.config.encoder_hid_dim != width:
+    width, channels = text_encoder.config.d_model, 2 * stage_one.config.in_channels
+    if unet.config.in_channels != channels or unet.config.encoder_hid_dim != width:
         raise LeditsError(
             f"the upscaler's unet takes {unet.config.in_channels} channels and T5 states of width "
-            f"{unet.config.encoder_hid_dim}; stage I needs {2 * model.unet.config.in_channels} and {width} — give "
+            f"{unet.config.encoder_hid_dim}; stage I needs {channels} and {width} — give "
             "the IF stage II model made for this stage I (e.g. DeepFloyd/IF-II-L-v1.0)"
         )
     upscaler.set_progress_bar_config(disable=True)

@@ -1,7 +1,8 @@
 """The registry of model families: which adapter serves a set of diffusers components.
 
 A family is one adapter class (a file under ``models/``, or anywhere: :func:`register` takes a
-class defined outside the package) that declares, as class attributes and class methods:
+class defined outside the package), a :class:`~.base.ModelAdapter` whose ``from_components``
+composes its parts, that declares, as class attributes and class methods:
 
 * ``family`` (a short name, recorded in inversions) and ``title`` (one line for the list of
   supported families that every refusal shows);
@@ -12,7 +13,7 @@ class defined outside the package) that declares, as class attributes and class 
   and the ``config.json`` files) both give, so the family is known before a model loads;
 * ``size_rule(parts, options)``: the multiple image sides must have (declared once: the loaded
   adapter's ``size_multiple`` and the command line's check before loading both use it);
-* ``from_components(components, pipeline_config, **options)``: the adapter;
+* ``from_components(components, pipeline_config, **options)``: the adapter, its parts built from the components;
 * optionally ``text_inputs`` and ``fits(parts)``: the text encoders and tokenizers it reads and
   what its denoiser needs of them, checked before it loads and before the adapter is built
   (:mod:`.components`);

@@ -1,6 +1,6 @@
-"""FLUX.1 [dev]/[schnell]: an MMDiT on packed latents and a rectified-flow path (issue 14).
+"""FLUX.1 [dev]/[schnell]: an MMDiT on packed latents and a rectified-flow path.
 
-What this adapter adds to the shared flow transformer (:class:`~leditspp.models.sd3.TransformerModel`):
+What this family adds to the shared flow transformer (:class:`~leditspp.models.transformer.FlowTransformer`):
 
 * conditioning as ``FluxPipeline`` builds it: T5's last hidden states (the sequence) and CLIP-L's
   pooled output; c_∅ encodes the negative prompt (true classifier-free guidance rows, as the
@@ -11,27 +11,28 @@ What this adapter adds to the shared flow transformer (:class:`~leditspp.models.
   LEDITS++'s differences ``v(c_e) − v(c_∅)`` compare like with like;
 * M¹ from the double-stream blocks' joint attention (text first), on the 2×2 patch grid.
 
-:class:`PackedTransformer` holds what FLUX.1-shaped transformers share (Chroma's adapter, in
-:mod:`.chroma`, is one too); :class:`Flux` adds CLIP-L + T5 and the guidance input.
+:class:`PackedTransformer` is the denoiser FLUX.1-shaped transformers share (Chroma's, in
+:mod:`.chroma`, is one too) and :class:`PackedFamily` their construction; :class:`Flux` adds
+CLIP-L + T5 (:class:`FluxText`) and the guidance input.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from abc import abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
-from .base import Conditioning, bound_cache, encode_text, warn_if_truncated
-from .capture import capture_layers, text_first
+from .base import Conditioning, bound_cache
+from .capture import text_first
 from .components import Fit, TextInput, config_int
 from .families import Part, Parts, refuse
-from .sd import _word_positions
-from .sd3 import TransformerModel, check_sequence_length
+from .sd3 import joint_blocks
+from .text import encode_text, warn_if_truncated, word_positions
+from .transformer import FlowTransformer, TransformerFamily, kernel_tap, sequence_length
 
 #: The guidance input of a guidance-distilled FLUX.1 [dev] (FluxPipeline's default).
 FLUX_GUIDANCE = 3.5
@@ -51,34 +52,17 @@ def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x.reshape(b, d // 4, height, width)
 
 
-@dataclass(kw_only=True)
-class PackedTransformer(TransformerModel):
-    """What FLUX.1-shaped transformers share (FLUX.1, Chroma): latents packed into 2×2 patches with
-    (0, row, column) position ids, text first in the joint sequence with zero ids, σ as the time
-    input, c_∅ from the negative prompt, and M¹ from the double-stream blocks. A family adds its
-    text encoding and the transformer inputs its conditioning gives (:meth:`conditioning_inputs`)."""
+@dataclass(frozen=True, kw_only=True)
+class PackedTransformer(FlowTransformer):
+    """The denoiser of FLUX.1-shaped transformers (FLUX.1, Chroma): latents packed into 2×2 patches
+    with (0, row, column) position ids, text first in the joint sequence with zero ids, σ as the
+    time input. A family adds the transformer inputs its conditioning gives (:meth:`conditioning_inputs`)."""
 
-    max_sequence_length: int = 512
     _ids: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
-    @classmethod
-    def patch(cls, parts: Parts) -> int:
-        return 2  # the packing; the transformer itself has patch_size 1
-
-    @property
-    def text_tokens(self) -> int:
-        return self.max_sequence_length
-
-    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
-        """c_∅: the encoded negative prompt ("" by default), ``count`` rows."""
-        return self.encode_prompts([negative_prompt]).repeat_rows(count)
-
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        raise NotImplementedError
-
+    @abstractmethod
     def conditioning_inputs(self, cond: Conditioning, latents: torch.Tensor) -> dict[str, Any]:
         """The transformer's inputs besides the latents, the time, the text sequence and the ids."""
-        raise NotImplementedError
 
     def _image_ids(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """(h/2·w/2, 3) position ids [0, row, column] of the packed tokens, built once per size."""
@@ -107,27 +91,73 @@ class PackedTransformer(TransformerModel):
         )[0]
         return unpack(out.float(), height, width)
 
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record the double-stream blocks' attention from the image queries to the concept's T5
-        keys ([text; image] in the kernel call, with the layer's attention mask where one is passed)."""
-        layers = [block.attn for block in self.transformer.transformer_blocks]
-        with capture_layers(self.transformer, layers, text_first) as recorder:
-            yield recorder
+
+@dataclass(frozen=True, kw_only=True)
+class FluxTransformer(PackedTransformer):
+    """FLUX.1's transformer: CLIP's pooled vector, and on a guidance-distilled checkpoint ([dev])
+    the same ``guidance`` on every row."""
+
+    guidance: float = FLUX_GUIDANCE
+
+    def conditioning_inputs(self, cond: Conditioning, latents: torch.Tensor) -> dict[str, Any]:
+        guidance = None
+        if getattr(self.transformer.config, "guidance_embeds", False):
+            guidance = torch.full((latents.shape[0],), self.guidance, device=latents.device, dtype=torch.float32)
+        return {"guidance": guidance, "pooled_projections": cond.pooled}
 
 
-@dataclass(kw_only=True)
-class Flux(PackedTransformer):
+@dataclass(frozen=True, kw_only=True)
+class FluxText:
+    """FLUX.1's text stack: T5's last hidden states (the sequence), CLIP-L's pooled output."""
+
+    tokenizer: Any  # CLIP-L
+    text_encoder: Any
+    tokenizer_2: Any  # T5
+    text_encoder_2: Any
+    max_sequence_length: int
+    condition_keys: tuple[str, ...] = ("embeds", "pooled")
+    zeros_for_empty: bool = False
+
+    def modules(self) -> dict[str, Any]:
+        return {"text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """embeds (n, L, D) from T5, pooled (n, P) from CLIP-L."""
+        warn_if_truncated(self.tokenizer, prompts)
+        warn_if_truncated(self.tokenizer_2, prompts, self.max_sequence_length)
+        pooled = encode_text(self.tokenizer, self.text_encoder, prompts, all_layers=False).pooler_output
+        t5 = encode_text(self.tokenizer_2, self.text_encoder_2, prompts, self.max_sequence_length, all_layers=False)
+        return Conditioning.of(t5[0], pooled)
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """The prompt's word tokens in T5's sequence (the text part of the joint attention)."""
+        return word_positions(self.tokenizer_2, prompt, self.max_sequence_length)
+
+
+class PackedFamily(TransformerFamily):
+    """What FLUX.1-shaped families share in their construction: 2×2 packing, M¹ from the
+    double-stream blocks' joint attention ([text; image] in the kernel call)."""
+
+    @classmethod
+    def patch(cls, parts: Parts) -> int:
+        return 2  # the packing; the transformer itself has patch_size 1
+
+    @classmethod
+    def packed_parts(
+        cls, components: dict[str, Any], denoiser: type[PackedTransformer], text_tokens: int, **fields: Any
+    ) -> dict[str, Any]:
+        return cls.flow_parts(
+            components, denoiser, tap=kernel_tap(joint_blocks, text_first), text_tokens=text_tokens, **fields
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flux(PackedFamily):
     """Adapter for FLUX.1 components in diffusers format ([dev], [schnell] and fine-tunes)."""
 
-    text_encoder: Any
-    text_encoder_2: Any
-    tokenizer: Any
-    tokenizer_2: Any
-    guidance: float = FLUX_GUIDANCE
     family: str = "flux"
     title: ClassVar[str] = "FLUX.1 [dev]/[schnell] (FluxTransformer2DModel, flow matching, CLIP-L + T5)"
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
 
     @classmethod
     def matches(cls, parts: Parts) -> bool:
@@ -152,44 +182,12 @@ class Flux(PackedTransformer):
     def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> Flux:
         if components.get("text_encoder") is None or components.get("text_encoder_2") is None:
             raise refuse("this FLUX model lacks its text encoders (CLIP text_encoder, T5 text_encoder_2)")
-        return cls(
-            transformer=components["transformer"],
-            vae=components["vae"],
-            path=cls.flow_path(components),
-            text_encoder=components["text_encoder"],
-            text_encoder_2=components["text_encoder_2"],
+        length = sequence_length(options, "FLUX.1", 512)
+        text = FluxText(
             tokenizer=components["tokenizer"],
+            text_encoder=components["text_encoder"],
             tokenizer_2=components["tokenizer_2"],
-            **check_sequence_length(options, "FLUX.1"),
+            text_encoder_2=components["text_encoder_2"],
+            max_sequence_length=length,
         )
-
-    def components(self) -> dict[str, Any]:
-        return {
-            "transformer": self.transformer,
-            "vae": self.vae,
-            "text_encoder": self.text_encoder,
-            "text_encoder_2": self.text_encoder_2,
-        }
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """embeds (n, L, D) from T5, pooled (n, P) from CLIP-L, in the transformer's dtype."""
-        warn_if_truncated(self.tokenizer, prompts)
-        warn_if_truncated(self.tokenizer_2, prompts, self.max_sequence_length)
-        pooled = encode_text(self.tokenizer, self.text_encoder, prompts, all_layers=False).pooler_output
-        t5 = encode_text(self.tokenizer_2, self.text_encoder_2, prompts, self.max_sequence_length, all_layers=False)
-        embeds = t5[0]
-        dtype = self.transformer.dtype
-        return Conditioning.of(embeds.to(dtype), pooled.to(dtype))
-
-    def token_positions(self, prompt: str) -> list[int]:
-        """The prompt's word tokens in T5's sequence (the text part of the joint attention)."""
-        return _word_positions(self.tokenizer_2, prompt, self.max_sequence_length)
-
-    def conditioning_inputs(self, cond: Conditioning, latents: torch.Tensor) -> dict[str, Any]:
-        """CLIP's pooled vector; a guidance-distilled checkpoint ([dev]) gets the same ``guidance``
-        on every row."""
-        guidance = None
-        if getattr(self.transformer.config, "guidance_embeds", False):
-            guidance = torch.full((latents.shape[0],), self.guidance, device=latents.device, dtype=torch.float32)
-        return {"guidance": guidance, "pooled_projections": cond.pooled}
+        return cls(text=text, **cls.packed_parts(components, FluxTransformer, length))

@@ -1,6 +1,6 @@
 """FLUX.2 [klein] (distilled and Base): an MMDiT on patchified, BatchNorm-normalised latents.
 
-What this adapter adds to the shared flow transformer (:class:`~leditspp.models.sd3.TransformerModel`),
+What this family adds to the shared flow transformer (:class:`~leditspp.models.transformer.FlowTransformer`),
 each as ``Flux2KleinPipeline`` (diffusers 0.42) does it:
 
 * text: the prompt in Qwen3's chat template (one user turn, ``add_generation_prompt``,
@@ -23,20 +23,20 @@ each as ``Flux2KleinPipeline`` (diffusers 0.42) does it:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
-from .base import Conditioning, _vae_precision, bound_cache, logger, runs_on, tokenize
-from .capture import capture_layers, text_first
+from .autoencoder import vae_precision, vae_scale_factor
+from .base import Conditioning, bound_cache, runs_on
+from .capture import text_first
 from .components import Fit, TextInput, config_int
 from .families import Part, Parts, refuse
-from .sd3 import TransformerModel, check_sequence_length
+from .text import Qwen3ChatText
+from .transformer import FlowTransformer, TransformerFamily, kernel_tap, sequence_length
 
 #: The Qwen3 layers whose hidden states the pipeline stacks (``text_encoder_out_layers``).
 KLEIN_TEXT_LAYERS = (9, 18, 27)
@@ -56,21 +56,97 @@ def unpatchify(latents: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, c4 // 4, h * 2, w * 2)
 
 
-@dataclass(kw_only=True)
-class Klein(TransformerModel):
+@dataclass(frozen=True, kw_only=True)
+class KleinTransformer(FlowTransformer):
+    """FLUX.2's transformer on the normalised patchified latents: their cells are its tokens,
+    with 4-axis position ids, σ as the time input and no guidance."""
+
+    _ids: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = field(  # (text ids, image ids) by size
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def _positions(self, height: int, width: int, text: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text ids (L, 4) ``(0, 0, 0, l)`` and image ids (h·w, 4) ``(0, h, w, 0)``, once per size."""
+        key = (height, width, text, str(device))
+        if key not in self._ids:
+            bound_cache(self._ids)
+            zero = torch.arange(1)
+            image = torch.cartesian_prod(zero, torch.arange(height), torch.arange(width), zero)
+            words = torch.cartesian_prod(zero, zero, zero, torch.arange(text))
+            self._ids[key] = (words.to(device), image.to(device))
+        return self._ids[key]
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The velocity for rows ``latents`` (R, 128, h, w) at ``level`` (R,) each, fp32."""
+        rows, channels, height, width = latents.shape
+        text_ids, image_ids = self._positions(height, width, cond.embeds.shape[1], latents.device)
+        out = self.transformer(
+            hidden_states=latents.flatten(2).transpose(1, 2).to(self.transformer.dtype),  # (R, h·w, 128)
+            timestep=(level.t / self.path.num_train_timesteps).to(latents.device),
+            guidance=None,
+            encoder_hidden_states=cond.embeds,
+            txt_ids=text_ids,
+            img_ids=image_ids,
+            return_dict=False,
+        )[0]
+        return out.float().transpose(1, 2).reshape(rows, channels, height, width)
+
+
+@dataclass(frozen=True)
+class KleinVAE:
+    """FLUX.2's VAE: 32 channels patchified 2×2 into 128 and normalised by its BatchNorm's
+    running statistics, (B, 128, H/16, W/16)."""
+
+    vae: Any
+
+    @property
+    def factor(self) -> int:
+        return vae_scale_factor(self.vae) * 2
+
+    def modules(self) -> dict[str, Any]:
+        return {"vae": self.vae}
+
+    def _bn(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The BatchNorm's running mean and std (1, 128, 1, 1) the pipeline normalises with."""
+        bn = self.vae.bn
+        mean = bn.running_mean.view(1, -1, 1, 1).to(like.device, like.dtype)
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + self.vae.config.batch_norm_eps).to(like.device, like.dtype)
+        return mean, std
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → normalised patchified latents (B, 128, H/16, W/16), fp32."""
+        with vae_precision(self.vae) as dtype:
+            z = self.vae.encode(pixels.to(runs_on(self.vae), dtype)).latent_dist.mode().float()
+        z = patchify(z)
+        mean, std = self._bn(z)
+        return (z - mean) / std
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised patchified latents (B, 128, h, w) → images (B, 3, 16h, 16w) in [−1, 1], fp32."""
+        latents = latents.float()
+        mean, std = self._bn(latents)
+        z = unpatchify(latents * std + mean)
+        with vae_precision(self.vae) as dtype:
+            return self.vae.decode(z.to(runs_on(self.vae), dtype)).sample.float().clamp(-1, 1)
+
+
+def every_block(transformer: Any) -> list[Any]:
+    """The attention of every double- and single-stream block (both call the kernel on [text; image])."""
+    double = [block.attn for block in transformer.transformer_blocks]
+    return double + [block.attn for block in transformer.single_transformer_blocks]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Klein(TransformerFamily):
     """Adapter for FLUX.2 [klein] components in diffusers format (4B/9B, distilled and Base)."""
 
-    text_encoder: Any
-    tokenizer: Any
-    max_sequence_length: int = 512
     #: The pipeline's ``is_distilled`` (model_index.json): the 4-step, CFG-free checkpoint.
     distilled: bool = False
     family: str = "klein"
     title: ClassVar[str] = "FLUX.2 [klein] (Flux2Transformer2DModel, flow matching, Qwen3 text encoder)"
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
-    _ids: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = field(  # (text ids, image ids) by size
-        default_factory=dict, repr=False, compare=False
-    )
 
     @classmethod
     def matches(cls, parts: Parts) -> bool:
@@ -109,145 +185,24 @@ class Klein(TransformerModel):
         """``max_sequence_length``: text tokens, 1 … 512 (the pipeline's 512 by default)."""
         if components.get("text_encoder") is None or components.get("tokenizer") is None:
             raise refuse("this FLUX.2 [klein] model lacks its Qwen3 text encoder or tokenizer")
-        length = check_sequence_length(options, "FLUX.2 [klein]", low=1)
-        return cls(
-            transformer=components["transformer"],
-            vae=components["vae"],
-            path=cls.flow_path(components, grid="pipeline", mu_rule="empirical"),
-            text_encoder=components["text_encoder"],
+        length = sequence_length(options, "FLUX.2 [klein]", 512, low=1)
+        text = Qwen3ChatText(
             tokenizer=components["tokenizer"],
-            distilled=bool(pipeline_config.get("is_distilled", False)),
-            **length,
+            text_encoder=components["text_encoder"],
+            max_sequence_length=length,
+            thinking=False,
+            layers=KLEIN_TEXT_LAYERS,
+            masked=False,
         )
-
-    @property
-    def text_tokens(self) -> int:
-        return self.max_sequence_length
-
-    def components(self) -> dict[str, Any]:
-        return {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder}
-
-    # -- text ------------------------------------------------------------------------------------
-
-    def _template(self, prompt: str) -> str:
-        """The text the pipeline encodes for ``prompt``: one user turn, thinking switched off."""
-        messages = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        parts = cls.flow_parts(
+            components,
+            KleinTransformer,
+            tap=kernel_tap(every_block, text_first),
+            path=cls.flow_path(components, grid="pipeline", mu_rule="empirical"),
+            autoencoder=KleinVAE(components["vae"]),
+            text_tokens=length,
         )
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """embeds (n, L, 3·D): per token ``[h₉ ‖ h₁₈ ‖ h₂₇]`` of Qwen3, in the transformer's dtype."""
-        texts = [self._template(p) for p in prompts]
-        for prompt, text in zip(prompts, texts, strict=True):
-            count = len(tokenize(self.tokenizer, text, truncation=False, verbose=False).input_ids)
-            if count > self.max_sequence_length:
-                logger.warning(
-                    "prompt %r is %d tokens in the chat template; the text encoder reads the first %d — shorten it",
-                    prompt if len(prompt) <= 60 else prompt[:57] + "…",
-                    count,
-                    self.max_sequence_length,
-                )
-        inputs = tokenize(
-            self.tokenizer,
-            texts,
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_sequence_length,
-            return_tensors="pt",
-        )
-        device = runs_on(self.text_encoder)
-        out = self.text_encoder(
-            input_ids=inputs.input_ids.to(device),
-            attention_mask=inputs.attention_mask.to(device),
-            output_hidden_states=True,
-            use_cache=False,
-        )
-        embeds = torch.cat([out.hidden_states[k] for k in KLEIN_TEXT_LAYERS], dim=-1)
-        return Conditioning.of(embeds.to(self.device, self.transformer.dtype))
-
-    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
-        """c_∅: the encoded negative prompt ("" by default, the pipeline's), ``count`` rows."""
-        return self.encode_prompts([negative_prompt]).repeat_rows(count)
-
-    def token_positions(self, prompt: str) -> list[int]:
-        """The prompt's own tokens inside the chat template (the text stream, first in the joint
-        sequence): those whose characters lie in the prompt's span of the rendered text."""
-        text, empty, n = self._template(prompt), self._template(""), len(prompt)
-        # where the template put the prompt: the span whose removal leaves the empty prompt's text
-        # (a word that is also in the template, such as "user", is found at its own place only)
-        start = next(i for i in range(len(text) - n + 1) if text[:i] + text[i + n :] == empty)
-        end = start + n
-        enc = tokenize(
-            self.tokenizer, text, truncation=True, max_length=self.max_sequence_length, return_offsets_mapping=True
-        )
-        return [i for i, (a, b) in enumerate(enc.offset_mapping) if b > a and a >= start and b <= end]
-
-    # -- the network -----------------------------------------------------------------------------
-
-    def _positions(self, height: int, width: int, text: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text ids (L, 4) ``(0, 0, 0, l)`` and image ids (h·w, 4) ``(0, h, w, 0)``, once per size."""
-        key = (height, width, text, str(device))
-        if key not in self._ids:
-            bound_cache(self._ids)
-            zero = torch.arange(1)
-            image = torch.cartesian_prod(zero, torch.arange(height), torch.arange(width), zero)
-            words = torch.cartesian_prod(zero, zero, zero, torch.arange(text))
-            self._ids[key] = (words.to(device), image.to(device))
-        return self._ids[key]
-
-    @torch.no_grad()
-    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
-        """The velocity for rows ``latents`` (R, 128, h, w) at ``level`` (R,) each, fp32."""
-        rows, channels, height, width = latents.shape
-        text_ids, image_ids = self._positions(height, width, cond.embeds.shape[1], latents.device)
-        out = self.transformer(
-            hidden_states=latents.flatten(2).transpose(1, 2).to(self.transformer.dtype),  # (R, h·w, 128)
-            timestep=(level.t / self.path.num_train_timesteps).to(latents.device),
-            guidance=None,
-            encoder_hidden_states=cond.embeds,
-            txt_ids=text_ids,
-            img_ids=image_ids,
-            return_dict=False,
-        )[0]
-        return out.float().transpose(1, 2).reshape(rows, channels, height, width)
-
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record every block's attention from the image queries to the concept's text keys: the
-        double- and the single-stream blocks both call the kernel on [text; image]."""
-        double = [block.attn for block in self.transformer.transformer_blocks]
-        single = [block.attn for block in self.transformer.single_transformer_blocks]
-        with capture_layers(self.transformer, double + single, text_first) as recorder:
-            yield recorder
-
-    # -- the VAE ---------------------------------------------------------------------------------
-
-    def _bn(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The BatchNorm's running mean and std (1, 128, 1, 1) the pipeline normalises with."""
-        bn = self.vae.bn
-        mean = bn.running_mean.view(1, -1, 1, 1).to(like.device, like.dtype)
-        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + self.vae.config.batch_norm_eps).to(like.device, like.dtype)
-        return mean, std
-
-    @torch.no_grad()
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [−1, 1] → normalised patchified latents (B, 128, H/16, W/16), fp32."""
-        with _vae_precision(self.vae) as dtype:
-            z = self.vae.encode(pixels.to(runs_on(self.vae), dtype)).latent_dist.mode().float()
-        z = patchify(z)
-        mean, std = self._bn(z)
-        return ((z - mean) / std).to(self.device)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised patchified latents (B, 128, h, w) → images (B, 3, 16h, 16w) in [−1, 1], fp32."""
-        latents = latents.float()
-        mean, std = self._bn(latents)
-        z = unpatchify(latents * std + mean)
-        with _vae_precision(self.vae) as dtype:
-            return self.vae.decode(z.to(runs_on(self.vae), dtype)).sample.float().clamp(-1, 1)
+        return cls(text=text, distilled=bool(pipeline_config.get("is_distilled", False)), **parts)
 
 
 __all__ = ["KLEIN_TEXT_LAYERS", "Klein", "patchify", "unpatchify"]

@@ -1,6 +1,6 @@
 """Qwen-Image: a double-stream MMDiT on packed 16-channel latents and a rectified-flow path.
 
-What this adapter adds to the shared flow transformer (:class:`~leditspp.models.sd3.TransformerModel`):
+What this family adds to the shared flow transformer (:class:`~leditspp.models.transformer.FlowTransformer`):
 
 * conditioning as ``QwenImagePipeline._get_qwen_prompt_embeds`` builds it: the prompt in the
   pipeline's chat template through Qwen2.5-VL, its last hidden states (final norm applied) with
@@ -26,21 +26,22 @@ What this adapter adds to the shared flow transformer (:class:`~leditspp.models.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from ..attention import AttentionRecorder
 from ..solvers import NoiseLevel
-from .base import Conditioning, _vae_precision, logger, runs_on, tokenize
-from .capture import capture_layers, text_first
+from .autoencoder import vae_precision
+from .base import Conditioning, runs_on, tokenize
+from .capture import text_first
 from .components import Fit, TextInput, config_int
 from .families import Part, Parts, refuse
 from .flux import pack, unpack
-from .sd3 import TransformerModel, check_sequence_length
+from .sd3 import joint_blocks
+from .text import warn_long
+from .transformer import FlowTransformer, TransformerFamily, kernel_tap, sequence_length
 
 #: ``QwenImagePipeline.prompt_template_encode``: the prompt goes where ``{}`` is.
 TEMPLATE = (
@@ -55,16 +56,124 @@ TOKENIZER_MAX_LENGTH = 1024
 MAX_SEQUENCE_LENGTH = 512
 
 
-@dataclass(kw_only=True)
-class QwenImage(TransformerModel):
+@dataclass(frozen=True, kw_only=True)
+class QwenVLText:
+    """Qwen-Image's text stack: the prompt in the pipeline's template through Qwen2.5-VL, the last
+    hidden states after the template's first :data:`DROP` tokens, zero-padded to
+    ``max_sequence_length`` with ``mask`` (n, L) bool True on the real ones."""
+
+    tokenizer: Any
+    text_encoder: Any
+    max_sequence_length: int
+    condition_keys: tuple[str, ...] = ("embeds", "mask")
+    zeros_for_empty: bool = False
+
+    def modules(self) -> dict[str, Any]:
+        return {"text_encoder": self.text_encoder}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """embeds (n, L, D) zero-padded to L = ``max_sequence_length``, and mask (n, L) bool, True on
+        each prompt's tokens after the template prefix."""
+        tokens = tokenize(
+            self.tokenizer,
+            [TEMPLATE.format(p) for p in prompts],
+            max_length=TOKENIZER_MAX_LENGTH + DROP,
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
+        ).to(runs_on(self.text_encoder))
+        hidden = self.text_encoder(
+            input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True
+        ).hidden_states[-1]
+        length = self.max_sequence_length
+        embeds = hidden.new_zeros(len(prompts), length, hidden.shape[-1])
+        mask = torch.zeros(len(prompts), length, dtype=torch.bool, device=hidden.device)
+        for i, (states, valid) in enumerate(zip(hidden, tokens.attention_mask.bool(), strict=True)):
+            kept = states[valid][DROP:]
+            warn_long(prompts[i], kept.shape[0], length)
+            kept = kept[:length]
+            embeds[i, : kept.shape[0]] = kept
+            mask[i, : kept.shape[0]] = True
+        return Conditioning.of(embeds, mask=mask)
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """The prompt's own tokens in the transformer's text sequence: the template's tokens whose
+        characters lie in the prompt, shifted by the :data:`DROP` dropped ones."""
+        text = TEMPLATE.format(prompt)
+        start = TEMPLATE.index("{}")
+        end = start + len(prompt)
+        offsets = tokenize(self.tokenizer, text, return_offsets_mapping=True).offset_mapping
+        inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
+        return [i - DROP for i in inside if 0 <= i - DROP < self.max_sequence_length]
+
+
+@dataclass(frozen=True, kw_only=True)
+class QwenImageTransformer(FlowTransformer):
+    """Qwen-Image's MMDiT on 2×2 packed latents, σ as the time, the text mask as its input."""
+
+    @torch.no_grad()
+    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
+        """The velocity for rows ``latents`` (R, C, h, w) at ``level`` (R,) each, fp32."""
+        rows, _, height, width = latents.shape
+        out = self.transformer(
+            hidden_states=pack(latents).to(self.transformer.dtype),
+            timestep=(level.t / self.path.num_train_timesteps).to(latents.device, torch.float32),
+            encoder_hidden_states=cond.embeds,
+            encoder_hidden_states_mask=cond.get("mask"),
+            img_shapes=[[(1, height // 2, width // 2)]] * rows,
+            return_dict=False,
+        )[0]
+        return unpack(out.float(), height, width)
+
+
+@dataclass(frozen=True)
+class QwenImageVAE:
+    """``AutoencoderKLQwenImage``: a frame axis, squeezed here, and per-channel normalisation."""
+
+    vae: Any
+
+    @property
+    def factor(self) -> int:
+        """2 per temporal-downsample entry, as the pipeline computes it."""
+        return 2 ** len(self.vae.config.temperal_downsample)
+
+    def modules(self) -> dict[str, Any]:
+        return {"vae": self.vae}
+
+    def _normalisation(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE's per-channel ``latents_mean`` and 1/``latents_std``, (1, C, 1, 1, 1)."""
+        config = self.vae.config
+        mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(device, dtype)
+        inv_std = 1.0 / torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1).to(device, dtype)
+        return mean, inv_std
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [−1, 1] → normalised posterior-mode latents (B, 16, H/8, W/8), fp32
+        (``QwenImageImg2ImgPipeline._encode_vae_image``: ``(z − mean)·(1/std)``)."""
+        with vae_precision(self.vae) as dtype:
+            z = self.vae.encode(pixels[:, :, None].to(runs_on(self.vae), dtype)).latent_dist.mode().float()
+        mean, inv_std = self._normalisation(z.device, z.dtype)
+        return ((z - mean) * inv_std)[:, :, 0]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, 16, h, w) → images (B, 3, H, W) in [−1, 1], fp32 (the pipeline's
+        ``latents / (1/std) + mean``, then the first frame)."""
+        with vae_precision(self.vae) as dtype:
+            z = latents[:, :, None].to(runs_on(self.vae), torch.float32)
+            mean, inv_std = self._normalisation(z.device, z.dtype)
+            frames = self.vae.decode((z / inv_std + mean).to(dtype)).sample
+            return frames[:, :, 0].float().clamp(-1, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QwenImage(TransformerFamily):
     """Adapter for Qwen-Image components in diffusers format (``QwenImagePipeline``)."""
 
-    text_encoder: Any
-    tokenizer: Any
-    max_sequence_length: int = MAX_SEQUENCE_LENGTH
     family: str = "qwenimage"
     title: ClassVar[str] = "Qwen-Image (QwenImageTransformer2DModel, flow matching, Qwen2.5-VL)"
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds", "mask")
 
     @classmethod
     def patch(cls, parts: Parts) -> int:
@@ -103,113 +212,16 @@ class QwenImage(TransformerModel):
         for flag, what in (("guidance_embeds", "a guidance input"), ("zero_cond_t", "reference-image timesteps")):
             if config.get(flag):
                 raise refuse(f"this Qwen-Image transformer sets {flag} ({what}), which QwenImagePipeline does not run")
-        return cls(
-            transformer=components["transformer"],
-            vae=components["vae"],
-            path=cls.flow_path(components, grid="pipeline"),
-            text_encoder=components["text_encoder"],
-            tokenizer=components["tokenizer"],
-            **check_sequence_length(options, "Qwen-Image", low=1, high=TOKENIZER_MAX_LENGTH),
+        length = sequence_length(options, "Qwen-Image", MAX_SEQUENCE_LENGTH, low=1, high=TOKENIZER_MAX_LENGTH)
+        text = QwenVLText(
+            tokenizer=components["tokenizer"], text_encoder=components["text_encoder"], max_sequence_length=length
         )
-
-    @property
-    def text_tokens(self) -> int:
-        return self.max_sequence_length
-
-    def components(self) -> dict[str, Any]:
-        return {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder}
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """embeds (n, L, D) zero-padded to L = ``max_sequence_length``, in the transformer's dtype,
-        and mask (n, L) bool, True on each prompt's tokens after the template prefix."""
-        tokens = tokenize(
-            self.tokenizer,
-            [TEMPLATE.format(p) for p in prompts],
-            max_length=TOKENIZER_MAX_LENGTH + DROP,
-            padding=True,
-            truncation=True,
-            return_tensors="pt",
-        ).to(runs_on(self.text_encoder))
-        hidden = self.text_encoder(
-            input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True
-        ).hidden_states[-1]
-        length = self.max_sequence_length
-        embeds = hidden.new_zeros(len(prompts), length, hidden.shape[-1])
-        mask = torch.zeros(len(prompts), length, dtype=torch.bool, device=hidden.device)
-        for i, (states, valid) in enumerate(zip(hidden, tokens.attention_mask.bool(), strict=True)):
-            kept = states[valid][DROP:]
-            if kept.shape[0] > length:
-                logger.warning(
-                    "prompt %r has %d tokens in Qwen-Image's template; the transformer reads only the first %d "
-                    "(the rest is ignored) — shorten it",
-                    prompts[i] if len(prompts[i]) <= 60 else prompts[i][:57] + "…",
-                    kept.shape[0],
-                    length,
-                )
-                kept = kept[:length]
-            embeds[i, : kept.shape[0]] = kept
-            mask[i, : kept.shape[0]] = True
-        return Conditioning.of(embeds.to(self.transformer.dtype), mask=mask.to(self.device))
-
-    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
-        """c_∅: the negative prompt ("" by default) through the same template, ``count`` rows."""
-        return self.encode_prompts([negative_prompt]).repeat_rows(count)
-
-    def token_positions(self, prompt: str) -> list[int]:
-        """The prompt's own tokens in the transformer's text sequence: the template's tokens whose
-        characters lie in the prompt, shifted by the :data:`DROP` dropped ones."""
-        text = TEMPLATE.format(prompt)
-        start = TEMPLATE.index("{}")
-        end = start + len(prompt)
-        offsets = tokenize(self.tokenizer, text, return_offsets_mapping=True).offset_mapping
-        inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
-        return [i - DROP for i in inside if 0 <= i - DROP < self.max_sequence_length]
-
-    @torch.no_grad()
-    def estimate(self, latents: torch.Tensor, level: NoiseLevel, cond: Conditioning) -> torch.Tensor:
-        """The velocity for rows ``latents`` (R, C, h, w) at ``level`` (R,) each, fp32."""
-        rows, _, height, width = latents.shape
-        out = self.transformer(
-            hidden_states=pack(latents).to(self.transformer.dtype),
-            timestep=(level.t / self.path.num_train_timesteps).to(latents.device, torch.float32),
-            encoder_hidden_states=cond.embeds,
-            encoder_hidden_states_mask=cond.get("mask"),
-            img_shapes=[[(1, height // 2, width // 2)]] * rows,
-            return_dict=False,
-        )[0]
-        return unpack(out.float(), height, width)
-
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record every block's joint attention from the image queries to the concept's text keys
-        ([text; image] in the kernel call, the padded text keys masked)."""
-        layers = [block.attn for block in self.transformer.transformer_blocks]
-        with capture_layers(self.transformer, layers, text_first) as recorder:
-            yield recorder
-
-    def _normalisation(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The VAE's per-channel ``latents_mean`` and 1/``latents_std``, (1, C, 1, 1, 1)."""
-        config = self.vae.config
-        mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(device, dtype)
-        inv_std = 1.0 / torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1).to(device, dtype)
-        return mean, inv_std
-
-    @torch.no_grad()
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [−1, 1] → normalised posterior-mode latents (B, 16, H/8, W/8), fp32
-        (``QwenImageImg2ImgPipeline._encode_vae_image``: ``(z − mean)·(1/std)``)."""
-        with _vae_precision(self.vae) as dtype:
-            z = self.vae.encode(pixels[:, :, None].to(runs_on(self.vae), dtype)).latent_dist.mode().float()
-        mean, inv_std = self._normalisation(z.device, z.dtype)
-        return ((z - mean) * inv_std)[:, :, 0].to(self.device)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents (B, 16, h, w) → images (B, 3, H, W) in [−1, 1], fp32 (the pipeline's
-        ``latents / (1/std) + mean``, then the first frame)."""
-        with _vae_precision(self.vae) as dtype:
-            z = latents[:, :, None].to(runs_on(self.vae), torch.float32)
-            mean, inv_std = self._normalisation(z.device, z.dtype)
-            frames = self.vae.decode((z / inv_std + mean).to(dtype)).sample
-            return frames[:, :, 0].float().clamp(-1, 1)
+        parts = cls.flow_parts(
+            components,
+            QwenImageTransformer,
+            tap=kernel_tap(joint_blocks, text_first),
+            path=cls.flow_path(components, grid="pipeline"),
+            autoencoder=QwenImageVAE(components["vae"]),
+            text_tokens=length,
+        )
+        return cls(text=text, **parts)

@@ -8,25 +8,58 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Conditioning, runs_on, tokenize, warn_if_truncated
+from .base import Conditioning, runs_on, tokenize
 from .components import Fit, TextInput, config_int
 from .families import Parts, refuse
-from .unet import UNetModel
+from .text import warn_if_truncated, word_positions
+from .unet import UNetFamily
 
 
-@dataclass(kw_only=True)
-class StableDiffusion(UNetModel):
+@dataclass(frozen=True, kw_only=True)
+class ClipText:
+    """SD's text stack: one CLIP's last hidden states, (n, 77, D)."""
+
+    tokenizer: Any
+    text_encoder: Any
+    condition_keys: tuple[str, ...] = ("embeds",)
+    zeros_for_empty: bool = False
+
+    def modules(self) -> dict[str, Any]:
+        return {"text_encoder": self.text_encoder}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """CLIP last hidden states for ``prompts``: embeds (n, L, D)."""
+        warn_if_truncated(self.tokenizer, prompts)
+        tokens = tokenize(
+            self.tokenizer,
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = runs_on(self.text_encoder)
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            mask = tokens.attention_mask.to(device)
+        return Conditioning.of(self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0])
+
+    def token_positions(self, prompt: str) -> list[int]:
+        """Positions of the prompt's real word tokens in the padded sequence (SPEC B §6.1.4)."""
+        return word_positions(self.tokenizer, prompt)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StableDiffusion(UNetFamily):
     """Adapter for SD 1.x/2.x components in diffusers format (ε-, v- or x₀-prediction), and
     their few-step distillations (SD-Turbo, LCM, …)."""
 
-    text_encoder: Any
-    tokenizer: Any
     family: str = "sd"
     title: ClassVar[str] = (
         "Stable Diffusion 1.x/2.x (UNet2DConditionModel + one CLIP text encoder) and their few-step "
         "distillations (SD-Turbo, LCM, LCM-LoRA)"
     )
-    condition_keys: ClassVar[tuple[str, ...]] = ("embeds",)
 
     @classmethod
     def matches(cls, parts: Parts) -> bool:
@@ -48,49 +81,6 @@ class StableDiffusion(UNetModel):
         if components.get("text_encoder") is None:
             raise refuse("the model lacks text_encoder")
         return cls(
+            text=ClipText(tokenizer=components["tokenizer"], text_encoder=components["text_encoder"]),
             **cls.unet_parts(components, **options),
-            text_encoder=components["text_encoder"],
-            tokenizer=components["tokenizer"],
         )
-
-    def components(self) -> dict[str, Any]:
-        return {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        """CLIP last hidden states for ``prompts``: embeds (n, L, D) in the UNet's dtype."""
-        warn_if_truncated(self.tokenizer, prompts)
-        tokens = tokenize(
-            self.tokenizer,
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        device = runs_on(self.text_encoder)
-        mask = None
-        if getattr(self.text_encoder.config, "use_attention_mask", False):
-            mask = tokens.attention_mask.to(device)
-        hidden = self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
-        return Conditioning.of(hidden.to(self.unet.dtype))
-
-    def unconditional(self, negative_prompt: str, count: int) -> Conditioning:
-        """c_∅: the encoding of the negative prompt ("" by default), ``count`` rows."""
-        return self.encode_prompts([negative_prompt]).repeat_rows(count)
-
-    def token_positions(self, prompt: str) -> list[int]:
-        """Positions of the prompt's real word tokens in the padded sequence (SPEC B §6.1.4).
-
-        Counted from the un-padded ids, ignoring special tokens, so neither the tokenizer's
-        ``length`` field nor the pad token (``!`` in SD 2.x) can change it.
-        """
-        return _word_positions(self.tokenizer, prompt)
-
-
-def _word_positions(tokenizer: Any, prompt: str, max_length: int | None = None) -> list[int]:
-    """Positions of everything but the start/end tokens of the un-padded tokenization — a "!" the
-    user typed counts even where "!" is also the pad token (SD 2.x, SDXL's second tokenizer)."""
-    ids = tokenize(tokenizer, prompt, truncation=True, max_length=max_length or tokenizer.model_max_length).input_ids
-    ends = {tokenizer.bos_token_id, tokenizer.eos_token_id}
-    return [i for i, t in enumerate(ids) if t not in ends]

@@ -1,28 +1,25 @@
 """What the UNet families (SD 1.x/2.x, SDXL and their few-step distillations) share behind the seam.
 
-:class:`UNetModel` owns the denoiser: it runs the UNet on stacked rows, converts the model time
-and the prediction type (ε, v or x₀) to a noise estimate ε (as k-diffusion's
-``DiscreteEpsDDPMDenoiser`` does), estimates a row's activation memory, compiles, and captures
-the cross-attention of the mask level. A family adds its text encoding and the UNet's extra
-inputs (:meth:`UNetModel.added_inputs`). Nothing outside ``models/`` touches the UNet.
+:class:`UNetDenoiser` is their denoiser part; :class:`UNetFamily` builds it, the VAE and the
+attention tap of the mask level from the components. A family adds its text stack and the UNet's
+extra inputs (:meth:`UNetDenoiser.added_inputs`). Nothing outside ``models/`` touches the UNet.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from .. import defaults
-from ..attention import AttentionRecorder
 from ..errors import LeditsError
 from ..solvers import NoiseLevel, NoisePath
-from .base import Conditioning, decode_latents, encode_pixels, runs_on
+from .autoencoder import ScaledVAE
+from .base import Conditioning, ModelAdapter, runs_on
 from .families import Parts, parts_of
-from .unet_attention import capture_unet_attention
+from .unet_attention import UNetTap
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -56,16 +53,16 @@ def prediction_type(config: Any) -> str:
     return prediction
 
 
-@dataclass(kw_only=True)
-class UNetModel:
-    """The UNet half of an adapter: the denoiser, its memory, compile and attention capture."""
+@dataclass(frozen=True, kw_only=True)
+class UNetDenoiser:
+    """The denoiser part of a UNet family (:class:`~.base.Denoiser`): the UNet on stacked rows, its
+    time and prediction type (ε, v or x₀) turned into a noise estimate ε (as k-diffusion's
+    ``DiscreteEpsDDPMDenoiser`` does), a row's activation memory and compile. A family whose UNet
+    takes more inputs adds them in :meth:`added_inputs`."""
 
     unet: Any
-    vae: Any
     path: NoisePath
     prediction: str = "epsilon"
-    #: The attention mask M¹ is read at 1/2^mask_level of the latent resolution (declared once).
-    mask_level: int = defaults.MASK_LEVEL
 
     @property
     def device(self) -> torch.device:
@@ -76,45 +73,12 @@ class UNetModel:
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
 
-    #: What a UNet family's ``from_components`` accepts (see :mod:`.families`).
-    options: ClassVar[frozenset[str]] = frozenset({"mask_level", "spacing"})
-
-    @classmethod
-    def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
-        """Image sides must be multiples of the VAE's factor times 2^mask_level, so that the
-        attention level's grid is exactly (h/2^level) × (w/2^level)."""
-        level = options.get("mask_level", defaults.MASK_LEVEL)
-        return 2 ** (len(parts["vae"].config["block_out_channels"]) - 1) * 2**level
-
-    @property
-    def size_multiple(self) -> int:
-        return self.size_rule(parts_of(self.components()), {"mask_level": self.mask_level})
-
-    @staticmethod
-    def unet_parts(
-        components: dict[str, Any], mask_level: int = defaults.MASK_LEVEL, spacing: str | None = None
-    ) -> dict[str, Any]:
-        """The UNet, VAE, noise path and prediction type every UNet family is built from."""
-        check_mask_level(mask_level)
-        config = parts_of({"scheduler": components["scheduler"]})["scheduler"].config
-        return {
-            "unet": components["unet"],
-            "vae": components["vae"],
-            "path": NoisePath.from_scheduler_config(config, spacing),
-            "prediction": prediction_type(config),
-            "mask_level": mask_level,
-        }
-
-    def components(self) -> dict[str, Any]:
-        raise NotImplementedError
+    def modules(self) -> dict[str, Any]:
+        return {"unet": self.unet}
 
     def noise_path(self, height: int, width: int) -> NoisePath:
         """The path for a latent grid (the same for every size here)."""
         return self.path
-
-    def mask_grid(self, height: int, width: int) -> tuple[int, int]:
-        """The attention mask's grid for an ``height × width`` latent grid."""
-        return height >> self.mask_level, width >> self.mask_level
 
     def added_inputs(self, latents: torch.Tensor, cond: Conditioning) -> dict[str, Any]:
         """Extra keyword inputs of the UNet for these rows (SD: none)."""
@@ -153,16 +117,38 @@ class UNetModel:
         """``torch.compile`` the UNet in place (``options`` go to ``torch.compile``)."""
         self.unet.compile(**options)
 
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecorder]:
-        """Record the concept rows' cross-attention at the mask level (see :mod:`leditspp.attention`)."""
-        with capture_unet_attention(self.unet, self.mask_level) as recorder:
-            yield recorder
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [−1, 1] → latents (B, C, H/f, W/f), fp32, on the model's device."""
-        return encode_pixels(self.vae, pixels).to(self.device)
+@dataclass(frozen=True, kw_only=True)
+class UNetFamily(ModelAdapter):
+    """What the UNet families share in their detection and construction: the options they take,
+    the size rule, and the denoiser, autoencoder and attention tap built from the components."""
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (B, C, h, w) → images (B, 3, H, W) in [−1, 1], fp32."""
-        return decode_latents(self.vae, latents)
+    #: What a UNet family's ``from_components`` accepts (see :mod:`.families`).
+    options: ClassVar[frozenset[str]] = frozenset({"mask_level", "spacing"})
+
+    @classmethod
+    def size_rule(cls, parts: Parts, options: Mapping[str, Any]) -> int:
+        """Image sides must be multiples of the VAE's factor times 2^mask_level, so that the
+        attention level's grid is exactly (h/2^level) × (w/2^level)."""
+        level = options.get("mask_level", defaults.MASK_LEVEL)
+        return 2 ** (len(parts["vae"].config["block_out_channels"]) - 1) * 2**level
+
+    @staticmethod
+    def unet_parts(
+        components: dict[str, Any],
+        mask_level: int = defaults.MASK_LEVEL,
+        spacing: str | None = None,
+        denoiser: type[UNetDenoiser] = UNetDenoiser,
+        **more: Any,
+    ) -> dict[str, Any]:
+        """The ``denoiser`` (with ``more`` of its fields), autoencoder and attention tap every UNet
+        family is built from."""
+        check_mask_level(mask_level)
+        config = parts_of({"scheduler": components["scheduler"]})["scheduler"].config
+        unet = components["unet"]
+        path = NoisePath.from_scheduler_config(config, spacing)
+        return {
+            "denoiser": denoiser(unet=unet, path=path, prediction=prediction_type(config), **more),
+            "autoencoder": ScaledVAE(components["vae"]),
+            "attention": UNetTap(unet, mask_level),
+        }

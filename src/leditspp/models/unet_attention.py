@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .. import defaults
@@ -43,3 +44,16 @@ def capture_unet_attention(unet: Any, level: int = defaults.MASK_LEVEL) -> Itera
         )
     with capture_layers(unet, layers, CROSS_ATTENTION) as recorder:
         yield recorder
+
+
+@dataclass(frozen=True)
+class UNetTap:
+    """The attention tap of a UNet family: its cross-attention at ``mask_level``."""
+
+    unet: Any
+    mask_level: int = defaults.MASK_LEVEL
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecorder]:
+        with capture_unet_attention(self.unet, self.mask_level) as recorder:
+            yield recorder

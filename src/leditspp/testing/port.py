@@ -16,14 +16,14 @@ def diffusers_port_xl(model: Any, scheduler: Any) -> Any:
     from diffusers import LEditsPPPipelineStableDiffusionXL
 
     port = LEditsPPPipelineStableDiffusionXL(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        text_encoder_2=model.text_encoder_2,
-        tokenizer=model.tokenizer,
-        tokenizer_2=model.tokenizer_2,
-        unet=model.unet,
+        vae=model.autoencoder.vae,
+        text_encoder=model.text.text_encoder,
+        text_encoder_2=model.text.text_encoder_2,
+        tokenizer=model.text.tokenizer,
+        tokenizer_2=model.text.tokenizer_2,
+        unet=model.denoiser.unet,
         scheduler=scheduler,
-        force_zeros_for_empty_prompt=model.force_zeros_for_empty_prompt,
+        force_zeros_for_empty_prompt=model.text.zeros_for_empty,
         add_watermarker=False,
     )
     port.set_progress_bar_config(disable=True)
@@ -39,10 +39,10 @@ def diffusers_port(model: Any, scheduler: Any) -> Any:
     from diffusers import LEditsPPPipelineStableDiffusion
 
     port = LEditsPPPipelineStableDiffusion(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        tokenizer=model.tokenizer,
-        unet=model.unet,
+        vae=model.autoencoder.vae,
+        text_encoder=model.text.text_encoder,
+        tokenizer=model.text.tokenizer,
+        unet=model.denoiser.unet,
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
