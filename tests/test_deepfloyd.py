@@ -4,6 +4,7 @@ solvers, masks from the 8×8 attention maps), stage II to 256², and every front
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 
@@ -62,6 +63,9 @@ def test_an_if_folder_is_told_by_its_configs(if_folder, if_editor):
     model = if_editor.model
     assert model.family == "deepfloyd-if" and model.mask_grid(64, 64) == (8, 8) and if_editor.size_multiple == 8
     assert if_editor.recommended["steps"] == 100 and set(model.components()) == {"unet", "text_encoder"}
+    from diffusers import IFPipeline
+
+    assert inspect.signature(IFPipeline.__call__).parameters["num_inference_steps"].default == 100
 
 
 def test_a_stage_ii_model_given_as_the_model_is_refused(upscaler):

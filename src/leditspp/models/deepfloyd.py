@@ -209,7 +209,8 @@ class DeepFloydIF(UNetFamily):
 
     @classmethod
     def recommended(cls, parts: Parts, pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
-        """The authors' IF settings: 100 steps, skip 0.15 (their ``invert`` defaults)."""
+        """The authors' IF settings: 100 steps (also ``IFPipeline``'s), skip 0.15 (their ``invert``
+        defaults)."""
         return {"steps": 100, "skip": 0.15}
 
     @classmethod
