@@ -814,6 +814,11 @@ def api_probes() -> list[Probe]:
 
         return lambda env: MemoryPlan(**kw)
 
+    def model_options(**kw: object) -> Callable[[Env], object]:
+        from leditspp.model_options import ModelOptions
+
+        return lambda env: ModelOptions(**kw)
+
     def an_edit(*args: object, **kw: object) -> Callable[[Env], object]:
         from leditspp import Edit
 
@@ -827,7 +832,7 @@ def api_probes() -> list[Probe]:
     cases = {
         "BatchEdit(edits='hat')": batch(edits="hat"),
         "BatchEdit(images='img.png')": lambda env: batch(images=env.p("img.png"))(env),
-        "BatchEdit(dtype='float8')": batch(edits=("+hat",), dtype="float8"),
+        "ModelOptions(dtype='float8')": model_options(dtype="float8"),
         "BatchEdit(settings={'steps': '5'})": batch(edits=("+hat",), settings={"steps": "5"}),
         "MemoryPlan(fp8='no')": memory(fp8="no"),
         "MemoryPlan(offload='x')": memory(offload="x"),

@@ -132,7 +132,7 @@ def test_bad_input_exits_2_with_one_line(sd_folder, photo, tmp_path, capsys, arg
 
 def test_unloadable_model_is_a_clear_error(photo, tmp_path, capsys, monkeypatch):
     """A path that is no folder is refused before anything loads (it was looked up on the hub)."""
-    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("refused before loading"))
+    monkeypatch.setattr("leditspp.model_options.ModelOptions.load", lambda *a: pytest.fail("refused before loading"))
     missing = str(tmp_path / "nothing")
     for args in (["edit", str(photo), "-e", "+hat"], ["invert", str(photo)]):
         out = str(tmp_path / ("o.png" if args[0] == "edit" else "o.safetensors"))
@@ -245,7 +245,9 @@ def test_a_batch_records_a_bad_input_goes_on_and_resume_redoes_only_what_is_miss
     assert sorted(now) == images
     assert [n for n in images if now[n] != mtimes.get(n)] == ["s1.mask-1.png", "s1.png"]  # only s1 redone
 
-    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("nothing to do, no model to load"))
+    monkeypatch.setattr(
+        "leditspp.model_options.ModelOptions.load", lambda *a: pytest.fail("nothing to do, no model to load")
+    )
     assert main([*args, "-o", str(out), "--resume"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == now
 

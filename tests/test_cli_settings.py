@@ -87,7 +87,7 @@ def test_edit_says_the_model_each_setting_and_its_origin_then_loads(folder_with_
         assert said in err
     assert "scale 6.5 (leditspp.json)" in err and "solver 'dpmsolver++' (default)" in err
     assert err.count("settings: ") == 1
-    loading = [r.getMessage() for r in caplog.records if r.name == "leditspp.jobs"]
+    loading = [r.getMessage() for r in caplog.records if r.name == "leditspp.model_options"]
     assert loading[0].startswith("loading model") and " s: family sd, memory plan none" in loading[1]
 
 

@@ -82,10 +82,11 @@ def test_the_web_ui_http_api_example_runs_as_written(sd_folder, monkeypatch):
 
     from PIL import Image
 
+    from leditspp.model_options import ModelOptions
     from leditspp.webui import EditorService, build_app
 
     code = re.search(r"## HTTP API.*?```python\n(.*?)```", (ROOT / "docs" / "webui.md").read_text(), re.S).group(1)
-    app = build_app(EditorService(model=str(sd_folder), device="cpu"))
+    app = build_app(EditorService(model=str(sd_folder), options=ModelOptions(device="cpu")))
     app.queue(default_concurrency_limit=1)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

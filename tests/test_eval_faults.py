@@ -244,7 +244,9 @@ def test_the_exit_code_is_1_when_some_item_failed():
     ],
 )
 def test_eval_refuses_a_bad_benchmark_before_any_model_loads(tmp_path, capsys, monkeypatch, write, extra, expected):
-    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("a refused run loads no model"))
+    monkeypatch.setattr(
+        "leditspp.model_options.ModelOptions.load", lambda *a: pytest.fail("a refused run loads no model")
+    )
     data = _tedbench(tmp_path / "ted", **write)
     argv = ["eval", "tedbench", str(data), "-o", str(tmp_path / "out"), "--metrics", "psnr", "--quiet", *extra]
     assert main(argv) == 2
@@ -253,7 +255,9 @@ def test_eval_refuses_a_bad_benchmark_before_any_model_loads(tmp_path, capsys, m
 
 
 def test_eval_piebench_null_prompt_is_exit_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("a refused run loads no model"))
+    monkeypatch.setattr(
+        "leditspp.model_options.ModelOptions.load", lambda *a: pytest.fail("a refused run loads no model")
+    )
     data = _piebench(tmp_path / "pie", original_prompt=None)
     assert main(["eval", "piebench", str(data), "-o", str(tmp_path / "out"), "--metrics", "psnr"]) == 2
     assert "original_prompt must be text; got null" in capsys.readouterr().err

@@ -87,7 +87,9 @@ def test_a_repeated_sweep_value_is_refused_naming_it():
 
 @pytest.mark.parametrize("models", ["demo,", "demo,,demo-flow", "demo,./no-such-folder"])
 def test_eval_checks_every_model_name_before_running_the_first(tmp_path, capsys, monkeypatch, models):
-    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("a refused run loads no model"))
+    monkeypatch.setattr(
+        "leditspp.model_options.ModelOptions.load", lambda *a: pytest.fail("a refused run loads no model")
+    )
     out = tmp_path / "out"
     assert main(["eval", "shapes", "-o", str(out), "--model", models, "--scenes", "1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()

@@ -198,7 +198,9 @@ def test_eval_shapes_end_to_end(tmp_path, capsys, monkeypatch):
     page = (out / "report.html").read_text()
     assert "Trade-off" in page and page.count("data:image/png;base64,") > 10
     before = (out / "metrics.csv").read_text()
-    monkeypatch.setattr("leditspp.jobs.EditorSpec.load", lambda *a: pytest.fail("a finished run loads no model"))
+    monkeypatch.setattr(
+        "leditspp.model_options.ModelOptions.load", lambda *a: pytest.fail("a finished run loads no model")
+    )
     assert main([*args, "--resume"]) == 0
     assert (out / "metrics.csv").read_text() == before
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from leditspp import Editor, Inversion
 from leditspp.cli import main
+from leditspp.model_options import ModelOptions
 from leditspp.testing.tiny2026 import TINY_2026_PIPELINES
 
 from .conftest import scene
@@ -44,7 +45,7 @@ def test_the_web_ui_edits_a_tiny_folder_of_each_family(folder):
     from leditspp.webui import EditorService, run_edit
 
     family, path = folder
-    service = EditorService(model=str(path), device="cpu")
+    service = EditorService(model=str(path), options=ModelOptions(device="cpu"))
     settings = {"steps": 3, "skip": 0.0, "solver": "dpmsolver++", "seed": 0, "source_prompt": "", "source_guidance": 0}
     rows = [["red circle", "+", 4, 0.8, 0, None], ["blue square", "-", 3, 0.8, 0, None]]
     edited, overlays, *_ = run_edit(service, scene(64, 96), rows, {**settings, "mask_mode": "intersect"})

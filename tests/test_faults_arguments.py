@@ -9,7 +9,7 @@ import pytest
 from leditspp import LeditsError
 from leditspp.batch import BatchEdit
 from leditspp.evaluation import evaluate
-from leditspp.jobs import EditorSpec
+from leditspp.model_options import ModelOptions
 from leditspp.offload import MemoryPlan
 
 
@@ -18,12 +18,11 @@ from leditspp.offload import MemoryPlan
     [
         ({"edits": "hat"}, r"BatchEdit: edits must be a list or tuple of texts .* got 'hat' \(str\)"),
         ({"images": "a.png"}, r"BatchEdit: images must be a list or tuple of texts"),
-        ({"dtype": "float8"}, r"dtype must be None \(the model's\) or one of float32, float16, bfloat16; got 'float8'"),
+        ({"options": {"dtype": "float16"}}, r"BatchEdit: options must be a ModelOptions"),
         ({"masks": "no"}, r"BatchEdit: masks must be True or False; got 'no'"),
         ({"scale": "7"}, r"BatchEdit: scale must be None or a number; got '7'"),
         ({"warmup": 1.5}, r"BatchEdit: warmup must be an integer; got 1\.5"),
         ({"settings": [("steps", 2)]}, r"BatchEdit: settings must be a mapping"),
-        ({"compile": 1}, r"the editor: compile must be True or False"),
     ],
 )
 def test_batch_edit_refuses_arguments_of_the_wrong_type(arguments, expected):
@@ -38,9 +37,23 @@ def test_a_memory_plan_takes_only_booleans_for_its_switches(field):
     assert MemoryPlan(**{field: True}) != MemoryPlan()
 
 
-def test_an_editor_spec_refuses_an_unknown_dtype_before_loading():
-    with pytest.raises(LeditsError, match="dtype must be None"):
-        EditorSpec("demo", dtype="float8")
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"dtype": "float8"}, r"dtype must be None \(the model's\) or one of float32, float16, bfloat16; got 'float8'"),
+        ({"compile": 1}, r"ModelOptions: compile must be True or False"),
+        ({"offload": "cpu"}, r"offload must be one of auto, none, model, group; got 'cpu'"),
+        ({"loras": "style.safetensors"}, r"ModelOptions: loras must be a list or tuple of texts"),
+    ],
+)
+def test_model_options_refuse_arguments_of_the_wrong_kind_before_loading(arguments, expected):
+    with pytest.raises(LeditsError, match=expected):
+        ModelOptions(**arguments)
+
+
+def test_model_options_are_given_by_name_only():
+    with pytest.raises(TypeError):
+        ModelOptions("cpu")  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

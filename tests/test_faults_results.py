@@ -17,6 +17,7 @@ from leditspp import LeditsError
 from leditspp import editor as editor_module
 from leditspp.cli import main
 from leditspp.divergence import DivergedEdit
+from leditspp.model_options import ModelOptions
 from leditspp.webui import EditorService, parse_concepts, run_edit
 
 from .conftest import scene
@@ -118,13 +119,18 @@ def test_the_web_ui_refuses_a_diverged_edit_and_an_absurd_scale_cell(sd_folder, 
     with pytest.raises(LeditsError, match=r"edit scale must be a number in \[0, 1000\]"):
         parse_concepts([["hat", "+", 1e30, 0.9, 0, None]])
     with pytest.raises(DivergedEdit):
-        run_edit(EditorService(model=str(sd_folder), device="cpu"), scene(), [["hat", "+", 5, 0.9, 0, None]], SETTINGS)
+        run_edit(
+            EditorService(model=str(sd_folder), options=ModelOptions(device="cpu")),
+            scene(),
+            [["hat", "+", 5, 0.9, 0, None]],
+            SETTINGS,
+        )
 
 
 def test_web_ui_requests_leave_no_temp_folder_behind(sd_folder):
     """Every request writes into the service's one scratch folder, removed with the service (judged
     on that folder, not on all of /tmp, where other processes come and go)."""
-    service = EditorService(model=str(sd_folder), device="cpu")
+    service = EditorService(model=str(sd_folder), options=ModelOptions(device="cpu"))
     paths = [Path(run_edit(service, scene(seed=k), [], SETTINGS)[3]) for k in range(3)]
     folders = {p.parent for p in paths}
     assert len(folders) == 1 and all(p.exists() for p in paths)  # recent requests' files stay

@@ -11,6 +11,7 @@ from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteSchedul
 
 from leditspp import Edit, Editor, LeditsError
 from leditspp.masking import MASK_MODES
+from leditspp.model_options import ModelOptions
 from leditspp.solvers import FlowPath, add_noise_map, step_mean, step_table
 from leditspp.testing import replay_tolerance, tiny_sd3_pipeline
 
@@ -189,7 +190,7 @@ def test_a_tiny_sd3_folder_edits_through_the_cli_and_the_web_ui(sd3_folder, tmp_
     args = ["edit", str(photo), "-e", "+a red hat:6", "--model", str(sd3_folder), "--steps", "4", "--skip", "0"]
     assert main([*args, "--device", "cpu", "-o", str(out), "--quiet"]) == 0
     assert Image.open(out).size == (96, 64) and json.loads(Image.open(out).text["leditspp"])["steps"] == 4
-    service = EditorService(model=str(sd3_folder), device="cpu")
+    service = EditorService(model=str(sd3_folder), options=ModelOptions(device="cpu"))
     settings = {"steps": 4, "skip": 0.0, "solver": "ddpm", "seed": 0, "source_prompt": "", "source_guidance": 3.5}
     rows = [["a red hat", "+", 6, 0.8, 0, None]]
     edited, overlays, *_ = run_edit(service, scene(), rows, {**settings, "mask_mode": "intersect"})
@@ -247,7 +248,7 @@ def test_a_tiny_flux_folder_edits_through_the_api_cli_and_web_ui(flux_folder, fl
     args = ["edit", str(photo), "-e", "+a red hat:6", "-e", "-a cat", "--model", str(flux_folder), "--steps", "4"]
     assert main([*args, "--device", "cpu", "-o", str(out), "--quiet", "--masks"]) == 0
     assert Image.open(out).size == (64, 96) and json.loads(Image.open(out).text["leditspp"])["steps"] == 4
-    service = EditorService(model=str(flux_folder), device="cpu")
+    service = EditorService(model=str(flux_folder), options=ModelOptions(device="cpu"))
     settings = {"steps": 4, "skip": 0.0, "solver": "ddpm", "seed": 0, "source_prompt": "", "source_guidance": 3.5}
     edited, overlays, *_ = run_edit(
         service, scene(), [["a red hat", "+", 6, 0.8, 0, None]], {**settings, "mask_mode": "noise"}

@@ -148,6 +148,23 @@ def test_row_layout_orders_groups_then_images():
     assert rows.flatten().tolist() == [0, 1, 10, 11, 20, 21]
     split = layout.split(rows)
     assert split.shape == (3, 2, 1) and split[2, 1, 0] == 21 and split[1, 0, 0] == 10
-    assert layout.from_group(1) == slice(2, None)
     cond = layout.conditions([Conditioning.of(torch.full((1, 1, 1), float(g))) for g in range(3)])
     assert cond.embeds.flatten().tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_row_layout_plans_the_calls_of_a_step_and_where_its_concepts_sit():
+    """Two base groups and three concepts of two images, at most 3 groups a call: calls of 3 and
+    2 groups; the concept rows of each call, in the call and among the concept rows."""
+    from leditspp.rows import RowLayout
+
+    layout = RowLayout(groups=5, batch=2)
+    whole = layout.calls(None)
+    assert [(c.start, c.layout, c.rows) for c in whole] == [(0, layout, slice(0, 10))]
+    assert whole[0].rows_from(2) == (slice(4, None), slice(0, 6))
+    first, second = layout.calls(3)
+    assert (first.start, first.layout, first.rows) == (0, RowLayout(3, 2), slice(0, 6))
+    assert (second.start, second.layout, second.rows) == (3, RowLayout(2, 2), slice(6, 10))
+    assert first.rows_from(2) == (slice(4, None), slice(0, 2))  # its last group is the first concept
+    assert second.rows_from(2) == (slice(0, None), slice(2, 6))
+    assert layout.calls(2)[0].rows_from(2) is None  # the base conditions only
+    assert [c.layout.groups for c in RowLayout(9, 1).calls(8)] == [5, 4]  # evened out

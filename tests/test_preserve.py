@@ -15,6 +15,7 @@ import torch
 
 from leditspp import Edit, LeditsError
 from leditspp.masking import MAX_PRESERVE, edit_region, keep_outside
+from leditspp.model_options import ModelOptions
 
 from .conftest import scene
 
@@ -180,7 +181,7 @@ def test_the_web_ui_offers_preserve_and_applies_it(sd_folder):
     assert read_settings({**base, "preserve": "2"})["preserve"] == 2
     with pytest.raises(LeditsError, match="preserve must be"):
         read_settings({**base, "preserve": "lots"})
-    service = EditorService(model=str(sd_folder), device="cpu")
+    service = EditorService(model=str(sd_folder), options=ModelOptions(device="cpu"))
     rows = [["a red circle", "+", 6, 0.8, 0, None]]
     image = scene()
     plain, *_ = run_edit(service, {"background": image, "layers": []}, rows, {**base, "preserve": PRESERVE_OFF})

@@ -14,6 +14,7 @@ import torch
 from leditspp import Editor
 from leditspp.errors import LeditsError
 from leditspp.inversion import Inversion
+from leditspp.model_options import ModelOptions
 
 from .conftest import scene
 
@@ -236,8 +237,10 @@ def test_the_web_ui_serves_a_single_file_with_loras(sd_folder, single_file, lora
 
     from leditspp.webui import EditorService, edit_request
 
-    plain = EditorService(model=str(sd_folder), device="cpu")
-    service = EditorService(model=str(single_file), device="cpu", base=str(sd_folder), loras=(f"{lora_file}:0.8",))
+    plain = EditorService(model=str(sd_folder), options=ModelOptions(device="cpu"))
+    service = EditorService(
+        model=str(single_file), options=ModelOptions(device="cpu", base=str(sd_folder), loras=(f"{lora_file}:0.8",))
+    )
     assert service.editor.loras[0].scale == 0.8 and service.editor.source == str(single_file.resolve())
     settings = {**service.settings, "steps": 4, "skip": 0.0}
     rows = [["red circle", "+", 6, 0.9, 0, None]]

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from leditspp import LeditsError, defaults
+from leditspp.model_options import ModelOptions
 from leditspp.webui import (
     EXAMPLES_DIR,
     EditorService,
@@ -38,7 +39,7 @@ SETTINGS = {
 
 @pytest.fixture(scope="module")
 def service(sd_folder):
-    return EditorService(model=str(sd_folder), device="cpu")
+    return EditorService(model=str(sd_folder), options=ModelOptions(device="cpu"))
 
 
 def test_building_the_app_loads_no_model_and_writes_nothing(sd_folder):
@@ -96,7 +97,7 @@ def test_a_compiling_service_compiles_its_editor_once(sd_folder, monkeypatch):
 
     compiled = []
     monkeypatch.setattr(Editor, "compile", lambda self, **options: compiled.append(self) or self)
-    service = EditorService(model=str(sd_folder), device="cpu", compile=True)
+    service = EditorService(model=str(sd_folder), options=ModelOptions(device="cpu", compile=True))
     assert service.editor is service.editor and compiled == [service.editor]
 
 
@@ -255,7 +256,7 @@ def test_the_http_api_has_named_endpoints_that_share_the_page_cache(sd_folder, t
     edited PNG carries the recipe; no other endpoint is offered."""
     from gradio_client import Client, handle_file
 
-    service = EditorService(model=str(sd_folder), device="cpu")
+    service = EditorService(model=str(sd_folder), options=ModelOptions(device="cpu"))
     app = build_app(service)
     app.queue(default_concurrency_limit=1)
     port = _free_port()
@@ -366,7 +367,7 @@ def test_the_app_in_a_real_browser():
     """The built-in demo model on the bundled example: add a red circle, remove the blue square."""
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     photo = EXAMPLE
-    service = EditorService(model="demo", device="cpu")
+    service = EditorService(model="demo", options=ModelOptions(device="cpu"))
     app = build_app(service)
     app.queue(default_concurrency_limit=1)
     port = _free_port()
@@ -415,6 +416,6 @@ def _fill(page, row: int, col: int, text: str) -> None:
 
 
 def test_the_service_loads_its_editor_with_the_memory_plan_it_was_given(sd_folder):
-    service = EditorService(model=str(sd_folder), device="cpu", offload="model")
+    service = EditorService(model=str(sd_folder), options=ModelOptions(device="cpu", offload="model"))
     assert service.editor.plan.offload == "model"
     assert hasattr(service.editor.model.text.text_encoder, "_hf_hook")  # the encoder visits the device per call

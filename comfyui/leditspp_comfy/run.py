@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import leditspp
-from leditspp.editing import ConceptBatch, Progress, edit_loop
+from leditspp.editing import ConceptBatch, EditSettings, Progress, edit_loop
 from leditspp.edits import Edit, check_warmup
 from leditspp.errors import LeditsError
 from leditspp.inversion import Inversion, invert_latents
@@ -212,20 +212,9 @@ def edit(
     model.denoiser.load(tuple(source.latents.shape), batch * min(groups, len(base) + len(concepts)))
     use_attention = bool(concepts) and needs_attention(mask_mode)
     with model.capture_attention() if use_attention else contextlib.nullcontext() as recorder:
+        settings = EditSettings(mask_mode, mask, preserve=preserve, groups_per_call=groups)
         latents, _, means, _ = edit_loop(
-            model,
-            source,
-            table,
-            base,
-            source.info.source_guidance,
-            batch_concepts,
-            mask_mode,
-            mask,
-            0.0,
-            recorder,
-            progress_bar(len(table)),
-            preserve,
-            groups,
+            model, source, table, base, batch_concepts, settings, recorder, progress_bar(len(table))
         )
     return output_latent(model, inv, latents), pixel_masks(means, inv)
 

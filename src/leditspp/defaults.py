@@ -63,6 +63,10 @@ DEMO_MAX_SIDE: Final = 512
 #: refused before decoding, whatever --height/--width say.
 MAX_DECODE_PIXELS: Final = 8192 * 8192
 
+#: The network precisions a model may be loaded in (``dtype=`` of ModelOptions, ``--dtype``); none
+#: given: fp16 on CUDA, fp32 on the CPU.
+DTYPES: Final = ("float32", "float16", "bfloat16")
+
 #: Fraction of the free device memory (host RAM on the CPU) that one batched network call — an
 #: inversion chunk (issue 5; ``Editor.invert(inversion_batch=k)`` overrides) or an edit step's rows
 #: (issue 25) — may fill with activations.

@@ -43,7 +43,7 @@ from typing import Any
 from . import __version__
 from .errors import LeditsError
 from .jobs import ComputeItem, Item, MapItems, Outcome, RunStats, compute
-from .models import quiet_loading
+from .logs import LoggingState
 
 logger = logging.getLogger(__name__)
 
@@ -164,17 +164,23 @@ class Worker:
     travel pickled (cloudpickle: closures are fine). ``threads``: torch's CPU threads in this
     worker (Ray sets one per CPU slot); the driver passes its own count, because a float sum split
     over another number of threads rounds differently and the outputs would no longer be the serial
-    run's bit for bit.
+    run's bit for bit. ``logs``: the driver's logging (:class:`~leditspp.logs.LoggingState`), made
+    this worker process's, so that what Ray forwards is what the driver would show.
     """
 
     def __init__(
-        self, load_editor: Callable[[], Any], make_evaluate: Callable[[Any], ComputeItem], threads: int | None = None
+        self,
+        load_editor: Callable[[], Any],
+        make_evaluate: Callable[[Any], ComputeItem],
+        threads: int | None = None,
+        logs: LoggingState | None = None,
     ) -> None:
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
-        quiet_loading()  # Ray forwards a worker's output: the driver's bar and lines say what counts
+        if logs is not None:  # Ray forwards a worker's output: it logs as the driver does
+            logs.apply()
         self.evaluate = make_evaluate(load_editor())
 
     def ready(self) -> dict[str, Any]:
@@ -264,7 +270,8 @@ def ray_map(
             return
         ray = import_ray()
         actor_class, count = _actor_class(ray, workers, len(items))
-        spawn = lambda: actor_class.remote(load_editor, make_evaluate, threads)  # noqa: E731
+        logs = LoggingState.now()  # the driver's, as the run starts (the command line's: hushed)
+        spawn = lambda: actor_class.remote(load_editor, make_evaluate, threads, logs)  # noqa: E731
         pool = [spawn() for _ in range(count)]
         stats.workers = count
         try:

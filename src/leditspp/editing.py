@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import torch
 
+from . import defaults
 from .attention import AttentionRecorder
 from .edits import Edit
 from .guidance import base_estimate, direction_terms, is_active, rescale
 from .inversion import Inversion
 from .masking import edit_region, implicit_masks, keep_outside
-from .memory import even_chunk
 from .models.base import Conditioning, ModelAdapter
 from .rows import RowLayout
 from .solvers import NoiseLevel, StepTable, add_noise_map, step_mean
@@ -53,30 +53,45 @@ class ConceptBatch:
         return [i for i, e in enumerate(self.edits) if is_active(step, e.warmup_steps, e.cooldown_steps)]
 
 
+@dataclass(frozen=True)
+class EditSettings:
+    """How the concepts of an edit act, beside the concepts themselves (checked by the caller).
+
+    ``mask_mode``: which masks gate the guidance (:data:`~leditspp.masking.MASK_MODES`);
+    ``user_mask``: (1 or B, 1, h, w) on the latent grid, 1 where the edit may act, or None;
+    ``guidance_rescale``: Lin et al.'s φ (0: off); ``preserve``: the region's dilation k in latent
+    cells (None: off); ``groups_per_call``: the most groups of B rows one network call takes
+    (:func:`~leditspp.memory.edit_groups`; None: all of a step's rows in one call).
+    """
+
+    mask_mode: str = defaults.MASK_MODE
+    user_mask: torch.Tensor | None = None
+    guidance_rescale: float = defaults.GUIDANCE_RESCALE
+    preserve: int | None = None
+    groups_per_call: int | None = None
+
+
 def edit_loop(
     model: ModelAdapter,
     inversion: Inversion,
     table: StepTable,
     base: list[Conditioning],
-    source_guidance: float,
     concepts: ConceptBatch,
-    mask_mode: str,
-    user_mask: torch.Tensor | None,
-    guidance_rescale: float,
-    recorder: AttentionRecorder | None,
+    settings: EditSettings,
+    recorder: AttentionRecorder | None = None,
     progress: Progress | None = None,
-    preserve: int | None = None,
-    groups_per_call: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Run the edit steps on ``inversion`` (on the model's device) with the solver ``table``.
 
-    ``base``: ``[c_∅]`` or ``[c_∅, c_src]``, B rows each. Returns the final latents (B, C, h, w),
-    the last mask of every concept and each concept's mask averaged over the steps it acted,
-    both (E, B, h, w) (zeros for a concept that never acted), and with ``preserve`` the region R
-    (B, 1, h, w) outside which the source was kept (None without). ``groups_per_call``: the most
-    groups of B rows one network call takes (:func:`~leditspp.memory.edit_groups`; None: all of a
-    step's rows in one call).
+    ``base``: ``[c_∅]`` or ``[c_∅, c_src]``, B rows each, the source prompt guided as in the
+    inversion (``inversion.info.source_guidance``); ``recorder``: the attention capture (needed
+    by the mask modes that read M¹). Returns the final latents (B, C, h, w), the last mask of
+    every concept and each concept's mask averaged over the steps it acted, both (E, B, h, w)
+    (zeros for a concept that never acted), and with ``settings.preserve`` the region R
+    (B, 1, h, w) outside which the source was kept (None without).
     """
+    source_guidance = inversion.info.source_guidance  # the inversion's: its steps are replayed
+    preserve = settings.preserve
     batch, _, h, w = inversion.source_latents.shape
     device = inversion.source_latents.device
     masks = torch.zeros(len(concepts.edits), batch, h, w, device=device)
@@ -95,12 +110,12 @@ def edit_loop(
     for j in range(first, len(table)):
         call = calls[plan[j]]
         layout = RowLayout(k + len(plan[j]), batch)
-        eps, attn = estimate_in_chunks(model, x, levels, j, layout, call, k, recorder, grid, groups_per_call)
+        eps, attn = estimate_in_chunks(model, x, levels, j, layout, call, k, recorder, grid, settings.groups_per_call)
         guided = base_estimate(eps[0], eps[1] if k > 1 else None, source_guidance)
         if plan[j]:
-            psi = direction_terms(eps[k:], eps[0], call.directions, call.scales, user_mask)  # (A, B, C, h, w)
-            m = implicit_masks(mask_mode, psi.flatten(0, 1), call.thresholds, attn).view(-1, batch, 1, h, w)
-            guided = rescale(guided + (m * psi).sum(dim=0), eps[k:].mean(dim=0), guidance_rescale)
+            psi = direction_terms(eps[k:], eps[0], call.directions, call.scales, settings.user_mask)  # (A, B, C, h, w)
+            m = implicit_masks(settings.mask_mode, psi.flatten(0, 1), call.thresholds, attn).view(-1, batch, 1, h, w)
+            guided = rescale(guided + (m * psi).sum(dim=0), eps[k:].mean(dim=0), settings.guidance_rescale)
             masks.index_copy_(0, call.index, m[:, :, 0])
             mask_sums.index_add_(0, call.index, m[:, :, 0])
             if region is not None:
@@ -132,29 +147,29 @@ def estimate_in_chunks(
     ``layout`` (the ``k`` base conditions, then the active concepts), and with a ``recorder`` the
     concept rows' attention (A·B, h', w') on ``grid``.
 
-    The groups go through the network ``groups_per_call`` at a time (evened out; one call when they
-    fit, as every step does when memory is ample); rows are independent, so the split changes the
+    The groups go through the network ``groups_per_call`` at a time (:meth:`RowLayout.calls`; one
+    call when they fit, as every step does when memory is ample); rows are independent, so the split changes the
     estimates by float rounding only. Each call's estimates are copied out before the next call:
     a CUDA-graphed network (``Editor.compile`` on a GPU) returns them in buffers that its next
     replay overwrites.
     """
-    per_call = even_chunk(layout.groups, groups_per_call or layout.groups)
+    calls = layout.calls(groups_per_call)
     eps, maps = None, []
-    for start in range(0, layout.groups, per_call):
-        part = RowLayout(min(per_call, layout.groups - start), layout.batch)
-        rows = slice(start * layout.batch, (start + part.groups) * layout.batch)
-        concepts = max(k, start) - start  # the first concept group of this call, counted in the call
-        armed = recorder is not None and concepts < part.groups
-        if armed:
-            first_row = (start + concepts - k) * layout.batch
-            recorder.arm(part.from_group(concepts), call.token_weights[first_row : rows.stop - k * layout.batch])
-        out = model.estimate(part.repeat(x), levels.at(j, part.rows), call.cond.map(lambda t, r=rows: t[r]))
-        if per_call == layout.groups:
+    for part in calls:
+        concept_rows = None if recorder is None else part.rows_from(k)
+        if concept_rows is not None:
+            in_call, of_concepts = concept_rows
+            recorder.arm(in_call, call.token_weights[of_concepts])
+        rows = part.rows
+        out = model.estimate(
+            part.layout.repeat(x), levels.at(j, part.layout.rows), call.cond.map(lambda t, r=rows: t[r])
+        )
+        if len(calls) == 1:
             eps = out  # one call: nothing to keep across calls
         else:
             eps = out.new_empty((layout.rows, *out.shape[1:])) if eps is None else eps
             eps[rows] = out
-        if armed:
+        if concept_rows is not None:
             maps.append(recorder.take(grid))
             recorder.disarm()
     return layout.split(eps), (torch.cat(maps) if maps else None)

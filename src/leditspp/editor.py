@@ -19,7 +19,7 @@ from PIL import Image
 from . import __version__, defaults
 from .compiling import compile_options
 from .divergence import check_edited, check_finite, single_colour
-from .editing import ConceptBatch, Progress, edit_loop
+from .editing import ConceptBatch, EditSettings, Progress, edit_loop
 from .edits import Edit, as_edits, check_warmup
 from .errors import LeditsError
 from .inversion import Inversion, invert_latents, noising_levels
@@ -368,22 +368,12 @@ class Editor:
             mask = resize_user_mask(load_mask(user_mask), (h, w)).to(self.device)
             if mask.shape[0] not in (1, batch):
                 raise LeditsError(f"user_mask has {mask.shape[0]} masks for {batch} images; give 1 or {batch}")
+        groups = edit_groups(self.model, batch, h, w)
+        settings = EditSettings(mask_mode, mask, float(guidance_rescale), preserve=preserve, groups_per_call=groups)
         capture = self.model.capture_attention() if use_attention else contextlib.nullcontext()
         with capture as recorder:
             latents, masks, mask_means, region = edit_loop(
-                self.model,
-                inv,
-                table,
-                base,
-                info.source_guidance,
-                concepts,
-                mask_mode,
-                mask,
-                float(guidance_rescale),
-                recorder,
-                progress,
-                preserve,
-                edit_groups(self.model, batch, h, w),
+                self.model, inv, table, base, concepts, settings, recorder, progress
             )
         images: list[Image.Image] = []
         if decode and region is None:

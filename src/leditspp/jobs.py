@@ -3,24 +3,19 @@
 An :class:`Item` is one unit of work (an evaluation item, an input of a batch edit); a pure
 function ``item → row`` computes it; :func:`serial_map` (here) or
 :func:`leditspp.distributed.ray_map` (on Ray) turns the items to do into :class:`Outcome` values,
-a group's items together (:func:`by_group`). :class:`EditorSpec` says which editor computes
-them, as a value a worker can load for itself. Writing the outcomes is the caller's job
-(:mod:`leditspp.evaluation.runner`, :mod:`leditspp.batch`).
+a group's items together (:func:`by_group`); the editor that computes them travels as a model
+name and its :class:`~leditspp.model_options.ModelOptions`, which a worker loads for itself.
+Writing the outcomes is the caller's job (:mod:`leditspp.evaluation.runner`, :mod:`leditspp.batch`).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LeditsError, check_arguments
-from .lora import Lora
-
 Value = float | int | bool | str | None
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,64 +118,3 @@ def compute(item: Item, compute_item: ComputeItem) -> Outcome:
 def serial_map(compute_item: ComputeItem) -> MapItems:
     """The in-process ``map_items``: items computed one after another, in order."""
     return lambda items: (compute(item, compute_item) for item in items)
-
-
-#: The network precisions an editor may be loaded in (``--dtype``; None: the model's own).
-DTYPES = ("float32", "float16", "bfloat16")
-
-
-@dataclass(frozen=True)
-class EditorSpec:
-    """The editor a run computes with, as a plain value: this process or each Ray worker calls
-    :meth:`load` to build its own. ``dtype``: ``"float16"``, ``"bfloat16"``, ``"float32"`` or None
-    (the model's); ``quiet``: only errors from the library's logger."""
-
-    model: str
-    device: str | None = None
-    dtype: str | None = None
-    compile: bool = False
-    quiet: bool = False
-    offload: str = "auto"  # the memory plan (leditspp.offload)
-    base: str | None = None  # a single file's base model (Editor.from_pretrained's base=)
-    loras: tuple[str, ...] = ()  # LoRAs as PATH[:SCALE] (Editor.from_pretrained's loras=)
-
-    def __post_init__(self) -> None:
-        check_arguments(
-            "the editor",
-            vars(self),
-            {"model": "text", "device": "text?", "compile": "bool", "quiet": "bool", "base": "text?", "loras": "texts"},
-        )
-        for lora in self.loras:
-            Lora.parse(lora)
-        if self.dtype not in (None, *DTYPES):
-            raise LeditsError(f"dtype must be None (the model's) or one of {', '.join(DTYPES)}; got {self.dtype!r}")
-
-    def load(self) -> Any:
-        """The :class:`~leditspp.Editor` (compiled with ``compile``), its loading messages hushed."""
-        import torch
-
-        from .editor import Editor
-        from .models import quiet_loading
-
-        quiet_loading()
-        if self.quiet:
-            logging.getLogger("leditspp").setLevel(logging.ERROR)
-        dtype = getattr(torch, self.dtype) if self.dtype else None
-        logger.info("loading model %s …", self.model)
-        start = time.perf_counter()
-        editor = Editor.from_pretrained(
-            self.model,
-            torch_dtype=dtype,
-            device=self.device,
-            offload=self.offload,
-            base=self.base,
-            loras=self.loras,
-        )
-        logger.info(
-            "loaded model %s in %.1f s: family %s, memory plan %s",
-            self.model,
-            time.perf_counter() - start,
-            editor.model.family,
-            editor.plan.offload,
-        )
-        return editor.compile() if self.compile else editor

@@ -4,7 +4,8 @@ the rows, call the network once, split its output).
 A call evaluates ``G`` groups of ``B`` rows, one row per image, group-major: row ``g·B + b`` is
 image ``b`` of group ``g``. A group is one (latent, condition, noise level) for every image —
 in the edit loop the base conditions and then each active concept, all at the same latent and
-step; in the inversion each step of a chunk times each base condition.
+step; in the inversion each step of a chunk times each base condition. When memory is short the
+groups go through the network a few at a time: :meth:`RowLayout.calls` plans those calls.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .memory import even_chunk
 from .models.base import Conditioning
 
 
@@ -50,6 +52,41 @@ class RowLayout:
         """The network's output (G·B, …) → (G, B, …), a view."""
         return out.view(self.groups, self.batch, *out.shape[1:])
 
-    def from_group(self, group: int) -> slice:
-        """The rows of groups ``group …`` (e.g. the concept rows after the base conditions)."""
-        return slice(group * self.batch, None)
+    def calls(self, most: int | None = None) -> list[CallRows]:
+        """The network calls that evaluate these rows when one call takes at most ``most`` groups
+        (None: all in one call): whole groups, in order, evened out so that every call but the
+        last takes the same number.
+
+        >>> [(c.start, c.layout.groups) for c in RowLayout(5, 2).calls(2)]  # 3 calls: 2, 2, 1 groups
+        [(0, 2), (2, 2), (4, 1)]
+        """
+        per_call = even_chunk(self.groups, most or self.groups)
+        return [
+            CallRows(start, RowLayout(min(per_call, self.groups - start), self.batch))
+            for start in range(0, self.groups, per_call)
+        ]
+
+
+@dataclass(frozen=True)
+class CallRows:
+    """One network call of a :class:`RowLayout`: its groups ``start …``, laid out as ``layout``."""
+
+    start: int
+    layout: RowLayout
+
+    @property
+    def rows(self) -> slice:
+        """This call's rows among the whole layout's."""
+        batch = self.layout.batch
+        return slice(self.start * batch, (self.start + self.layout.groups) * batch)
+
+    def rows_from(self, group: int) -> tuple[slice, slice] | None:
+        """This call's rows of the whole layout's groups ``group …`` (e.g. the concepts, after the
+        base conditions): in the call, and counted from ``group``'s first row (an index into
+        tensors of one entry per such row); None when the call holds none of them."""
+        end = self.start + self.layout.groups
+        first = max(group, self.start)
+        if first >= end:
+            return None
+        batch = self.layout.batch
+        return slice((first - self.start) * batch, None), slice((first - group) * batch, (end - group) * batch)

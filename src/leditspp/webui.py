@@ -31,6 +31,7 @@ from .edits import Edit
 from .errors import LeditsError, is_number
 from .io import check_pixels, mask_overlays, open_image, save_image, to_rgb
 from .masking import MASK_MODES
+from .model_options import ModelOptions
 from .recipes import INVERSION_SETTINGS, SETTINGS, check_settings
 from .solvers import SOLVERS, validate_steps
 from .validation import check_seed
@@ -58,11 +59,7 @@ class EditorService:
     """The model, loaded once on first use, and a small LRU cache of inversions."""
 
     model: str = defaults.MODEL
-    device: str | None = None
-    offload: str = defaults.OFFLOAD  # the memory plan (Editor.from_pretrained's offload=)
-    compile: bool = False  # torch.compile the denoiser (UNet or transformer) once loaded (Editor.compile)
-    base: str | None = None  # a single-file model's base (Editor.from_pretrained's base=)
-    loras: tuple[str, ...] = ()  # LoRAs as PATH[:SCALE] (Editor.from_pretrained's loras=)
+    options: ModelOptions = field(default_factory=ModelOptions)  # how it loads (device, memory plan, …)
     cache_size: int = 8
     max_pixels: int = defaults.MAX_PIXELS
     _editor: Any = None
@@ -86,13 +83,7 @@ class EditorService:
     def editor(self) -> Any:
         with self._lock:
             if self._editor is None:
-                from .editor import Editor
-
-                self._editor = Editor.from_pretrained(
-                    self.model, device=self.device, offload=self.offload, base=self.base, loras=self.loras
-                )
-                if self.compile:
-                    self._editor.compile()
+                self._editor = self.options.load(self.model)
             return self._editor
 
     @property
@@ -394,7 +385,7 @@ def build_app(service: EditorService | None = None, examples_dir: Path = EXAMPLE
     service = service or EditorService()
     with gr.Blocks(title="leditspp — LEDITS++ image editing") as app:
         gr.Markdown(
-            f"## leditspp — exact LEDITS++ editing · model `{service.model}`{_loras_line(service.loras)}\n"
+            f"## leditspp — exact LEDITS++ editing · model `{service.model}`{_loras_line(service.options.loras)}\n"
             "Upload an image, list concepts to add (+) or remove (−), press **Edit**. Draw on the image "
             "to limit where edits may act. Changing only the concepts re-uses the cached inversion."
         )
@@ -525,19 +516,15 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 7860,
     max_upload_mb: float = 20,
-    device: str | None = None,
+    options: ModelOptions | None = None,
     block: bool = True,
-    compile: bool = False,
-    offload: str = "auto",
-    base: str | None = None,
-    loras: tuple[str, ...] = (),
 ) -> Any:
     """Start the app; ``block=False`` returns the running app (for tests and notebooks).
-    ``compile``: ``torch.compile`` the denoiser, UNet or transformer (worth it for a long-running server on a GPU);
-    ``offload``: the memory plan (:mod:`leditspp.offload`); ``base``, ``loras``: a single-file
-    model's base and the LoRAs applied (see :meth:`leditspp.Editor.from_pretrained`)."""
+    ``options``: how the model loads — device, memory plan (:mod:`leditspp.offload`), a
+    single-file model's base, LoRAs, and ``compile=True`` (worth it for a long-running server on
+    a GPU); None: the defaults."""
     upload_bytes = upload_limit(max_upload_mb)
-    service = EditorService(model=model, device=device, compile=compile, offload=offload, base=base, loras=loras)
+    service = EditorService(model=model, options=options or ModelOptions())
     app = build_app(service)
     app.queue(default_concurrency_limit=1)
     app.launch(

@@ -18,7 +18,7 @@ from comfy_extras.nodes_model_advanced import ModelSamplingAuraFlow  # noqa: E40
 from leditspp_comfy import run, text  # noqa: E402
 from leditspp_comfy.denoiser import comfy_adapter  # noqa: E402
 
-from leditspp.editing import edit_loop  # noqa: E402
+from leditspp.editing import EditSettings, edit_loop  # noqa: E402
 from leditspp.errors import LeditsError  # noqa: E402
 from leditspp.models.autoencoder import ScaledVAE  # noqa: E402
 from leditspp.models.base import Conditioning  # noqa: E402
@@ -196,7 +196,7 @@ def test_the_pack_and_leditspps_adapter_agree_on_twin_weights(qwen):
     base, batch = run.concept_batch(denoiser, inversion.base, concepts)
     with adapter.capture_attention() as recorder:
         table = run.check_inversion(denoiser, inversion)
-        latents = edit_loop(adapter, source, table, base, 3.5, batch, "intersect", None, 0.0, recorder)[0]
+        latents = edit_loop(adapter, source, table, base, batch, EditSettings("intersect"), recorder)[0]
     theirs = denoiser.denoiser.latent_out(latents, inversion.latent)
     torch.testing.assert_close(packed, theirs, rtol=1e-3, atol=5e-4)  # fp32 noise through 3 guided steps
     assert (theirs - inversion.latent).abs().max() > 0.5, "the edit must be far larger than the tolerance"

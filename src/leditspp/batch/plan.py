@@ -20,9 +20,9 @@ from ..files import check_output, check_writable_folder
 from ..inversion import Inversion
 from ..inversion_file import model_source
 from ..io import check_pixels, load_mask, open_image
-from ..jobs import EditorSpec
 from ..lora import parse_recorded
 from ..masking import check_preserve
+from ..model_options import ModelOptions
 from ..models import (
     RECOMMENDABLE,
     is_flow_model,
@@ -47,8 +47,10 @@ class BatchEdit:
     for one input, a folder for several; ``edits``: ``"+concept:scale@threshold"`` texts (none:
     the recipe's); ``settings``: any of :data:`leditspp.recipes.SETTINGS` but ``model`` (None or
     absent: the recipe's, else the model's recommended, else the default); ``scale``,
-    ``threshold``: of concepts that give none; ``user_mask``: a mask file or image; ``base``,
-    ``loras``: a single-file model's base and the LoRAs (see :meth:`leditspp.Editor.from_pretrained`).
+    ``threshold``: of concepts that give none; ``user_mask``: a mask file or image; ``model``:
+    the model (None: the saved inversion's, else the recipe's, else the default) and ``options``
+    how it loads (a saved inversion's base and LoRAs where ``options`` names none); ``quiet``:
+    only errors from leditspp's logger while the batch runs.
     """
 
     images: tuple[str, ...] = ()
@@ -68,25 +70,15 @@ class BatchEdit:
     user_mask: Any = None
     max_pixels: int | None = defaults.MAX_PIXELS
     model: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    compile: bool = False
+    options: ModelOptions = field(default_factory=ModelOptions)
     quiet: bool = False
-    offload: str = "auto"
-    base: str | None = None
-    loras: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_arguments("BatchEdit", vars(self), BATCH_KINDS)
         if not isinstance(self.settings, Mapping):
             raise LeditsError(f"BatchEdit: settings must be a mapping, e.g. {{'steps': 20}}; got {self.settings!r}")
-        self.editor_spec(self.model or defaults.MODEL)
-
-    def editor_spec(self, model: str) -> EditorSpec:
-        """The editor this batch computes with, of ``model``."""
-        return EditorSpec(
-            model, self.device, self.dtype, self.compile, self.quiet, self.offload, self.base, tuple(self.loras)
-        )
+        if not isinstance(self.options, ModelOptions):
+            raise LeditsError(f"BatchEdit: options must be a ModelOptions; got {self.options!r}")
 
 
 #: The kind of each :class:`BatchEdit` argument (:data:`leditspp.errors.KINDS`) but settings and user_mask.
@@ -105,8 +97,7 @@ BATCH_KINDS = {
     "cooldown": "int?",
     "max_pixels": "int?",
     "model": "text?",
-    "base": "text?",
-    "loras": "texts",
+    "quiet": "bool",
 }
 
 
@@ -124,13 +115,14 @@ class Job:
 
 @dataclass(frozen=True)
 class EditPlan:
-    """What a batch edit will do: the batch (its user mask read), the editor, the jobs to run, the
-    inputs ``resume`` found finished, the outputs it found made with another recipe (``stale``:
-    edited again), those refused by their checks (several inputs: each refused one is recorded,
-    the others run), and where it computes (``ray``; None: here)."""
+    """What a batch edit will do: the batch (its user mask read, its model options with a saved
+    inversion's base and LoRAs), the model it edits with, the jobs to run, the inputs ``resume``
+    found finished, the outputs it found made with another recipe (``stale``: edited again), those
+    refused by their checks (several inputs: each refused one is recorded, the others run), and
+    where it computes (``ray``; None: here)."""
 
     batch: BatchEdit
-    editor: EditorSpec
+    model: str
     jobs: list[Job]
     finished: int
     refused: list[tuple[str, str]]  # (input, error)
@@ -150,7 +142,7 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
     One input: any problem is a :class:`~leditspp.LeditsError`. Several: an input that fails its
     checks is in ``refused`` and the others are planned."""
     if ray is not None:
-        ray.check(batch.device)
+        ray.check(batch.options.device)
         if batch.save_inversion:
             raise LeditsError("--save-inversion is for one IMAGE in this process; drop --ray (or --save-inversion)")
     recipe = read_recipe(batch.recipe) if batch.recipe else {}
@@ -190,17 +182,16 @@ def plan_edits(batch: BatchEdit, ray: RayOptions | None = None) -> EditPlan:
             continue
         job = Job(path, out, settings, edits, source, sourced)
         if batch.resume and all(f.exists() for f in paths):
-            files = model_files(batch.base and source_name(batch.base), list(batch.loras))
+            files = model_files(batch.options.base and source_name(batch.options.base), list(batch.options.loras))
             difference = recipe_difference(out, wanted_recipe(job, model, batch.inversion, files))
             if difference is None:
                 finished += 1
                 continue
             stale.append((out, difference))
         jobs.append(job)
-    editor = batch.editor_spec(model)
     chosen = {"model": (model, model_origin), **{k: (v, edit_origins[k]) for k, v in edit_defaults.items()}}
     warnings = _warnings(recipe, inputs, jobs, model)
-    return EditPlan(batch, editor, jobs, finished, refused, len(inputs) > 1, ray, stale, warnings, chosen)
+    return EditPlan(batch, model, jobs, finished, refused, len(inputs) > 1, ray, stale, warnings, chosen)
 
 
 def _warnings(recipe: Mapping[str, Any], inputs: list[str | None], jobs: list[Job], model: str) -> list[str]:
@@ -383,9 +374,10 @@ def _edit_defaults(
 
 def _files_of(batch: BatchEdit, inversion: str) -> BatchEdit:
     """``batch`` with the base and the LoRAs the inversion's model was loaded with, where not given."""
-    base = batch.base or model_source(inversion, "base")
-    loras = batch.loras or tuple(str(lora) for lora in parse_recorded(model_source(inversion, "loras") or ""))
-    return replace(batch, base=base, loras=loras)
+    options = batch.options
+    base = options.base or model_source(inversion, "base")
+    loras = options.loras or tuple(str(lora) for lora in parse_recorded(model_source(inversion, "loras") or ""))
+    return replace(batch, options=replace(options, base=base, loras=loras))
 
 
 def _inputs(batch: BatchEdit) -> tuple[list[str | None], BatchEdit]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..io import open_image
 from ..jobs import ComputeItem, Item, MapItems, Outcome, RunStats, serial_map
+from ..logs import quiet_logs
 from .outputs import EDIT_LOG, EditLog, File, output_files, output_recipe, save_files
 from .plan import BatchEdit, EditPlan, Job
 
@@ -35,7 +36,19 @@ def edit_batch(
     One input: its error is raised. Several: an input that fails is told to ``on_failed(input,
     error)``, recorded in ``OUT/edit-log.csv`` and the others go on. ``progress(done, total)``
     follows the inputs, ``step_progress`` the steps of each (in this process), ``on_written`` each
-    file written."""
+    file written. With ``plan.batch.quiet``, only errors from leditspp's logger while it runs."""
+    with quiet_logs(plan.batch.quiet):
+        return _edit_batch(plan, stats, progress, step_progress, on_written, on_failed)
+
+
+def _edit_batch(
+    plan: EditPlan,
+    stats: RunStats | None,
+    progress: Callable[[int, int], None] | None,
+    step_progress: StepProgress | None,
+    on_written: Callable[[Path], None] | None,
+    on_failed: Callable[[str | None, str], None] | None,
+) -> RunStats:
     stats = stats if stats is not None else RunStats()
     stats.total, stats.skipped = len(plan.jobs) + plan.finished + len(plan.refused), plan.finished
     log = EditLog(Path(plan.batch.output) / EDIT_LOG) if plan.several else None
@@ -77,8 +90,8 @@ def _mapper(plan: EditPlan, stats: RunStats, step_progress: StepProgress | None)
 
         with ray_backend(plan.ray.address, plan.ray.env()):
             yield ray_map(
-                plan.editor.load,
-                functools.partial(renderer, plan.batch, plan.editor.model),
+                functools.partial(plan.batch.options.load, plan.model),
+                functools.partial(renderer, plan.batch, plan.model),
                 workers=plan.ray.workers,
                 stats=stats,
                 prepare=_ship_job,
@@ -88,7 +101,7 @@ def _mapper(plan: EditPlan, stats: RunStats, step_progress: StepProgress | None)
     def in_process(items: Sequence[Item]) -> Iterator[Outcome]:
         if not items:
             return
-        render = renderer(plan.batch, plan.editor.model, plan.editor.load(), step_progress)
+        render = renderer(plan.batch, plan.model, plan.batch.options.load(plan.model), step_progress)
         if plan.several:
             yield from serial_map(render)(items)
         else:  # no catching: the one input's problem is the run's error

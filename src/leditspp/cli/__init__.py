@@ -83,13 +83,13 @@ def _model_options() -> argparse.ArgumentParser:
         "eval: several, comma-separated, side by side (demo,demo-flow)",
     )
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
-    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="network precision")
+    g.add_argument("--dtype", choices=defaults.DTYPES, help="network precision")
     g.add_argument(
         "--offload",
         choices=defaults.OFFLOADS,
-        default="auto",
+        default=defaults.OFFLOAD,
         help="memory plan: text encoders off the GPU between calls (model), the denoiser group-offloaded too "
-        "(group), everything resident (none), or the lightest that fits the free memory [auto]",
+        "(group), everything resident (none), or the lightest that fits the free memory (auto) [%(default)s]",
     )
     g.add_argument(
         "--compile",
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(attach_edit_values(parser, sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format="leditspp: %(message)s")
     if not getattr(args, "quiet", False):
-        logging.getLogger("leditspp.jobs").setLevel(logging.INFO)  # "loading model …", "loaded … in 9.8 s"
+        logging.getLogger("leditspp.model_options").setLevel(logging.INFO)  # "loading model …", "loaded … in 9.8 s"
         logging.getLogger("leditspp.scheduler").setLevel(logging.INFO)  # the scheduler's rule is not used
     try:
         with library_warnings_silenced(getattr(args, "quiet", False)):
@@ -353,8 +353,10 @@ def _run(args: argparse.Namespace) -> int:
         from .info import info_command
 
         return info_command(args.file)
+    from ..logs import hushed_loading
     from ..validation import check_device
 
     check_device(args.device)  # before reading images or loading anything
     module, name = COMMANDS[args.command]
-    return getattr(importlib.import_module(module, __name__), name)(args)
+    with hushed_loading():  # the command's output is leditspp's own bars, lines and errors
+        return getattr(importlib.import_module(module, __name__), name)(args)

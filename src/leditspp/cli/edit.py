@@ -10,7 +10,7 @@ from pathlib import Path
 from ..batch import BatchEdit, EditPlan, edit_batch, plan_edits
 from ..jobs import RunStats
 from ..recipes import INVERSION_SETTINGS, SETTINGS
-from .options import ray_options
+from .options import model_options, ray_options
 from .progress import item_progress, step_progress
 from .summary import say_start, say_warnings
 
@@ -78,13 +78,8 @@ def _batch(args: argparse.Namespace) -> BatchEdit:
         user_mask=args.user_mask,
         max_pixels=args.max_pixels,
         model=args.model,
-        device=args.device,
-        dtype=args.dtype,
-        compile=args.compile,
+        options=model_options(args),
         quiet=args.quiet,
-        offload=args.offload,
-        base=args.base,
-        loras=tuple(args.lora),
     )
 
 

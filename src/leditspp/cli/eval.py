@@ -15,7 +15,7 @@ from ..evaluation.suites import SETTINGS
 from ..jobs import RunStats
 from ..models import RECOMMENDABLE, model_settings, recommendation_sources
 from ..recipes import SETTINGS as RECIPE_SETTINGS
-from .options import ray_options
+from .options import model_options, ray_options
 from .progress import item_progress
 from .summary import say_start, say_warnings
 
@@ -69,11 +69,8 @@ def _options(args: argparse.Namespace, stats: RunStats, models: list[str]) -> di
     """:func:`~leditspp.evaluation.evaluate`'s options from the flags (all but the model); the
     start lines of ``models`` said as the first item is counted."""
     return {
-        "device": args.device,
-        "dtype": args.dtype,
-        "compile": args.compile,
+        "options": model_options(args),
         "quiet": args.quiet,
-        "offload": args.offload,
         "settings": {key: getattr(args, key) for key in SETTINGS},
         "sweep": args.sweep,
         "metrics": args.metrics,

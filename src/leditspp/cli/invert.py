@@ -10,11 +10,12 @@ from ..batch.plan import given, origins_of, preflight, resolve_settings
 from ..batch.run import invert
 from ..files import check_output
 from ..io import open_image
-from ..jobs import EditorSpec
+from ..logs import quiet_logs
 from ..models import model_settings, recommendation_sources
 from ..models.loading import check_model_name
 from ..recipes import INVERSION_SETTINGS
 from ..solvers import validate_steps
+from .options import model_options
 from .progress import step_progress
 from .summary import say_start, say_warnings
 
@@ -31,8 +32,8 @@ def invert_command(args: argparse.Namespace) -> int:
     sourced = {key: (settings[key], origins[key]) for key in INVERSION_SETTINGS}
     say_start(args, model, origins["model"], sourced)
     say_warnings(args, [*model_warnings(model), demo_photo(model, image.size, settings)])
-    options = (args.device, args.dtype, args.compile, args.quiet, args.offload, args.base, tuple(args.lora))
-    editor = EditorSpec(model, *options).load()
-    invert(editor, image, settings, step_progress(args.quiet), args.max_pixels).save(args.output)
+    with quiet_logs(args.quiet):
+        editor = model_options(args).load(model)
+        invert(editor, image, settings, step_progress(args.quiet), args.max_pixels).save(args.output)
     print(f"wrote {args.output}")
     return 0

@@ -9,6 +9,7 @@ from .. import defaults
 from ..advice import model_warnings
 from ..errors import LeditsError
 from ..models.loading import check_model_name
+from .options import model_options
 from .summary import say, say_start, say_warnings
 
 
@@ -23,15 +24,5 @@ def serve_command(args: argparse.Namespace) -> int:
         say("settings: the model's recommendation, shown in the page's settings panel")
     say_warnings(args, model_warnings(model))
     print(f"leditspp web UI on http://{args.host}:{args.port} (model: {model}); Ctrl-C stops it")
-    serve(
-        model,
-        args.host,
-        args.port,
-        args.max_upload_mb,
-        args.device,
-        compile=args.compile,
-        offload=args.offload,
-        base=args.base,
-        loras=tuple(args.lora),
-    )
+    serve(model, args.host, args.port, args.max_upload_mb, model_options(args))
     return 0

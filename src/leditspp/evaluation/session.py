@@ -11,8 +11,9 @@ one suite and writes them side by side (``leditspp eval shapes --model demo,demo
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +23,9 @@ from .. import defaults
 from ..distributed import RayOptions
 from ..errors import LeditsError, check_arguments
 from ..files import check_writable_folder
-from ..jobs import EditorSpec, RunStats
+from ..jobs import RunStats
+from ..logs import quiet_logs
+from ..model_options import ModelOptions
 from ..models import RECOMMENDABLE, model_settings
 from ..models.loading import check_model_name
 from . import report, runner
@@ -56,11 +59,8 @@ def evaluate(
     out: str | Path = "eval",
     *,
     model: str | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-    compile: bool = False,
+    options: ModelOptions | None = None,
     quiet: bool = False,
-    offload: str = "auto",
     settings: Mapping[str, Any] | None = None,
     sweep: Mapping[str, Sequence[float]] | Sequence[str] = (),
     metrics: str | Sequence[str] | None = None,
@@ -76,6 +76,8 @@ def evaluate(
     """Evaluate ``model`` (default: the demo model) on ``suite`` (a name of :data:`SUITES`) with
     DATA ``data``, writing ``out`` (``metrics.csv``, ``summary.json``, ``report.html``, ``images/``).
 
+    ``options``: how the model loads (device, dtype, memory plan, compile; None: the defaults);
+    ``quiet``: only errors from leditspp's logger while the run lasts.
     ``settings``: steps, skip, scale, threshold, preserve (None or absent: the model's
     recommended, else the library's); ``sweep``: ``{"scale": [4, 8]}`` or ``["scale=4,8"]``;
     ``resume``: continue the run in ``out``; ``ray``: compute on Ray workers; ``progress(done,
@@ -92,18 +94,22 @@ class _Prepared:
     so that :func:`evaluate_models` checks every model before running the first."""
 
     plan: Plan
-    editor: EditorSpec
+    model: str
+    options: ModelOptions
     folder: Path
     ray: RayOptions | None
-    options: dict[str, Any]
+    quiet: bool
+    run_options: dict[str, Any]
 
     def run(self) -> Evaluation:
-        summary = _run(self.plan, self.editor, self.folder, self.ray, self.options)
+        load = functools.partial(self.options.load, self.model)
+        with quiet_logs(self.quiet):
+            summary = _run(self.plan, load, self.folder, self.ray, self.run_options)
         rows = runner.read_rows(self.folder / runner.METRICS_CSV)
-        title = f"leditspp eval {self.plan.title} — {self.editor.model}"
-        sweep_keys = self.options["sweep_keys"]
+        title = f"leditspp eval {self.plan.title} — {self.model}"
+        sweep_keys = self.run_options["sweep_keys"]
         path = report.write_report(self.folder, rows, summary, title=title, plot=self.plan.plot, sweep_keys=sweep_keys)
-        return Evaluation(self.folder, summary, path, self.options["stats"])
+        return Evaluation(self.folder, summary, path, self.run_options["stats"])
 
 
 def _prepare(suite: str, data: str | None, out: str | Path, **options: Any) -> _Prepared:
@@ -114,23 +120,28 @@ def _prepare(suite: str, data: str | None, out: str | Path, **options: Any) -> _
             "evaluate: sweep must be a mapping ({'scale': [4, 8]}) or a list of texts (['scale=4,8']) and settings "
             f"a mapping or None; got sweep={options['sweep']!r}, settings={options['settings']!r}"
         )
+    if not isinstance(options["options"], (ModelOptions, type(None))):
+        raise LeditsError(f"evaluate: options must be None or a ModelOptions; got {options['options']!r}")
     o = SimpleNamespace(**options)
+    model_options = o.options or ModelOptions()
     chosen = _suite(suite)
     chosen.check_data(data)
     if o.ray is not None:
-        o.ray.check(o.device)
+        o.ray.check(model_options.device)
     sweep = {k: list(v) for k, v in o.sweep.items()} if isinstance(o.sweep, Mapping) else runner.parse_sweep(o.sweep)
     runner.check_sweep(sweep)
     model = _model(o.model)
     recommended = {**RECOMMENDABLE, **model_settings(model).get("recommended", {})}
     given = _given(o.settings)
-    request = Request(data, given, sweep, o.metrics, o.limit, o.scenes, o.clip_model, o.dino_model, o.device)
+    request = Request(
+        data, given, sweep, o.metrics, o.limit, o.scenes, o.clip_model, o.dino_model, model_options.device
+    )
     plan = chosen.plan(request, recommended)
     folder = _output(str(out), o.resume)
     stats = o.stats if o.stats is not None else RunStats()
     run_options = {"resume": o.resume, "progress": o.progress, "sweep_keys": list(sweep), "stats": stats}
-    editor = EditorSpec(model, o.device, o.dtype, o.compile, o.quiet, o.offload)
-    return _Prepared(plan, editor, folder, o.ray, {**run_options, "tags": {"model": model}})
+    tags = {"model": model}
+    return _Prepared(plan, model, model_options, folder, o.ray, o.quiet, {**run_options, "tags": tags})
 
 
 def _model(model: str | None) -> str:
@@ -156,18 +167,14 @@ def evaluate_models(
     return results
 
 
-#: The kind of each :func:`evaluate` argument (:data:`leditspp.errors.KINDS`) but sweep, settings,
-#: metrics, ray, progress and stats.
+#: The kind of each :func:`evaluate` argument (:data:`leditspp.errors.KINDS`) but options, sweep,
+#: settings, metrics, ray, progress and stats.
 EVALUATE_KINDS = {
     "suite": "text",
     "data": "text?",
     "out": "text",
     "model": "text?",
-    "device": "text?",
-    "dtype": "text?",
-    "compile": "bool",
     "quiet": "bool",
-    "offload": "text",
     "limit": "int?",
     "scenes": "int?",
     "clip_model": "text?",
@@ -196,17 +203,17 @@ def _given(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: settings[k] for k in SETTINGS if settings.get(k) is not None}
 
 
-def _run(plan: Plan, editor: EditorSpec, out: Path, ray: RayOptions | None, options: dict[str, Any]) -> Any:
+def _run(plan: Plan, load: Callable[[], Any], out: Path, ray: RayOptions | None, options: dict[str, Any]) -> Any:
     """The runner over the plan's items: nothing loaded for a finished run (the report again), the
     editor loaded here, or each Ray worker loading its own (a scene's items go to one worker)."""
     if not runner.pending(plan.items, out, options["resume"], options["tags"]):
         return runner.run(plan.items, None, out, map_items=lambda items: iter(()), **options)
     if ray is None:
-        return runner.run(plan.items, plan.evaluator(editor.load()), out, **options)
+        return runner.run(plan.items, plan.evaluator(load()), out, **options)
     from ..distributed import ray_backend, ray_map
 
     with ray_backend(ray.address, ray.env()):
-        mapper = ray_map(editor.load, plan.evaluator, workers=ray.workers, stats=options["stats"], prepare=plan.prepare)
+        mapper = ray_map(load, plan.evaluator, workers=ray.workers, stats=options["stats"], prepare=plan.prepare)
         return runner.run(plan.items, None, out, map_items=mapper, **options)
 
 

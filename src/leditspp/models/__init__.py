@@ -16,7 +16,6 @@ from .loading import (
     DEMO_NAME,
     DEMO_PATH,
     load_pipeline,
-    quiet_loading,
     resolve_model,
     source_name,
 )
@@ -79,7 +78,6 @@ __all__ = [
     "is_flow_model",
     "load_pipeline",
     "model_settings",
-    "quiet_loading",
     "recommendation_sources",
     "register",
     "registered",

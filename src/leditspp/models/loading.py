@@ -1,5 +1,5 @@
 """Loading a model: the built-in demos' names resolved to their folders, diffusers pipelines
-loaded from the hub or disk, and the libraries' loading chatter silenced where the CLI asks."""
+loaded from the hub or disk."""
 
 from __future__ import annotations
 
@@ -66,18 +66,6 @@ def source_name(model: str) -> str:
     if model in _DEMO_TRAINING or not Path(model).exists():
         return model
     return str(Path(model).resolve())
-
-
-def quiet_loading() -> None:
-    """No loading bars or warnings from diffusers and transformers in this process: the command
-    line's output (and a Ray worker's, which Ray forwards) is leditspp's own bars, lines and errors.
-    The library API leaves them as the user configured them."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for library in (diffusers_logging, transformers_logging):
-        library.set_verbosity_error()
-        library.disable_progress_bar()
 
 
 def check_folder(model: str) -> None:
