@@ -16,6 +16,7 @@ from PIL import Image
 from leditspp import Editor, LeditsError
 from leditspp.cli import main
 from leditspp.io import as_pixel_batch, centre_crop, resize_pixels, to_pil
+from leditspp.model_options import ModelOptions
 from leditspp.models import DeepFloydIF, model_settings
 from leditspp.models.families import family_of, parts_of_folder, size_multiple_of_folder
 from leditspp.solvers import NoiseLevel
@@ -202,7 +203,7 @@ def test_the_web_ui_edits_with_an_if_model(if_folder, photo):
     from leditspp.webui import EditorService, run_edit
 
     settings = {"steps": 3, "skip": 0.15, "solver": "ddpm", "seed": 0, "source_prompt": "", "source_guidance": 3.5}
-    service = EditorService(model=str(if_folder), device="cpu")
+    service = EditorService(model=str(if_folder), options=ModelOptions(device="cpu"))
     edited, overlays, reconstruction, _png, _status = run_edit(
         service, photo, [["a red hat", "+", 5, 0.9, 0, None]], {**settings, "mask_mode": "intersect"}
     )
@@ -215,8 +216,8 @@ def test_the_shapes_evaluation_runs_on_an_if_model(if_folder, tmp_path):
     from leditspp.evaluation import evaluate
 
     out = tmp_path / "eval"
-    options = {"device": "cpu", "quiet": True, "scenes": 1, "limit": 2, "settings": {"steps": 2}}
-    run = evaluate("shapes", out=out, model=str(if_folder), **options)
+    options = {"quiet": True, "scenes": 1, "limit": 2, "settings": {"steps": 2}}
+    run = evaluate("shapes", out=out, model=str(if_folder), options=ModelOptions(device="cpu"), **options)
     assert run.stats.done == run.stats.total > 0 and run.stats.failed == 0
     assert (out / "metrics.csv").is_file() and run.summary
 
