@@ -185,3 +185,22 @@ def test_the_command_line_takes_a_plan(sd_folder, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--offload", "fast", "-o", str(out)])
     assert exit_info.value.code == 2
+
+
+# -- the free memory the plans are chosen by --------------------------------------------------------
+
+
+def test_free_bytes_on_the_host_is_memavailable_in_bytes():
+    """``/proc/meminfo`` gives ``MemAvailable`` in KiB (its unit column says kB): the host's free
+    bytes are 1024 times that number, up to what other processes took or freed in between."""
+    from pathlib import Path
+
+    from leditspp.memory import free_bytes
+
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.exists():
+        pytest.skip("no /proc/meminfo on this system")
+    fields = next(line.split() for line in meminfo.read_text().splitlines() if line.startswith("MemAvailable:"))
+    assert fields[2] == "kB"
+    available = int(fields[1]) * 1024
+    assert abs(free_bytes(torch.device("cpu")) - available) <= 0.1 * available

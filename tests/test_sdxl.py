@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from leditspp import Edit, Inversion, LeditsError
-from leditspp.cli import main
 from leditspp.models import Conditioning, adapter_from_components
 from leditspp.testing import (
     diffusers_port_xl,
@@ -79,14 +78,6 @@ def test_reconstruction_is_exact(xl_editor, solver, steps, skip, batch, source):
     assert (out - inv.source_latents).abs().max() <= 1e-5
     with pytest.raises(LeditsError, match="never act"):  # a concept that would never act is refused
         xl_editor.edit(inv, [Edit("a red hat", warmup_steps=steps)], decode=False)
-
-
-@pytest.mark.parametrize("solver", ["dpmsolver++", "ddpm"])
-def test_non_square_reconstruction_and_zero_guidance_replay(xl_editor, solver):
-    inv = xl_editor.invert(scene(64, 96), steps=20, solver=solver, seed=3, source_prompt="a scene")
-    assert (xl_editor.edit(inv, decode=False).latents - inv.source_latents).abs().max() <= 1e-5
-    out = xl_editor.edit(inv, [Edit("a red hat", scale=0.0)], mask_mode="none", decode=False).latents
-    assert (out - inv.source_latents).abs().max() <= replay_tolerance(inv.source_latents)
 
 
 @pytest.mark.parametrize("mode", ["intersect", "attention", "noise", "none"])
@@ -200,11 +191,3 @@ def test_non_square_matches_the_port_once_its_swapped_size_is_corrected(xl_edito
     assert (ours - corrected).abs().max() <= 1e-4
     as_shipped = _port_edit(port, image, EDITS[:2])
     assert (ours - as_shipped).abs().max() > 1e-3
-
-
-def test_cli_edits_with_an_sdxl_folder(sdxl_folder, tmp_path):
-    photo, out = tmp_path / "in.png", tmp_path / "out.png"
-    scene(64, 96).save(photo)
-    args = ["edit", str(photo), "-e", "+a red hat", "--model", str(sdxl_folder), "--steps", "4", "--quiet"]
-    code = main([*args, "-o", str(out)])
-    assert code == 0 and out.exists()

@@ -82,10 +82,12 @@ def choose_offload(free: int, sizes: ComponentBytes, device_type: str) -> str:
     """The lightest plan whose resident weights fit ``defaults.PLAN_WEIGHT_FRACTION`` of ``free``
     bytes (the rest is left to activations); ``group`` where none does; ``none`` on the CPU.
 
-    >>> choose_offload(24 * 2**30, ComponentBytes(8 * 2**30, (2 * 2**30,), 2**28), "cuda")
-    'none'
-    >>> choose_offload(12 * 2**30, ComponentBytes(8 * 2**30, (2 * 2**30,), 2**28), "cuda")
-    'model'
+    >>> GB = 2**30
+    >>> sizes = ComponentBytes(8 * GB, (GB, 2 * GB), GB // 4)  # 11.25 GB of weights, 10.25 with one encoder
+    >>> choose_offload(24 * GB, sizes, "cuda"), choose_offload(13 * GB, sizes, "cuda")
+    ('none', 'model')
+    >>> choose_offload(12 * GB, sizes, "cuda"), choose_offload(1 * GB, sizes, "cpu")
+    ('group', 'none')
     """
     if device_type == "cpu":
         return "none"

@@ -1,10 +1,9 @@
-"""A model family defined outside the package joins through the registry (issue 21: the one-file claim).
+"""A model family defined outside the package: everything a new family's file holds.
 
-Everything below is what a new family's file holds: a network (here a toy one), its text stack and
-denoiser parts, and an adapter class with its detection, size rule and construction composing them
-with the shared VAE part and an attention tap on the layer to arm (a cross-attention). Registered with
-``leditspp.models.registered``, it is loaded by ``Editor.from_pipe``, inverts exactly, edits with
-implicit masks and is refused options it does not take — with no line of the package changed.
+A network (here a toy one), its text stack and denoiser parts, and an adapter class with its
+detection, size rule and construction composing them with the shared VAE part and an attention tap
+on the layer to arm (a cross-attention). Registered with ``leditspp.models.registered``, it joins
+the conformance suite (``test_toy.py``) with no line of the package changed.
 """
 
 from __future__ import annotations
@@ -13,20 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.models.attention_processor import Attention
 
-from leditspp import Conditioning, Edit, Editor, LeditsError
-from leditspp.models import registered
+from leditspp import Conditioning
 from leditspp.models.capture import CROSS_ATTENTION
 from leditspp.models.families import Part, Parts
 from leditspp.models.transformer import FlowTransformer, TransformerFamily, kernel_tap
 from leditspp.solvers import NoiseLevel
 from leditspp.testing import tiny_vae
-
-from .conftest import scene
 
 
 class ToyDenoiser(torch.nn.Module):
@@ -98,7 +93,7 @@ class Toy(TransformerFamily):
     """The toy family: its parts composed, a flow path, masks from the one attention layer."""
 
     family: str = "toy"
-    title: ClassVar[str] = "Toy (tests/test_toy_family.py)"
+    title: ClassVar[str] = "Toy (tests/families/toy.py)"
     options: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
@@ -116,8 +111,8 @@ class Toy(TransformerFamily):
         return cls(text=text, **parts)
 
 
-@pytest.fixture(scope="module")
-def toy_components(tokenizer):
+def toy_components(tokenizer: Any) -> dict[str, Any]:
+    """The toy family's components: a pipeline's worth, without a pipeline class."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return {
@@ -127,19 +122,3 @@ def toy_components(tokenizer):
             "tokenizer": tokenizer,
             "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0),
         }
-
-
-def test_a_family_from_outside_the_package_edits_end_to_end(toy_components):
-    with registered(Toy):
-        editor = Editor.from_pipe(toy_components)
-        assert editor.model.family == "toy" and editor.size_multiple == 16
-        for solver, steps in (("dpmsolver++", 4), ("ddpm", 1)):
-            inv = editor.invert(scene(64, 64), steps=steps, skip=0.0, solver=solver, seed=0)
-            assert torch.equal(editor.edit(inv, [], decode=False).latents, inv.source_latents)
-        result = editor.edit(inv, [Edit("red circle", scale=6.0, threshold=0.5)], mask_mode="intersect")
-        assert torch.isfinite(result.latents).all() and (result.latents - inv.source_latents).abs().max() > 1e-3
-        assert 0 < result.masks.mean() < 1
-        with pytest.raises(LeditsError, match="toy models do not take mask_level"):
-            Editor.from_pipe(toy_components, mask_level=2)
-    with pytest.raises(LeditsError, match=r"ToyDenoiser models .* not supported; supported families: Stable Diffusion"):
-        Editor.from_pipe(toy_components)
