@@ -116,3 +116,28 @@ def flux_editor(flux_folder):
     from leditspp import Editor
 
     return Editor.from_pretrained(str(flux_folder), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_if(tmp_path_factory):
+    """The small T5 tokenizer with DeepFloyd IF's 77-token window."""
+    from leditspp.testing.tiny_if import if_tokenizer
+
+    return if_tokenizer(tmp_path_factory.mktemp("if-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def if_folder(tmp_path_factory, tokenizer_if):
+    """A tiny DeepFloyd IF stage I written with ``save_pretrained``."""
+    from leditspp.testing.tiny_if import tiny_if_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-if")
+    tiny_if_pipeline(tokenizer_if, seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def if_editor(if_folder):
+    from leditspp import Editor
+
+    return Editor.from_pretrained(str(if_folder), device="cpu")

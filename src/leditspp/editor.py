@@ -24,7 +24,7 @@ from .edits import Edit, as_edits, check_warmup
 from .errors import LeditsError
 from .inversion import Inversion, invert_latents, noising_levels
 from .inversion_file import InversionInfo
-from .io import ImageInput, as_pixel_batch, load_mask, resize_pixels, target_size, to_pil
+from .io import ImageInput, as_pixel_batch, centre_crop, load_mask, resize_pixels, target_size, to_pil
 from .lora import Lora, apply_loras, describe, parse_recorded, with_loras
 from .masking import MASK_MODES, check_preserve, keep_outside, needs_attention, resize_user_mask
 from .memory import edit_groups, inversion_chunk
@@ -274,11 +274,17 @@ class Editor:
         :mod:`leditspp.memory`). ``max_pixels`` caps height × width of the processed images
         (None: no cap). ``noise_shift`` δ ∈ [0, 1]: TurboEdit's shift for few-step models, Eq. 6
         noises at ``t_j − δ·(t_0 − t_1)`` (see :func:`leditspp.inversion.noising_levels`).
+        A model made for one size (DeepFloyd IF's stage I: 64², the default ``height``/``width``
+        there) gets each image centre-cropped to the processing size's aspect first, never stretched.
         """
         generator = _generator(seed, generator)
         check_invert_arguments(inversion_batch, source_prompt, negative_prompt, source_guidance, noise_shift)
         check_solver(solver, steps, skip)  # before the VAE runs; the table needs the latent size
         pixels = as_pixel_batch(images)
+        native = getattr(self.model, "native_size", None)  # a model made for one size (DeepFloyd IF: 64²)
+        if native is not None:
+            height, width = height or native[0], width or native[1]
+            pixels = [centre_crop(p, (height, width)) for p in pixels]
         size = target_size(pixels, height, width, self.size_multiple, max_pixels)
         check_size(self.model, *size)
         x0 = self.model.encode(resize_pixels(pixels, size) * 2 - 1)
@@ -386,7 +392,8 @@ class Editor:
                 check_edited(latents[k : k + 1], image, self.decode(inv.source_latents[k : k + 1])[0])
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        """Latents (B, C, h, w) → PIL images through the VAE."""
+        """Latents (B, C, h, w) → PIL images through the model's decoder (a VAE; DeepFloyd IF: its
+        stage I pixels as they are, or its stage II upscaler)."""
         return to_pil(self.model.decode(latents))
 
     # -- helpers ------------------------------------------------------------------------------

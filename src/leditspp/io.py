@@ -156,6 +156,17 @@ def target_size(
     return size
 
 
+def centre_crop(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The largest centred part of an image (3, H, W) with the aspect of ``size`` (height, width)."""
+    height, width = pixels.shape[-2:]
+    if width * size[0] > height * size[1]:  # wider than ``size``: the sides go
+        h, w = height, height * size[1] // size[0]
+    else:
+        h, w = width * size[0] // size[1], width
+    top, left = (height - h) // 2, (width - w) // 2
+    return pixels[..., top : top + h, left : left + w]
+
+
 def resize_pixels(pixels: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     """Stack images (3, H, W) in [0, 1], resizing (bicubic, antialiased) where needed → (B, 3, h, w)."""
     out = []

@@ -33,14 +33,16 @@ class Kernel:
     """Where one family's armed kernel calls hold what M¹ needs, as the model describes its attention.
 
     ``prefixes``/``suffix``: the names of the armed attention modules (a prefix each may start with,
-    then the suffix). ``order``: ``cross`` (queries: the image cells; keys: the text tokens),
+    then the suffix or one of the suffixes). ``order``: ``cross`` (queries: the image cells; keys: the
+    text tokens), ``text_keys_first`` (DeepFloyd IF's added-KV attention: queries, the image cells;
+    keys, [text; image] under one softmax),
     ``image_text`` (one sequence [image; text]), ``text_image`` ([text; image]) or ``image_pad_text``
     (Z-Image: [image padded to 32; caption], the caption mixed by its refiner before the main layers).
     ``masked``: whether the kernel is handed an attention mask.
     """
 
     prefixes: tuple[str, ...]
-    suffix: str
+    suffix: str | tuple[str, ...]
     order: str
     masked: bool = False
 
@@ -88,6 +90,8 @@ def places(order: str, queries: int, keys: int, cells: int, tokens: int) -> tupl
     ``queries`` × ``keys`` on a grid of ``cells`` and a conditioning of ``tokens`` text tokens."""
     if order == "cross":
         return slice(None), 0, slice(None)
+    if order == "text_keys_first":
+        return slice(None), 0, slice(0, tokens)
     if order == "image_text":
         return slice(0, queries - tokens), keys - tokens, slice(keys - tokens, None)
     if order == "text_image":

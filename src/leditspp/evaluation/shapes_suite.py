@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -200,10 +200,17 @@ def _edit(
     editor: Any, inv: Any, scene: shapes.Scene, concepts: list[str], params: dict[str, Any], **options: Any
 ) -> Any:
     """``editor.edit(inv, concepts, **options)`` with the item's ``preserve``, refused if it
-    diverged (a failed item, never a measured one)."""
+    diverged (a failed item, never a measured one); its images at the scene's size."""
     result = editor.edit(inv, concepts, preserve=preserve_of(params), **options)
+    result = replace(result, images=[at_scene_size(im, scene) for im in result.images])
     check_edited(result.latents, result.images[0], scene.image)
     return result
+
+
+def at_scene_size(image: Image.Image, scene: shapes.Scene) -> Image.Image:
+    """``image`` resized (bicubic) to the scene's size where a model returns another (DeepFloyd IF:
+    its stage I's 64², its upscaler's 256²), so every measure reads scene coordinates."""
+    return image if image.size == scene.image.size else image.resize(scene.image.size, Image.Resampling.BICUBIC)
 
 
 def _concept(sign: str, color: str, shape: str, params: dict[str, Any]) -> str:
@@ -212,7 +219,7 @@ def _concept(sign: str, color: str, shape: str, params: dict[str, Any]) -> str:
 
 def _reconstruction(editor: Any, inv: Any, scene: shapes.Scene, plan: ScenePlan, params: dict[str, Any]) -> Row:
     same = _edit(editor, inv, scene, [], params)
-    source = editor.decode(inv.source_latents)[0]
+    source = at_scene_size(editor.decode(inv.source_latents)[0], scene)
     return Row(
         {
             "recon_latent": (same.latents - inv.source_latents).abs().max().item(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .base import AttentionTap, Autoencoder, Conditioning, Denoiser, ModelAdapter, TextStack, fingerprint
 from .chroma import Chroma
+from .deepfloyd import DeepFloydIF
 from .families import FAMILIES, adapter_from_components, register, registered, supported
 from .flux import Flux
 from .klein import Klein
@@ -35,7 +36,17 @@ from .zimage import ZImage
 
 # The built-in families, in the order they are tried (models/families.py; a family defined
 # elsewhere joins with families.register).
-for _family in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux, Chroma, Klein, ZImage, QwenImage):
+for _family in (
+    StableDiffusion,
+    StableDiffusionXL,
+    StableDiffusion3,
+    Flux,
+    Chroma,
+    Klein,
+    ZImage,
+    QwenImage,
+    DeepFloydIF,
+):
     register(_family)
 
 __all__ = [
@@ -51,6 +62,7 @@ __all__ = [
     "Autoencoder",
     "Chroma",
     "Conditioning",
+    "DeepFloydIF",
     "Denoiser",
     "Flux",
     "Klein",

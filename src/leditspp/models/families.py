@@ -17,6 +17,8 @@ composes its parts, that declares, as class attributes and class methods:
 * optionally ``text_inputs`` and ``fits(parts)``: the text encoders and tokenizers it reads and
   what its denoiser needs of them, checked before it loads and before the adapter is built
   (:mod:`.components`);
+* optionally ``required``: the components it needs beside its denoiser (default :data:`REQUIRED`: a
+  VAE, a tokenizer and a scheduler; DeepFloyd IF, in pixel space, has no VAE);
 * optionally ``size_limit(parts)``: the largest image its denoiser has positions for
   (:class:`SizeLimit`; SD3's learned position grid), checked before an image is encoded;
 * optionally ``recommended(parts, pipeline_config)``: the edit settings the family's checkpoints
@@ -68,6 +70,8 @@ class Family(Protocol):
 
 
 FAMILIES: list[type[Family]] = []
+#: The components a family needs beside its denoiser unless it declares its own ``required``.
+REQUIRED = ("vae", "tokenizer", "scheduler")
 
 
 def register(family: type[Family]) -> type[Family]:
@@ -180,12 +184,12 @@ def adapter_from_components(
     (each checked against what the family accepts); a refusal lists every family."""
     components = dict(components)
     parts = parts_of(components)
-    missing = [k for k in ("vae", "tokenizer", "scheduler") if k not in parts]
+    family = family_of(parts)
+    missing = [k for k in getattr(family, "required", REQUIRED) if k not in parts]
     if "unet" not in parts and "transformer" not in parts:
         missing.insert(0, "a denoiser (unet or transformer)")
     if missing:
         raise refuse(f"the model lacks {', '.join(missing)}")
-    family = family_of(parts)
     if family is None:
         network = parts.get("transformer") or parts["unet"]
         added = network.config.get("addition_embed_type")

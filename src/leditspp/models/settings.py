@@ -54,14 +54,16 @@ MODEL_OPTIONS: dict[str, tuple[str, Any]] = {
     "mask_level": ("an integer ≥ 0", lambda v: _of_type(v, int) and v >= 0),
     "spacing": (f"one of {list(SPACINGS)}", lambda v: v in SPACINGS),
     "max_sequence_length": ("an integer ≥ 0; its family sets the range", lambda v: _of_type(v, int) and v >= 0),
+    "upscaler": ("a hub id or folder of the model's upscaler", lambda v: isinstance(v, str) and bool(v.strip())),
+    "upscaler_steps": ("an integer ≥ 1", lambda v: _of_type(v, int) and v >= 1),
 }
 
 
 def model_settings(model: str) -> dict[str, Any]:
     """What a model declares for leditspp, read without loading it: family options
-    (``mask_level``, ``spacing``, ``max_sequence_length``: see :data:`MODEL_OPTIONS`) from its
-    folder's ``leditspp.json``, and ``recommended`` settings (keys of :data:`RECOMMENDABLE`:
-    the defaults the CLI and the web UI use for this model) — the folder's own over
+    (``mask_level``, ``spacing``, ``max_sequence_length``, ``upscaler``, ``upscaler_steps``: see
+    :data:`MODEL_OPTIONS`) from its folder's ``leditspp.json``, and ``recommended`` settings (keys
+    of :data:`RECOMMENDABLE`: the defaults the CLI and the web UI use for this model) — the folder's own over
     :data:`CHECKPOINT_RECOMMENDED` over its family's rule (``recommended``, from the configs)
     over :data:`FEW_STEP_RECOMMENDED`. A hub id is read from the Hugging Face cache where it is
     there (nothing is downloaded), else known by name only. ``{}`` where nothing is declared."""
