@@ -252,6 +252,7 @@ def test_outputs_record_the_loras_and_resume_tells_them_apart(tmp_path, photo, s
     from leditspp.batch.outputs import stored_recipe
     from leditspp.batch.plan import BatchEdit, plan_edits
     from leditspp.cli import main
+    from leditspp.model_options import ModelOptions
 
     out = tmp_path / "out.png"
     args = ["edit", str(photo), "-e", "+hat", "--model", str(sd_folder), "--steps", "3", "--device", "cpu", "--quiet"]
@@ -261,7 +262,7 @@ def test_outputs_record_the_loras_and_resume_tells_them_apart(tmp_path, photo, s
 
     def finished(**files):
         batch = BatchEdit(images=(str(photo),), output=str(out), edits=("+hat",), model=str(sd_folder), resume=True)
-        return plan_edits(replace(batch, settings={"steps": 3}, **files)).finished
+        return plan_edits(replace(batch, settings={"steps": 3}, options=ModelOptions(**files))).finished
 
     assert finished(loras=(f"{lora_file}:0.8",)) == 1
     assert finished(loras=(f"{lora_file}:0.5",)) == 0 and finished() == 0

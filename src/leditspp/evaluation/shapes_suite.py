@@ -202,9 +202,9 @@ def _edit(
     """``editor.edit(inv, concepts, **options)`` with the item's ``preserve``, refused if it
     diverged (a failed item, never a measured one); its images at the scene's size."""
     result = editor.edit(inv, concepts, preserve=preserve_of(params), **options)
-    result = replace(result, images=[at_scene_size(im, scene) for im in result.images])
-    check_edited(result.latents, result.images[0], scene.image)
-    return result
+    images = [at_scene_size(im, scene) for im in result.images]
+    check_edited(result.latents, images[0], scene.image)
+    return result if all(a is b for a, b in zip(images, result.images, strict=True)) else replace(result, images=images)
 
 
 def at_scene_size(image: Image.Image, scene: shapes.Scene) -> Image.Image:
