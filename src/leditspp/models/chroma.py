@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 import torch
 
 from .base import Conditioning, runs_on, tokenize
-from .components import Fit, TextInput, config_int
-from .families import Part, Parts, refuse
+from .components import Fit, TextInput
+from .families import Parts, refuse
 from .flux import PackedFamily, PackedTransformer
 from .text import warn_if_truncated, word_positions
 from .transformer import sequence_length
@@ -97,17 +97,14 @@ class Chroma(PackedFamily):
         """Chroma's pipeline samples in 35 steps."""
         return {"steps": 35}
 
-    @classmethod
-    def matches(cls, parts: Parts) -> bool:
-        return parts.get("transformer", Part("", {})).kind == "ChromaTransformer2DModel"
+    transformer_class: ClassVar[str] = "ChromaTransformer2DModel"
 
     text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer"),)
 
     @classmethod
     def fits(cls, parts: Parts) -> list[Fit]:
         """The joint attention reads T5's states."""
-        joint = config_int(parts, "transformer", "joint_attention_dim")
-        return [Fit(("text_encoder",), "width", joint, f"the transformer's joint_attention_dim is {joint}")]
+        return [cls.joint_width(parts, "text_encoder")]
 
     @classmethod
     def from_components(cls, components: dict[str, Any], pipeline_config: Mapping[str, Any], **options: Any) -> Chroma:

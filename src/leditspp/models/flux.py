@@ -29,7 +29,7 @@ from ..solvers import NoiseLevel
 from .base import Conditioning, bound_cache
 from .capture import text_first
 from .components import Fit, TextInput, config_int
-from .families import Part, Parts, refuse
+from .families import Parts, refuse
 from .sd3 import joint_blocks
 from .text import encode_text, warn_if_truncated, word_positions
 from .transformer import FlowTransformer, TransformerFamily, kernel_tap, sequence_length
@@ -159,9 +159,7 @@ class Flux(PackedFamily):
     family: str = "flux"
     title: ClassVar[str] = "FLUX.1 [dev]/[schnell] (FluxTransformer2DModel, flow matching, CLIP-L + T5)"
 
-    @classmethod
-    def matches(cls, parts: Parts) -> bool:
-        return parts.get("transformer", Part("", {})).kind == "FluxTransformer2DModel"
+    transformer_class: ClassVar[str] = "FluxTransformer2DModel"
 
     text_inputs: ClassVar[tuple[TextInput, ...]] = (
         TextInput("text_encoder", "tokenizer"),
@@ -171,10 +169,9 @@ class Flux(PackedFamily):
     @classmethod
     def fits(cls, parts: Parts) -> list[Fit]:
         """The joint attention reads T5's states; the pooled projection CLIP's pooled output."""
-        joint = config_int(parts, "transformer", "joint_attention_dim")
         pooled = config_int(parts, "transformer", "pooled_projection_dim")
         return [
-            Fit(("text_encoder_2",), "width", joint, f"the transformer's joint_attention_dim is {joint}"),
+            cls.joint_width(parts, "text_encoder_2"),
             Fit(("text_encoder",), "width", pooled, f"the transformer's pooled_projection_dim is {pooled}"),
         ]
 

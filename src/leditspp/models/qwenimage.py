@@ -36,8 +36,8 @@ from ..solvers import NoiseLevel
 from .autoencoder import vae_precision
 from .base import Conditioning, runs_on, tokenize
 from .capture import text_first
-from .components import Fit, TextInput, config_int
-from .families import Part, Parts, refuse
+from .components import Fit, TextInput
+from .families import Parts, refuse
 from .flux import pack, unpack
 from .sd3 import joint_blocks
 from .text import warn_long
@@ -189,17 +189,14 @@ class QwenImage(TransformerFamily):
         """Qwen-Image's pipeline samples in 50 steps."""
         return {"steps": 50}
 
-    @classmethod
-    def matches(cls, parts: Parts) -> bool:
-        return parts.get("transformer", Part("", {})).kind == "QwenImageTransformer2DModel"
+    transformer_class: ClassVar[str] = "QwenImageTransformer2DModel"
 
     text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer"),)
 
     @classmethod
     def fits(cls, parts: Parts) -> list[Fit]:
         """The joint attention reads Qwen2.5-VL's last hidden states."""
-        joint = config_int(parts, "transformer", "joint_attention_dim")
-        return [Fit(("text_encoder",), "width", joint, f"the transformer's joint_attention_dim is {joint}")]
+        return [cls.joint_width(parts, "text_encoder")]
 
     @classmethod
     def from_components(

@@ -24,7 +24,7 @@ from ..solvers import NoiseLevel
 from .base import Conditioning
 from .capture import text_last
 from .components import Fit, TextInput, config_int
-from .families import Part, Parts, SizeLimit, refuse
+from .families import Parts, SizeLimit, refuse
 from .text import encode_text, warn_if_truncated, word_positions
 from .transformer import FlowTransformer, TransformerFamily, kernel_tap, sequence_length
 
@@ -116,9 +116,7 @@ class StableDiffusion3(TransformerFamily):
     family: str = "sd3"
     title: ClassVar[str] = "Stable Diffusion 3/3.5 (SD3Transformer2DModel, flow matching; with or without T5)"
 
-    @classmethod
-    def matches(cls, parts: Parts) -> bool:
-        return parts.get("transformer", Part("", {})).kind == "SD3Transformer2DModel"
+    transformer_class: ClassVar[str] = "SD3Transformer2DModel"
 
     text_inputs: ClassVar[tuple[TextInput, ...]] = (
         TextInput("text_encoder", "tokenizer"),

@@ -21,7 +21,8 @@ from ..solvers import FlowPath, NoiseLevel
 from .autoencoder import ScaledVAE
 from .base import AttentionTap, Autoencoder, Conditioning, ModelAdapter, runs_on
 from .capture import KernelTap, Layouts
-from .families import Parts, SizeLimit, parts_of, refuse
+from .components import Fit, config_int
+from .families import Part, Parts, SizeLimit, parts_of, refuse
 
 #: Peak activation elements of one transformer row per token per channel of its width: an
 #: estimate (q, k, v, the 4× MLP and the residual stream, fused attention), not a measurement.
@@ -87,6 +88,18 @@ class TransformerFamily(ModelAdapter):
 
     #: What a flow family's ``from_components`` accepts.
     options: ClassVar[frozenset[str]] = frozenset({"max_sequence_length"})
+    #: The class of the transformer a model of this family holds: its detection (:meth:`matches`).
+    transformer_class: ClassVar[str]
+
+    @classmethod
+    def matches(cls, parts: Parts) -> bool:
+        return parts.get("transformer", Part("", {})).kind == cls.transformer_class
+
+    @staticmethod
+    def joint_width(parts: Parts, *encoders: str) -> Fit:
+        """``encoders`` as wide as the transformer's ``joint_attention_dim``: its joint attention reads their states."""
+        joint = config_int(parts, "transformer", "joint_attention_dim")
+        return Fit(encoders, "width", joint, f"the transformer's joint_attention_dim is {joint}")
 
     @classmethod
     def patch(cls, parts: Parts) -> int:

@@ -37,7 +37,7 @@ from ..solvers import NoiseLevel
 from .base import Conditioning
 from .capture import Layout, capture_layers
 from .components import Fit, TextInput, config_int
-from .families import Part, Parts, SizeLimit, refuse
+from .families import Parts, SizeLimit, refuse
 from .text import Qwen3ChatText
 from .transformer import TRANSFORMER_ACTIVATION_ELEMENTS, FlowTransformer, TransformerFamily, sequence_length
 
@@ -124,9 +124,7 @@ class ZImage(TransformerFamily):
         8 steps come from its name (``models.settings.CHECKPOINT_RECOMMENDED``) or its ``leditspp.json``."""
         return {"steps": 50}
 
-    @classmethod
-    def matches(cls, parts: Parts) -> bool:
-        return parts.get("transformer", Part("", {})).kind == "ZImageTransformer2DModel"
+    transformer_class: ClassVar[str] = "ZImageTransformer2DModel"
 
     text_inputs: ClassVar[tuple[TextInput, ...]] = (TextInput("text_encoder", "tokenizer", chat_template=True),)
 
